@@ -1,0 +1,54 @@
+// Fixed window: one counter per window aligned to the epoch.
+import { RETRY_NEVER } from '../backend'
+import { result } from './math'
+import type { StepFunction } from './types'
+
+/**
+ * `'fixed-window'`: counts cost in windows of `windowMs` aligned to the Unix epoch, so every process
+ * and every store agrees on where a window starts.
+ *
+ * - State: `[windowStart, count]` (two integers).
+ * - Bound: at most `limit` per aligned window, but up to `2 * limit` inside a `windowMs` that straddles
+ *   a boundary (a burst at the end of one window and at the start of the next).
+ * - Trade-offs: the cheapest algorithm and the easiest to explain ("100 per calendar minute");
+ *   choose `'sliding-window'` or `'gcra'` when boundary bursts matter. `burst` does not apply.
+ * - `resetMs` is the end of the window (or now when nothing is counted); a denied call's
+ *   `retryAfterMs` is the time to that end.
+ */
+export const fixedWindow: StepFunction = (state, now, bucket, cost) => {
+  const L = bucket.limit
+  const W = bucket.windowMs
+  let start = now - (now % W)
+  let count = 0
+  if (state !== undefined && state.length === 2) {
+    const s0 = state[0] as number
+    // The same window, or a later one when this clock runs behind the last writer's: keep counting it.
+    if (s0 >= start) {
+      start = s0
+      count = state[1] as number
+    }
+  }
+  const t = now < start ? start : now
+  const end = start + W
+  const ttl = end - t
+  if (cost === 0) {
+    const allowed = count + 1 <= L
+    return {
+      state: [start, count],
+      result: result(allowed, L, L - count, count > 0 ? end : t, allowed ? 0 : end - t),
+      ttlMs: ttl,
+    }
+  }
+  if (cost > L) {
+    return {
+      state: [start, count],
+      result: result(false, L, L - count, count > 0 ? end : t, RETRY_NEVER),
+      ttlMs: ttl,
+    }
+  }
+  if (count + cost <= L) {
+    count += cost
+    return { state: [start, count], result: result(true, L, L - count, end, 0), ttlMs: ttl }
+  }
+  return { state: [start, count], result: result(false, L, L - count, end, end - t), ttlMs: ttl }
+}

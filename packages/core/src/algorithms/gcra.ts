@@ -1,0 +1,37 @@
+// GCRA: the generic cell rate algorithm, one theoretical arrival time per key.
+import { charge, drainMs } from './meter'
+import type { StepFunction } from './types'
+
+/**
+ * `'gcra'` (the default): the generic cell rate algorithm. It stores one timestamp, the theoretical
+ * arrival time (TAT) at which the key's bucket is empty again; a call is admitted when pushing the
+ * TAT forward by `cost * windowMs / limit` keeps it within `burst * windowMs / limit` of now.
+ *
+ * - State: `[tatMs, tatFraction]`: the TAT as whole milliseconds plus a fraction in `1/limit` ms, so
+ *   emission intervals such as 60000/7 ms stay exact.
+ * - Bound: over any interval of length `d` ms, at most `burst + limit * d / windowMs` is admitted.
+ * - Trade-offs: smooth (no window boundaries), constant space, exact `retryAfterMs`, and no background
+ *   work; the best default. It admits exactly what `'token-bucket'` and `'leaky-bucket'` admit.
+ *   When the clock jumps backwards it counts the bucket as at most full, so `retryAfterMs` never
+ *   exceeds `burst * windowMs / limit`.
+ */
+export const gcra: StepFunction = (state, now, bucket, cost) => {
+  const L = bucket.limit
+  const cap = (bucket.burst ?? L) * bucket.windowMs
+  let level = 0
+  if (state !== undefined && state.length === 2) {
+    const ahead = (state[0] as number) - now
+    if (ahead >= 0) {
+      // ahead * L stays below 2^53 only while ahead is bounded by the capacity: clamp first.
+      level = ahead > Math.floor(cap / L) ? cap : ahead * L + (state[1] as number)
+      if (level > cap) level = cap
+    }
+  }
+  const out = charge(level, now, bucket, cost)
+  const whole = Math.floor(out.level / L)
+  return {
+    state: [now + whole, out.level - whole * L],
+    result: out.result,
+    ttlMs: drainMs(out.level, L),
+  }
+}

@@ -1,0 +1,112 @@
+// The algorithms by name, and the one dispatching step every JavaScript backend calls.
+import type { Algorithm, BackendResult, BucketConfig } from '../backend'
+import { fixedWindow } from './fixed-window'
+import { gcra } from './gcra'
+import { leakyBucket } from './leaky-bucket'
+import { slidingLog } from './sliding-log'
+import { slidingWindow } from './sliding-window'
+import { tokenBucket } from './token-bucket'
+import type { State, StepFunction, StepOutput } from './types'
+
+export type { State, StepFunction, StepOutput }
+export { fixedWindow, gcra, leakyBucket, slidingLog, slidingWindow, tokenBucket }
+
+/** Every algorithm's step function, by name. */
+export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.freeze({
+  'fixed-window': fixedWindow,
+  'sliding-window': slidingWindow,
+  'sliding-log': slidingLog,
+  'token-bucket': tokenBucket,
+  'leaky-bucket': leakyBucket,
+  gcra,
+})
+
+/** The names of all algorithms, in a stable order. */
+export const ALGORITHMS: readonly Algorithm[] = Object.freeze(Object.keys(algorithms) as Algorithm[])
+
+/**
+ * Applies `bucket.algorithm` to a state: the whole of rate limiting, as one pure function.
+ * A custom backend reads the state, calls `step`, and writes `state` back in one transaction.
+ *
+ * @example
+ * ```ts
+ * const out = step(await db.read(key), Date.now(), bucket, 1)
+ * if (out.result.allowed) await db.write(key, out.state, out.ttlMs)
+ * ```
+ */
+export function step(
+  state: State | undefined,
+  nowMs: number,
+  bucket: BucketConfig,
+  cost: number,
+): StepOutput {
+  return algorithms[bucket.algorithm](state, nowMs, bucket, cost)
+}
+
+/** Serialises a state for a text column or a Redis value: integers joined by commas. */
+export function encodeState(state: State): string {
+  return state.join(',')
+}
+
+/** Parses {@link encodeState}'s output; anything malformed gives `undefined` (treated as no state). */
+export function decodeState(text: string | null | undefined): number[] | undefined {
+  if (!text) return undefined
+  const parts = text.split(',')
+  const out: number[] = new Array(parts.length)
+  for (let i = 0; i < parts.length; i++) {
+    const n = Number(parts[i])
+    if (!Number.isSafeInteger(n)) return undefined
+    out[i] = n
+  }
+  return out
+}
+
+/** What {@link stepAll} returns. */
+export interface StepAllOutput {
+  /** Whether every bucket admitted the cost; only then are the states written. */
+  readonly allowed: boolean
+  /** One output per bucket; write each `state` back (with its `ttlMs`) only when `allowed`. */
+  readonly outputs: readonly StepOutput[]
+  /**
+   * One result per bucket. When `allowed` is false nothing is charged, so a bucket that would have
+   * admitted reports its uncharged state (`allowed: true`, `retryAfterMs: 0`).
+   */
+  readonly results: BackendResult[]
+}
+
+/**
+ * The all-or-nothing step behind `checkAndIncrementAll`: applies `cost` to every bucket of one key
+ * and admits only if every bucket admits. Pure, like {@link step}.
+ */
+export function stepAll(
+  states: ReadonlyArray<State | undefined>,
+  nowMs: number,
+  buckets: readonly BucketConfig[],
+  cost: number,
+): StepAllOutput {
+  const outputs: StepOutput[] = new Array(buckets.length)
+  let allowed = true
+  for (let i = 0; i < buckets.length; i++) {
+    const bucket = buckets[i] as BucketConfig
+    const out = algorithms[bucket.algorithm](states[i], nowMs, bucket, cost)
+    outputs[i] = out
+    if (!out.result.allowed) allowed = false
+  }
+  const results: BackendResult[] = new Array(buckets.length)
+  for (let i = 0; i < buckets.length; i++) {
+    const out = outputs[i] as StepOutput
+    if (allowed || !out.result.allowed) results[i] = out.result
+    else {
+      const bucket = buckets[i] as BucketConfig
+      const now = algorithms[bucket.algorithm](states[i], nowMs, bucket, 0).result
+      results[i] = {
+        allowed: true,
+        limit: now.limit,
+        remaining: now.remaining,
+        resetMs: now.resetMs,
+        retryAfterMs: 0,
+      }
+    }
+  }
+  return { allowed, outputs, results }
+}

@@ -1,0 +1,46 @@
+// The three bucket algorithms share one exact meter in scaled integer units.
+//
+// One unit of cost is `windowMs` units; the meter drains `limit` units per millisecond, so `limit`
+// units of cost drain in exactly `windowMs`. Capacity is `burst * windowMs` units. With these units
+// every quantity is an integer and no fraction is ever rounded.
+
+import type { BackendResult, BucketConfig } from '../backend'
+import { RETRY_NEVER } from '../backend'
+import { ceilDiv, result } from './math'
+
+/** The level after draining for `elapsed` ms at `rate` units per ms. */
+export function drain(level: number, elapsed: number, rate: number): number {
+  if (level <= 0 || elapsed <= 0) return level < 0 ? 0 : level
+  return elapsed >= ceilDiv(level, rate) ? 0 : level - elapsed * rate
+}
+
+/** Outcome of charging `cost` against a meter at `level` (units) at time `t`. */
+export interface MeterOutcome {
+  /** The level after the call (unchanged when denied or peeking). */
+  readonly level: number
+  readonly result: BackendResult
+}
+
+/** Applies a cost (or a peek, cost 0) to a meter filled to `level` units. */
+export function charge(level: number, t: number, bucket: BucketConfig, cost: number): MeterOutcome {
+  const L = bucket.limit
+  const W = bucket.windowMs
+  const B = bucket.burst ?? L
+  const cap = B * W
+  if (cost > 0 && cost <= B && level + cost * W <= cap) {
+    const after = level + cost * W
+    return { level: after, result: result(true, B, Math.floor((cap - after) / W), t + ceilDiv(after, L), 0) }
+  }
+  const want = cost === 0 ? 1 : cost
+  let retry = 0
+  if (cost > B) retry = RETRY_NEVER
+  else if (level + want * W > cap) retry = ceilDiv(level + want * W - cap, L)
+  const allowed = cost === 0 ? level + W <= cap : false
+  return { level, result: result(allowed, B, Math.floor((cap - level) / W), t + ceilDiv(level, L), retry) }
+}
+
+/** Milliseconds until a meter at `level` is empty (at least 1). */
+export function drainMs(level: number, rate: number): number {
+  const ms = ceilDiv(level, rate)
+  return ms > 0 ? ms : 1
+}

@@ -1,0 +1,80 @@
+// Sliding window counter: the current window's count plus the previous one's, weighted by overlap.
+import { RETRY_NEVER } from '../backend'
+import { ceilDiv, result } from './math'
+import type { StepFunction } from './types'
+
+/**
+ * `'sliding-window'`: the sliding window counter. It estimates the cost in the last `windowMs` as
+ * `ceil(previous * (windowMs - elapsed) / windowMs) + current`, where `previous` and `current` are the
+ * counts of the two latest epoch-aligned windows and `elapsed` is the time since the current one began.
+ *
+ * - State: `[windowStart, previous, current]` (three integers), whatever the limit.
+ * - Bound: at most `limit` per aligned window; in any interval of `windowMs` strictly less than
+ *   `2 * limit`, and in practice close to `limit` (the estimate rounds up, so it errs on denying).
+ * - Trade-offs: smooths the boundary bursts of `'fixed-window'` in constant space; it is an estimate
+ *   that assumes cost in the previous window was spread evenly. Use `'sliding-log'` for an exact
+ *   window. `burst` does not apply.
+ * - `resetMs` is when the estimate reaches 0; `retryAfterMs` is exact for the estimate.
+ */
+export const slidingWindow: StepFunction = (state, now, bucket, cost) => {
+  const L = bucket.limit
+  const W = bucket.windowMs
+  let start = now - (now % W)
+  let prev = 0
+  let curr = 0
+  if (state !== undefined && state.length === 3) {
+    const s0 = state[0] as number
+    if (s0 >= start) {
+      // The same window (or a later one when this clock runs behind).
+      start = s0
+      prev = state[1] as number
+      curr = state[2] as number
+    } else if (s0 === start - W) {
+      prev = state[2] as number
+    }
+  }
+  const t = now < start ? start : now
+  const elapsed = t - start
+  const weighted = prev === 0 ? 0 : ceilDiv(prev * (W - elapsed), W)
+  let used = weighted + curr
+  if (used > L) used = L
+
+  if (cost > 0 && cost <= L && used + cost <= L) {
+    curr += cost
+    used += cost
+    return {
+      state: [start, prev, curr],
+      result: result(true, L, L - used, start + 2 * W, 0),
+      ttlMs: start + 2 * W - t,
+    }
+  }
+
+  const resetMs = curr > 0 ? start + 2 * W : weighted > 0 ? start + W : t
+  const ttlMs = resetMs > t ? resetMs - t : W
+  const want = cost === 0 ? 1 : cost
+  let retry = 0
+  if (cost > L) retry = RETRY_NEVER
+  else if (used + want > L) {
+    retry = -1
+    const room = L - want - curr
+    if (room >= 0 && prev > 0) {
+      // Still in this window: wait until the previous window's weight has decayed enough.
+      const at = W - Math.floor((room * W) / prev)
+      if (at < W) retry = start + at - t
+    }
+    if (retry < 0) {
+      // In the next window the current count becomes the previous one.
+      let at = 0
+      if (curr > 0) {
+        at = W - Math.floor(((L - want) * W) / curr)
+        if (at < 0) at = 0
+      }
+      retry = start + W + at - t
+    }
+  }
+  return {
+    state: [start, prev, curr],
+    result: result(cost === 0 ? used + 1 <= L : false, L, L - used, resetMs, retry),
+    ttlMs,
+  }
+}

@@ -1,0 +1,28 @@
+// Token bucket: tokens refill at a constant rate up to a capacity; each call spends its cost.
+import { charge, drain, drainMs } from './meter'
+import type { StepFunction } from './types'
+
+/**
+ * `'token-bucket'`: a bucket holds up to `burst ?? limit` tokens and refills continuously at `limit`
+ * tokens per `windowMs`; a call spends `cost` tokens or is denied. A new bucket starts full.
+ *
+ * - State: `[tokens, lastMs]`, tokens in scaled units (one token is `windowMs` units and `limit`
+ *   units refill per millisecond), so refills of a fraction of a token are exact integers.
+ * - Bound: over any interval of length `d` ms, at most `burst + limit * d / windowMs` is admitted.
+ * - Trade-offs: the classic way to allow a burst (`burst`) on top of a steady rate (`limit` per
+ *   `windowMs`). It admits exactly what `'leaky-bucket'` and `'gcra'` admit.
+ * - `resetMs` is when the bucket is full again; `retryAfterMs` is when enough tokens have refilled.
+ */
+export const tokenBucket: StepFunction = (state, now, bucket, cost) => {
+  const cap = (bucket.burst ?? bucket.limit) * bucket.windowMs
+  let missing = 0
+  let t = now
+  if (state !== undefined && state.length === 2) {
+    const last = state[1] as number
+    if (last > t) t = last
+    const tokens = state[0] as number
+    missing = drain(tokens >= cap ? 0 : cap - tokens, t - last, bucket.limit)
+  }
+  const out = charge(missing, t, bucket, cost)
+  return { state: [cap - out.level, t], result: out.result, ttlMs: drainMs(out.level, bucket.limit) }
+}

@@ -1,0 +1,37 @@
+// The shape every algorithm shares: a pure integer step from (state, now, bucket, cost) to a new state.
+import type { BackendResult, BucketConfig } from '../backend'
+
+/**
+ * An algorithm's stored state: a short array of safe integers (never fractions), so that every
+ * store can keep it as text (`encodeState`) and a Lua port computes the same numbers bit for bit.
+ */
+export type State = readonly number[]
+
+/** What a {@link StepFunction} returns. */
+export interface StepOutput {
+  /**
+   * The state to store. Write it back (with a TTL of `ttlMs`) when `result.allowed` and `cost > 0`;
+   * otherwise it means the same as the state passed in and the write may be skipped.
+   */
+  readonly state: number[]
+  /** The decision, every field exact. */
+  readonly result: BackendResult
+  /** Milliseconds after which the state is equivalent to no state at all and may be deleted (>= 1). */
+  readonly ttlMs: number
+}
+
+/**
+ * An algorithm as a pure function of integers.
+ *
+ * @param state the stored state, or `undefined` when the key has none (or it expired, or is malformed)
+ * @param nowMs the current time, integer epoch milliseconds
+ * @param bucket the validated configuration
+ * @param cost a positive integer to charge, or `0` to only read (`peek`): then `allowed` says whether
+ *   a cost of 1 would pass, `retryAfterMs` when it would, and nothing is charged.
+ */
+export type StepFunction = (
+  state: State | undefined,
+  nowMs: number,
+  bucket: BucketConfig,
+  cost: number,
+) => StepOutput

@@ -1,0 +1,65 @@
+// Every error fastlimit throws: one class, a machine-readable code, and a message that says what to do.
+
+/**
+ * The machine-readable kind of a {@link FastlimitError}.
+ *
+ * - `ERR_FASTLIMIT_CONFIG`: bad configuration (a rule, an option); thrown at construction.
+ * - `ERR_FASTLIMIT_ARGUMENT`: a bad argument to a call (an identity that is not a string, a cost of 0).
+ * - `ERR_FASTLIMIT_BACKEND`: the backend failed (connection refused, script error, disk full).
+ * - `ERR_FASTLIMIT_TIMEOUT`: the backend did not answer within `timeoutMs`.
+ * - `ERR_FASTLIMIT_CLOSED`: the limiter or backend was used after `close()`.
+ */
+export type FastlimitErrorCode =
+  | 'ERR_FASTLIMIT_CONFIG'
+  | 'ERR_FASTLIMIT_ARGUMENT'
+  | 'ERR_FASTLIMIT_BACKEND'
+  | 'ERR_FASTLIMIT_TIMEOUT'
+  | 'ERR_FASTLIMIT_CLOSED'
+
+/**
+ * The one error class of fastlimit. Being over a limit is never an error (it is `allowed: false`);
+ * this is thrown for bad configuration, bad arguments and, when the policy is `'throw'`, backend failures.
+ *
+ * @example
+ * ```ts
+ * try { new FastLimit().check('user', '100/mn') }
+ * catch (err) { if (err instanceof FastlimitError && err.code === 'ERR_FASTLIMIT_CONFIG') ... }
+ * ```
+ */
+export class FastlimitError extends Error {
+  /** What kind of failure this is; stable across releases. */
+  readonly code: FastlimitErrorCode
+
+  constructor(code: FastlimitErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'FastlimitError'
+    this.code = code
+  }
+}
+
+/** A configuration error: thrown at construction, with the bad value and a valid example in the message. */
+export class ConfigError extends FastlimitError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('ERR_FASTLIMIT_CONFIG', message, options)
+    this.name = 'ConfigError'
+  }
+}
+
+/** Formats a value for an error message: strings quoted, long values cut. */
+export function show(value: unknown): string {
+  let text: string
+  if (typeof value === 'string') text = JSON.stringify(value)
+  else if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean')
+    text = String(value)
+  else if (value === undefined) text = 'undefined'
+  else if (value === null) text = 'null'
+  else if (typeof value === 'function') text = 'a function'
+  else {
+    try {
+      text = JSON.stringify(value) ?? String(value)
+    } catch {
+      text = Object.prototype.toString.call(value)
+    }
+  }
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text
+}

@@ -1,0 +1,45 @@
+// @fastlimit/core: the Backend protocol, the algorithms, rules, FastLimit and MemoryBackend.
+
+export type { State, StepAllOutput, StepFunction, StepOutput } from './algorithms'
+export {
+  ALGORITHMS,
+  algorithms,
+  decodeState,
+  encodeState,
+  fixedWindow,
+  gcra,
+  leakyBucket,
+  slidingLog,
+  slidingWindow,
+  step,
+  stepAll,
+  tokenBucket,
+} from './algorithms'
+export type { Algorithm, Backend, BackendResult, BucketConfig } from './backend'
+export { bucketId, RETRY_NEVER } from './backend'
+export type { FastlimitErrorCode } from './errors'
+export { ConfigError, FastlimitError } from './errors'
+export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix } from './keys'
+export type {
+  BackendErrorPolicy,
+  CheckOptions,
+  Decision,
+  DecisionReason,
+  FastLimitOptions,
+  RuleResult,
+} from './limiter'
+export { checkCost, FastLimit } from './limiter'
+export type { MemoryBackendOptions } from './memory'
+export { MemoryBackend } from './memory'
+export type { Rule, RuleInput, RuleObject, RuleObjectBase, RuleSet, RulesInput } from './rules'
+export {
+  formatWindow,
+  isRule,
+  isRuleSet,
+  MAX_SCALED,
+  MAX_SLIDING_LOG_LIMIT,
+  MAX_WINDOW_MS,
+  parseRule,
+  parseRules,
+  parseWindow,
+} from './rules'

@@ -1,0 +1,60 @@
+// Identity -> storage key: escaped so it cannot break a Redis Cluster hash tag or collide, hashed when long.
+import { ConfigError, FastlimitError, show } from './errors'
+import { sha256Hex } from './sha256'
+
+/** Identities longer than this (in UTF-16 code units, after escaping) are stored as a SHA-256 digest. */
+export const MAX_IDENTITY_LENGTH = 200
+
+// Braces (hash tags), '%' (the escape itself), C0/C1 control characters, DEL, and lone surrogates
+// (which UTF-8 would turn into U+FFFD, so two different ones would collide).
+const UNSAFE =
+  /[%{}\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+const UNSAFE_TEST =
+  /[%{}\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
+
+function escapeChar(ch: string): string {
+  const code = ch.charCodeAt(0)
+  return code < 0x100
+    ? `%${code.toString(16).toUpperCase().padStart(2, '0')}`
+    : `%u${code.toString(16).toUpperCase()}`
+}
+
+/**
+ * Turns any identity into a safe, injective key part: `%`, braces, control characters and lone
+ * surrogates are percent-escaped; anything longer than {@link MAX_IDENTITY_LENGTH} becomes
+ * `%H` + its SHA-256 (a form escaping never produces, so hashed and escaped keys cannot collide).
+ *
+ * @example
+ * ```ts
+ * escapeIdentity('user:{1}') // 'user:%7B1%7D'
+ * ```
+ */
+export function escapeIdentity(identity: string): string {
+  const escaped = UNSAFE_TEST.test(identity) ? identity.replace(UNSAFE, escapeChar) : identity
+  return escaped.length > MAX_IDENTITY_LENGTH ? `%H${sha256Hex(escaped)}` : escaped
+}
+
+/** Checks a key prefix at construction: short, printable, no braces (they would become the hash tag). */
+export function validatePrefix(prefix: unknown, where = 'core'): string {
+  if (typeof prefix !== 'string' || !/^[\x21-\x7a\x7c\x7e]{1,64}$/.test(prefix)) {
+    throw new ConfigError(
+      `[fastlimit] [${where}] Invalid prefix ${show(prefix)}: use 1 to 64 printable ASCII characters ` +
+        `without spaces or braces, e.g. "rl" or "myapp:rl".`,
+    )
+  }
+  return prefix
+}
+
+/**
+ * The storage key of an identity: `prefix:{escapedIdentity}`. The braces make the identity the Redis
+ * Cluster hash tag, so every rule of one identity lives in one slot.
+ */
+export function storageKey(prefix: string, identity: string): string {
+  if (typeof identity !== 'string') {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [core] The identity must be a string, got ${show(identity)}: pass e.g. a user id or an IP address.`,
+    )
+  }
+  return `${prefix}:{${escapeIdentity(identity)}}`
+}

@@ -1,0 +1,325 @@
+// Rules: '100/min', '5 per minute' and { limit, window } turned into validated BucketConfigs.
+
+import { ALGORITHMS } from './algorithms'
+import type { Algorithm, BucketConfig } from './backend'
+import { ConfigError, show } from './errors'
+
+/** The longest window a rule may have: 365 days. */
+export const MAX_WINDOW_MS = 365 * 24 * 60 * 60 * 1000
+
+/**
+ * The largest `max(limit, burst) * windowMs`: every algorithm counts in integers up to twice this,
+ * which stays exact below 2^53 in JavaScript and in Lua (whose numbers are doubles).
+ */
+export const MAX_SCALED = 2 ** 52
+
+/** The largest limit of `'sliding-log'`, whose state grows with the limit. */
+export const MAX_SLIDING_LOG_LIMIT = 100_000
+
+const BUCKET_ALGORITHMS: ReadonlySet<Algorithm> = new Set(['token-bucket', 'leaky-bucket', 'gcra'])
+
+/** The fields every object rule takes, besides its window. */
+export interface RuleObjectBase {
+  /** Units of cost admitted per window: a positive integer. */
+  readonly limit: number
+  /**
+   * The algorithm.
+   * @default the limiter's `algorithm`, itself `'gcra'` by default
+   */
+  readonly algorithm?: Algorithm
+  /**
+   * Capacity of the bucket algorithms (`'gcra'`, `'token-bucket'`, `'leaky-bucket'`): the most
+   * admitted at once. A positive integer; not allowed with the window algorithms.
+   * @default limit
+   */
+  readonly burst?: number
+  /**
+   * A name for headers and decisions: 1 to 64 of `A-Z a-z 0-9 _ . : / + -`.
+   * @default the rule in short form, e.g. `'100/1m'`
+   */
+  readonly name?: string
+}
+
+/**
+ * The object form of a rule: `{ limit: 100, window: '1m' }`, or with `windowMs: 60000` as in a
+ * {@link BucketConfig}.
+ */
+export type RuleObject = RuleObjectBase &
+  (
+    | {
+        /**
+         * The window: a duration string (`'1m'`, `'15 minutes'`, `'500ms'`, `'day'`) or milliseconds.
+         * Between 1 ms and 365 days.
+         */
+        readonly window: string | number
+        readonly windowMs?: never
+      }
+    | {
+        /** The window in milliseconds, between 1 and 365 days. */
+        readonly windowMs: number
+        readonly window?: never
+      }
+  )
+
+/**
+ * A rule as users write it: `'100/min'`, `'10/s'`, `'1000/day'`, `'100/15m'`, `'5 per minute'`,
+ * a {@link RuleObject}, or a {@link Rule} that {@link parseRule} already built.
+ */
+export type RuleInput = string | RuleObject | Rule
+
+/** One rule or several; several are checked all-or-nothing. */
+export type RulesInput = RuleInput | readonly RuleInput[]
+
+/** A validated rule: a {@link BucketConfig} with a name and a stable id. Frozen. */
+export interface Rule extends BucketConfig {
+  /** The name shown in headers and decisions. */
+  readonly name: string
+  /** Identifies the rule's state within a key (see `bucketId`). */
+  readonly id: string
+}
+
+/** A validated, frozen list of rules with distinct ids and names, ready for `FastLimit.check`. */
+export interface RuleSet {
+  readonly rules: readonly Rule[]
+  /** Marks the object as built by {@link parseRules}. */
+  readonly [RULESET]: true
+}
+
+const RULESET: unique symbol = Symbol.for('fastlimit.ruleset')
+const RULE: unique symbol = Symbol.for('fastlimit.rule')
+
+const UNITS: ReadonlyMap<string, number> = (() => {
+  const map = new Map<string, number>()
+  const add = (ms: number, ...names: string[]) => {
+    for (const name of names) map.set(name, ms)
+  }
+  add(1, 'ms', 'msec', 'msecs', 'millisecond', 'milliseconds')
+  add(1000, 's', 'sec', 'secs', 'second', 'seconds')
+  add(60_000, 'm', 'min', 'mins', 'minute', 'minutes')
+  add(3_600_000, 'h', 'hr', 'hrs', 'hour', 'hours')
+  add(86_400_000, 'd', 'day', 'days')
+  add(604_800_000, 'w', 'wk', 'wks', 'week', 'weeks')
+  return map
+})()
+
+const UNIT_HELP = 'ms, s, m (or min), h, d or w'
+const RULE_EXAMPLES = '"100/min", "10/s", "100/15m" or "5 per minute"'
+const RULE_KEYS = new Set(['limit', 'window', 'windowMs', 'algorithm', 'burst', 'name'])
+const NAME = /^[A-Za-z0-9_.:/+-]{1,64}$/
+
+function fail(subject: string, problem: string, fix: string): never {
+  throw new ConfigError(`[fastlimit] [core] ${subject}: ${problem}. ${fix}`)
+}
+
+/**
+ * Parses a duration: `'1m'`, `'15 minutes'`, `'500ms'`, `'day'` (one day), or milliseconds as a number.
+ * @throws ConfigError for anything else, or outside 1 ms to 365 days
+ */
+export function parseWindow(window: string | number, subject = `Window ${show(window)}`): number {
+  let ms: number
+  if (typeof window === 'number') {
+    ms = window
+  } else if (typeof window === 'string') {
+    const m = /^\s*(\d+)?\s*([a-zA-Z]+)\s*$/.exec(window)
+    if (!m)
+      fail(
+        subject,
+        'not a duration',
+        `Write a whole number and a unit of ${UNIT_HELP}, e.g. "1m" or "15 minutes".`,
+      )
+    const unit = UNITS.get((m[2] as string).toLowerCase())
+    if (unit === undefined) {
+      fail(subject, `unknown unit ${show(m[2])}`, `Use a unit of ${UNIT_HELP}, e.g. "1m" or "15 minutes".`)
+    }
+    ms = (m[1] === undefined ? 1 : Number(m[1])) * unit
+  } else {
+    return fail(
+      subject,
+      'not a duration',
+      'Pass a string such as "1m" or a number of milliseconds such as 60000.',
+    )
+  }
+  if (!Number.isSafeInteger(ms) || ms < 1) {
+    fail(
+      subject,
+      'the window must be a whole number of milliseconds, at least 1',
+      'For example 60000 or "1m".',
+    )
+  }
+  if (ms > MAX_WINDOW_MS) fail(subject, 'the window is longer than 365 days', 'Use at most "365d".')
+  return ms
+}
+
+/** The short form of a window for default names: '1m', '15m', '1d', '1500ms'. */
+export function formatWindow(ms: number): string {
+  for (const [unit, size] of [
+    ['d', 86_400_000],
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`
+  }
+  return `${ms}ms`
+}
+
+function checkCount(subject: string, field: string, value: unknown, example: string): number {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
+    fail(subject, `${field} must be a positive whole number, got ${show(value)}`, `For example ${example}.`)
+  }
+  return value
+}
+
+function build(
+  subject: string,
+  limit: number,
+  windowMs: number,
+  algorithm: Algorithm,
+  burst: number | undefined,
+  name: string | undefined,
+): Rule {
+  if (!ALGORITHMS.includes(algorithm)) {
+    fail(
+      subject,
+      `unknown algorithm ${show(algorithm)}`,
+      `Use one of ${ALGORITHMS.map((a) => `'${a}'`).join(', ')}.`,
+    )
+  }
+  if (burst !== undefined) {
+    checkCount(subject, 'burst', burst, '{ limit: 10, window: "1s", burst: 50 }')
+    if (!BUCKET_ALGORITHMS.has(algorithm)) {
+      fail(
+        subject,
+        `burst applies only to 'gcra', 'token-bucket' and 'leaky-bucket', not '${algorithm}'`,
+        'Remove burst, or choose one of those algorithms.',
+      )
+    }
+  }
+  const scaled = Math.max(limit, burst ?? limit) * windowMs
+  if (scaled > MAX_SCALED) {
+    const most = Math.floor(MAX_SCALED / windowMs)
+    fail(
+      subject,
+      `${burst !== undefined && burst > limit ? 'burst' : 'limit'} × window is ${scaled.toExponential(2)}, above 2^52, ` +
+        'the most the algorithms count exactly',
+      `Use at most ${most} per ${formatWindow(windowMs)}, or a shorter window.`,
+    )
+  }
+  if (algorithm === 'sliding-log' && limit > MAX_SLIDING_LOG_LIMIT) {
+    fail(
+      subject,
+      `'sliding-log' keeps one entry per admitted call, so its limit is at most ${MAX_SLIDING_LOG_LIMIT}`,
+      "Use 'sliding-window' or 'gcra' for large limits.",
+    )
+  }
+  if (name !== undefined && (typeof name !== 'string' || !NAME.test(name))) {
+    fail(subject, `invalid name ${show(name)}`, 'Use 1 to 64 of A-Z a-z 0-9 _ . : / + -, e.g. "login".')
+  }
+  const b = burst === undefined || burst === limit ? undefined : burst
+  const rule = {
+    algorithm,
+    limit,
+    windowMs,
+    ...(b === undefined ? {} : { burst: b }),
+    name: name ?? `${limit}/${formatWindow(windowMs)}`,
+    id: `${algorithm}:${limit}:${windowMs}:${b ?? limit}`,
+    [RULE]: true,
+  }
+  return Object.freeze(rule) as Rule
+}
+
+/** Whether a value is a {@link Rule} built by {@link parseRule}. */
+export function isRule(value: unknown): value is Rule {
+  return typeof value === 'object' && value !== null && (value as { [RULE]?: true })[RULE] === true
+}
+
+/**
+ * Validates one rule and returns it frozen.
+ *
+ * @param input `'100/min'`, `'5 per minute'`, `{ limit: 100, window: '1m', algorithm: 'sliding-window' }`, ...
+ * @param defaultAlgorithm the algorithm of rules that name none
+ * @throws ConfigError with the bad value and a valid example
+ *
+ * @example
+ * ```ts
+ * parseRule('100/15m') // { algorithm: 'gcra', limit: 100, windowMs: 900000, name: '100/15m', ... }
+ * ```
+ */
+export function parseRule(input: RuleInput, defaultAlgorithm: Algorithm = 'gcra'): Rule {
+  if (isRule(input)) return input
+  if (typeof input === 'string') {
+    const subject = `Rule ${show(input)}`
+    const m = /^\s*(\S+?)\s*(?:\/|\s+per\s+)\s*(\d+)?\s*([a-zA-Z]+)\s*$/i.exec(input)
+    if (!m) fail(subject, 'not a rule', `Write a limit and a window, e.g. ${RULE_EXAMPLES}.`)
+    const limitText = m[1] as string
+    const limit = /^\d+$/.test(limitText) ? Number(limitText) : Number.NaN
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      fail(
+        subject,
+        `the limit ${show(limitText)} is not a positive whole number`,
+        `For example ${RULE_EXAMPLES}.`,
+      )
+    }
+    const unit = UNITS.get((m[3] as string).toLowerCase())
+    if (unit === undefined) {
+      fail(subject, `unknown unit ${show(m[3])}`, `Use a unit of ${UNIT_HELP}, e.g. ${RULE_EXAMPLES}.`)
+    }
+    const count = m[2] === undefined ? 1 : Number(m[2])
+    const windowMs = parseWindow(count * unit, subject)
+    return build(subject, limit, windowMs, defaultAlgorithm, undefined, undefined)
+  }
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    return fail(
+      `Rule ${show(input)}`,
+      'not a rule',
+      `Pass a string such as ${RULE_EXAMPLES}, or an object such as { limit: 100, window: "1m" }.`,
+    )
+  }
+  const obj = input as RuleObjectBase & { window?: string | number; windowMs?: number }
+  const subject = `Rule ${show(obj)}`
+  for (const key of Object.keys(obj)) {
+    if (!RULE_KEYS.has(key)) {
+      fail(subject, `unknown option ${show(key)}`, 'A rule takes limit, window, algorithm, burst and name.')
+    }
+  }
+  const limit = checkCount(subject, 'limit', obj.limit, '{ limit: 100, window: "1m" }')
+  if (obj.window !== undefined && obj.windowMs !== undefined) {
+    fail(subject, 'both window and windowMs are given', 'Keep one, e.g. window: "1m".')
+  }
+  const rawWindow = obj.window ?? obj.windowMs
+  if (rawWindow === undefined) fail(subject, 'window is missing', 'For example { limit: 100, window: "1m" }.')
+  const windowMs = parseWindow(rawWindow, subject)
+  return build(subject, limit, windowMs, obj.algorithm ?? defaultAlgorithm, obj.burst, obj.name)
+}
+
+/** Whether a value is a {@link RuleSet} built by {@link parseRules}. */
+export function isRuleSet(value: unknown): value is RuleSet {
+  return typeof value === 'object' && value !== null && (value as { [RULESET]?: true })[RULESET] === true
+}
+
+/**
+ * Validates one rule or several and returns a frozen {@link RuleSet}. Call it at startup (adapters
+ * do, in `rateLimit()`), so a bad rule fails at construction rather than at the first request.
+ *
+ * @throws ConfigError for a bad rule, an empty list, or two rules with the same configuration or name
+ */
+export function parseRules(input: RulesInput | RuleSet, defaultAlgorithm: Algorithm = 'gcra'): RuleSet {
+  if (isRuleSet(input)) return input
+  const list = Array.isArray(input) ? (input as readonly RuleInput[]) : [input as RuleInput]
+  if (list.length === 0)
+    fail('Rules []', 'the list is empty', `Give at least one rule, e.g. ${RULE_EXAMPLES}.`)
+  const rules = list.map((r) => parseRule(r, defaultAlgorithm))
+  const ids = new Set<string>()
+  const names = new Set<string>()
+  for (const rule of rules) {
+    if (ids.has(rule.id)) {
+      fail(`Rules ${show(list)}`, `two rules are the same (${rule.name})`, 'Remove one of them.')
+    }
+    if (names.has(rule.name)) {
+      fail(`Rules ${show(list)}`, `two rules are named ${show(rule.name)}`, 'Give each rule a distinct name.')
+    }
+    ids.add(rule.id)
+    names.add(rule.name)
+  }
+  return Object.freeze({ rules: Object.freeze(rules), [RULESET]: true as const })
+}

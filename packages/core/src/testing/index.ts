@@ -1,0 +1,483 @@
+// @fastlimit/core/testing: the conformance suite every backend runs, ours and users'.
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { ALGORITHMS, step, stepAll } from '../algorithms'
+import type { State } from '../algorithms/types'
+import { type Algorithm, type Backend, type BackendResult, type BucketConfig, bucketId } from '../backend'
+
+/** A settable clock for tests. */
+export interface FakeClock {
+  /** The current time in epoch milliseconds; pass `clock.now` as a backend's clock. */
+  readonly now: () => number
+  /** Sets the time. */
+  set(ms: number): void
+  /** Moves time forward (or back, with a negative value). */
+  advance(ms: number): void
+}
+
+/** Creates a {@link FakeClock} starting at `start` (epoch ms). */
+export function fakeClock(start = 1_700_000_000_000): FakeClock {
+  let t = start
+  return {
+    now: () => t,
+    set: (ms) => {
+      t = ms
+    },
+    advance: (ms) => {
+      t += ms
+    },
+  }
+}
+
+/** Options of {@link backendConformance}. */
+export interface ConformanceOptions<B extends Backend = Backend> {
+  /** The suite's name in the test report, e.g. `'RedisBackend (cluster)'`. */
+  name: string
+  /**
+   * Builds the backend under test. It must read time only from `clock` (so the suite controls
+   * time) and must start empty or be emptied by `clear()`. Called once; `clear()` runs before each test.
+   */
+  make: (clock: () => number) => B | Promise<B>
+  /**
+   * Closes the backend (and whatever the test opened for it) after the suite.
+   * @default backend.close()
+   */
+  destroy?: (backend: B) => Promise<void>
+  /** The algorithms to check. @default every algorithm */
+  algorithms?: readonly Algorithm[]
+  /** Calls made at once by the atomicity test. @default 1000 */
+  concurrency?: number
+  /** Random operations per algorithm in the differential test. @default 300 */
+  operations?: number
+  /**
+   * Enables the expiry test: how many keys the backend holds now. The suite checks that keys exist
+   * while live and that none remain once every window has passed.
+   */
+  countKeys?: (backend: B) => Promise<number>
+  /**
+   * Makes the backend drop expired state now (a sweep), before `countKeys` is read after expiry.
+   * @default nothing
+   */
+  sweep?: (backend: B) => Promise<void>
+  /**
+   * Set when expiry follows real time rather than the injected clock (Redis `PEXPIRE`): the expiry
+   * test then also waits this many real milliseconds after the windows have passed.
+   * @default 0
+   */
+  expiryWaitMs?: number
+  /** Per-test timeout in ms. @default 30000 */
+  timeoutMs?: number
+}
+
+/** A reference model of the protocol: the core `step` applied to a plain Map. Backends must agree with it. */
+export class ReferenceModel {
+  readonly #states = new Map<string, { state: State; expiresAt: number }>()
+
+  #read(key: string, bucket: BucketConfig, now: number): State | undefined {
+    const s = this.#states.get(`${key}\u0000${bucketId(bucket)}`)
+    return s !== undefined && s.expiresAt > now ? s.state : undefined
+  }
+
+  check(key: string, bucket: BucketConfig, cost: number, now: number): BackendResult {
+    return this.checkAll(key, [bucket], cost, now)[0] as BackendResult
+  }
+
+  checkAll(key: string, buckets: readonly BucketConfig[], cost: number, now: number): BackendResult[] {
+    const all = stepAll(
+      buckets.map((b) => this.#read(key, b, now)),
+      now,
+      buckets,
+      cost,
+    )
+    if (all.allowed) {
+      all.outputs.forEach((o, i) => {
+        const id = `${key}\u0000${bucketId(buckets[i] as BucketConfig)}`
+        this.#states.set(id, { state: o.state, expiresAt: now + o.ttlMs })
+      })
+    }
+    return all.results
+  }
+
+  peek(key: string, bucket: BucketConfig, now: number): BackendResult {
+    return step(this.#read(key, bucket, now), now, bucket, 0).result
+  }
+
+  reset(key: string): void {
+    for (const id of [...this.#states.keys()]) if (id.startsWith(`${key}\u0000`)) this.#states.delete(id)
+  }
+}
+
+/** A small deterministic PRNG (mulberry32), so a failing sequence can be replayed from its seed. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const BUCKET_ALGORITHMS = new Set<Algorithm>(['token-bucket', 'leaky-bucket', 'gcra'])
+
+/** The bucket shapes the suite checks each algorithm with. */
+function shapes(algorithm: Algorithm): BucketConfig[] {
+  const list: BucketConfig[] = [
+    { algorithm, limit: 5, windowMs: 1000 },
+    { algorithm, limit: 7, windowMs: 1000 }, // 1000/7 ms per unit: fractions must stay exact
+  ]
+  if (BUCKET_ALGORITHMS.has(algorithm)) list.push({ algorithm, limit: 3, windowMs: 900, burst: 8 })
+  return list
+}
+
+function checkInvariants(r: BackendResult, now: number, charged: boolean): void {
+  expect(Number.isInteger(r.limit) && r.limit >= 1).toBe(true)
+  expect(Number.isInteger(r.remaining)).toBe(true)
+  expect(r.remaining).toBeGreaterThanOrEqual(0)
+  expect(r.remaining).toBeLessThanOrEqual(r.limit)
+  expect(Number.isInteger(r.resetMs)).toBe(true)
+  expect(r.resetMs).toBeGreaterThanOrEqual(now)
+  if (charged && r.allowed) expect(r.retryAfterMs).toBe(0)
+  if (!r.allowed) {
+    expect(
+      r.retryAfterMs === Number.POSITIVE_INFINITY || (Number.isInteger(r.retryAfterMs) && r.retryAfterMs > 0),
+    ).toBe(true)
+  }
+}
+
+/**
+ * Registers the conformance suite for a backend as vitest tests. Every backend, ours and yours,
+ * passes the same cases: each algorithm's exact decisions on a fake clock (against a reference model
+ * of the core `step`), windows rolling over, cost, cost above the limit, denied and peeked calls
+ * consuming nothing, reset, all-or-nothing checks, expiry, hostile keys, and atomicity under
+ * concurrency.
+ *
+ * @example
+ * ```ts
+ * // my-backend.test.ts
+ * import { backendConformance } from '@fastlimit/core/testing'
+ * backendConformance({ name: 'PostgresBackend', make: (clock) => new PostgresBackend({ pool, clock }) })
+ * ```
+ */
+export function backendConformance<B extends Backend>(options: ConformanceOptions<B>): void {
+  const algorithms = options.algorithms ?? ALGORITHMS
+  const concurrency = options.concurrency ?? 1000
+  const operations = options.operations ?? 300
+  const timeout = options.timeoutMs ?? 30_000
+  const T0 = 1_700_000_000_123
+  const clock = fakeClock(T0)
+  let backend: B
+
+  describe(`backend conformance: ${options.name}`, () => {
+    beforeAll(async () => {
+      backend = await options.make(clock.now)
+    }, timeout * 2)
+    afterAll(async () => {
+      if (backend === undefined) return
+      if (options.destroy) await options.destroy(backend)
+      else await backend.close()
+    }, timeout)
+    beforeEach(async () => {
+      clock.set(T0)
+      await backend.clear()
+    }, timeout)
+
+    for (const algorithm of algorithms) {
+      describe(algorithm, () => {
+        it(
+          'admits exactly the limit, then denies with an exact retry-after, then admits again',
+          async () => {
+            const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 1000 }
+            const seen: BackendResult[] = []
+            for (let i = 0; i < 4; i++) seen.push(await backend.checkAndIncrement('seq', bucket, 1))
+            expect(seen.map((r) => r.allowed)).toEqual([true, true, true, false])
+            expect(seen.map((r) => r.remaining)).toEqual([2, 1, 0, 0])
+            for (const r of seen) {
+              expect(r.limit).toBe(3)
+              checkInvariants(r, T0, true)
+            }
+            const denied = seen[3] as BackendResult
+            clock.advance(denied.retryAfterMs - 1)
+            expect((await backend.checkAndIncrement('seq', bucket, 1)).allowed).toBe(false)
+            clock.advance(1)
+            const again = await backend.checkAndIncrement('seq', bucket, 1)
+            expect(again.allowed).toBe(true)
+          },
+          timeout,
+        )
+
+        it(
+          'matches the reference step exactly over random sequences of time, cost, peek and reset',
+          async () => {
+            const model = new ReferenceModel()
+            for (const [n, bucket] of shapes(algorithm).entries()) {
+              const random = prng(0x5eed + n * 7919 + algorithm.length)
+              const pair: BucketConfig[] = [bucket, { algorithm: 'fixed-window', limit: 9, windowMs: 2000 }]
+              for (let i = 0; i < operations; i++) {
+                const roll = random()
+                if (roll < 0.3) clock.advance(Math.floor(random() ** 3 * bucket.windowMs * 1.5))
+                const key = `diff:${Math.floor(random() * 3)}`
+                const now = clock.now()
+                const op = random()
+                let expected: unknown
+                let actual: unknown
+                if (op < 0.6) {
+                  const cost =
+                    random() < 0.85 ? 1 : 1 + Math.floor(random() * ((bucket.burst ?? bucket.limit) + 2))
+                  expected = model.check(key, bucket, cost, now)
+                  actual = await backend.checkAndIncrement(key, bucket, cost)
+                  checkInvariants(actual as BackendResult, now, true)
+                } else if (op < 0.8) {
+                  const cost = 1 + Math.floor(random() * 2)
+                  expected = model.checkAll(key, pair, cost, now)
+                  actual = await backend.checkAndIncrementAll(key, pair, cost)
+                } else if (op < 0.97) {
+                  expected = model.peek(key, bucket, now)
+                  actual = await backend.peek(key, bucket)
+                  checkInvariants(actual as BackendResult, now, false)
+                } else {
+                  model.reset(key)
+                  await backend.reset(key)
+                  continue
+                }
+                expect(
+                  actual,
+                  `operation ${i} of ${JSON.stringify(bucket)} at +${now - T0} ms on ${key}`,
+                ).toEqual(expected)
+              }
+            }
+          },
+          timeout,
+        )
+
+        it(
+          'rolls over: after the bucket is full again, the whole limit is admitted',
+          async () => {
+            const bucket: BucketConfig = { algorithm, limit: 4, windowMs: 500 }
+            for (let i = 0; i < 4; i++)
+              expect((await backend.checkAndIncrement('roll', bucket, 1)).allowed).toBe(true)
+            const denied = await backend.checkAndIncrement('roll', bucket, 1)
+            expect(denied.allowed).toBe(false)
+            clock.set(denied.resetMs + 2 * bucket.windowMs)
+            const fresh = await backend.peek('roll', bucket)
+            expect(fresh.remaining).toBe(4)
+            for (let i = 0; i < 4; i++)
+              expect((await backend.checkAndIncrement('roll', bucket, 1)).allowed).toBe(true)
+            expect((await backend.checkAndIncrement('roll', bucket, 1)).allowed).toBe(false)
+          },
+          timeout,
+        )
+
+        it(
+          'charges the cost; a cost above the capacity is denied with retryAfterMs Infinity and charges nothing',
+          async () => {
+            const bucket: BucketConfig = { algorithm, limit: 10, windowMs: 1000 }
+            const a = await backend.checkAndIncrement('cost', bucket, 4)
+            expect(a).toMatchObject({ allowed: true, remaining: 6, retryAfterMs: 0 })
+            const b = await backend.checkAndIncrement('cost', bucket, 7)
+            expect(b).toMatchObject({ allowed: false, remaining: 6 })
+            expect(b.retryAfterMs).toBeGreaterThan(0)
+            expect(Number.isFinite(b.retryAfterMs)).toBe(true)
+            const never = await backend.checkAndIncrement('cost', bucket, 11)
+            expect(never).toMatchObject({
+              allowed: false,
+              remaining: 6,
+              retryAfterMs: Number.POSITIVE_INFINITY,
+            })
+            const c = await backend.checkAndIncrement('cost', bucket, 6)
+            expect(c).toMatchObject({ allowed: true, remaining: 0 })
+          },
+          timeout,
+        )
+
+        it(
+          'a denied call consumes nothing',
+          async () => {
+            const bucket: BucketConfig = { algorithm, limit: 2, windowMs: 1000 }
+            await backend.checkAndIncrement('deny:a', bucket, 2)
+            await backend.checkAndIncrement('deny:b', bucket, 2)
+            for (let i = 0; i < 50; i++) await backend.checkAndIncrement('deny:a', bucket, 1)
+            clock.advance(400)
+            for (let i = 0; i < 50; i++) await backend.checkAndIncrement('deny:a', bucket, 1)
+            clock.advance(1700)
+            // 'a' was hammered while denied, 'b' was left alone: they must stand exactly alike.
+            expect(await backend.peek('deny:a', bucket)).toEqual(await backend.peek('deny:b', bucket))
+            expect(await backend.checkAndIncrement('deny:a', bucket, 1)).toEqual(
+              await backend.checkAndIncrement('deny:b', bucket, 1),
+            )
+          },
+          timeout,
+        )
+
+        it(
+          'peek reads without charging',
+          async () => {
+            const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 1000 }
+            const empty = await backend.peek('peek', bucket)
+            expect(empty).toMatchObject({
+              allowed: true,
+              limit: 3,
+              remaining: 3,
+              retryAfterMs: 0,
+              resetMs: T0,
+            })
+            for (let i = 0; i < 10; i++) await backend.peek('peek', bucket)
+            await backend.checkAndIncrement('peek', bucket, 3)
+            const full = await backend.peek('peek', bucket)
+            expect(full.allowed).toBe(false)
+            expect(full.remaining).toBe(0)
+            expect(full.retryAfterMs).toBeGreaterThan(0)
+            const check = await backend.checkAndIncrement('peek', bucket, 1)
+            expect(check.retryAfterMs).toBe(full.retryAfterMs)
+          },
+          timeout,
+        )
+
+        it(
+          'reset forgets every bucket of the key, and only that key',
+          async () => {
+            const a: BucketConfig = { algorithm, limit: 2, windowMs: 60_000 }
+            const b: BucketConfig = { algorithm, limit: 3, windowMs: 60_000 }
+            await backend.checkAndIncrementAll('reset:1', [a, b], 2)
+            await backend.checkAndIncrement('reset:2', a, 2)
+            await backend.reset('reset:1')
+            expect((await backend.peek('reset:1', a)).remaining).toBe(2)
+            expect((await backend.peek('reset:1', b)).remaining).toBe(3)
+            expect((await backend.peek('reset:2', a)).remaining).toBe(0)
+            await backend.reset('reset:never-seen')
+          },
+          timeout,
+        )
+
+        it(
+          'checkAndIncrementAll is all-or-nothing',
+          async () => {
+            const small: BucketConfig = { algorithm, limit: 2, windowMs: 1000 }
+            const large: BucketConfig = { algorithm, limit: 10, windowMs: 60_000 }
+            const first = await backend.checkAndIncrementAll('all', [large, small], 2)
+            expect(first.map((r) => [r.allowed, r.remaining])).toEqual([
+              [true, 8],
+              [true, 0],
+            ])
+            const denied = await backend.checkAndIncrementAll('all', [large, small], 1)
+            expect(denied.map((r) => [r.allowed, r.remaining])).toEqual([
+              [true, 8],
+              [false, 0],
+            ])
+            expect((await backend.peek('all', large)).remaining).toBe(8)
+            const results = await backend.checkAndIncrementAll('all', [small, large], 1)
+            expect(results).toHaveLength(2)
+            expect(results[0]?.allowed).toBe(false)
+            expect((await backend.peek('all', large)).remaining).toBe(8)
+          },
+          timeout,
+        )
+
+        it(
+          `admits exactly the limit under ${concurrency} concurrent calls`,
+          async () => {
+            const limit = Math.max(1, Math.floor(concurrency / 10))
+            const bucket: BucketConfig = { algorithm, limit, windowMs: 60_000 }
+            const calls = Array.from({ length: concurrency }, () =>
+              backend.checkAndIncrement('atomic', bucket, 1),
+            )
+            const results = await Promise.all(calls)
+            expect(results.filter((r) => r.allowed)).toHaveLength(limit)
+            const remaining = results.filter((r) => r.allowed).map((r) => r.remaining)
+            expect(new Set(remaining).size).toBe(limit)
+            const pair: BucketConfig[] = [bucket, { algorithm, limit: limit + 5, windowMs: 60_000 }]
+            const all = await Promise.all(
+              Array.from({ length: concurrency }, () => backend.checkAndIncrementAll('atomic-all', pair, 1)),
+            )
+            expect(all.filter((r) => r.every((x) => x.allowed))).toHaveLength(limit)
+            expect((await backend.peek('atomic-all', pair[1] as BucketConfig)).remaining).toBe(5)
+          },
+          timeout,
+        )
+      })
+    }
+
+    it(
+      'keeps hostile and unicode keys apart',
+      async () => {
+        const bucket: BucketConfig = { algorithm: algorithms[0] as Algorithm, limit: 1, windowMs: 60_000 }
+        const keys = [
+          'plain',
+          '{braces}',
+          'a{b}c',
+          '}{',
+          'line\nbreak',
+          'nul\u0000byte',
+          'tab\tcr\r',
+          '__proto__',
+          'constructor',
+          'hasOwnProperty',
+          '',
+          ' ',
+          'ünïcødé-日本語-🚦',
+          '\ud800',
+          '\udc00',
+          '%7B',
+          'x'.repeat(10_000),
+          'x'.repeat(10_001),
+          'key:with:colons',
+          '*',
+          '?',
+          '[a-z]',
+        ]
+        for (const key of keys) {
+          const r = await backend.checkAndIncrement(key, bucket, 1)
+          expect(r.allowed, `first call on ${JSON.stringify(key.slice(0, 20))}`).toBe(true)
+        }
+        for (const key of keys) {
+          const r = await backend.checkAndIncrement(key, bucket, 1)
+          expect(r.allowed, `second call on ${JSON.stringify(key.slice(0, 20))}`).toBe(false)
+        }
+        await backend.reset('{braces}')
+        expect((await backend.peek('{braces}', bucket)).remaining).toBe(1)
+        expect((await backend.peek('a{b}c', bucket)).remaining).toBe(0)
+      },
+      timeout,
+    )
+
+    it(
+      'clear forgets everything',
+      async () => {
+        const bucket: BucketConfig = { algorithm: algorithms[0] as Algorithm, limit: 1, windowMs: 60_000 }
+        await backend.checkAndIncrement('c1', bucket, 1)
+        await backend.checkAndIncrement('c2', bucket, 1)
+        await backend.clear()
+        expect((await backend.peek('c1', bucket)).remaining).toBe(1)
+        expect((await backend.peek('c2', bucket)).remaining).toBe(1)
+      },
+      timeout,
+    )
+
+    if (options.countKeys) {
+      const countKeys = options.countKeys
+      it(
+        'expires state once every window has passed',
+        async () => {
+          for (const algorithm of algorithms) {
+            const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 200 }
+            await backend.checkAndIncrement(`ttl:${algorithm}`, bucket, 2)
+            await backend.checkAndIncrementAll(
+              `ttl-all:${algorithm}`,
+              [bucket, { algorithm, limit: 5, windowMs: 300 }],
+              1,
+            )
+          }
+          const live = await countKeys(backend)
+          expect(live).toBeGreaterThanOrEqual(algorithms.length)
+          if (options.sweep) await options.sweep(backend)
+          expect(await countKeys(backend)).toBe(live)
+          clock.advance(10_000)
+          if (options.expiryWaitMs) await new Promise((r) => setTimeout(r, options.expiryWaitMs))
+          if (options.sweep) await options.sweep(backend)
+          expect(await countKeys(backend)).toBe(0)
+        },
+        timeout,
+      )
+    }
+  })
+}

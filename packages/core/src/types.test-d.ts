@@ -1,0 +1,46 @@
+import { describe, expectTypeOf, it } from 'vitest'
+import {
+  type Algorithm,
+  type Backend,
+  type BackendResult,
+  type BucketConfig,
+  type Decision,
+  FastLimit,
+  gcra,
+  type MemoryBackend,
+  parseRule,
+  type Rule,
+  type StepFunction,
+  step,
+} from './index'
+
+describe('public types', () => {
+  it('types the protocol precisely', () => {
+    expectTypeOf<Algorithm>().toEqualTypeOf<
+      'fixed-window' | 'sliding-window' | 'sliding-log' | 'token-bucket' | 'leaky-bucket' | 'gcra'
+    >()
+    expectTypeOf<Backend['checkAndIncrement']>().returns.toEqualTypeOf<Promise<BackendResult>>()
+    expectTypeOf<Backend['checkAndIncrementAll']>().returns.toEqualTypeOf<Promise<BackendResult[]>>()
+    expectTypeOf<MemoryBackend>().toExtend<Backend>()
+    expectTypeOf(gcra).toEqualTypeOf<StepFunction>()
+    expectTypeOf(step).parameter(2).toEqualTypeOf<BucketConfig>()
+    expectTypeOf(parseRule('1/s')).toEqualTypeOf<Rule>()
+    expectTypeOf<Rule>().toExtend<BucketConfig>()
+  })
+
+  it('types FastLimit calls and decisions', () => {
+    const limiter = new FastLimit()
+    expectTypeOf(limiter.check('id', '10/s')).toEqualTypeOf<Promise<Decision>>()
+    expectTypeOf<string | readonly string[]>().toExtend<Parameters<typeof limiter.check>[1]>()
+    expectTypeOf<Decision['reason']>().toEqualTypeOf<
+      'ok' | 'rate-limited' | 'cost-exceeds-limit' | 'fail-open' | 'fail-closed'
+    >()
+    expectTypeOf<Decision['source']>().toEqualTypeOf<'backend' | 'fallback' | 'policy'>()
+    // @ts-expect-error an unknown algorithm is a type error
+    limiter.check('id', { limit: 1, window: '1s', algorithm: 'leaky' })
+    // @ts-expect-error cost is a number
+    limiter.check('id', '1/s', { cost: '2' })
+    // @ts-expect-error the policy is a closed set
+    new FastLimit({ onBackendError: 'open' })
+  })
+})

@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// Runs every package's tests through turbo (never from cache), then prints one summary line,
+// `N passed, N failed`, summed from each package's vitest JSON report.
+import { execFileSync, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+const dirs = ['packages', 'apps'].flatMap((d) =>
+  fs.existsSync(path.join(root, d)) ? fs.readdirSync(path.join(root, d)).map((p) => path.join(root, d, p)) : [],
+)
+
+function has(cmd) {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0
+}
+
+// The Redis tests start their own redis-server processes; install Debian's package when it is missing.
+if (!has('redis-server')) {
+  const root = typeof process.getuid === 'function' && process.getuid() === 0
+  if (root && has('apt-get')) {
+    console.log('[test] redis-server is missing: installing Debian\'s redis-server package')
+    execFileSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server'], {
+      stdio: 'inherit',
+    })
+  } else {
+    console.error('[test] redis-server is not on PATH: install it (e.g. apt-get install redis-server) and run again.')
+    process.exit(1)
+  }
+}
+
+for (const dir of dirs) fs.rmSync(path.join(dir, '.vitest-result.json'), { force: true })
+
+const args = ['turbo', 'run', 'test', '--force', '--concurrency=2', ...process.argv.slice(2)]
+const run = spawnSync('pnpm', ['exec', ...args], {
+  cwd: root,
+  stdio: 'inherit',
+  env: { ...process.env, FASTLIMIT_TEST_JSON: '1', TURBO_TELEMETRY_DISABLED: '1' },
+})
+
+let passed = 0
+let failed = 0
+let reports = 0
+for (const dir of dirs) {
+  const file = path.join(dir, '.vitest-result.json')
+  if (!fs.existsSync(file)) continue
+  reports++
+  const report = JSON.parse(fs.readFileSync(file, 'utf8'))
+  passed += report.numPassedTests ?? 0
+  failed += (report.numFailedTests ?? 0) + (report.numFailedTestSuites ?? 0)
+}
+const turboFailed = run.status !== 0
+if (turboFailed && failed === 0) failed = 1
+const line = `${passed} passed, ${failed} failed`
+fs.writeFileSync(path.join(root, '.test-summary'), `${line}\n`)
+console.log(`\n[test] ${reports} package reports${turboFailed ? `; turbo exited with ${run.status}` : ''}`)
+console.log(line)
+process.exit(turboFailed || failed > 0 ? 1 : 0)
