@@ -10,9 +10,15 @@ const server = createServer(async (req, res) => {
   const ip = req.socket.remoteAddress ?? 'unknown'
   const d = await limiter.check(ip, rules)
   res.setHeader('RateLimit-Policy', `${d.limit};w=10`)
-  res.setHeader('RateLimit', `limit=${d.limit}, remaining=${d.remaining}, reset=${Math.ceil((d.resetMs - Date.now()) / 1000)}`)
+  res.setHeader(
+    'RateLimit',
+    `limit=${d.limit}, remaining=${d.remaining}, reset=${Math.ceil((d.resetMs - Date.now()) / 1000)}`,
+  )
   if (!d.allowed) {
-    res.writeHead(429, { 'Content-Type': 'application/json', 'Retry-After': String(Math.ceil(d.retryAfterMs / 1000)) })
+    res.writeHead(429, {
+      'Content-Type': 'application/json',
+      'Retry-After': String(Math.ceil(d.retryAfterMs / 1000)),
+    })
     res.end(JSON.stringify({ error: 'Too Many Requests', retryAfterMs: d.retryAfterMs }))
     return
   }
@@ -22,5 +28,7 @@ const server = createServer(async (req, res) => {
 
 server.listen(port, '127.0.0.1', () => {
   console.log(`fastlimit example on http://127.0.0.1:${port} (memory backend, 5 requests per 10 s per IP)`)
-  console.log(`try: for i in $(seq 7); do curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:${port}/; done`)
+  console.log(
+    `try: for i in $(seq 7); do curl -s -o /dev/null -w '%{http_code}\\n' http://127.0.0.1:${port}/; done`,
+  )
 })

@@ -102,3 +102,24 @@ export function bucketId(bucket: BucketConfig): string {
   const burst = bucket.burst ?? bucket.limit
   return `${bucket.algorithm}:${bucket.limit}:${bucket.windowMs}:${burst}`
 }
+
+/**
+ * Optional fast path for a backend that decides synchronously inside the process (MemoryBackend,
+ * SQLiteBackend). `FastLimit` calls these directly, with no promise per call and no timer: such a
+ * call cannot hang (bound it with the store's own lock timeout). Each has the meaning of its async twin.
+ */
+export interface SyncBackend extends Backend {
+  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult
+  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[]
+  peekSync(key: string, bucket: BucketConfig): BackendResult
+}
+
+/** Whether a backend offers the synchronous fast path of {@link SyncBackend}. */
+export function isSyncBackend(backend: Backend): backend is SyncBackend {
+  const b = backend as Partial<SyncBackend>
+  return (
+    typeof b.checkAndIncrementSync === 'function' &&
+    typeof b.checkAndIncrementAllSync === 'function' &&
+    typeof b.peekSync === 'function'
+  )
+}

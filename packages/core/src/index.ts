@@ -15,8 +15,8 @@ export {
   stepAll,
   tokenBucket,
 } from './algorithms'
-export type { Algorithm, Backend, BackendResult, BucketConfig } from './backend'
-export { bucketId, RETRY_NEVER } from './backend'
+export type { Algorithm, Backend, BackendResult, BucketConfig, SyncBackend } from './backend'
+export { bucketId, isSyncBackend, RETRY_NEVER } from './backend'
 export type { FastlimitErrorCode } from './errors'
 export { ConfigError, FastlimitError } from './errors'
 export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix } from './keys'

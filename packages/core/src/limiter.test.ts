@@ -247,3 +247,36 @@ describe('FastLimit with a custom backend', () => {
     expect(seen[1]?.[1].map((b) => b.algorithm)).toEqual(['gcra', 'sliding-window'])
   })
 })
+
+describe('the synchronous fast path', () => {
+  it('is used for any SyncBackend, and its failures follow the policy', async () => {
+    const inner = new MemoryBackend()
+    let syncCalls = 0
+    let fail = false
+    const sync = {
+      checkAndIncrement: () => Promise.reject(new Error('async path must not be used')),
+      checkAndIncrementAll: () => Promise.reject(new Error('async path must not be used')),
+      peek: () => Promise.reject(new Error('async path must not be used')),
+      reset: (key: string) => inner.reset(key),
+      clear: () => inner.clear(),
+      close: () => inner.close(),
+      checkAndIncrementSync: (key: string, bucket: BucketConfig, cost: number) => {
+        syncCalls++
+        if (fail) throw new Error('SQLITE_BUSY: database is locked')
+        return inner.checkAndIncrementSync(key, bucket, cost)
+      },
+      checkAndIncrementAllSync: (key: string, buckets: readonly BucketConfig[], cost: number) =>
+        inner.checkAndIncrementAllSync(key, buckets, cost),
+      peekSync: (key: string, bucket: BucketConfig) => inner.peekSync(key, bucket),
+    }
+    const limiter = new FastLimit({ backend: sync, onBackendError: 'fail-closed' })
+    expect((await limiter.check('s', '1/min')).allowed).toBe(true)
+    expect((await limiter.check('s', ['1/min', '5/h'])).allowed).toBe(false)
+    expect((await limiter.peek('s', '1/min')).remaining).toBe(0)
+    fail = true
+    const d = await limiter.check('s', '1/min')
+    expect(d).toMatchObject({ allowed: false, reason: 'fail-closed' })
+    expect(d.error?.message).toMatch(/SQLITE_BUSY/)
+    expect(syncCalls).toBe(2)
+  })
+})

@@ -1,7 +1,7 @@
 // FastLimit: rules + keys + backend + error policy + timeout -> Decision.
 
 import { ALGORITHMS } from './algorithms'
-import type { Algorithm, Backend, BackendResult } from './backend'
+import { type Algorithm, type Backend, type BackendResult, isSyncBackend, type SyncBackend } from './backend'
 import { ConfigError, FastlimitError, show } from './errors'
 import { storageKey, validatePrefix } from './keys'
 import { MemoryBackend } from './memory'
@@ -42,7 +42,8 @@ export interface FastLimitOptions {
   onBackendError?: BackendErrorPolicy
   /**
    * The most milliseconds any backend call may take before it counts as failed (then
-   * `onBackendError` applies). Not applied to the in-process `MemoryBackend`, which cannot block.
+   * `onBackendError` applies). Not applied to backends with a synchronous fast path
+   * ({@link SyncBackend}: `MemoryBackend`, `SQLiteBackend`), whose calls cannot hang.
    * @default 1000
    */
   timeoutMs?: number
@@ -147,7 +148,7 @@ export class FastLimit {
 
   readonly #policy: BackendErrorPolicy
   readonly #onError: ((error: FastlimitError) => void) | undefined
-  readonly #memory: MemoryBackend | undefined
+  readonly #sync: SyncBackend | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
   readonly #objects = new WeakMap<object, RuleSet>()
@@ -209,7 +210,7 @@ export class FastLimit {
     this.#onError = onError
     this.#ownsBackend = backend === undefined
     this.backend = backend ?? new MemoryBackend()
-    this.#memory = this.backend instanceof MemoryBackend ? this.backend : undefined
+    this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
   }
 
   /**
@@ -271,12 +272,13 @@ export class FastLimit {
       return Promise.reject(err)
     }
     const list = set.rules
-    if (this.#memory !== undefined) {
+    const sync = this.#sync
+    if (sync !== undefined) {
       try {
         const results =
           list.length === 1
-            ? [this.#memory.checkAndIncrementSync(key, list[0] as Rule, cost)]
-            : this.#memory.checkAndIncrementAllSync(key, list, cost)
+            ? [sync.checkAndIncrementSync(key, list[0] as Rule, cost)]
+            : sync.checkAndIncrementAllSync(key, list, cost)
         return Promise.resolve(decide(list, results, cost, 'backend', undefined))
       } catch (err) {
         return this.#failed(key, list, cost, err)
@@ -307,6 +309,22 @@ export class FastLimit {
       return Promise.reject(err)
     }
     const list = set.rules
+    const sync = this.#sync
+    if (sync !== undefined) {
+      try {
+        return Promise.resolve(
+          decide(
+            list,
+            list.map((rule) => sync.peekSync(key, rule)),
+            0,
+            'backend',
+            undefined,
+          ),
+        )
+      } catch (err) {
+        return this.#failed(key, list, 0, err)
+      }
+    }
     const all = Promise.all(list.map((rule) => this.#bounded(this.backend.peek(key, rule))))
     return all.then(
       (results) => decide(list, results, 0, 'backend', undefined),
