@@ -30,6 +30,25 @@ function escapeChar(ch: string): string {
  * ```
  */
 export function escapeIdentity(identity: string): string {
+  const n = identity.length
+  if (n <= MAX_IDENTITY_LENGTH) {
+    // Fast path: most identities (ids, IPs, API keys) hold no character that needs escaping.
+    let i = 0
+    for (; i < n; i++) {
+      const c = identity.charCodeAt(i)
+      if (
+        c < 0x20 ||
+        c === 0x25 ||
+        c === 0x7b ||
+        c === 0x7d ||
+        (c >= 0x7f && c <= 0x9f) ||
+        (c >= 0xd800 && c <= 0xdfff)
+      ) {
+        break
+      }
+    }
+    if (i === n) return identity
+  }
   const escaped = UNSAFE_TEST.test(identity) ? identity.replace(UNSAFE, escapeChar) : identity
   return escaped.length > MAX_IDENTITY_LENGTH ? `%H${sha256Hex(escaped)}` : escaped
 }
@@ -50,11 +69,16 @@ export function validatePrefix(prefix: unknown, where = 'core'): string {
  * Cluster hash tag, so every rule of one identity lives in one slot.
  */
 export function storageKey(prefix: string, identity: string): string {
+  return `${prefix}:{${identityName(identity)}}`
+}
+
+/** Checks that an identity is a string and escapes it ({@link escapeIdentity}). */
+export function identityName(identity: string): string {
   if (typeof identity !== 'string') {
     throw new FastlimitError(
       'ERR_FASTLIMIT_ARGUMENT',
       `[fastlimit] [core] The identity must be a string, got ${show(identity)}: pass e.g. a user id or an IP address.`,
     )
   }
-  return `${prefix}:{${escapeIdentity(identity)}}`
+  return escapeIdentity(identity)
 }

@@ -3,8 +3,8 @@
 import { ALGORITHMS } from './algorithms'
 import { type Algorithm, type Backend, type BackendResult, isSyncBackend, type SyncBackend } from './backend'
 import { ConfigError, FastlimitError, show } from './errors'
-import { storageKey, validatePrefix } from './keys'
-import { MemoryBackend } from './memory'
+import { identityName, storageKey, validatePrefix } from './keys'
+import { checkAllParts, checkParts, MemoryBackend } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
 
 /**
@@ -149,6 +149,7 @@ export class FastLimit {
   readonly #policy: BackendErrorPolicy
   readonly #onError: ((error: FastlimitError) => void) | undefined
   readonly #sync: SyncBackend | undefined
+  readonly #memory: MemoryBackend | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
   readonly #objects = new WeakMap<object, RuleSet>()
@@ -211,6 +212,7 @@ export class FastLimit {
     this.#ownsBackend = backend === undefined
     this.backend = backend ?? new MemoryBackend()
     this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
+    this.#memory = this.backend instanceof MemoryBackend ? this.backend : undefined
   }
 
   /**
@@ -261,34 +263,62 @@ export class FastLimit {
    */
   check(identity: string, rules: RulesInput | RuleSet, options?: CheckOptions): Promise<Decision> {
     let set: RuleSet
-    let key: string
+    let name: string
     let cost = 1
     try {
       if (this.#closed) throw this.#closedError()
       set = this.rules(rules)
       if (options !== undefined && options.cost !== undefined) cost = checkCost(options.cost)
-      key = storageKey(this.prefix, identity)
+      name = identityName(identity)
     } catch (err) {
       return Promise.reject(err)
     }
     const list = set.rules
+    const memory = this.#memory
+    if (memory !== undefined) {
+      // The default backend: decided in this turn, keyed by (prefix, identity) with no key string built.
+      try {
+        return Promise.resolve(
+          list.length === 1
+            ? decideOne(
+                list,
+                checkParts(memory, this.prefix, name, list[0] as Rule, cost),
+                cost,
+                'backend',
+                undefined,
+              )
+            : decide(list, checkAllParts(memory, this.prefix, name, list, cost), cost, 'backend', undefined),
+        )
+      } catch (err) {
+        return this.#failed(`${this.prefix}:{${name}}`, list, cost, err)
+      }
+    }
+    const key = `${this.prefix}:{${name}}`
     const sync = this.#sync
     if (sync !== undefined) {
       try {
-        const results =
+        return Promise.resolve(
           list.length === 1
-            ? [sync.checkAndIncrementSync(key, list[0] as Rule, cost)]
-            : sync.checkAndIncrementAllSync(key, list, cost)
-        return Promise.resolve(decide(list, results, cost, 'backend', undefined))
+            ? decideOne(
+                list,
+                sync.checkAndIncrementSync(key, list[0] as Rule, cost),
+                cost,
+                'backend',
+                undefined,
+              )
+            : decide(list, sync.checkAndIncrementAllSync(key, list, cost), cost, 'backend', undefined),
+        )
       } catch (err) {
         return this.#failed(key, list, cost, err)
       }
     }
-    const call =
-      list.length === 1
-        ? this.#bounded(this.backend.checkAndIncrement(key, list[0] as Rule, cost)).then((r) => [r])
-        : this.#bounded(this.backend.checkAndIncrementAll(key, list, cost))
-    return call.then(
+    if (list.length === 1) {
+      return this.#bounded(this.backend.checkAndIncrement(key, list[0] as Rule, cost)).then(
+        (result) => decideOne(list, result, cost, 'backend', undefined),
+        (err) => this.#failed(key, list, cost, err),
+      )
+    }
+    return this.#bounded(this.backend.checkAndIncrementAll(key, list, cost)).then(
       (results) => decide(list, results, cost, 'backend', undefined),
       (err) => this.#failed(key, list, cost, err),
     )
@@ -425,29 +455,26 @@ export class FastLimit {
     }
     const open = policy === 'fail-open'
     const now = Date.now()
-    const results = rules.map((rule) =>
-      ruleResult(rule, {
-        allowed: open,
-        limit: rule.burst ?? rule.limit,
-        remaining: open ? (rule.burst ?? rule.limit) : 0,
-        resetMs: open ? now : now + FAIL_CLOSED_RETRY_MS,
-        retryAfterMs: open ? 0 : FAIL_CLOSED_RETRY_MS,
-      }),
-    )
-    const first = results[0] as RuleResult
-    return Promise.resolve({
+    const results = rules.map((rule) => ({
       allowed: open,
-      reason: open ? 'fail-open' : 'fail-closed',
-      source: 'policy',
-      limit: first.limit,
-      remaining: first.remaining,
-      resetMs: first.resetMs,
-      retryAfterMs: first.retryAfterMs,
-      cost,
-      rule: first.rule,
-      rules: results,
-      error,
-    })
+      limit: rule.burst ?? rule.limit,
+      remaining: open ? (rule.burst ?? rule.limit) : 0,
+      resetMs: open ? now : now + FAIL_CLOSED_RETRY_MS,
+      retryAfterMs: open ? 0 : FAIL_CLOSED_RETRY_MS,
+    }))
+    return Promise.resolve(
+      new DecisionImpl(
+        open,
+        open ? 'fail-open' : 'fail-closed',
+        'policy',
+        results[0] as BackendResult,
+        cost,
+        rules[0] as Rule,
+        rules,
+        results,
+        error,
+      ),
+    )
   }
 }
 
@@ -469,6 +496,99 @@ export function checkCost(cost: unknown): number {
   return cost
 }
 
+/**
+ * The one implementation of {@link Decision}. `rules` is built on first read, so the hot path of a
+ * check allocates a single object.
+ */
+class DecisionImpl implements Decision {
+  readonly allowed: boolean
+  readonly reason: DecisionReason
+  readonly source: 'backend' | 'fallback' | 'policy'
+  readonly limit: number
+  readonly remaining: number
+  readonly resetMs: number
+  readonly retryAfterMs: number
+  readonly cost: number
+  readonly rule: Rule
+  readonly error?: FastlimitError
+  #rules: readonly Rule[]
+  #results: readonly BackendResult[] | BackendResult
+  #built: readonly RuleResult[] | undefined
+
+  constructor(
+    allowed: boolean,
+    reason: DecisionReason,
+    source: 'backend' | 'fallback' | 'policy',
+    pick: BackendResult,
+    cost: number,
+    rule: Rule,
+    rules: readonly Rule[],
+    results: readonly BackendResult[] | BackendResult,
+    error: FastlimitError | undefined,
+  ) {
+    this.allowed = allowed
+    this.reason = reason
+    this.source = source
+    this.limit = pick.limit
+    this.remaining = pick.remaining
+    this.resetMs = pick.resetMs
+    this.retryAfterMs = pick.retryAfterMs
+    this.cost = cost
+    this.rule = rule
+    if (error !== undefined) this.error = error
+    this.#rules = rules
+    this.#results = results
+    this.#built = undefined
+  }
+
+  get rules(): readonly RuleResult[] {
+    if (this.#built === undefined) {
+      const results = this.#results
+      this.#built = Object.freeze(
+        Array.isArray(results)
+          ? this.#rules.map((rule, i) => ruleResult(rule, results[i] as BackendResult))
+          : [ruleResult(this.#rules[0] as Rule, results as BackendResult)],
+      )
+    }
+    return this.#built
+  }
+
+  toJSON(): Omit<Decision, 'error'> & { error?: { code: string; message: string } } {
+    return {
+      allowed: this.allowed,
+      reason: this.reason,
+      source: this.source,
+      limit: this.limit,
+      remaining: this.remaining,
+      resetMs: this.resetMs,
+      retryAfterMs: this.retryAfterMs,
+      cost: this.cost,
+      rule: this.rule,
+      rules: this.rules,
+      ...(this.error ? { error: { code: this.error.code, message: this.error.message } } : {}),
+    }
+  }
+}
+
+function reasonOf(r: BackendResult): DecisionReason {
+  return r.allowed
+    ? 'ok'
+    : r.retryAfterMs === Number.POSITIVE_INFINITY
+      ? 'cost-exceeds-limit'
+      : 'rate-limited'
+}
+
+/** The decision of a single rule: the common case, with no array and no search. */
+function decideOne(
+  rules: readonly Rule[],
+  r: BackendResult,
+  cost: number,
+  source: 'backend' | 'fallback',
+  error: FastlimitError | undefined,
+): Decision {
+  return new DecisionImpl(r.allowed, reasonOf(r), source, r, cost, rules[0] as Rule, rules, r, error)
+}
+
 /** Combines per-rule results into one decision: the most restrictive rule speaks. */
 function decide(
   rules: readonly Rule[],
@@ -478,15 +598,9 @@ function decide(
   error: FastlimitError | undefined,
 ): Decision {
   let pick = 0
-  let allowed = true
-  const out: RuleResult[] = new Array(rules.length)
-  for (let i = 0; i < rules.length; i++) {
+  let allowed = (results[0] as BackendResult).allowed
+  for (let i = 1; i < rules.length; i++) {
     const r = results[i] as BackendResult
-    out[i] = ruleResult(rules[i] as Rule, r)
-    if (i === 0) {
-      allowed = r.allowed
-      continue
-    }
     const p = results[pick] as BackendResult
     if (!r.allowed) {
       if (allowed || r.retryAfterMs > p.retryAfterMs) pick = i
@@ -498,23 +612,6 @@ function decide(
       pick = i
     }
   }
-  const p = out[pick] as RuleResult
-  const decision: Decision = {
-    allowed,
-    reason: allowed
-      ? 'ok'
-      : p.retryAfterMs === Number.POSITIVE_INFINITY
-        ? 'cost-exceeds-limit'
-        : 'rate-limited',
-    source,
-    limit: p.limit,
-    remaining: p.remaining,
-    resetMs: p.resetMs,
-    retryAfterMs: p.retryAfterMs,
-    cost,
-    rule: p.rule,
-    rules: out,
-  }
-  if (error !== undefined) (decision as { error?: FastlimitError }).error = error
-  return decision
+  const p = results[pick] as BackendResult
+  return new DecisionImpl(allowed, reasonOf(p), source, p, cost, rules[pick] as Rule, rules, results, error)
 }

@@ -81,3 +81,23 @@ describe('MemoryBackend', () => {
     })
   })
 })
+
+describe('MemoryBackend keys', () => {
+  it('FastLimit (prefix, identity) lookups and direct prefix:{identity} keys reach the same state', async () => {
+    const { FastLimit } = await import('./limiter')
+    const backend = new MemoryBackend()
+    const limiter = new FastLimit({ backend, prefix: 'app:v1' })
+    const rule = limiter.rules('2/min').rules[0] as BucketConfig
+    await limiter.check('user-{1}', '2/min')
+    expect((await backend.peek('app:v1:{user-%7B1%7D}', rule)).remaining).toBe(1)
+    await backend.checkAndIncrement('app:v1:{user-%7B1%7D}', rule, 1)
+    expect((await limiter.check('user-{1}', '2/min')).allowed).toBe(false)
+    await backend.reset('app:v1:{user-%7B1%7D}')
+    expect((await limiter.check('user-{1}', '2/min')).remaining).toBe(1)
+    // Keys of other shapes never alias a prefixed one.
+    await backend.checkAndIncrement('app:v1:{x}}', rule, 2)
+    await backend.checkAndIncrement('{x}', rule, 2)
+    expect((await limiter.peek('x', '2/min')).remaining).toBe(2)
+    expect(backend.size).toBe(3)
+  })
+})

@@ -2,7 +2,7 @@
 
 import { algorithms, stepAll } from './algorithms'
 import type { StepOutput } from './algorithms/types'
-import { type Backend, type BackendResult, type BucketConfig, bucketId } from './backend'
+import { type BackendResult, type BucketConfig, bucketId, type SyncBackend } from './backend'
 import { ConfigError, FastlimitError, show } from './errors'
 
 /** Options of {@link MemoryBackend}. */
@@ -33,40 +33,71 @@ interface Slot {
 
 /** One key: a node of the LRU list. The first bucket is stored inline; further ones in `more`. */
 interface Entry {
-  key: string
+  /** The identity part of the key (or the whole key, in the raw space). */
+  name: string
+  /** The map of the key's space (its prefix) that holds this entry. */
+  space: Map<string, Entry>
   prev: Entry | undefined
   next: Entry | undefined
   /** When every bucket of the key is equivalent to no state (epoch ms). */
   expiresAt: number
-  id: string
+  bucket: string
   state: number[] | undefined
   more: Map<string, Slot> | undefined
 }
 
 const SWEEP_BATCH = 10_000
+/** The space of keys that are not shaped `prefix:{identity}` (a prefix can never be empty). */
+const RAW = ''
+
+/** Friend access for FastLimit: decide on (prefix, escaped identity) without building the key string. */
+export let checkParts: (
+  backend: MemoryBackend,
+  space: string,
+  name: string,
+  bucket: BucketConfig,
+  cost: number,
+) => BackendResult
+/** As {@link checkParts}, for several buckets all-or-nothing. */
+export let checkAllParts: (
+  backend: MemoryBackend,
+  space: string,
+  name: string,
+  buckets: readonly BucketConfig[],
+  cost: number,
+) => BackendResult[]
 
 /**
  * The in-memory backend, the default of `FastLimit`. Each process has its own counts: use it for one
  * process, or as the fallback of a shared backend.
  *
  * - Bounded: at most `maxKeys` keys; the least recently used goes first.
- * - No timer per key: an expired key is dropped when touched, and by one `unref`ed sweep.
+ * - No timer per key: an expired key is emptied in place when touched, and dropped by one `unref`ed sweep.
  * - Atomic by construction: JavaScript runs each call to completion.
+ *
+ * Keys shaped `prefix:{identity}` (as `FastLimit` builds them) are stored per prefix, so `FastLimit`
+ * looks them up without concatenating a key string per call.
  *
  * @example
  * ```ts
  * const limiter = new FastLimit({ backend: new MemoryBackend({ maxKeys: 100_000 }) })
  * ```
  */
-export class MemoryBackend implements Backend {
-  readonly #map = new Map<string, Entry>()
+export class MemoryBackend implements SyncBackend {
+  readonly #spaces = new Map<string, Map<string, Entry>>()
   readonly #maxKeys: number
   readonly #clock: () => number
+  #size = 0
   #head: Entry | undefined
   #tail: Entry | undefined
   #timer: ReturnType<typeof setInterval> | undefined
   #sweeping = false
   #closed = false
+
+  static {
+    checkParts = (backend, space, name, bucket, cost) => backend.#check(space, name, bucket, cost)
+    checkAllParts = (backend, space, name, buckets, cost) => backend.#checkAll(space, name, buckets, cost)
+  }
 
   constructor(options: MemoryBackendOptions = {}) {
     const { maxKeys = 1_000_000, cleanupIntervalMs = 60_000, clock = Date.now, ...rest } = options
@@ -106,11 +137,22 @@ export class MemoryBackend implements Backend {
 
   /** How many keys are held now (expired ones not yet swept included). */
   get size(): number {
-    return this.#map.size
+    return this.#size
   }
 
   #now(): number {
-    return Math.floor(this.#clock())
+    const clock = this.#clock
+    return clock === Date.now ? Date.now() : Math.floor(clock())
+  }
+
+  /** Splits `prefix:{identity}` into its space and name; any other key lives in the raw space. */
+  static #split(key: string): [string, string] {
+    const open = key.indexOf('{')
+    if (open > 1 && key.charCodeAt(open - 1) === 0x3a && key.charCodeAt(key.length - 1) === 0x7d) {
+      const name = key.slice(open + 1, -1)
+      if (name.indexOf('{') === -1 && name.indexOf('}') === -1) return [key.slice(0, open - 1), name]
+    }
+    return [RAW, key]
   }
 
   #unlink(e: Entry): void {
@@ -131,16 +173,22 @@ export class MemoryBackend implements Backend {
 
   #delete(e: Entry): void {
     this.#unlink(e)
-    this.#map.delete(e.key)
+    e.space.delete(e.name)
+    this.#size--
   }
 
-  /** The live entry of a key, marked most recently used, or undefined. */
-  #get(key: string, now: number): Entry | undefined {
-    const e = this.#map.get(key)
+  /**
+   * The entry of a key, marked most recently used, or undefined. An expired entry is emptied in place
+   * rather than deleted and re-created: same meaning, no Map churn.
+   */
+  #get(space: Map<string, Entry> | undefined, name: string, now: number): Entry | undefined {
+    if (space === undefined) return undefined
+    const e = space.get(name)
     if (e === undefined) return undefined
     if (e.expiresAt <= now) {
-      this.#delete(e)
-      return undefined
+      e.state = undefined
+      e.more = undefined
+      e.expiresAt = 0
     }
     if (this.#head !== e) {
       this.#unlink(e)
@@ -149,36 +197,44 @@ export class MemoryBackend implements Backend {
     return e
   }
 
-  #create(key: string, id: string): Entry {
-    if (this.#map.size >= this.#maxKeys && this.#tail) this.#delete(this.#tail)
+  #create(spaceName: string, name: string, bucket: string): Entry {
+    if (this.#size >= this.#maxKeys && this.#tail) this.#delete(this.#tail)
+    let space = this.#spaces.get(spaceName)
+    if (space === undefined) {
+      space = new Map()
+      this.#spaces.set(spaceName, space)
+    }
     const e: Entry = {
-      key,
+      name,
+      space,
       prev: undefined,
       next: undefined,
       expiresAt: 0,
-      id,
+      bucket,
       state: undefined,
       more: undefined,
     }
-    this.#map.set(key, e)
+    space.set(name, e)
+    this.#size++
     this.#pushFront(e)
     return e
   }
 
-  static #read(e: Entry | undefined, id: string): number[] | undefined {
+  static #read(e: Entry | undefined, bucket: string): number[] | undefined {
     if (e === undefined) return undefined
-    if (e.id === id) return e.state
-    return e.more?.get(id)?.state
+    if (e.bucket === bucket) return e.state
+    return e.more?.get(bucket)?.state
   }
 
-  #write(key: string, e: Entry | undefined, id: string, out: StepOutput, now: number): void {
-    const entry = e ?? this.#create(key, id)
-    if (entry.id === id) entry.state = out.state
-    else {
+  static #write(entry: Entry, bucket: string, out: StepOutput, now: number): void {
+    if (entry.bucket === bucket || (entry.state === undefined && entry.more === undefined)) {
+      entry.bucket = bucket
+      entry.state = out.state
+    } else {
       entry.more ??= new Map()
-      const slot = entry.more.get(id)
+      const slot = entry.more.get(bucket)
       if (slot) slot.state = out.state
-      else entry.more.set(id, { state: out.state })
+      else entry.more.set(bucket, { state: out.state })
     }
     const expires = now + out.ttlMs
     if (expires > entry.expiresAt) entry.expiresAt = expires
@@ -191,42 +247,57 @@ export class MemoryBackend implements Backend {
     )
   }
 
-  /** {@link Backend.checkAndIncrement}, synchronously. */
-  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
+  #check(spaceName: string, name: string, bucket: BucketConfig, cost: number): BackendResult {
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
     const id = bucketId(bucket)
-    const e = this.#get(key, now)
+    const e = this.#get(this.#spaces.get(spaceName), name, now)
     const out = algorithms[bucket.algorithm](MemoryBackend.#read(e, id), now, bucket, cost)
-    if (out.result.allowed) this.#write(key, e, id, out, now)
+    if (out.result.allowed) MemoryBackend.#write(e ?? this.#create(spaceName, name, id), id, out, now)
     return out.result
   }
 
-  /** {@link Backend.checkAndIncrementAll}, synchronously. */
-  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
-    if (buckets.length === 1) return [this.checkAndIncrementSync(key, buckets[0] as BucketConfig, cost)]
+  #checkAll(
+    spaceName: string,
+    name: string,
+    buckets: readonly BucketConfig[],
+    cost: number,
+  ): BackendResult[] {
+    if (buckets.length === 1) return [this.#check(spaceName, name, buckets[0] as BucketConfig, cost)]
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
-    const e = this.#get(key, now)
+    const e = this.#get(this.#spaces.get(spaceName), name, now)
     const states: Array<number[] | undefined> = new Array(buckets.length)
     for (let i = 0; i < buckets.length; i++)
       states[i] = MemoryBackend.#read(e, bucketId(buckets[i] as BucketConfig))
     const all = stepAll(states, now, buckets, cost)
     if (all.allowed) {
-      let entry = e
+      const entry = e ?? this.#create(spaceName, name, bucketId(buckets[0] as BucketConfig))
       for (let i = 0; i < buckets.length; i++) {
-        this.#write(key, entry, bucketId(buckets[i] as BucketConfig), all.outputs[i] as StepOutput, now)
-        entry ??= this.#map.get(key)
+        MemoryBackend.#write(entry, bucketId(buckets[i] as BucketConfig), all.outputs[i] as StepOutput, now)
       }
     }
     return all.results
+  }
+
+  /** {@link Backend.checkAndIncrement}, synchronously. */
+  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
+    const [space, name] = MemoryBackend.#split(key)
+    return this.#check(space, name, bucket, cost)
+  }
+
+  /** {@link Backend.checkAndIncrementAll}, synchronously. */
+  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
+    const [space, name] = MemoryBackend.#split(key)
+    return this.#checkAll(space, name, buckets, cost)
   }
 
   /** {@link Backend.peek}, synchronously. */
   peekSync(key: string, bucket: BucketConfig): BackendResult {
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
-    const e = this.#map.get(key)
+    const [space, name] = MemoryBackend.#split(key)
+    const e = this.#spaces.get(space)?.get(name)
     const state = e !== undefined && e.expiresAt > now ? MemoryBackend.#read(e, bucketId(bucket)) : undefined
     return algorithms[bucket.algorithm](state, now, bucket, 0).result
   }
@@ -261,13 +332,15 @@ export class MemoryBackend implements Backend {
 
   async reset(key: string): Promise<void> {
     if (this.#closed) throw this.#closedError()
-    const e = this.#map.get(key)
+    const [space, name] = MemoryBackend.#split(key)
+    const e = this.#spaces.get(space)?.get(name)
     if (e) this.#delete(e)
   }
 
   async clear(): Promise<void> {
     if (this.#closed) throw this.#closedError()
-    this.#map.clear()
+    this.#spaces.clear()
+    this.#size = 0
     this.#head = undefined
     this.#tail = undefined
   }
@@ -276,7 +349,8 @@ export class MemoryBackend implements Backend {
     this.#closed = true
     if (this.#timer) clearInterval(this.#timer)
     this.#timer = undefined
-    this.#map.clear()
+    this.#spaces.clear()
+    this.#size = 0
     this.#head = undefined
     this.#tail = undefined
   }
@@ -304,7 +378,7 @@ export class MemoryBackend implements Backend {
           const e: Entry = cursor
           // An entry that moved to the front since the sweep began ends its walk early: it is fresh.
           cursor = e.prev
-          if (e.expiresAt <= now && this.#map.get(e.key) === e) {
+          if (e.expiresAt <= now && e.space.get(e.name) === e) {
             this.#delete(e)
             dropped++
           }
