@@ -12,6 +12,18 @@ const UNSAFE =
 const UNSAFE_TEST =
   /[%{}\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
+/** 1 for every UTF-16 code unit that may need escaping (surrogates go to the exact check). */
+const UNSAFE_CODE = (() => {
+  const t = new Uint8Array(0x10000)
+  for (let c = 0; c < 0x20; c++) t[c] = 1
+  for (let c = 0x7f; c <= 0x9f; c++) t[c] = 1
+  for (let c = 0xd800; c <= 0xdfff; c++) t[c] = 1
+  t[0x25] = 1
+  t[0x7b] = 1
+  t[0x7d] = 1
+  return t
+})()
+
 function escapeChar(ch: string): string {
   const code = ch.charCodeAt(0)
   return code < 0x100
@@ -34,19 +46,7 @@ export function escapeIdentity(identity: string): string {
   if (n <= MAX_IDENTITY_LENGTH) {
     // Fast path: most identities (ids, IPs, API keys) hold no character that needs escaping.
     let i = 0
-    for (; i < n; i++) {
-      const c = identity.charCodeAt(i)
-      if (
-        c < 0x20 ||
-        c === 0x25 ||
-        c === 0x7b ||
-        c === 0x7d ||
-        (c >= 0x7f && c <= 0x9f) ||
-        (c >= 0xd800 && c <= 0xdfff)
-      ) {
-        break
-      }
-    }
+    while (i < n && UNSAFE_CODE[identity.charCodeAt(i)] === 0) i++
     if (i === n) return identity
   }
   const escaped = UNSAFE_TEST.test(identity) ? identity.replace(UNSAFE, escapeChar) : identity

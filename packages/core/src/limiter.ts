@@ -4,7 +4,7 @@ import { ALGORITHMS } from './algorithms'
 import { type Algorithm, type Backend, type BackendResult, isSyncBackend, type SyncBackend } from './backend'
 import { ConfigError, FastlimitError, show } from './errors'
 import { identityName, storageKey, validatePrefix } from './keys'
-import { checkAllParts, checkParts, MemoryBackend } from './memory'
+import { checkAllIn, checkIn, MemoryBackend, spaceOf } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
 
 /**
@@ -150,6 +150,7 @@ export class FastLimit {
   readonly #onError: ((error: FastlimitError) => void) | undefined
   readonly #sync: SyncBackend | undefined
   readonly #memory: MemoryBackend | undefined
+  readonly #space: Map<string, number> | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
   readonly #objects = new WeakMap<object, RuleSet>()
@@ -213,6 +214,7 @@ export class FastLimit {
     this.backend = backend ?? new MemoryBackend()
     this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
     this.#memory = this.backend instanceof MemoryBackend ? this.backend : undefined
+    this.#space = this.#memory === undefined ? undefined : spaceOf(this.#memory, this.prefix)
   }
 
   /**
@@ -282,12 +284,18 @@ export class FastLimit {
           list.length === 1
             ? decideOne(
                 list,
-                checkParts(memory, this.prefix, name, list[0] as Rule, cost),
+                checkIn(memory, this.#space as Map<string, number>, name, list[0] as Rule, cost),
                 cost,
                 'backend',
                 undefined,
               )
-            : decide(list, checkAllParts(memory, this.prefix, name, list, cost), cost, 'backend', undefined),
+            : decide(
+                list,
+                checkAllIn(memory, this.#space as Map<string, number>, name, list, cost),
+                cost,
+                'backend',
+                undefined,
+              ),
         )
       } catch (err) {
         return this.#failed(`${this.prefix}:{${name}}`, list, cost, err)

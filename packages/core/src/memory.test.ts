@@ -69,7 +69,7 @@ describe('MemoryBackend', () => {
   it('refuses bad options at construction and calls after close', async () => {
     expect(() => new MemoryBackend({ maxKeys: 0 })).toThrow(ConfigError)
     expect(() => new MemoryBackend({ maxKeys: 1.5 })).toThrow(
-      /maxKeys must be a positive whole number, got 1.5/,
+      /maxKeys must be a whole number from 1 to 1073741824, got 1.5/,
     )
     expect(() => new MemoryBackend({ cleanupIntervalMs: -1 })).toThrow(/cleanupIntervalMs/)
     expect(() => new MemoryBackend({ clock: 5 as never })).toThrow(/clock must be a function/)

@@ -1,4 +1,8 @@
 // MemoryBackend: the default store, a bounded LRU of algorithm states with lazy expiry and no timer per key.
+//
+// Layout: keys live in slots of typed arrays (expiry, LRU links, the first bucket's state) rather than
+// in one object each, so a million keys cost the GC almost nothing and a decision touches few cache
+// lines. A Map per key prefix maps the identity to its slot.
 
 import { algorithms, stepAll } from './algorithms'
 import type { StepOutput } from './algorithms/types'
@@ -9,13 +13,13 @@ import { ConfigError, FastlimitError, show } from './errors'
 export interface MemoryBackendOptions {
   /**
    * The most keys (identities) kept. When full, the least recently used key is dropped, so memory
-   * stays bounded however many distinct identities arrive (about 200 bytes per key; see the README).
+   * stays bounded however many distinct identities arrive (under 100 bytes per key; see the README).
    * @default 1_000_000
    */
   maxKeys?: number
   /**
    * How often an `unref`ed timer sweeps out expired keys, in milliseconds; `0` disables the sweep
-   * (expired keys are then dropped only when touched or evicted).
+   * (expired keys are then reused when touched and dropped when evicted).
    * @default 60_000
    */
   cleanupIntervalMs?: number
@@ -26,42 +30,30 @@ export interface MemoryBackendOptions {
   clock?: () => number
 }
 
-/** One bucket's state inside an entry, for keys checked against more than one rule. */
-interface Slot {
-  state: number[]
-}
-
-/** One key: a node of the LRU list. The first bucket is stored inline; further ones in `more`. */
-interface Entry {
-  /** The identity part of the key (or the whole key, in the raw space). */
-  name: string
-  /** The map of the key's space (its prefix) that holds this entry. */
-  space: Map<string, Entry>
-  prev: Entry | undefined
-  next: Entry | undefined
-  /** When every bucket of the key is equivalent to no state (epoch ms). */
-  expiresAt: number
-  bucket: string
-  state: number[] | undefined
-  more: Map<string, Slot> | undefined
-}
-
 const SWEEP_BATCH = 10_000
-/** The space of keys that are not shaped `prefix:{identity}` (a prefix can never be empty). */
+/** The space of keys that are not shaped `prefix:{identity}` (a prefix is never empty). */
 const RAW = ''
+/** Numbers of state stored inline per slot; longer states (sliding-log) go to the slot's extras. */
+const STRIDE = 3
+const NONE = -1
+const INITIAL_CAPACITY = 1024
 
-/** Friend access for FastLimit: decide on (prefix, escaped identity) without building the key string. */
-export let checkParts: (
+type Space = Map<string, number>
+
+/** Friend access for FastLimit: the slot map of a key prefix, so it can decide without building a key. */
+export let spaceOf: (backend: MemoryBackend, prefix: string) => Space
+/** Friend access for FastLimit: decides on (space, identity) without building the key string. */
+export let checkIn: (
   backend: MemoryBackend,
-  space: string,
+  space: Space,
   name: string,
   bucket: BucketConfig,
   cost: number,
 ) => BackendResult
-/** As {@link checkParts}, for several buckets all-or-nothing. */
-export let checkAllParts: (
+/** As {@link checkIn}, for several buckets all-or-nothing. */
+export let checkAllIn: (
   backend: MemoryBackend,
-  space: string,
+  space: Space,
   name: string,
   buckets: readonly BucketConfig[],
   cost: number,
@@ -71,12 +63,9 @@ export let checkAllParts: (
  * The in-memory backend, the default of `FastLimit`. Each process has its own counts: use it for one
  * process, or as the fallback of a shared backend.
  *
- * - Bounded: at most `maxKeys` keys; the least recently used goes first.
+ * - Bounded: at most `maxKeys` keys; when full, the least recently used key goes.
  * - No timer per key: an expired key is emptied in place when touched, and dropped by one `unref`ed sweep.
  * - Atomic by construction: JavaScript runs each call to completion.
- *
- * Keys shaped `prefix:{identity}` (as `FastLimit` builds them) are stored per prefix, so `FastLimit`
- * looks them up without concatenating a key string per call.
  *
  * @example
  * ```ts
@@ -84,19 +73,35 @@ export let checkAllParts: (
  * ```
  */
 export class MemoryBackend implements SyncBackend {
-  readonly #spaces = new Map<string, Map<string, Entry>>()
+  readonly #spaces = new Map<string, Space>()
   readonly #maxKeys: number
   readonly #clock: () => number
+  readonly #wallClock: boolean
   #size = 0
-  #head: Entry | undefined
-  #tail: Entry | undefined
+  #capacity = 0
+  /** Slots: the identity, its space, the first bucket's id, extra buckets, and typed columns. */
+  #names: Array<string | undefined> = []
+  #owners: Array<Space | undefined> = []
+  #buckets: Array<string | undefined> = []
+  #extras: Array<Map<string, number[]> | undefined> = []
+  #expires = new Float64Array(0)
+  #prev = new Int32Array(0)
+  #next = new Int32Array(0)
+  /** Length of the inline state of each slot (0: none). */
+  #lens = new Uint8Array(0)
+  #data = new Float64Array(0)
+  #free: number[] = []
+  #head = NONE
+  #tail = NONE
+  readonly #scratch: number[][] = [[], [0], [0, 0], [0, 0, 0]]
   #timer: ReturnType<typeof setInterval> | undefined
   #sweeping = false
   #closed = false
 
   static {
-    checkParts = (backend, space, name, bucket, cost) => backend.#check(space, name, bucket, cost)
-    checkAllParts = (backend, space, name, buckets, cost) => backend.#checkAll(space, name, buckets, cost)
+    spaceOf = (backend, prefix) => backend.#space(prefix)
+    checkIn = (backend, space, name, bucket, cost) => backend.#check(space, name, bucket, cost)
+    checkAllIn = (backend, space, name, buckets, cost) => backend.#checkAll(space, name, buckets, cost)
   }
 
   constructor(options: MemoryBackendOptions = {}) {
@@ -106,9 +111,9 @@ export class MemoryBackend implements SyncBackend {
         `[fastlimit] [memory] Unknown option ${show(key)}: MemoryBackend takes maxKeys, cleanupIntervalMs and clock.`,
       )
     }
-    if (!Number.isSafeInteger(maxKeys) || maxKeys < 1) {
+    if (!Number.isSafeInteger(maxKeys) || maxKeys < 1 || maxKeys > 2 ** 30) {
       throw new ConfigError(
-        `[fastlimit] [memory] maxKeys must be a positive whole number, got ${show(maxKeys)}. For example 100000.`,
+        `[fastlimit] [memory] maxKeys must be a whole number from 1 to 1073741824, got ${show(maxKeys)}. For example 100000.`,
       )
     }
     if (
@@ -123,11 +128,13 @@ export class MemoryBackend implements SyncBackend {
     }
     if (typeof clock !== 'function') {
       throw new ConfigError(
-        `[fastlimit] [memory] clock must be a function returning epoch milliseconds, e.g. Date.now.`,
+        '[fastlimit] [memory] clock must be a function returning epoch milliseconds, e.g. Date.now.',
       )
     }
     this.#maxKeys = maxKeys
     this.#clock = clock
+    this.#wallClock = clock === Date.now
+    this.#grow(Math.min(INITIAL_CAPACITY, maxKeys))
     if (cleanupIntervalMs > 0) {
       this.#timer = setInterval(() => this.sweep(), cleanupIntervalMs)
       // Never keep the process alive for a sweep (absent on some edge runtimes).
@@ -141,103 +148,162 @@ export class MemoryBackend implements SyncBackend {
   }
 
   #now(): number {
-    const clock = this.#clock
-    return clock === Date.now ? Date.now() : Math.floor(clock())
+    return this.#wallClock ? Date.now() : Math.floor(this.#clock())
+  }
+
+  #grow(capacity: number): void {
+    const old = this.#capacity
+    const copy = <T extends Float64Array | Int32Array | Uint8Array>(
+      a: T,
+      make: (n: number) => T,
+      per = 1,
+    ): T => {
+      const b = make(capacity * per)
+      b.set(a)
+      return b
+    }
+    this.#expires = copy(this.#expires, (n) => new Float64Array(n))
+    this.#prev = copy(this.#prev, (n) => new Int32Array(n))
+    this.#next = copy(this.#next, (n) => new Int32Array(n))
+    this.#lens = copy(this.#lens, (n) => new Uint8Array(n))
+    this.#data = copy(this.#data, (n) => new Float64Array(n), STRIDE)
+    for (let i = old; i < capacity; i++) {
+      this.#names.push(undefined)
+      this.#owners.push(undefined)
+      this.#buckets.push(undefined)
+      this.#extras.push(undefined)
+    }
+    // Hand out low slots first.
+    for (let i = capacity - 1; i >= old; i--) this.#free.push(i)
+    this.#capacity = capacity
+  }
+
+  #space(prefix: string): Space {
+    let space = this.#spaces.get(prefix)
+    if (space === undefined) {
+      space = new Map()
+      this.#spaces.set(prefix, space)
+    }
+    return space
   }
 
   /** Splits `prefix:{identity}` into its space and name; any other key lives in the raw space. */
-  static #split(key: string): [string, string] {
+  #split(key: string): [Space, string] {
     const open = key.indexOf('{')
     if (open > 1 && key.charCodeAt(open - 1) === 0x3a && key.charCodeAt(key.length - 1) === 0x7d) {
       const name = key.slice(open + 1, -1)
-      if (name.indexOf('{') === -1 && name.indexOf('}') === -1) return [key.slice(0, open - 1), name]
+      if (name.indexOf('{') === -1 && name.indexOf('}') === -1)
+        return [this.#space(key.slice(0, open - 1)), name]
     }
-    return [RAW, key]
+    return [this.#space(RAW), key]
   }
 
-  #unlink(e: Entry): void {
-    if (e.prev) e.prev.next = e.next
-    else this.#head = e.next
-    if (e.next) e.next.prev = e.prev
-    else this.#tail = e.prev
-    e.prev = undefined
-    e.next = undefined
+  #unlink(s: number): void {
+    const prev = this.#prev
+    const next = this.#next
+    const p = prev[s] as number
+    const n = next[s] as number
+    if (p === NONE) this.#head = n
+    else next[p] = n
+    if (n === NONE) this.#tail = p
+    else prev[n] = p
   }
 
-  #pushFront(e: Entry): void {
-    e.next = this.#head
-    if (this.#head) this.#head.prev = e
-    this.#head = e
-    if (!this.#tail) this.#tail = e
+  #pushFront(s: number): void {
+    const h = this.#head
+    this.#prev[s] = NONE
+    this.#next[s] = h
+    if (h === NONE) this.#tail = s
+    else this.#prev[h] = s
+    this.#head = s
   }
 
-  #delete(e: Entry): void {
-    this.#unlink(e)
-    e.space.delete(e.name)
+  #delete(s: number): void {
+    this.#unlink(s)
+    // A sweep walking the list must not follow a freed slot's stale links.
+    this.#prev[s] = NONE
+    this.#next[s] = NONE
+    this.#owners[s]?.delete(this.#names[s] as string)
+    this.#names[s] = undefined
+    this.#owners[s] = undefined
+    this.#buckets[s] = undefined
+    this.#extras[s] = undefined
+    this.#lens[s] = 0
+    this.#free.push(s)
     this.#size--
   }
 
   /**
-   * The entry of a key, marked most recently used, or undefined. An expired entry is emptied in place
-   * rather than deleted and re-created: same meaning, no Map churn.
+   * The slot of a key, marked most recently used, or NONE. An expired slot is emptied in place rather
+   * than freed and taken again: same meaning, less work.
    */
-  #get(space: Map<string, Entry> | undefined, name: string, now: number): Entry | undefined {
-    if (space === undefined) return undefined
-    const e = space.get(name)
-    if (e === undefined) return undefined
-    if (e.expiresAt <= now) {
-      e.state = undefined
-      e.more = undefined
-      e.expiresAt = 0
+  #get(space: Space, name: string, now: number): number {
+    const s = space.get(name)
+    if (s === undefined) return NONE
+    if ((this.#expires[s] as number) <= now) {
+      this.#lens[s] = 0
+      this.#extras[s] = undefined
+      this.#expires[s] = 0
     }
-    if (this.#head !== e) {
-      this.#unlink(e)
-      this.#pushFront(e)
+    if (this.#head !== s) {
+      this.#unlink(s)
+      this.#pushFront(s)
     }
-    return e
+    return s
   }
 
-  #create(spaceName: string, name: string, bucket: string): Entry {
-    if (this.#size >= this.#maxKeys && this.#tail) this.#delete(this.#tail)
-    let space = this.#spaces.get(spaceName)
-    if (space === undefined) {
-      space = new Map()
-      this.#spaces.set(spaceName, space)
-    }
-    const e: Entry = {
-      name,
-      space,
-      prev: undefined,
-      next: undefined,
-      expiresAt: 0,
-      bucket,
-      state: undefined,
-      more: undefined,
-    }
-    space.set(name, e)
+  #create(space: Space, name: string): number {
+    if (this.#size >= this.#maxKeys && this.#tail !== NONE) this.#delete(this.#tail)
+    if (this.#free.length === 0) this.#grow(Math.min(this.#maxKeys, this.#capacity * 2))
+    const s = this.#free.pop() as number
+    space.set(name, s)
+    this.#names[s] = name
+    this.#owners[s] = space
+    this.#buckets[s] = undefined
+    this.#extras[s] = undefined
+    this.#lens[s] = 0
+    this.#expires[s] = 0
     this.#size++
-    this.#pushFront(e)
-    return e
+    this.#pushFront(s)
+    return s
   }
 
-  static #read(e: Entry | undefined, bucket: string): number[] | undefined {
-    if (e === undefined) return undefined
-    if (e.bucket === bucket) return e.state
-    return e.more?.get(bucket)?.state
+  /** The state of `bucket` in slot `s`, or undefined. Inline states come back in a reused scratch array. */
+  #read(s: number, bucket: string): number[] | undefined {
+    if (s === NONE) return undefined
+    const len = this.#lens[s] as number
+    if (len !== 0 && this.#buckets[s] === bucket) {
+      const out = this.#scratch[len] as number[]
+      const base = s * STRIDE
+      const data = this.#data
+      for (let i = 0; i < len; i++) out[i] = data[base + i] as number
+      return out
+    }
+    return this.#extras[s]?.get(bucket)
   }
 
-  static #write(entry: Entry, bucket: string, out: StepOutput, now: number): void {
-    if (entry.bucket === bucket || (entry.state === undefined && entry.more === undefined)) {
-      entry.bucket = bucket
-      entry.state = out.state
+  #write(s: number, bucket: string, out: StepOutput, now: number): void {
+    const state = out.state
+    const n = state.length
+    const inline = this.#lens[s] === 0 || this.#buckets[s] === bucket
+    if (inline && n > 0 && n <= STRIDE) {
+      const base = s * STRIDE
+      const data = this.#data
+      for (let i = 0; i < n; i++) data[base + i] = state[i] as number
+      this.#lens[s] = n
+      this.#buckets[s] = bucket
+      this.#extras[s]?.delete(bucket)
     } else {
-      entry.more ??= new Map()
-      const slot = entry.more.get(bucket)
-      if (slot) slot.state = out.state
-      else entry.more.set(bucket, { state: out.state })
+      if (inline && this.#buckets[s] === bucket) this.#lens[s] = 0
+      let extras = this.#extras[s]
+      if (extras === undefined) {
+        extras = new Map()
+        this.#extras[s] = extras
+      }
+      extras.set(bucket, state)
     }
     const expires = now + out.ttlMs
-    if (expires > entry.expiresAt) entry.expiresAt = expires
+    if (expires > (this.#expires[s] as number)) this.#expires[s] = expires
   }
 
   #closedError(): FastlimitError {
@@ -247,34 +313,31 @@ export class MemoryBackend implements SyncBackend {
     )
   }
 
-  #check(spaceName: string, name: string, bucket: BucketConfig, cost: number): BackendResult {
+  #check(space: Space, name: string, bucket: BucketConfig, cost: number): BackendResult {
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
     const id = bucketId(bucket)
-    const e = this.#get(this.#spaces.get(spaceName), name, now)
-    const out = algorithms[bucket.algorithm](MemoryBackend.#read(e, id), now, bucket, cost)
-    if (out.result.allowed) MemoryBackend.#write(e ?? this.#create(spaceName, name, id), id, out, now)
+    const s = this.#get(space, name, now)
+    const out = algorithms[bucket.algorithm](this.#read(s, id), now, bucket, cost)
+    if (out.result.allowed) this.#write(s === NONE ? this.#create(space, name) : s, id, out, now)
     return out.result
   }
 
-  #checkAll(
-    spaceName: string,
-    name: string,
-    buckets: readonly BucketConfig[],
-    cost: number,
-  ): BackendResult[] {
-    if (buckets.length === 1) return [this.#check(spaceName, name, buckets[0] as BucketConfig, cost)]
+  #checkAll(space: Space, name: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
+    if (buckets.length === 1) return [this.#check(space, name, buckets[0] as BucketConfig, cost)]
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
-    const e = this.#get(this.#spaces.get(spaceName), name, now)
+    const s = this.#get(space, name, now)
     const states: Array<number[] | undefined> = new Array(buckets.length)
-    for (let i = 0; i < buckets.length; i++)
-      states[i] = MemoryBackend.#read(e, bucketId(buckets[i] as BucketConfig))
+    for (let i = 0; i < buckets.length; i++) {
+      // Copy: the scratch array is shared between buckets.
+      states[i] = this.#read(s, bucketId(buckets[i] as BucketConfig))?.slice()
+    }
     const all = stepAll(states, now, buckets, cost)
     if (all.allowed) {
-      const entry = e ?? this.#create(spaceName, name, bucketId(buckets[0] as BucketConfig))
+      const slot = s === NONE ? this.#create(space, name) : s
       for (let i = 0; i < buckets.length; i++) {
-        MemoryBackend.#write(entry, bucketId(buckets[i] as BucketConfig), all.outputs[i] as StepOutput, now)
+        this.#write(slot, bucketId(buckets[i] as BucketConfig), all.outputs[i] as StepOutput, now)
       }
     }
     return all.results
@@ -282,13 +345,13 @@ export class MemoryBackend implements SyncBackend {
 
   /** {@link Backend.checkAndIncrement}, synchronously. */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
-    const [space, name] = MemoryBackend.#split(key)
+    const [space, name] = this.#split(key)
     return this.#check(space, name, bucket, cost)
   }
 
   /** {@link Backend.checkAndIncrementAll}, synchronously. */
   checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
-    const [space, name] = MemoryBackend.#split(key)
+    const [space, name] = this.#split(key)
     return this.#checkAll(space, name, buckets, cost)
   }
 
@@ -296,9 +359,10 @@ export class MemoryBackend implements SyncBackend {
   peekSync(key: string, bucket: BucketConfig): BackendResult {
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
-    const [space, name] = MemoryBackend.#split(key)
-    const e = this.#spaces.get(space)?.get(name)
-    const state = e !== undefined && e.expiresAt > now ? MemoryBackend.#read(e, bucketId(bucket)) : undefined
+    const [space, name] = this.#split(key)
+    const s = space.get(name)
+    const state =
+      s !== undefined && (this.#expires[s] as number) > now ? this.#read(s, bucketId(bucket)) : undefined
     return algorithms[bucket.algorithm](state, now, bucket, 0).result
   }
 
@@ -332,32 +396,46 @@ export class MemoryBackend implements SyncBackend {
 
   async reset(key: string): Promise<void> {
     if (this.#closed) throw this.#closedError()
-    const [space, name] = MemoryBackend.#split(key)
-    const e = this.#spaces.get(space)?.get(name)
-    if (e) this.#delete(e)
+    const [space, name] = this.#split(key)
+    const s = space.get(name)
+    if (s !== undefined) this.#delete(s)
   }
 
   async clear(): Promise<void> {
     if (this.#closed) throw this.#closedError()
-    this.#spaces.clear()
-    this.#size = 0
-    this.#head = undefined
-    this.#tail = undefined
+    this.#empty()
   }
 
   async close(): Promise<void> {
     this.#closed = true
     if (this.#timer) clearInterval(this.#timer)
     this.#timer = undefined
-    this.#spaces.clear()
+    this.#empty()
+  }
+
+  #empty(): void {
+    // Keep the space maps (FastLimit holds them) but empty them, and start over with few slots.
+    for (const space of this.#spaces.values()) space.clear()
     this.#size = 0
-    this.#head = undefined
-    this.#tail = undefined
+    this.#capacity = 0
+    this.#names = []
+    this.#owners = []
+    this.#buckets = []
+    this.#extras = []
+    this.#expires = new Float64Array(0)
+    this.#prev = new Int32Array(0)
+    this.#next = new Int32Array(0)
+    this.#lens = new Uint8Array(0)
+    this.#data = new Float64Array(0)
+    this.#free = []
+    this.#head = NONE
+    this.#tail = NONE
+    this.#grow(Math.min(INITIAL_CAPACITY, this.#maxKeys))
   }
 
   /**
-   * Drops expired keys, oldest first, in batches of 10,000 per macrotask so a large sweep never holds
-   * the event loop for long. Runs on its own every `cleanupIntervalMs`; call it to sweep now.
+   * Drops expired keys, least recently used first, in batches of 10,000 per macrotask so a large sweep
+   * never holds the event loop for long. Runs on its own every `cleanupIntervalMs`; call it to sweep now.
    * @returns a promise of how many keys were dropped
    */
   sweep(): Promise<number> {
@@ -365,26 +443,28 @@ export class MemoryBackend implements SyncBackend {
     this.#sweeping = true
     let dropped = 0
     let cursor = this.#tail
+    let generation = this.#capacity
     return new Promise<number>((resolve) => {
       const batch = () => {
-        if (this.#closed) {
+        // A clear() or close() since the last batch invalidates the cursor.
+        if (this.#closed || this.#capacity < generation || cursor >= this.#capacity) {
           this.#sweeping = false
           resolve(dropped)
           return
         }
+        generation = this.#capacity
         const now = this.#now()
         let n = 0
-        while (cursor !== undefined && n < SWEEP_BATCH) {
-          const e: Entry = cursor
-          // An entry that moved to the front since the sweep began ends its walk early: it is fresh.
-          cursor = e.prev
-          if (e.expiresAt <= now && e.space.get(e.name) === e) {
-            this.#delete(e)
+        while (cursor !== NONE && n < SWEEP_BATCH) {
+          const s = cursor
+          cursor = this.#prev[s] as number
+          if (this.#names[s] !== undefined && (this.#expires[s] as number) <= now) {
+            this.#delete(s)
             dropped++
           }
           n++
         }
-        if (cursor === undefined) {
+        if (cursor === NONE) {
           this.#sweeping = false
           resolve(dropped)
         } else setTimeout(batch, 0)
