@@ -242,5 +242,7 @@ describe('encodeState / decodeState', () => {
     expect(decodeState(null)).toBeUndefined()
     expect(decodeState('1,x')).toBeUndefined()
     expect(decodeState('1.5')).toBeUndefined()
+    for (const bad of ['1,,2', ' 5', '0x10', '1e3', '5,', ',5', '+5', '1, 2']) expect(decodeState(bad)).toBeUndefined()
+    expect(decodeState('-3,0')).toEqual([-3, 0])
   })
 })

@@ -48,9 +48,12 @@ export function encodeState(state: State): string {
   return state.join(',')
 }
 
+/** Integers (optionally negative) joined by commas, nothing else: what Lua's decoder accepts too. */
+const STATE_TEXT = /^-?\d+(?:,-?\d+)*$/
+
 /** Parses {@link encodeState}'s output; anything malformed gives `undefined` (treated as no state). */
 export function decodeState(text: string | null | undefined): number[] | undefined {
-  if (!text) return undefined
+  if (!text || !STATE_TEXT.test(text)) return undefined
   const parts = text.split(',')
   const out: number[] = new Array(parts.length)
   for (let i = 0; i < parts.length; i++) {

@@ -1,0 +1,23 @@
+// Type tests: RedisBackend is a Backend, and its options take ioredis clients and a closed set of values.
+import type { Backend, BackendResult } from '@fastlimit/core'
+import type { Cluster, Redis } from 'ioredis'
+import { describe, expectTypeOf, it } from 'vitest'
+import { RedisBackend, type RedisBackendOptions, type RedisTimeSource } from './index'
+
+describe('public types', () => {
+  it('implements the Backend protocol', () => {
+    expectTypeOf<RedisBackend>().toExtend<Backend>()
+    expectTypeOf<RedisBackend['peek']>().returns.toEqualTypeOf<Promise<BackendResult>>()
+    expectTypeOf<RedisBackend['client']>().toEqualTypeOf<Redis | Cluster>()
+    expectTypeOf(RedisBackend.fromUrl).returns.toEqualTypeOf<RedisBackend>()
+  })
+
+  it('types the options', () => {
+    expectTypeOf<RedisTimeSource>().toEqualTypeOf<'server' | 'client'>()
+    expectTypeOf<RedisBackendOptions['client']>().toEqualTypeOf<Redis | Cluster | undefined>()
+    expectTypeOf<{ url: string; timeSource: 'client'; clock: () => number }>().toExtend<RedisBackendOptions>()
+    expectTypeOf<{ url: string; timeSource: 'local' }>().not.toExtend<RedisBackendOptions>()
+    // fromUrl takes every option but url and client.
+    expectTypeOf(RedisBackend.fromUrl).parameter(1).not.toHaveProperty('client')
+  })
+})

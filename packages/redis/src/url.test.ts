@@ -1,0 +1,209 @@
+// URL parsing: every form, the ioredis options each one becomes, and bad URLs giving a ConfigError that
+// names the wrong part (never the password).
+import { ConfigError } from '@fastlimit/core'
+import { Cluster, Redis } from 'ioredis'
+import { describe, expect, it } from 'vitest'
+import { createClient } from './client'
+import { RedisBackend } from './redis-backend'
+import { parseRedisUrl, redactUrl } from './url'
+
+describe('parseRedisUrl', () => {
+  it('reads redis://host:port', () => {
+    expect(parseRedisUrl('redis://localhost:6380')).toEqual({
+      topology: 'standalone',
+      tls: false,
+      hosts: [{ host: 'localhost', port: 6380 }],
+    })
+    expect(parseRedisUrl('redis://10.0.0.7')).toMatchObject({ hosts: [{ host: '10.0.0.7', port: 6379 }] })
+    expect(parseRedisUrl('redis://cache.internal/')).toMatchObject({
+      hosts: [{ host: 'cache.internal', port: 6379 }],
+    })
+    expect(parseRedisUrl('REDIS://[::1]:7000')).toMatchObject({ hosts: [{ host: '::1', port: 7000 }] })
+  })
+
+  it('reads rediss:// as TLS', () => {
+    expect(parseRedisUrl('rediss://cache.example.com:6380')).toEqual({
+      topology: 'standalone',
+      tls: true,
+      hosts: [{ host: 'cache.example.com', port: 6380 }],
+    })
+  })
+
+  it('reads redis://:password@host:port/db and user:password', () => {
+    expect(parseRedisUrl('redis://:s3cret@localhost:6380/2')).toEqual({
+      topology: 'standalone',
+      tls: false,
+      hosts: [{ host: 'localhost', port: 6380 }],
+      password: 's3cret',
+      db: 2,
+    })
+    expect(parseRedisUrl('redis://app:p%40ss%3Aw%2Frd@h:1/0')).toMatchObject({
+      username: 'app',
+      password: 'p@ss:w/rd',
+      db: 0,
+    })
+    // An empty password is no password.
+    expect(parseRedisUrl('redis://:@h')).not.toHaveProperty('password')
+  })
+
+  it('reads redis+sentinel://h1:26379,h2:26379/mymaster', () => {
+    expect(parseRedisUrl('redis+sentinel://h1:26379,h2:26380/mymaster')).toEqual({
+      topology: 'sentinel',
+      tls: false,
+      hosts: [
+        { host: 'h1', port: 26379 },
+        { host: 'h2', port: 26380 },
+      ],
+      masterName: 'mymaster',
+    })
+    expect(
+      parseRedisUrl('rediss+sentinel://:pw@h1,h2:1/my%20master/3?sentinelPassword=sp&sentinelUsername=su'),
+    ).toEqual({
+      topology: 'sentinel',
+      tls: true,
+      hosts: [
+        { host: 'h1', port: 26379 },
+        { host: 'h2', port: 1 },
+      ],
+      password: 'pw',
+      masterName: 'my master',
+      db: 3,
+      sentinelUsername: 'su',
+      sentinelPassword: 'sp',
+    })
+  })
+
+  it('reads redis+cluster://n1:7000,n2:7001', () => {
+    expect(parseRedisUrl('redis+cluster://n1:7000,n2:7001')).toEqual({
+      topology: 'cluster',
+      tls: false,
+      hosts: [
+        { host: 'n1', port: 7000 },
+        { host: 'n2', port: 7001 },
+      ],
+    })
+    expect(parseRedisUrl('rediss+cluster://:pw@n1/0')).toMatchObject({ tls: true, password: 'pw' })
+  })
+
+  const bad: Array<[string, RegExp]> = [
+    ['', /url must be a non-empty string/],
+    ['localhost:6379', /the scheme is missing/],
+    ['http://localhost:6379', /the scheme "http:" is not supported/],
+    ['redis+unix://x', /the scheme "redis\+unix:" is not supported/],
+    ['redis://', /the host is missing/],
+    ['redis://:pw@', /the host is missing/],
+    ['redis://localhost:abc', /the port "abc" of host "localhost" is not a number from 1 to 65535/],
+    ['redis://localhost:0', /the port "0"/],
+    ['redis://localhost:65536', /the port "65536"/],
+    ['redis://localhost:', /the port ""/],
+    ['redis://local host:6379', /contains a space/],
+    ['redis://loc$al:6379', /the host "loc\$al" is not a host name/],
+    ['redis://::1:6379', /more than one ":"/],
+    ['redis://[::1:6379', /opens "\[" without closing it/],
+    ['redis://[nothex]:1', /is not an IPv6 address/],
+    ['redis://h/x', /the database "x" is not a whole number/],
+    ['redis://h/-1', /the database "-1"/],
+    ['redis://h/0/extra', /more than a database number/],
+    ['redis://h1:1,h2:2', /redis:\/\/ takes one host, got 2/],
+    ['redis://h1:1,,h2:2', /empty entry/],
+    ['redis://user@h', /the user info has no password/],
+    ['redis://:%E0%A4%A@h', /the password is not valid percent-encoding/],
+    ['redis://h#frag', /a fragment/],
+    ['redis://h?family=6', /the query parameter "family" is not supported/],
+    ['redis+sentinel://h1,h2', /the master name is missing/],
+    ['redis+sentinel://h1,h2/', /the master name is missing/],
+    ['redis+sentinel://h1/m/0/x', /more than a master name and a database/],
+    ['redis+sentinel://h1/m/zero', /the database "zero"/],
+    ['redis+sentinel://h1:x/m', /the port "x" of host "h1"/],
+    ['redis+cluster://n1:7000/2', /Redis Cluster has only database 0/],
+    ['redis+cluster://n1:7000,n2:port', /the port "port" of host "n2"/],
+  ]
+  it.each(bad)('rejects %j naming the wrong part', (url, message) => {
+    let caught: unknown
+    try {
+      parseRedisUrl(url)
+    } catch (err) {
+      caught = err
+    }
+    expect(caught).toBeInstanceOf(ConfigError)
+    expect((caught as ConfigError).code).toBe('ERR_FASTLIMIT_CONFIG')
+    expect((caught as Error).message).toMatch(/^\[fastlimit\] \[redis\] /)
+    expect((caught as Error).message).toMatch(message)
+  })
+
+  it('never prints the password in an error', () => {
+    expect(() => parseRedisUrl('redis://admin:hunter2@host:bad')).toThrow(/redis:\/\/admin:\*\*\*@host:bad/)
+    expect(() => parseRedisUrl('redis://admin:hunter2@host:bad')).not.toThrow(/hunter2/)
+    expect(redactUrl('redis://:pw@h')).toBe('redis://:***@h')
+    expect(redactUrl('redis://h')).toBe('redis://h')
+  })
+
+  it('gives the same ConfigError through the constructor and fromUrl', () => {
+    expect(() => RedisBackend.fromUrl('redis://h:99999')).toThrow(ConfigError)
+    expect(() => new RedisBackend({ url: 'redis+cluster://n1/5' })).toThrow(/only database 0/)
+  })
+})
+
+describe('the client a URL creates', () => {
+  // lazyConnect: these clients never connect.
+  const lazy = { lazyConnect: true }
+
+  it('standalone: host, port, db, auth, TLS and the fail-fast defaults', () => {
+    const client = createClient(parseRedisUrl('rediss://u:p@cache:6380/4'), lazy) as Redis
+    expect(client).toBeInstanceOf(Redis)
+    expect(client.options).toMatchObject({
+      host: 'cache',
+      port: 6380,
+      db: 4,
+      username: 'u',
+      password: 'p',
+      tls: {},
+      enableAutoPipelining: true,
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      autoResendUnfulfilledCommands: false,
+    })
+    const delays = [1, 2, 5, 10, 100].map((n) => client.options.retryStrategy?.(n) as number)
+    expect(delays[0]).toBeLessThan(200)
+    for (const d of delays) expect(d).toBeLessThanOrEqual(2100)
+    client.disconnect()
+  })
+
+  it('sentinel: the sentinels, the master name and their credentials', () => {
+    const client = createClient(
+      parseRedisUrl('redis+sentinel://:pw@s1:26379,s2:26380/primary/1?sentinelPassword=spw'),
+      lazy,
+    ) as Redis
+    expect(client.options).toMatchObject({
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26380 },
+      ],
+      name: 'primary',
+      password: 'pw',
+      sentinelPassword: 'spw',
+      db: 1,
+      enableOfflineQueue: false,
+    })
+    client.disconnect()
+  })
+
+  it('cluster: the startup nodes, auth for every node, and no re-sent commands', () => {
+    const client = createClient(parseRedisUrl('redis+cluster://:pw@n1:7000,n2:7001'), {}, lazy) as Cluster
+    expect(client).toBeInstanceOf(Cluster)
+    expect(client.options).toMatchObject({
+      enableAutoPipelining: true,
+      enableOfflineQueue: false,
+      retryDelayOnFailover: 0,
+      redisOptions: { password: 'pw', maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false },
+    })
+    expect(client.options.redisOptions).not.toHaveProperty('enableOfflineQueue')
+    client.disconnect()
+  })
+
+  it('lets redisOptions and clusterOptions override the defaults', () => {
+    const client = createClient(parseRedisUrl('redis://h'), { ...lazy, connectTimeout: 1234 }) as Redis
+    expect(client.options.connectTimeout).toBe(1234)
+    client.disconnect()
+  })
+})

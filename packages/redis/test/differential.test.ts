@@ -1,0 +1,214 @@
+// Differential test: for every algorithm, random sequences of (time, cost) go through the Lua script
+// (client time source) and through the TypeScript step from core; every result must be identical field by
+// field, and so must the stored state, down to its text. Covers peek (cost 0), costs above the capacity,
+// checkAndIncrementAll with mixed algorithms, bursts, fractional emission intervals (7 per 1000 ms),
+// clocks running backwards, long gaps and large timestamps.
+import {
+  ALGORITHMS,
+  type Algorithm,
+  type BucketConfig,
+  bucketId,
+  encodeState,
+  MAX_SCALED,
+  MAX_WINDOW_MS,
+  parseRule,
+  type State,
+  step,
+  stepAll,
+} from '@fastlimit/core'
+import fc from 'fast-check'
+import type { Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { RedisBackend } from '../src'
+import { closeClient, rawClient, urlOf } from './helpers'
+
+const PREFIX = 'differential:'
+const METERS = new Set<Algorithm>(['token-bucket', 'leaky-bucket', 'gcra'])
+
+function bucketArb(algorithm: Algorithm): fc.Arbitrary<BucketConfig> {
+  const largeLimit = algorithm === 'sliding-log' ? 300 : 1_000_000
+  return fc
+    .tuple(
+      fc.oneof(
+        fc.record({ limit: fc.integer({ min: 1, max: 25 }), windowMs: fc.integer({ min: 1, max: 50 }) }),
+        fc.record({ limit: fc.integer({ min: 1, max: 25 }), windowMs: fc.integer({ min: 51, max: 5000 }) }),
+        // Fractional emission intervals: 1000/7, 60000/7, 999/13 ms per unit.
+        fc.record({ limit: fc.constantFrom(3, 7, 13), windowMs: fc.constantFrom(1000, 999, 60_000) }),
+        fc.record({
+          limit: fc.integer({ min: 1, max: largeLimit }),
+          windowMs: fc.constantFrom(1000, 60_000, 3_600_000, MAX_WINDOW_MS),
+        }),
+      ),
+      fc.option(fc.integer({ min: 1, max: 60 }), { nil: undefined, freq: 2 }),
+    )
+    .map(([{ limit, windowMs }, burst]) => {
+      // Valid rules only: max(limit, burst) * windowMs <= 2^52 (parseRule checks it again).
+      const most = Math.floor(MAX_SCALED / windowMs)
+      return parseRule({
+        algorithm,
+        limit: Math.min(limit, most),
+        windowMs,
+        ...(METERS.has(algorithm) && burst !== undefined ? { burst: Math.min(burst, most) } : {}),
+      })
+    })
+}
+
+type Op = { dt: number; kind: 'check' | 'peek' | 'all'; cost: number }
+
+/** Time steps relative to the window: bursts (0), fractions, whole windows, long gaps, and backwards. */
+function dtArb(windowMs: number): fc.Arbitrary<number> {
+  return fc.oneof(
+    { weight: 4, arbitrary: fc.constant(0) },
+    { weight: 4, arbitrary: fc.integer({ min: 0, max: Math.max(1, Math.floor(windowMs / 4)) }) },
+    { weight: 3, arbitrary: fc.integer({ min: 0, max: 2 * windowMs }) },
+    { weight: 1, arbitrary: fc.integer({ min: 0, max: Math.min(60 * windowMs, 40 * 86_400_000) }) },
+    { weight: 1, arbitrary: fc.integer({ min: -Math.min(windowMs, 5000), max: -1 }) },
+  )
+}
+
+function opsArb(bucket: BucketConfig): fc.Arbitrary<Op[]> {
+  const capacity = bucket.burst ?? bucket.limit
+  const cost = fc.oneof(
+    { weight: 6, arbitrary: fc.constant(1) },
+    { weight: 3, arbitrary: fc.integer({ min: 1, max: capacity + 2 }) },
+    { weight: 1, arbitrary: fc.constantFrom(capacity, capacity + 1) },
+  )
+  const op = fc.record({
+    dt: dtArb(bucket.windowMs),
+    kind: fc.constantFrom<Op['kind']>('check', 'check', 'check', 'peek', 'all'),
+    cost,
+  })
+  return fc.array(op, { minLength: 1, maxLength: 80 })
+}
+
+const START_TIMES = [
+  1_700_000_000_123, // now-ish
+  1_000, // near the epoch
+  2 ** 50 + 12_345, // ~ year 37,000
+  8_000_000_000_000_007, // near the largest Date
+]
+
+const scenario = (algorithm: Algorithm) =>
+  bucketArb(algorithm).chain((bucket) =>
+    fc.record({
+      bucket: fc.constant(bucket),
+      other: fc.constantFrom(...ALGORITHMS).chain(bucketArb),
+      ops: opsArb(bucket),
+      start: fc.constantFrom(...START_TIMES).chain((t) => fc.integer({ min: t, max: t + 100_000 })),
+    }),
+  )
+
+let raw: Redis
+
+beforeAll(() => {
+  raw = rawClient('standalone') as Redis
+})
+
+afterAll(async () => {
+  await closeClient(raw)
+})
+
+describe('the Lua scripts and the TypeScript steps agree exactly', () => {
+  for (const algorithm of ALGORITHMS) {
+    it.concurrent(`${algorithm}`, async () => {
+      let now = 0
+      // A prefix per test: clear() at the end must not touch the tests running beside it.
+      const prefix = `${PREFIX}${algorithm}:`
+      // No expiry during the test: the TypeScript side keeps its states forever too.
+      const backend = RedisBackend.fromUrl(urlOf('standalone'), {
+        keyPrefix: prefix,
+        timeSource: 'client',
+        clock: () => now,
+        expiryMarginMs: 86_400_000,
+      })
+      let run = 0
+      try {
+        await fc.assert(
+          fc.asyncProperty(scenario(algorithm), async ({ bucket, other, ops, start }) => {
+            const key = String(run++)
+            await backend.reset(key)
+            const states = new Map<string, State>()
+            const ids = [bucketId(bucket), bucketId(other)]
+            now = start
+            for (const [i, op] of ops.entries()) {
+              now = Math.max(0, now + op.dt)
+              const where = `op ${i} (${JSON.stringify(op)}) at ${now} of ${JSON.stringify(bucket)}`
+              if (op.kind === 'peek') {
+                const expected = step(states.get(ids[0] as string), now, bucket, 0).result
+                expect(await backend.peek(key, bucket), where).toEqual(expected)
+              } else if (op.kind === 'check') {
+                const out = step(states.get(ids[0] as string), now, bucket, op.cost)
+                if (out.result.allowed) states.set(ids[0] as string, out.state)
+                expect(await backend.checkAndIncrement(key, bucket, op.cost), where).toEqual(out.result)
+              } else {
+                const buckets = [bucket, other]
+                const all = stepAll(
+                  ids.map((id) => states.get(id)),
+                  now,
+                  buckets,
+                  op.cost,
+                )
+                if (all.allowed)
+                  for (const [j, o] of all.outputs.entries()) states.set(ids[j] as string, o.state)
+                expect(await backend.checkAndIncrementAll(key, buckets, op.cost), where).toEqual(all.results)
+              }
+              // The stored state, as text: the same integers, printed in full (never 1.7e+12).
+              const stored = await raw.hmget(prefix + key, ...ids)
+              expect(stored, `${where}: stored state`).toEqual(
+                ids.map((id) => (states.has(id) ? encodeState(states.get(id) as State) : null)),
+              )
+            }
+          }),
+          { numRuns: 150 },
+        )
+      } finally {
+        await backend.clear()
+        await backend.close()
+      }
+    })
+  }
+
+  it('prints large integers in full and reads them back', async () => {
+    const backend = RedisBackend.fromUrl(urlOf('standalone'), {
+      keyPrefix: `${PREFIX}big:`,
+      timeSource: 'client',
+      clock: () => 8_640_000_000_000_000 - 1,
+    })
+    try {
+      const bucket: BucketConfig = { algorithm: 'sliding-window', limit: 5, windowMs: MAX_WINDOW_MS }
+      await backend.checkAndIncrement('big', bucket, 2)
+      const text = await raw.hget(`${PREFIX}big:big`, bucketId(bucket))
+      const start = 8_640_000_000_000_000 - 1 - ((8_640_000_000_000_000 - 1) % MAX_WINDOW_MS)
+      expect(text).toBe(`${start},0,2`)
+      expect(await backend.peek('big', bucket)).toMatchObject({
+        remaining: 3,
+        resetMs: start + 2 * MAX_WINDOW_MS,
+      })
+    } finally {
+      await backend.clear()
+      await backend.close()
+    }
+  })
+
+  it('reads a malformed stored state as no state, like decodeState', async () => {
+    const backend = RedisBackend.fromUrl(urlOf('standalone'), {
+      keyPrefix: `${PREFIX}junk:`,
+      timeSource: 'client',
+      clock: () => 5000,
+    })
+    try {
+      const bucket: BucketConfig = { algorithm: 'fixed-window', limit: 3, windowMs: 1000 }
+      for (const junk of ['', 'x', '1,2,', '5000,abc', '1.5,2', '99999999999999999999,1', '5000']) {
+        await raw.hset(`${PREFIX}junk:junk`, bucketId(bucket), junk)
+        expect(await backend.peek('junk', bucket), JSON.stringify(junk)).toEqual(
+          step(undefined, 5000, bucket, 0).result,
+        )
+      }
+      await raw.hset(`${PREFIX}junk:junk`, bucketId(bucket), '5000,2')
+      expect((await backend.peek('junk', bucket)).remaining).toBe(1)
+    } finally {
+      await backend.clear()
+      await backend.close()
+    }
+  })
+})
