@@ -2,6 +2,7 @@
 
 import { ALGORITHMS } from './algorithms'
 import { type Algorithm, type Backend, type BackendResult, isSyncBackend, type SyncBackend } from './backend'
+import { Deadlines } from './deadline'
 import { ConfigError, FastlimitError, show } from './errors'
 import { identityName, storageKey, validatePrefix } from './keys'
 import { checkAllIn, checkIn, MemoryBackend, spaceOf } from './memory'
@@ -153,6 +154,7 @@ export class FastLimit {
   readonly #space: Map<string, number> | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
+  readonly #deadlines: Deadlines
   readonly #objects = new WeakMap<object, RuleSet>()
   #closed = false
 
@@ -206,6 +208,7 @@ export class FastLimit {
       )
     }
     this.timeoutMs = timeoutMs
+    this.#deadlines = new Deadlines(timeoutMs)
     if (onError !== undefined && typeof onError !== 'function') {
       throw new ConfigError(`[fastlimit] [core] onError must be a function, got ${show(onError)}.`)
     }
@@ -403,25 +406,21 @@ export class FastLimit {
 
   /** Bounds a backend call by `timeoutMs`; a late answer or failure after the timeout is ignored. */
   #bounded<T>(call: Promise<T>): Promise<T> {
-    const ms = this.timeoutMs
     return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const pending = this.#deadlines.add(() => {
         reject(
           new FastlimitError(
             'ERR_FASTLIMIT_TIMEOUT',
-            `[fastlimit] [core] The backend did not answer within ${ms} ms (timeoutMs); onBackendError applies.`,
+            `[fastlimit] [core] The backend did not answer within ${this.timeoutMs} ms (timeoutMs); onBackendError applies.`,
           ),
         )
-      }, ms)
-      ;(timer as { unref?: () => void }).unref?.()
+      })
       call.then(
         (value) => {
-          clearTimeout(timer)
-          resolve(value)
+          if (pending.settle()) resolve(value)
         },
         (err) => {
-          clearTimeout(timer)
-          reject(err)
+          if (pending.settle()) reject(err)
         },
       )
     })
