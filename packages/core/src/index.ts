@@ -19,6 +19,41 @@ export type { Algorithm, Backend, BackendResult, BucketConfig, SyncBackend } fro
 export { bucketId, isSyncBackend, RETRY_NEVER } from './backend'
 export type { FastlimitErrorCode } from './errors'
 export { ConfigError, FastlimitError } from './errors'
+export type {
+  Cidr,
+  HeaderFormat,
+  HttpAdapter,
+  HttpDenial,
+  IPv4Address,
+  IPv6Address,
+  IpAddress,
+  JsonBody,
+  MessageBody,
+  ProxyHeader,
+  ProxyTrust,
+  RateLimitCommonOptions,
+  SetHeader,
+} from './http'
+export {
+  cidrContains,
+  compileTrust,
+  createHttpLimiter,
+  createIpMatcher,
+  delaySeconds,
+  formatIp,
+  HEADER_FORMATS,
+  HttpLimiter,
+  IP_RANGES,
+  ipKey,
+  parseCidr,
+  parseForwarded,
+  parseHop,
+  parseIp,
+  problemDetails,
+  RateLimitHeaders,
+  resolveClientIp,
+  retryAfterValue,
+} from './http'
 export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix } from './keys'
 export type {
   BackendErrorPolicy,

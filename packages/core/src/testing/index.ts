@@ -1,8 +1,27 @@
 // @fastlimit/core/testing: the conformance suite every backend runs, ours and users'.
+
+import {
+  ALGORITHMS,
+  type Algorithm,
+  type Backend,
+  type BackendResult,
+  type BucketConfig,
+  bucketId,
+  type State,
+  step,
+  stepAll,
+} from '@fastlimit/core'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
-import { ALGORITHMS, step, stepAll } from '../algorithms'
-import type { State } from '../algorithms/types'
-import { type Algorithm, type Backend, type BackendResult, type BucketConfig, bucketId } from '../backend'
+
+export {
+  type AdapterAppOptions,
+  type AdapterClient,
+  type AdapterConformanceOptions,
+  adapterConformance,
+  adaptOptions,
+  type SuiteRequest,
+  type SuiteResponse,
+} from './adapter'
 
 /** A settable clock for tests. */
 export interface FakeClock {
@@ -60,7 +79,9 @@ export interface ConformanceOptions<B extends Backend = Backend> {
   sweep?: (backend: B) => Promise<void>
   /**
    * Set when expiry follows real time rather than the injected clock (Redis `PEXPIRE`): the expiry
-   * test then also waits this many real milliseconds after the windows have passed.
+   * test then also waits this many real milliseconds after the windows have passed. Such a backend
+   * must keep state somewhat longer than its `ttlMs` (a margin), because the suite's fake clock stands
+   * still while real time runs between calls: state that expires by real time too early reads as lost.
    * @default 0
    */
   expiryWaitMs?: number

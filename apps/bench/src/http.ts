@@ -1,0 +1,123 @@
+// HTTP: each framework bare, with fastlimit's middleware and with its usual peer; servers in child
+// processes, autocannon in this one, A/B/C alternating over the rounds; server CPU per request read
+// from /proc/<pid>/stat, which is steadier than req/s on a shared machine.
+import { type ChildProcess, execFileSync, fork } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+import { type Stat, stat } from './harness'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
+
+export const FRAMEWORKS = ['express', 'hono', 'koa'] as const
+export const FLAVOURS = ['bare', 'fastlimit', 'peer'] as const
+export const PEERS: Record<(typeof FRAMEWORKS)[number], string> = {
+  express: 'express-rate-limit',
+  hono: 'hono-rate-limiter',
+  koa: 'koa-ratelimit',
+}
+
+interface Server {
+  variant: string
+  child: ChildProcess
+  port: number
+}
+
+function cpuTicks(pid: number): number {
+  // Fields 14 and 15 (utime, stime) of /proc/<pid>/stat, after the parenthesised command name.
+  const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return Number(fields[11]) + Number(fields[12])
+}
+
+async function start(variant: string): Promise<Server> {
+  const child = fork(path.join(here, 'http-server.ts'), [variant, '0'], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${variant} did not start within 30 s`)), 30_000)
+    child.once('message', (m: { port: number }) => {
+      clearTimeout(timer)
+      resolve(m.port)
+    })
+    child.once('exit', (code) => reject(new Error(`${variant} exited with ${code}`)))
+  })
+  return { variant, child, port }
+}
+
+export interface HttpResult {
+  framework: string
+  flavour: string
+  reqPerSec: Stat
+  cpuUsPerReq: Stat
+  /** CPU µs per request over the bare framework, per round. */
+  overheadUs: Stat
+  non2xx: number
+}
+
+/** Runs the HTTP benchmark: `rounds` rounds of `seconds` per variant, rotating the order each round. */
+export async function httpBench({
+  rounds,
+  seconds,
+  connections = 10,
+}: {
+  rounds: number
+  seconds: number
+  connections?: number
+}): Promise<HttpResult[]> {
+  const servers: Server[] = []
+  try {
+    for (const f of FRAMEWORKS) for (const fl of FLAVOURS) servers.push(await start(`${f}-${fl}`))
+    const samples = new Map<string, { rps: number[]; cpu: number[]; non2xx: number }>()
+    for (const s of servers) samples.set(s.variant, { rps: [], cpu: [], non2xx: 0 })
+    // Warm up every server (JIT) before measuring.
+    for (const s of servers)
+      await autocannon({ url: `http://127.0.0.1:${s.port}/`, connections, duration: 1 })
+    for (let r = 0; r < rounds; r++) {
+      for (const f of FRAMEWORKS) {
+        const group = servers.filter((s) => s.variant.startsWith(`${f}-`))
+        const order = group.map((_, i) => group[(i + r) % group.length] as Server)
+        for (const s of order) {
+          const pid = s.child.pid as number
+          const before = cpuTicks(pid)
+          const result = await autocannon({
+            url: `http://127.0.0.1:${s.port}/`,
+            connections,
+            duration: seconds,
+          })
+          const ticks = cpuTicks(pid) - before
+          const total = result.requests.total
+          const entry = samples.get(s.variant)
+          if (!entry) continue
+          entry.rps.push(total / seconds)
+          entry.cpu.push((ticks * 1e6) / TICKS / Math.max(1, total))
+          entry.non2xx += result.non2xx
+        }
+      }
+      process.stdout.write(`  round ${r + 1}/${rounds}\r`)
+    }
+    process.stdout.write('\n')
+    const out: HttpResult[] = []
+    for (const f of FRAMEWORKS) {
+      const bare = samples.get(`${f}-bare`)
+      for (const fl of FLAVOURS) {
+        const s = samples.get(`${f}-${fl}`)
+        if (!s || !bare) continue
+        out.push({
+          framework: f,
+          flavour: fl,
+          reqPerSec: stat(s.rps),
+          cpuUsPerReq: stat(s.cpu),
+          overheadUs: stat(s.cpu.map((c, i) => c - (bare.cpu[i] as number))),
+          non2xx: s.non2xx,
+        })
+      }
+    }
+    return out
+  } finally {
+    for (const s of servers) s.child.kill('SIGKILL')
+  }
+}

@@ -1,0 +1,164 @@
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,http]`: measures fastlimit beside the
+// libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { fmtOps, fmtStat, interleave, type Measured } from './harness'
+import { httpSection } from './http-section'
+import { memoryCases } from './memory'
+import { redisSection } from './redis-section'
+import { chart, type Headline, markdown, ratio, type Section, table } from './report'
+import { sqliteSection } from './sqlite-section'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const root = path.resolve(here, '..')
+const args = process.argv.slice(2)
+const quick = args.includes('--quick')
+const only = args
+  .find((a) => a.startsWith('--only='))
+  ?.slice('--only='.length)
+  .split(',')
+const wants = (name: string) => only === undefined || only.includes(name)
+const started = Date.now()
+
+function find(results: Measured[], group: string, name: string): Measured {
+  const r = results.find((m) => m.group === group && m.name === name)
+  if (!r) throw new Error(`no result for ${name} in ${group}`)
+  return r
+}
+
+async function memorySection(): Promise<Section> {
+  console.log('[bench] in-process: FastLimit.check on MemoryBackend vs peers')
+  const results = await interleave(memoryCases(), { rounds: quick ? 3 : 7, sliceMs: quick ? 40 : 150 })
+  const groups = [...new Set(results.map((r) => r.group))]
+  const body: string[] = [
+    'Each operation is one awaited call. `fastlimit` is `FastLimit.check(identity, rule)` on the default',
+    '`MemoryBackend` (the full path: rule lookup, identity escaping, the algorithm, the LRU, a `Decision`);',
+    "rate-limiter-flexible is `RateLimiterMemory.consume` (its denied path rejects); express-rate-limit's",
+    '`MemoryStore.increment` only counts (it never decides); the floor is a plain `Map` fixed-window counter',
+    'in an async function.',
+    '',
+  ]
+  for (const group of groups) {
+    const rows = results.filter((r) => r.group === group)
+    const rlf = rows.find((r) => r.name.startsWith('rate-limiter-flexible'))
+    const floor = rows.find((r) => r.kind === 'floor')
+    body.push(`### ${group}`, '')
+    body.push(
+      table(
+        ['case', 'ops/s, median (min–max)', 'vs rate-limiter-flexible', 'vs Map floor'],
+        rows.map((r) => [
+          r.name,
+          fmtStat(r.opsPerSec),
+          rlf ? ratio(r.opsPerSec.median, rlf.opsPerSec.median) : '—',
+          floor ? ratio(r.opsPerSec.median, floor.opsPerSec.median) : '—',
+        ]),
+      ),
+      '',
+    )
+  }
+  const rot = 'rotating keys (10,000), allowed'
+  const denied = 'one hot key, denied'
+  const headlines: Headline[] = []
+  for (const alg of ['gcra', 'fixed-window']) {
+    const ours = find(results, rot, `fastlimit ${alg}`).opsPerSec.median
+    headlines.push({
+      label: `memory ${alg} vs RLF consume (rotating)`,
+      ratio: ours / find(results, rot, 'rate-limiter-flexible consume').opsPerSec.median,
+      target: 2.5,
+      detail: `${fmtOps(ours)} ops/s`,
+    })
+    headlines.push({
+      label: `memory ${alg} vs Map floor (rotating)`,
+      ratio: ours / find(results, rot, 'Map fixed-window floor').opsPerSec.median,
+      target: 0.8,
+      detail: `floor ${fmtOps(find(results, rot, 'Map fixed-window floor').opsPerSec.median)} ops/s`,
+    })
+  }
+  const oursDenied = find(results, denied, 'fastlimit gcra').opsPerSec.median
+  headlines.push({
+    label: 'memory gcra denied vs RLF denied',
+    ratio: oursDenied / find(results, denied, 'rate-limiter-flexible consume').opsPerSec.median,
+    target: 5,
+    detail: `${fmtOps(oursDenied)} ops/s`,
+  })
+  return { title: 'In-process (MemoryBackend)', body: body.join('\n'), headlines }
+}
+
+function heapSection(): Section {
+  const n = quick ? 200_000 : 1_000_000
+  console.log(`[bench] heap bytes per key at ${n.toLocaleString()} keys`)
+  const rows: string[][] = []
+  const byImpl = new Map<string, number>()
+  for (const impl of ['fastlimit-gcra', 'fastlimit-fixed-window', 'rate-limiter-flexible']) {
+    const run = spawnSync(
+      process.execPath,
+      [
+        '--expose-gc',
+        '--max-old-space-size=4096',
+        '--import',
+        'tsx',
+        path.join(here, 'heap.ts'),
+        impl,
+        String(n),
+      ],
+      {
+        cwd: root,
+        encoding: 'utf8',
+        timeout: 300_000,
+      },
+    )
+    const line = run.stdout.trim().split('\n').pop() ?? ''
+    if (run.status !== 0 || !line.startsWith('{'))
+      throw new Error(`heap measurement of ${impl} failed: ${run.stderr}`)
+    const r = JSON.parse(line) as { bytesPerKey: number; heapMB: number }
+    byImpl.set(impl, r.bytesPerKey)
+    rows.push([impl, r.bytesPerKey.toFixed(0), r.heapMB.toFixed(0)])
+  }
+  const ours = byImpl.get('fastlimit-gcra') as number
+  const rlf = byImpl.get('rate-limiter-flexible') as number
+  return {
+    title: `Heap per key (${n.toLocaleString()} keys)`,
+    body: [
+      `Growth of the JS heap plus ArrayBuffer memory after inserting ${n.toLocaleString()} distinct identities (which exist before`,
+      'the measurement), divided by the number of keys, after full GCs, each in its own process. MemoryBackend keeps its',
+      'slots in typed arrays (counted here); rate-limiter-flexible keeps an object and a `setTimeout` per key.',
+      '',
+      table(['implementation', 'bytes per key', 'heap + array buffers (MB)'], rows),
+    ].join('\n'),
+    headlines: [
+      {
+        label: 'heap per key: RLF / fastlimit',
+        ratio: rlf / ours,
+        detail: `${ours.toFixed(0)} vs ${rlf.toFixed(0)} bytes`,
+      },
+    ],
+  }
+}
+
+// Each section runs on its own (one `--only=` name each), in this order.
+const registry: Array<[string, () => Promise<Section> | Section]> = [
+  ['memory', memorySection],
+  ['heap', heapSection],
+  ['redis', () => redisSection({ quick })],
+  ['sqlite', () => sqliteSection({ quick })],
+  ['http', () => httpSection({ quick })],
+]
+const sections: Section[] = []
+for (const [name, run] of registry) if (wants(name)) sections.push(await run())
+
+const seconds = (Date.now() - started) / 1000
+const md = markdown(sections, {
+  mode: quick ? 'quick' : 'full',
+  command: `pnpm bench${args.length ? ` ${args.join(' ')}` : ''}`,
+  seconds,
+})
+const file = quick || only ? 'RESULTS.quick.md' : 'RESULTS.md'
+fs.writeFileSync(path.join(root, file), md)
+if (!quick && !only)
+  fs.writeFileSync(path.join(root, 'chart.svg'), chart(sections.flatMap((s) => s.headlines)))
+console.log(`[bench] wrote apps/bench/${file} in ${Math.round(seconds)} s`)
+for (const h of sections.flatMap((s) => s.headlines)) {
+  console.log(`  ${h.label}: ${h.ratio.toFixed(2)}x${h.target ? ` (target ${h.target}x)` : ''}`)
+}

@@ -1,0 +1,174 @@
+// RateLimit headers of the IETF httpapi drafts -06, -07 and -08, the legacy X-RateLimit-* set and Retry-After.
+
+import { ConfigError, show } from '../errors'
+import type { Decision } from '../limiter'
+import type { Rule, RuleSet } from '../rules'
+
+/**
+ * Which RateLimit header fields to send:
+ * - `'draft-6'`: `RateLimit-Policy`, `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`
+ *   (draft-ietf-httpapi-ratelimit-headers-06).
+ * - `'draft-7'`: `RateLimit-Policy: 100;w=60` and one `RateLimit: limit=100, remaining=99, reset=60`
+ *   (draft-ietf-httpapi-ratelimit-headers-07). The default.
+ * - `'draft-8'`: named policies, `RateLimit-Policy: "100/1m";q=100;w=60` and `RateLimit: "100/1m";r=99;t=60`
+ *   (draft-ietf-httpapi-ratelimit-headers-08).
+ * - `'legacy'`: only `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` (epoch seconds).
+ */
+export type HeaderFormat = 'draft-6' | 'draft-7' | 'draft-8' | 'legacy'
+
+/** The formats {@link HeaderFormat} names. */
+export const HEADER_FORMATS: readonly HeaderFormat[] = ['draft-6', 'draft-7', 'draft-8', 'legacy']
+
+/**
+ * Sets one response header on `target`. Adapters pass their framework's setter. Names come in lower
+ * case (`ratelimit-policy`): field names are case-insensitive (RFC 9110 §5.1), HTTP/2 and HTTP/3 send
+ * them in lower case anyway, and Node's `setHeader` and header serialisation skip work for them.
+ */
+export type SetHeader<T> = (target: T, name: string, value: string) => void
+
+/** Whole seconds (rounded up, never negative) until `ms` milliseconds from now: delay-seconds. */
+export function delaySeconds(ms: number): number {
+  return ms > 0 ? Math.ceil(ms / 1000) : 0
+}
+
+/** Per-rule strings that never change, built once. */
+interface RuleStrings {
+  readonly rule: Rule
+  readonly limit: string
+  /** draft-7 `RateLimit` up to the remaining count: `limit=100, remaining=`. */
+  readonly draft7: string
+  /** draft-8 `RateLimit` up to the remaining count: `"name";r=`. */
+  readonly draft8: string
+}
+
+function windowSeconds(rule: Rule): number {
+  // Sub-second precision is not supported by the drafts (-07 §2.3, -08 §3.1.3): round up.
+  return Math.ceil(rule.windowMs / 1000)
+}
+
+function capacity(rule: Rule): number {
+  return rule.burst ?? rule.limit
+}
+
+/**
+ * The RateLimit header fields of one rule set, with everything that does not change per request
+ * (policy strings, limits, names) built once. Headers for several rules report the most
+ * restrictive one (`decision.rule`), as draft-07 §4 requires ("the time window with the lower
+ * remaining") and draft-08 Appendix B.1.2 shows; `RateLimit-Policy` lists every rule.
+ *
+ * Reset values are whole seconds, rounded up, never negative. On a denied decision the reset is the
+ * retry-after delay, so it "references the same point in time as the Retry-After field"
+ * (draft-07 §4, draft-08 §5).
+ *
+ * @example
+ * ```ts
+ * const headers = new RateLimitHeaders(limiter.rules('100/min'), 'draft-7')
+ * headers.toObject(decision, Date.now())
+ * // { 'ratelimit-policy': '100;w=60', ratelimit: 'limit=100, remaining=99, reset=1' }
+ * ```
+ */
+export class RateLimitHeaders {
+  /** The format, or `false` for none. */
+  readonly format: HeaderFormat | false
+  /** Whether the legacy `X-RateLimit-*` headers are added. */
+  readonly legacy: boolean
+  /** The `RateLimit-Policy` value, or `undefined` when the format has none. */
+  readonly policy: string | undefined
+  readonly #rules: readonly RuleStrings[]
+
+  constructor(rules: RuleSet, format: HeaderFormat | false, legacy = false) {
+    if (format !== false && !HEADER_FORMATS.includes(format)) {
+      throw new ConfigError(
+        `[fastlimit] [core] Unknown header format ${show(format)}: use 'draft-6', 'draft-7', 'draft-8', 'legacy' or false.`,
+      )
+    }
+    this.format = format
+    this.legacy = legacy || format === 'legacy'
+    const list = rules.rules
+    this.#rules = list.map((rule) => ({
+      rule,
+      limit: String(capacity(rule)),
+      draft7: `limit=${capacity(rule)}, remaining=`,
+      // Rule names are 1 to 64 of A-Z a-z 0-9 _ . : / + -: valid inside an sf-string, no escaping needed.
+      draft8: `"${rule.name}";r=`,
+    }))
+    if (format === 'draft-6' || format === 'draft-7') {
+      // Quota policies: draft-06 §2.1 and draft-07 §2.1 (`100;w=60`), a List (draft-07 §3.5);
+      // burst as the extension parameter of the draft-07 §2.3 example.
+      this.policy = list
+        .map((r) => {
+          const burst = r.burst !== undefined && r.burst !== r.limit ? `;burst=${r.burst}` : ''
+          return `${r.limit};w=${windowSeconds(r)}${burst}`
+        })
+        .join(', ')
+    } else if (format === 'draft-8') {
+      // Quota Policy Items: draft-08 §3.1, a String naming the policy with `q` and `w` (§3.1.1, §3.1.3).
+      this.policy = list.map((r) => `"${r.name}";q=${r.limit};w=${windowSeconds(r)}`).join(', ')
+    } else {
+      this.policy = undefined
+    }
+  }
+
+  #strings(rule: Rule): RuleStrings {
+    const list = this.#rules
+    for (let i = 0; i < list.length; i++) {
+      const s = list[i] as RuleStrings
+      if (s.rule === rule) return s
+    }
+    const cap = capacity(rule)
+    return { rule, limit: String(cap), draft7: `limit=${cap}, remaining=`, draft8: `"${rule.name}";r=` }
+  }
+
+  /**
+   * Writes the headers of `decision` through `set`, with `nowMs` the clock the backend decided on.
+   * Sets nothing when the format is `false` and legacy headers are off.
+   */
+  apply<T>(target: T, set: SetHeader<T>, decision: Decision, nowMs: number): void {
+    const format = this.format
+    if (format === false && !this.legacy) return
+    const s = this.#strings(decision.rule)
+    const retry = decision.retryAfterMs
+    const resetMs = !decision.allowed && retry !== Number.POSITIVE_INFINITY ? retry : decision.resetMs - nowMs
+    const reset = resetMs > 0 ? Math.ceil(resetMs / 1000) : 0
+    const remaining = decision.remaining
+    if (format === 'draft-7') {
+      set(target, 'ratelimit-policy', this.policy as string)
+      // draft-07 §3.1: a Dictionary with the limit, remaining and reset keys.
+      set(target, 'ratelimit', `${s.draft7}${remaining}, reset=${reset}`)
+    } else if (format === 'draft-8') {
+      set(target, 'ratelimit-policy', this.policy as string)
+      // draft-08 §4.1: a Service Limit Item naming the policy, with `r` (§4.1.1) and `t` (§4.1.2).
+      set(target, 'ratelimit', `${s.draft8}${remaining};t=${reset}`)
+    } else if (format === 'draft-6') {
+      set(target, 'ratelimit-policy', this.policy as string)
+      set(target, 'ratelimit-limit', s.limit)
+      set(target, 'ratelimit-remaining', String(remaining))
+      set(target, 'ratelimit-reset', String(reset))
+    }
+    if (this.legacy) {
+      set(target, 'x-ratelimit-limit', s.limit)
+      set(target, 'x-ratelimit-remaining', String(remaining))
+      set(target, 'x-ratelimit-reset', String(Math.ceil((nowMs + (resetMs > 0 ? resetMs : 0)) / 1000)))
+    }
+  }
+
+  /** The headers of `decision` as an object, in the order they would be set. */
+  toObject(decision: Decision, nowMs: number): Record<string, string> {
+    const out: Record<string, string> = {}
+    this.apply(out, setOnObject, decision, nowMs)
+    return out
+  }
+}
+
+function setOnObject(target: Record<string, string>, name: string, value: string): void {
+  target[name] = value
+}
+
+/**
+ * The `Retry-After` value (RFC 9110 §10.2.3 delay-seconds) of a denied decision: whole seconds,
+ * rounded up; `undefined` when the request can never pass (`retryAfterMs` is `Infinity`).
+ */
+export function retryAfterValue(retryAfterMs: number): string | undefined {
+  if (retryAfterMs === Number.POSITIVE_INFINITY || !(retryAfterMs >= 0)) return undefined
+  return String(delaySeconds(retryAfterMs))
+}

@@ -1,0 +1,457 @@
+// The framework-neutral HTTP limiter: options checked once, then one lean path per request.
+
+import { ConfigError, show } from '../errors'
+import { type Decision, FastLimit } from '../limiter'
+import type { RuleSet } from '../rules'
+import { type HeaderFormat, RateLimitHeaders, retryAfterValue, type SetHeader } from './headers'
+import {
+  compileTrust,
+  createIpMatcher,
+  type IpAddress,
+  ipKey,
+  type ProxyHeader,
+  type ProxyTrust,
+  parseIPv4Range,
+  parseIp,
+  resolveClientIp,
+} from './ip'
+import type { MessageBody, RateLimitCommonOptions } from './options'
+
+/**
+ * How an adapter reads its framework's request and writes its response. Plain functions, called
+ * without `this`, so one object serves every request with no closure per request.
+ */
+export interface HttpAdapter<Req, Res> {
+  /** The adapter's name in error messages: `'express'` gives `[fastlimit] [express] ...`. */
+  readonly name: string
+  /** Option names the adapter handles itself (e.g. `'handler'`), accepted by {@link createHttpLimiter}. */
+  readonly extraOptions?: readonly string[]
+  /** The address of the connection's peer (`req.socket.remoteAddress`), or `undefined` if unknown. */
+  remoteAddress(req: Req): string | undefined
+  /** A request header by lower-case name, or `undefined`. Repeated headers joined with `', '`. */
+  header(req: Req, name: string): string | undefined
+  /** Sets a response header. */
+  setHeader: SetHeader<Res>
+}
+
+/** A refusal the adapter must send: the headers are already set on the response. */
+export interface HttpDenial {
+  /** The status to send (the `statusCode` option, 429 by default). */
+  readonly status: number
+  /** The `Content-Type` of `body`. */
+  readonly contentType: string
+  /** The body, serialized. */
+  readonly body: string
+  /** The decision that refused the request. */
+  readonly decision: Decision
+}
+
+function passThrough(): undefined {
+  return undefined
+}
+
+function refusal<Req, Res>(_req: Req, _res: Res, denial: HttpDenial): HttpDenial {
+  return denial
+}
+
+const OPTION_NAMES = [
+  'limiter',
+  'rules',
+  'key',
+  'cost',
+  'skip',
+  'allowList',
+  'headers',
+  'legacyHeaders',
+  'statusCode',
+  'message',
+  'mode',
+  'onLimit',
+  'trustProxy',
+  'proxyHeader',
+  'ipv6Subnet',
+  'scope',
+  'clock',
+] as const
+
+const PROBLEM_JSON = 'application/problem+json'
+const TEXT = 'text/plain; charset=utf-8'
+const JSON_TYPE = 'application/json; charset=utf-8'
+const MAX_KEY_CACHE = 10_000
+
+const TITLES: Readonly<Record<number, string>> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  409: 'Conflict',
+  429: 'Too Many Requests',
+  500: 'Internal Server Error',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+}
+
+/**
+ * The default body of a refusal: RFC 9457 problem details (`application/problem+json`), with the
+ * status's reason phrase as `title` (as `about:blank` requires) and what to do in `detail`.
+ */
+export function problemDetails(status: number, decision: Decision): string {
+  const title = TITLES[status] ?? 'Rate Limit Exceeded'
+  let detail: string
+  if (decision.reason === 'fail-closed') {
+    detail = 'The rate limiter is unavailable; retry in 1 second.'
+  } else if (decision.retryAfterMs === Number.POSITIVE_INFINITY) {
+    detail = 'This request costs more than the rate limit can ever admit.'
+  } else {
+    const s = Math.ceil(decision.retryAfterMs / 1000)
+    detail = `Too many requests; retry in ${s} second${s === 1 ? '' : 's'}.`
+  }
+  return `{"type":"about:blank","title":"${title}","status":${status},"detail":"${detail}"}`
+}
+
+function isPlainObject(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return false
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null || Array.isArray(value)
+}
+
+/**
+ * The engine behind every adapter's `rateLimit()`: validates the options once, then for each request
+ * finds the client (proxies, IPv6 subnets, allow list), skips, keys, charges, writes the headers and
+ * says whether to refuse. See {@link createHttpLimiter}.
+ */
+export class HttpLimiter<Req, Res> {
+  /** The limiter deciding. */
+  readonly limiter: FastLimit
+  /** The rules, compiled once. */
+  readonly rules: RuleSet
+  /** The header writer. */
+  readonly headers: RateLimitHeaders
+  /** The status of a refusal. */
+  readonly statusCode: number
+  /** `'enforce'` or `'shadow'`. */
+  readonly mode: 'enforce' | 'shadow'
+
+  readonly #name: string
+  readonly #remoteAddress: (req: Req) => string | undefined
+  readonly #header: (req: Req, name: string) => string | undefined
+  readonly #setHeader: SetHeader<Res>
+  readonly #key: ((req: Req) => string | Promise<string>) | undefined
+  readonly #cost: ((req: Req) => number | Promise<number>) | undefined
+  readonly #skip: ((req: Req) => boolean | Promise<boolean>) | undefined
+  readonly #onLimit: ((req: Req, decision: Decision) => void) | undefined
+  readonly #allow: ((ip: IpAddress) => boolean) | undefined
+  readonly #trust: ProxyTrust
+  readonly #proxyHeader: ProxyHeader
+  readonly #subnet: number | false
+  readonly #scope: string | undefined
+  readonly #clock: () => number
+  readonly #writeHeaders: boolean
+  readonly #messageFn: ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>) | undefined
+  readonly #messageBody: string | undefined
+  readonly #messageType: string
+  /** Whether the default key is the peer address as is: no proxy, no allow list. */
+  readonly #direct: boolean
+  readonly #needIp: boolean
+  readonly #cache = new Map<string, string>()
+
+  constructor(options: RateLimitCommonOptions<Req>, adapter: HttpAdapter<Req, Res>) {
+    const where = typeof adapter?.name === 'string' ? adapter.name : 'core'
+    this.#name = where
+    const fail = (message: string): never => {
+      throw new ConfigError(`[fastlimit] [${where}] ${message}`)
+    }
+    if (options === undefined) options = {}
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      fail(`rateLimit() takes an options object, got ${show(options)}: e.g. rateLimit({ rules: '100/min' }).`)
+    }
+    const known = new Set<string>([...OPTION_NAMES, ...(adapter.extraOptions ?? [])])
+    for (const name of Object.keys(options)) {
+      if (!known.has(name)) {
+        fail(`Unknown option ${show(name)}: rateLimit() takes ${[...known].join(', ')}.`)
+      }
+    }
+    const o = options as RateLimitCommonOptions<Req>
+    const fn = <F>(name: string, value: unknown): F | undefined => {
+      if (value !== undefined && typeof value !== 'function') {
+        fail(`${name} must be a function, got ${show(value)}.`)
+      }
+      return value as F | undefined
+    }
+
+    if (o.limiter !== undefined) {
+      const l = o.limiter as unknown as Record<string, unknown>
+      if (
+        typeof l !== 'object' ||
+        l === null ||
+        typeof l.check !== 'function' ||
+        typeof l.rules !== 'function'
+      ) {
+        fail(`limiter must be a FastLimit, got ${show(o.limiter)}: e.g. new FastLimit({ backend }).`)
+      }
+    }
+    this.limiter = o.limiter ?? new FastLimit()
+    this.rules = this.limiter.rules(o.rules ?? '100/min')
+
+    this.#key = fn('key', o.key)
+    this.#cost = fn('cost', o.cost)
+    this.#skip = fn('skip', o.skip)
+    this.#onLimit = fn('onLimit', o.onLimit)
+    this.#clock = fn<() => number>('clock', o.clock) ?? Date.now
+
+    const allow = o.allowList ?? []
+    this.#allow = allow.length === 0 ? undefined : createIpMatcher(allow, 'allowList', where)
+    if (!Array.isArray(allow)) createIpMatcher(allow, 'allowList', where)
+
+    this.#trust = compileTrust(o.trustProxy ?? false, where)
+    const proxyHeader = o.proxyHeader ?? 'x-forwarded-for'
+    if (proxyHeader !== 'x-forwarded-for' && proxyHeader !== 'forwarded') {
+      fail(`proxyHeader must be 'x-forwarded-for' or 'forwarded', got ${show(proxyHeader)}.`)
+    }
+    this.#proxyHeader = proxyHeader
+
+    const subnet = o.ipv6Subnet ?? 56
+    if (subnet !== false && (!Number.isInteger(subnet) || subnet < 1 || subnet > 128)) {
+      fail(`ipv6Subnet must be a prefix length from 1 to 128, or false, got ${show(subnet)}: e.g. 56 or 64.`)
+    }
+    this.#subnet = subnet
+
+    if (o.scope !== undefined && (typeof o.scope !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(o.scope))) {
+      fail(`scope must be 1 to 64 of A-Z a-z 0-9 _ . : -, got ${show(o.scope)}: e.g. 'login'.`)
+    }
+    this.#scope = o.scope === undefined ? undefined : `${o.scope}|`
+
+    const headers = o.headers ?? true
+    let format: HeaderFormat | false
+    if (headers === true) format = 'draft-7'
+    else if (headers === false) format = false
+    else if (headers === 'draft-6' || headers === 'draft-7' || headers === 'draft-8' || headers === 'legacy')
+      format = headers
+    else {
+      format = fail(
+        `headers must be 'draft-6', 'draft-7', 'draft-8', 'legacy', true or false, got ${show(headers)}.`,
+      )
+    }
+    const legacy = o.legacyHeaders ?? false
+    if (typeof legacy !== 'boolean') fail(`legacyHeaders must be true or false, got ${show(legacy)}.`)
+    this.headers = new RateLimitHeaders(this.rules, format, legacy)
+    this.#writeHeaders = format !== false || legacy
+
+    const status = o.statusCode ?? 429
+    if (!Number.isInteger(status) || status < 400 || status > 599) {
+      fail(`statusCode must be a whole number from 400 to 599, got ${show(status)}: e.g. 429.`)
+    }
+    this.statusCode = status
+
+    const message = o.message
+    this.#messageType = PROBLEM_JSON
+    if (typeof message === 'function') {
+      this.#messageFn = message
+    } else if (typeof message === 'string') {
+      this.#messageBody = message
+      this.#messageType = TEXT
+    } else if (message !== undefined) {
+      if (!isPlainObject(message)) {
+        fail(`message must be a string, a plain object or a function, got ${show(message)}.`)
+      }
+      try {
+        this.#messageBody = JSON.stringify(message)
+      } catch (err) {
+        fail(`message cannot be serialized as JSON (${(err as Error).message}): pass a plain object.`)
+      }
+      this.#messageType = JSON_TYPE
+    }
+
+    const mode = o.mode ?? 'enforce'
+    if (mode !== 'enforce' && mode !== 'shadow')
+      fail(`mode must be 'enforce' or 'shadow', got ${show(mode)}.`)
+    this.mode = mode
+
+    if (typeof adapter.remoteAddress !== 'function' || typeof adapter.header !== 'function') {
+      fail('The adapter must provide remoteAddress(req) and header(req, name).')
+    }
+    if (typeof adapter.setHeader !== 'function') fail('The adapter must provide setHeader(res, name, value).')
+    this.#remoteAddress = adapter.remoteAddress
+    this.#header = adapter.header
+    this.#setHeader = adapter.setHeader
+    const trustsNone = this.#trust.hops === 0 && this.#trust.match === undefined
+    this.#direct = trustsNone && this.#allow === undefined
+    this.#needIp = this.#key === undefined || this.#allow !== undefined
+  }
+
+  /**
+   * The client's address as found through the trusted proxies, in canonical text (`203.0.113.7`,
+   * `2001:db8::1`), or `undefined` if there is none.
+   */
+  clientAddress(req: Req): string | undefined {
+    const ip = this.#resolve(req)
+    if (ip === undefined) return undefined
+    return ipKey(ip, false)
+  }
+
+  #resolve(req: Req): IpAddress | undefined {
+    const remote = this.#remoteAddress(req)
+    const trust = this.#trust
+    if (trust.hops === 0 && trust.match === undefined)
+      return remote === undefined ? undefined : parseIp(remote)
+    return resolveClientIp(remote, this.#header(req, this.#proxyHeader), trust, this.#proxyHeader)
+  }
+
+  #noAddress(): never {
+    throw new ConfigError(
+      `[fastlimit] [${this.#name}] Cannot find the client's address for this request, so it cannot be limited ` +
+        'by IP: pass key: (req) => ... to identify clients yourself' +
+        (this.#name === 'hono' ? ', or getConnInfo from your runtime (hono/bun, hono/deno, ...)' : '') +
+        ', or trustProxy if the app listens on a Unix socket behind a proxy.',
+    )
+  }
+
+  /** The default identity of a request: its client's IP key, or `null` when allow-listed. */
+  #ipIdentity(req: Req): string | null {
+    if (this.#direct) {
+      const remote = this.#remoteAddress(req)
+      if (remote === undefined || remote === '') return this.#noAddress()
+      const n = remote.length
+      // Fast path: the peer address as the OS gives it, canonical dotted-quad IPv4 (or IPv4-mapped).
+      if (parseIPv4Range(remote, 0, n) >= 0) return remote
+      if (
+        n > 7 &&
+        remote.charCodeAt(0) === 58 &&
+        remote.startsWith('::ffff:') &&
+        parseIPv4Range(remote, 7, n) >= 0
+      )
+        return remote.slice(7)
+      const cached = this.#cache.get(remote)
+      if (cached !== undefined) return cached
+      const ip = parseIp(remote)
+      // An address that is not an IP comes from the platform, not the client: count it as it is.
+      const key = ip === undefined ? remote : ipKey(ip, this.#subnet)
+      if (this.#cache.size >= MAX_KEY_CACHE) this.#cache.clear()
+      this.#cache.set(remote, key)
+      return key
+    }
+    const ip = this.#resolve(req)
+    if (ip === undefined) {
+      const remote = this.#remoteAddress(req)
+      if (remote === undefined || remote === '' || parseIp(remote) !== undefined) return this.#noAddress()
+      return remote
+    }
+    if (this.#allow?.(ip)) return null
+    return ipKey(ip, this.#subnet)
+  }
+
+  /**
+   * Decides one request: sets the RateLimit headers on `res` and resolves with the refusal to send,
+   * or `undefined` to let the request through (allowed, skipped, allow-listed, or in shadow mode).
+   * Rejects with the error of a `key`, `cost` or `skip` function, or of the backend under
+   * `onBackendError: 'throw'`: the adapter hands it to the framework's error handling.
+   */
+  handle(req: Req, res: Res): Promise<HttpDenial | undefined> {
+    return this.run(req, res, passThrough, refusal)
+  }
+
+  /**
+   * {@link handle} for middleware, in one step: decides, then returns `next()` when the request may
+   * proceed or `deny(req, res, denial, next)` when it must be refused (no closure per request). An error while deciding rejects,
+   * or goes to `fail` when given (for frameworks, like Express 4, that ignore a rejected promise).
+   * Errors of `next` and `deny` are theirs: they are not caught here.
+   *
+   * @example
+   * ```ts
+   * const middleware = (req, res, next) => http.run(req, res, next, sendDenial, next)
+   * ```
+   */
+  async run<T>(
+    req: Req,
+    res: Res,
+    next: () => T | Promise<T>,
+    deny: (req: Req, res: Res, denial: HttpDenial, next: () => T | Promise<T>) => T | Promise<T>,
+    fail?: (error: unknown) => T,
+  ): Promise<T> {
+    let denial: HttpDenial | undefined
+    try {
+      let proceed = true
+      const skip = this.#skip
+      if (skip !== undefined) {
+        const s = skip(req)
+        if (s === true || (s !== false && (await s) === true)) proceed = false
+      }
+      let identity = ''
+      if (proceed && this.#needIp) {
+        const ipIdentity = this.#ipIdentity(req)
+        if (ipIdentity === null) proceed = false
+        else identity = ipIdentity
+      }
+      if (proceed) {
+        const keyFn = this.#key
+        if (keyFn !== undefined) {
+          const k = keyFn(req)
+          identity = typeof k === 'string' ? k : await k
+        }
+        if (this.#scope !== undefined) identity = this.#scope + identity
+        const costFn = this.#cost
+        let decision: Decision
+        if (costFn === undefined) {
+          decision = await this.limiter.check(identity, this.rules)
+        } else {
+          const c = costFn(req)
+          decision = await this.limiter.check(identity, this.rules, {
+            cost: typeof c === 'number' ? c : await c,
+          })
+        }
+        // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
+        if (this.#writeHeaders && decision.source !== 'policy') {
+          this.headers.apply(res, this.#setHeader, decision, this.#clock())
+        }
+        if (!decision.allowed) {
+          if (this.#onLimit !== undefined) this.#onLimit(req, decision)
+          if (this.mode !== 'shadow') {
+            const retry = retryAfterValue(decision.retryAfterMs)
+            if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
+            denial = await this.#deny(req, decision)
+          }
+        }
+      }
+    } catch (err) {
+      if (fail === undefined) throw err
+      return fail(err)
+    }
+    return denial === undefined ? next() : deny(req, res, denial, next)
+  }
+
+  async #deny(req: Req, decision: Decision): Promise<HttpDenial> {
+    const status = this.statusCode
+    if (this.#messageBody !== undefined) {
+      return { status, contentType: this.#messageType, body: this.#messageBody, decision }
+    }
+    const messageFn = this.#messageFn
+    if (messageFn === undefined) {
+      return { status, contentType: PROBLEM_JSON, body: problemDetails(status, decision), decision }
+    }
+    const m = await messageFn(req, decision)
+    if (typeof m === 'string') return { status, contentType: TEXT, body: m, decision }
+    return { status, contentType: JSON_TYPE, body: JSON.stringify(m), decision }
+  }
+}
+
+/**
+ * Builds the framework-neutral HTTP limiter an adapter wraps. Checks every option now and throws a
+ * {@link ConfigError} naming the adapter (`[fastlimit] [express] ...`) for a bad one.
+ *
+ * @example
+ * ```ts
+ * const http = createHttpLimiter({ rules: '100/min' }, {
+ *   name: 'node',
+ *   remoteAddress: (req) => req.socket.remoteAddress,
+ *   header: (req, name) => req.headers[name] as string | undefined,
+ *   setHeader: (res, name, value) => res.setHeader(name, value),
+ * })
+ * const denial = await http.handle(req, res)
+ * if (denial) { res.statusCode = denial.status; res.setHeader('Content-Type', denial.contentType); res.end(denial.body) }
+ * ```
+ */
+export function createHttpLimiter<Req, Res>(
+  options: RateLimitCommonOptions<Req> | undefined,
+  adapter: HttpAdapter<Req, Res>,
+): HttpLimiter<Req, Res> {
+  return new HttpLimiter(options ?? {}, adapter)
+}

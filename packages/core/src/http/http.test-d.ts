@@ -1,0 +1,49 @@
+import { describe, expectTypeOf, it } from 'vitest'
+import type { Decision } from '../limiter'
+import { createHttpLimiter, type HttpDenial } from './http-limiter'
+import type { RateLimitCommonOptions } from './options'
+
+interface Req {
+  readonly user: string
+}
+type Res = Map<string, string>
+
+describe('HTTP layer types', () => {
+  it('passes the framework request to every option function', () => {
+    expectTypeOf<RateLimitCommonOptions<Req>['key']>().toEqualTypeOf<
+      ((req: Req) => string | Promise<string>) | undefined
+    >()
+    const options: RateLimitCommonOptions<Req> = {
+      key: (req) => req.user,
+      cost: async (req) => req.user.length,
+      skip: (req) => req.user === 'admin',
+      onLimit: (req, decision) => {
+        expectTypeOf(req).toEqualTypeOf<Req>()
+        expectTypeOf(decision).toEqualTypeOf<Decision>()
+      },
+      message: (_req, d) => ({ retryAfterMs: d.retryAfterMs }),
+      trustProxy: ['10.0.0.0/8'],
+      headers: 'draft-8',
+    }
+    expectTypeOf(options).toMatchTypeOf<RateLimitCommonOptions<Req>>()
+  })
+
+  it('infers the request and response types from the adapter', () => {
+    const http = createHttpLimiter(
+      {},
+      {
+        name: 'test',
+        remoteAddress: (req: Req) => req.user,
+        header: () => undefined,
+        setHeader: (res: Res, name, value) => {
+          res.set(name, value)
+        },
+      },
+    )
+    expectTypeOf(http.handle).parameters.toEqualTypeOf<[Req, Res]>()
+    expectTypeOf(http.handle).returns.toEqualTypeOf<Promise<HttpDenial | undefined>>()
+    // @ts-expect-error: rejects options the layer does not know
+    const bad: RateLimitCommonOptions<Req> = { max: 5 }
+    expectTypeOf(bad).toEqualTypeOf<RateLimitCommonOptions<Req>>()
+  })
+})

@@ -1,0 +1,128 @@
+// The options every HTTP adapter shares: one definition, documented once, for Express, Hono and Koa.
+
+import type { Decision, FastLimit } from '../limiter'
+import type { RuleSet, RulesInput } from '../rules'
+import type { HeaderFormat } from './headers'
+import type { ProxyHeader } from './ip'
+
+/** A JSON body: what `JSON.stringify` turns into an object or array. */
+export type JsonBody = { readonly [key: string]: unknown } | readonly unknown[]
+
+/** What a `message` function returns: text (sent as `text/plain`) or JSON (sent as `application/json`). */
+export type MessageBody = string | JsonBody
+
+/**
+ * The options of `rateLimit()` in every adapter, `Req` being the framework's request (Express
+ * `Request`, Koa `Context`, Hono `Context`). Every option is checked when `rateLimit()` is called;
+ * a bad one throws a `ConfigError` naming it.
+ */
+export interface RateLimitCommonOptions<Req> {
+  /**
+   * The limiter that decides, and so where counts live: pass one built on a `RedisBackend` or
+   * `SQLiteBackend` to share limits between processes. Share one limiter between middlewares to
+   * share its store.
+   * @default a new `FastLimit()` in memory, one per `rateLimit()` call
+   */
+  limiter?: FastLimit
+  /**
+   * One rule or several (all-or-nothing): `'100/min'`, `['10/s', '1000/day']`,
+   * `{ limit: 5, window: '15m', name: 'login' }`. Compiled once, when `rateLimit()` is called.
+   * @default '100/min'
+   */
+  rules?: RulesInput | RuleSet
+  /**
+   * Who is limited: returns the identity to count against (a user id, an API key). May be async.
+   * @default the client's IP address (IPv6 grouped by `ipv6Subnet`), found as `trustProxy` says
+   */
+  key?: (req: Req) => string | Promise<string>
+  /**
+   * What a request costs: a positive whole number (a search may cost 5, a read 1). May be async.
+   * @default every request costs 1
+   */
+  cost?: (req: Req) => number | Promise<number>
+  /**
+   * Requests for which this returns `true` are neither counted nor limited, and get no RateLimit
+   * headers (health checks, internal traffic). May be async.
+   * @default nothing is skipped
+   */
+  skip?: (req: Req) => boolean | Promise<boolean>
+  /**
+   * Client addresses that are never limited: IPs, CIDRs (`'10.0.0.0/8'`, `'2001:db8::/32'`) and the
+   * names `'loopback'`, `'linklocal'`, `'private'`. Matched against the client address found as
+   * `trustProxy` says.
+   * @default []
+   */
+  allowList?: readonly string[]
+  /**
+   * Which RateLimit headers to send: `'draft-7'` (`RateLimit` + `RateLimit-Policy`), `'draft-6'`
+   * (`RateLimit-Limit`, `-Remaining`, `-Reset` + `RateLimit-Policy`), `'draft-8'` (named policies),
+   * `'legacy'` (`X-RateLimit-*` only), `true` for the default, or `false` for none.
+   * `Retry-After` is sent on every refusal whatever this says.
+   * @default 'draft-7'
+   */
+  headers?: HeaderFormat | boolean
+  /**
+   * Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (epoch seconds).
+   * @default false
+   */
+  legacyHeaders?: boolean
+  /**
+   * The status of a refused request: 400 to 599.
+   * @default 429
+   */
+  statusCode?: number
+  /**
+   * The body of a refused request: text (sent as `text/plain`), an object (sent as JSON), or a
+   * function of the request and the decision returning either (may be async).
+   * @default an RFC 9457 problem details object, sent as `application/problem+json`
+   */
+  message?: MessageBody | ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>)
+  /**
+   * `'enforce'` refuses requests over the limit. `'shadow'` decides, counts, sends RateLimit headers
+   * and calls `onLimit`, but lets every request through: measure a new limit before enforcing it.
+   * @default 'enforce'
+   */
+  mode?: 'enforce' | 'shadow'
+  /**
+   * Called with every request found over the limit (and every `'fail-closed'` refusal), in both
+   * modes: log or count them here. In shadow mode it is how you see what enforcing would refuse.
+   * @default undefined
+   */
+  onLimit?: (req: Req, decision: Decision) => void
+  /**
+   * Which proxies in front of the app to believe about the client's address:
+   * - `false`: none; the client is the connection's peer (forwarding headers are ignored, so they
+   *   cannot be spoofed).
+   * - a number: that many proxies (e.g. `1` behind one load balancer); the address is read that many
+   *   hops from the right of the forwarding header.
+   * - a list of addresses, CIDRs and the names `'loopback'`, `'linklocal'`, `'private'`: every hop
+   *   from one of them is a proxy; the first other address from the right is the client.
+   * @default false
+   */
+  trustProxy?: false | number | readonly string[]
+  /**
+   * The header your trusted proxies write the client's address to: `'x-forwarded-for'` or the
+   * RFC 7239 `'forwarded'`. Only this one is read, so a client cannot pick the other.
+   * @default 'x-forwarded-for'
+   */
+  proxyHeader?: ProxyHeader
+  /**
+   * IPv6 clients are keyed by their network of this many bits (1 to 128), because one subscriber
+   * usually holds a whole /56 (or /48 or /64) and can change address at will. `false` keys each
+   * IPv6 address alone. IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are keyed as IPv4.
+   * @default 56
+   */
+  ipv6Subnet?: number | false
+  /**
+   * A name prefixed to every identity, so that middlewares sharing one limiter and the same rule
+   * count separately (`'login'`, `'search'`): 1 to 64 of `A-Z a-z 0-9 _ . : -`.
+   * @default undefined: identities are counted as they are
+   */
+  scope?: string
+  /**
+   * The clock, in epoch milliseconds, against which `RateLimit` reset values are computed. Give the
+   * backend's clock when it has its own (tests with a fake clock).
+   * @default Date.now
+   */
+  clock?: () => number
+}

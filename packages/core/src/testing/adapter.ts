@@ -1,0 +1,585 @@
+// The adapter conformance suite: every HTTP adapter (Express, Hono, Koa, yours) runs it against a real app.
+
+import {
+  type Backend,
+  type BackendErrorPolicy,
+  type Decision,
+  FastLimit,
+  MemoryBackend,
+  type RateLimitCommonOptions,
+} from '@fastlimit/core'
+import { afterEach, describe, expect, it } from 'vitest'
+
+/** The request as the suite's `key`, `cost`, `skip`, `onLimit` and `message` functions see it. */
+export interface SuiteRequest {
+  /** `GET`, `POST`, ... */
+  readonly method: string
+  /** The path, without the query string. */
+  readonly path: string
+  /** A request header by lower-case name. */
+  header(name: string): string | undefined
+}
+
+/** `rateLimit()` options with the suite's functions written against {@link SuiteRequest}. */
+export type AdapterAppOptions = RateLimitCommonOptions<SuiteRequest>
+
+/** A response as the suite reads it: header names in lower case. */
+export interface SuiteResponse {
+  readonly status: number
+  readonly headers: Readonly<Record<string, string>>
+  readonly body: string
+}
+
+/** Sends requests to the app under test. */
+export interface AdapterClient {
+  /** Sends one request from 127.0.0.1 (a real socket, or an injected peer address). */
+  request(path: string, init?: { method?: string; headers?: Record<string, string> }): Promise<SuiteResponse>
+  /** Closes what `makeApp` opened (a listening server). */
+  close?(): void | Promise<void>
+}
+
+/** Options of {@link adapterConformance}. */
+export interface AdapterConformanceOptions {
+  /** The suite's name in the report, e.g. `'@fastlimit/express on Express 4'`. */
+  name: string
+  /**
+   * Builds a real app and returns a client for it. The app must:
+   * - call the adapter's `rateLimit(options)` with the suite's functions translated (see {@link adaptOptions});
+   * - use the middleware app-wide when `mount` is `'app'`, or only on `GET /limited` when `'route'`;
+   * - answer `200` with the text `ok` to `GET` and `POST` on any path (`/`, `/limited`, `/free`, ...);
+   * - answer errors passed to the framework with `500` and the error's `code` as the body.
+   * `rateLimit()` throws for bad options; `makeApp` lets that error out.
+   */
+  makeApp: (options: AdapterAppOptions, mount: 'app' | 'route') => AdapterClient | Promise<AdapterClient>
+  /** Per-test timeout in ms. @default 30000 */
+  timeoutMs?: number
+}
+
+/**
+ * Rewrites the suite's option functions (which take a {@link SuiteRequest}) into functions of the
+ * framework's request, given how to view one as a `SuiteRequest`. Other options pass through.
+ *
+ * @example
+ * ```ts
+ * makeApp: (options, mount) => {
+ *   const limit = rateLimit(adaptOptions(options, (req: Request) => ({
+ *     method: req.method, path: req.path, header: (name) => req.get(name),
+ *   })))
+ *   ...
+ * }
+ * ```
+ */
+export function adaptOptions<Req>(
+  options: AdapterAppOptions,
+  view: (req: Req) => SuiteRequest,
+): RateLimitCommonOptions<Req> {
+  const out: Record<string, unknown> = { ...options }
+  for (const name of ['key', 'cost', 'skip', 'onLimit', 'message'] as const) {
+    const f = options[name]
+    if (typeof f === 'function') {
+      out[name] = (req: Req, ...rest: unknown[]) => (f as (...a: unknown[]) => unknown)(view(req), ...rest)
+    }
+  }
+  return out as RateLimitCommonOptions<Req>
+}
+
+const T0 = 1_700_000_040_000 // a whole minute: fixed windows start here
+
+function fakeClock(start: number) {
+  let t = start
+  return {
+    now: () => t,
+    advance: (ms: number) => {
+      t += ms
+    },
+  }
+}
+
+/** The rate-limit related headers of a response, to compare byte for byte. */
+function limitHeaders(res: SuiteResponse): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const [name, value] of Object.entries(res.headers)) {
+    if (/ratelimit|retry-after/i.test(name)) out[name.toLowerCase()] = value
+  }
+  return out
+}
+
+function brokenBackend(): Backend {
+  const fail = () => Promise.reject(new Error('connection refused'))
+  return {
+    checkAndIncrement: fail,
+    checkAndIncrementAll: fail,
+    peek: fail,
+    reset: fail,
+    clear: fail,
+    close: () => Promise.resolve(),
+  }
+}
+
+/**
+ * Registers the adapter conformance suite as vitest tests: a real app, a fake clock, and exact
+ * expectations for 429 after exactly N, every header format byte for byte, Retry-After, cost,
+ * several rules, custom keys, skip and allow lists, shadow mode, IPv6 subnet keying, spoofed
+ * forwarding headers, per-route and app-wide use, and each backend-error policy.
+ *
+ * @example
+ * ```ts
+ * import { adapterConformance, adaptOptions } from '@fastlimit/core/testing'
+ * adapterConformance({ name: 'my adapter', makeApp: (options, mount) => ... })
+ * ```
+ */
+export function adapterConformance(options: AdapterConformanceOptions): void {
+  const timeout = options.timeoutMs ?? 30_000
+  let opened: AdapterClient[] = []
+
+  const setup = async (appOptions: AdapterAppOptions = {}, mount: 'app' | 'route' = 'app') => {
+    const clock = fakeClock(T0)
+    const limiter =
+      appOptions.limiter ??
+      new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const client = await options.makeApp({ limiter, clock: clock.now, ...appOptions }, mount)
+    opened.push(client)
+    return { clock, limiter, client }
+  }
+  const down = (onBackendError: BackendErrorPolicy) =>
+    new FastLimit({ backend: brokenBackend(), onBackendError })
+  const get = (client: AdapterClient, path = '/', headers?: Record<string, string>) =>
+    client.request(path, headers === undefined ? undefined : { headers })
+
+  describe(`adapter conformance: ${options.name}`, () => {
+    afterEach(async () => {
+      const list = opened
+      opened = []
+      for (const c of list) await c.close?.()
+    })
+
+    it(
+      'admits exactly N, then answers 429 with RateLimit headers, Retry-After and problem details',
+      async () => {
+        const { client } = await setup({ rules: '3/min' })
+        const seen: SuiteResponse[] = []
+        for (let i = 0; i < 5; i++) seen.push(await get(client))
+        expect(seen.map((r) => r.status)).toEqual([200, 200, 200, 429, 429])
+        expect(seen[0]?.body).toBe('ok')
+        expect(seen.map(limitHeaders)).toEqual([
+          { 'ratelimit-policy': '3;w=60', ratelimit: 'limit=3, remaining=2, reset=20' },
+          { 'ratelimit-policy': '3;w=60', ratelimit: 'limit=3, remaining=1, reset=40' },
+          { 'ratelimit-policy': '3;w=60', ratelimit: 'limit=3, remaining=0, reset=60' },
+          { 'ratelimit-policy': '3;w=60', ratelimit: 'limit=3, remaining=0, reset=20', 'retry-after': '20' },
+          { 'ratelimit-policy': '3;w=60', ratelimit: 'limit=3, remaining=0, reset=20', 'retry-after': '20' },
+        ])
+        const denied = seen[3] as SuiteResponse
+        expect(denied.headers['content-type']).toBe('application/problem+json')
+        expect(JSON.parse(denied.body)).toEqual({
+          type: 'about:blank',
+          title: 'Too Many Requests',
+          status: 429,
+          detail: 'Too many requests; retry in 20 seconds.',
+        })
+      },
+      timeout,
+    )
+
+    it(
+      'counts POST like GET, and admits again once Retry-After has passed',
+      async () => {
+        const { client, clock } = await setup({ rules: '2/min' })
+        expect((await client.request('/', { method: 'POST' })).status).toBe(200)
+        expect((await get(client)).status).toBe(200)
+        const denied = await client.request('/', { method: 'POST' })
+        expect(denied.status).toBe(429)
+        expect(denied.headers['retry-after']).toBe('30')
+        clock.advance(29_999)
+        const still = await get(client)
+        expect(still.status).toBe(429)
+        expect(still.headers['retry-after']).toBe('1')
+        clock.advance(1)
+        const again = await get(client)
+        expect(again.status).toBe(200)
+        expect(limitHeaders(again)).toEqual({
+          'ratelimit-policy': '2;w=60',
+          ratelimit: 'limit=2, remaining=0, reset=60',
+        })
+      },
+      timeout,
+    )
+
+    it(
+      'writes draft-6 headers byte for byte',
+      async () => {
+        const { client } = await setup({ rules: { limit: 2, window: '10s' }, headers: 'draft-6' })
+        expect(limitHeaders(await get(client))).toEqual({
+          'ratelimit-policy': '2;w=10',
+          'ratelimit-limit': '2',
+          'ratelimit-remaining': '1',
+          'ratelimit-reset': '5',
+        })
+        await get(client)
+        expect(limitHeaders(await get(client))).toEqual({
+          'ratelimit-policy': '2;w=10',
+          'ratelimit-limit': '2',
+          'ratelimit-remaining': '0',
+          'ratelimit-reset': '5',
+          'retry-after': '5',
+        })
+      },
+      timeout,
+    )
+
+    it(
+      'writes draft-8 headers byte for byte',
+      async () => {
+        const { client } = await setup({
+          rules: [
+            { limit: 2, window: '1s', name: 'burst' },
+            { limit: 100, window: '1d', name: 'daily' },
+          ],
+          headers: 'draft-8',
+        })
+        expect(limitHeaders(await get(client))).toEqual({
+          'ratelimit-policy': '"burst";q=2;w=1, "daily";q=100;w=86400',
+          ratelimit: '"burst";r=1;t=1',
+        })
+        await get(client)
+        expect(limitHeaders(await get(client))).toEqual({
+          'ratelimit-policy': '"burst";q=2;w=1, "daily";q=100;w=86400',
+          ratelimit: '"burst";r=0;t=1',
+          'retry-after': '1',
+        })
+      },
+      timeout,
+    )
+
+    it(
+      'writes legacy X-RateLimit-* headers, alone or beside a draft, or no RateLimit headers at all',
+      async () => {
+        const legacy = await setup({ rules: '2/10s', headers: 'legacy' })
+        expect(limitHeaders(await get(legacy.client))).toEqual({
+          'x-ratelimit-limit': '2',
+          'x-ratelimit-remaining': '1',
+          'x-ratelimit-reset': String(T0 / 1000 + 5),
+        })
+        const both = await setup({ rules: '2/10s', legacyHeaders: true })
+        expect(limitHeaders(await get(both.client))).toEqual({
+          'ratelimit-policy': '2;w=10',
+          ratelimit: 'limit=2, remaining=1, reset=5',
+          'x-ratelimit-limit': '2',
+          'x-ratelimit-remaining': '1',
+          'x-ratelimit-reset': String(T0 / 1000 + 5),
+        })
+        const none = await setup({ rules: '1/10s', headers: false })
+        expect(limitHeaders(await get(none.client))).toEqual({})
+        expect(limitHeaders(await get(none.client))).toEqual({ 'retry-after': '10' })
+      },
+      timeout,
+    )
+
+    it(
+      'charges the cost of each request',
+      async () => {
+        const { client } = await setup({
+          rules: '10/min',
+          cost: (req) => Number(req.header('x-cost') ?? '1'),
+        })
+        const first = await get(client, '/search', { 'x-cost': '4' })
+        expect(limitHeaders(first).ratelimit).toBe('limit=10, remaining=6, reset=24')
+        expect(limitHeaders(await get(client, '/search', { 'x-cost': '6' })).ratelimit).toBe(
+          'limit=10, remaining=0, reset=60',
+        )
+        const denied = await get(client, '/search', { 'x-cost': '1' })
+        expect(denied.status).toBe(429)
+        expect(denied.headers['retry-after']).toBe('6')
+        const never = await get(client, '/search', { 'x-cost': '11' })
+        expect(never.status).toBe(429)
+        expect(never.headers['retry-after']).toBeUndefined()
+      },
+      timeout,
+    )
+
+    it(
+      'applies several rules all-or-nothing and reports the most restrictive',
+      async () => {
+        const { client, clock } = await setup({
+          rules: ['2/s', { limit: 3, window: '1m', algorithm: 'fixed-window' }],
+        })
+        const a = await get(client)
+        expect(limitHeaders(a)).toEqual({
+          'ratelimit-policy': '2;w=1, 3;w=60',
+          ratelimit: 'limit=2, remaining=1, reset=1',
+        })
+        clock.advance(1000)
+        expect(limitHeaders(await get(client)).ratelimit).toBe('limit=3, remaining=1, reset=59')
+        clock.advance(1000)
+        expect(limitHeaders(await get(client)).ratelimit).toBe('limit=3, remaining=0, reset=58')
+        clock.advance(1000)
+        const denied = await get(client)
+        expect(denied.status).toBe(429)
+        expect(limitHeaders(denied)).toEqual({
+          'ratelimit-policy': '2;w=1, 3;w=60',
+          ratelimit: 'limit=3, remaining=0, reset=57',
+          'retry-after': '57',
+        })
+      },
+      timeout,
+    )
+
+    it(
+      'keys by a custom (async) key',
+      async () => {
+        const { client } = await setup({
+          rules: '1/min',
+          key: async (req) => req.header('x-api-key') ?? 'anonymous',
+        })
+        expect((await get(client, '/', { 'x-api-key': 'a' })).status).toBe(200)
+        expect((await get(client, '/', { 'x-api-key': 'a' })).status).toBe(429)
+        expect((await get(client, '/', { 'x-api-key': 'b' })).status).toBe(200)
+        expect((await get(client)).status).toBe(200)
+        expect((await get(client)).status).toBe(429)
+      },
+      timeout,
+    )
+
+    it(
+      'skips requests without counting them or sending headers, by function or allow list',
+      async () => {
+        const { client } = await setup({ rules: '1/min', skip: (req) => req.path === '/health' })
+        for (let i = 0; i < 3; i++) {
+          const r = await get(client, '/health')
+          expect(r.status).toBe(200)
+          expect(limitHeaders(r)).toEqual({})
+        }
+        expect((await get(client)).status).toBe(200)
+        expect((await get(client)).status).toBe(429)
+        const allowed = await setup({ rules: '1/min', allowList: ['127.0.0.0/8', '::1'] })
+        for (let i = 0; i < 3; i++) {
+          const r = await get(allowed.client)
+          expect(r.status).toBe(200)
+          expect(limitHeaders(r)).toEqual({})
+        }
+      },
+      timeout,
+    )
+
+    it(
+      'in shadow mode decides, sends headers and reports, but never refuses',
+      async () => {
+        const reported: Decision[] = []
+        const { client } = await setup({
+          rules: '2/min',
+          mode: 'shadow',
+          onLimit: (req, d) => {
+            expect(req.path).toBe('/')
+            reported.push(d)
+          },
+        })
+        const statuses = []
+        let last: SuiteResponse | undefined
+        for (let i = 0; i < 4; i++) {
+          last = await get(client)
+          statuses.push(last.status)
+        }
+        expect(statuses).toEqual([200, 200, 200, 200])
+        expect(limitHeaders(last as SuiteResponse)).toEqual({
+          'ratelimit-policy': '2;w=60',
+          ratelimit: 'limit=2, remaining=0, reset=30',
+        })
+        expect(reported.map((d) => [d.allowed, d.reason, d.retryAfterMs])).toEqual([
+          [false, 'rate-limited', 30_000],
+          [false, 'rate-limited', 30_000],
+        ])
+      },
+      timeout,
+    )
+
+    it(
+      'ignores a spoofed X-Forwarded-For unless the peer is a trusted proxy',
+      async () => {
+        const spoofed = await setup({ rules: '1/min' })
+        expect((await get(spoofed.client, '/', { 'x-forwarded-for': '198.51.100.1' })).status).toBe(200)
+        expect((await get(spoofed.client, '/', { 'x-forwarded-for': '198.51.100.2' })).status).toBe(429)
+        const other = await setup({ rules: '1/min', trustProxy: ['10.0.0.0/8'] })
+        expect((await get(other.client, '/', { 'x-forwarded-for': '198.51.100.1' })).status).toBe(200)
+        expect((await get(other.client, '/', { 'x-forwarded-for': '198.51.100.2' })).status).toBe(429)
+        const trusted = await setup({ rules: '1/min', trustProxy: ['loopback'] })
+        expect((await get(trusted.client, '/', { 'x-forwarded-for': '198.51.100.1' })).status).toBe(200)
+        expect((await get(trusted.client, '/', { 'x-forwarded-for': '198.51.100.2' })).status).toBe(200)
+        // The client cannot hide behind a value it prepends: the hop the proxy appended counts.
+        expect((await get(trusted.client, '/', { 'x-forwarded-for': '6.6.6.6, 198.51.100.2' })).status).toBe(
+          429,
+        )
+        const counted = await setup({ rules: '1/min', trustProxy: 1 })
+        expect((await get(counted.client, '/', { 'x-forwarded-for': '198.51.100.1' })).status).toBe(200)
+        expect((await get(counted.client, '/', { 'x-forwarded-for': '6.6.6.6, 198.51.100.1' })).status).toBe(
+          429,
+        )
+      },
+      timeout,
+    )
+
+    it(
+      'reads RFC 7239 Forwarded when told to, and only then',
+      async () => {
+        const { client } = await setup({ rules: '1/min', trustProxy: 1, proxyHeader: 'forwarded' })
+        const fwd = (v: string) => get(client, '/', { forwarded: v, 'x-forwarded-for': '6.6.6.6' })
+        expect((await fwd('for="[2001:db8:0:ab00::1]:4711";proto=https')).status).toBe(200)
+        expect((await fwd('for=198.51.100.1')).status).toBe(200)
+        expect((await fwd('for=6.6.6.6, for="198.51.100.1"')).status).toBe(429)
+        // Unusable: the walk stops at the proxy itself (127.0.0.1), which is then counted.
+        expect((await fwd('for=unknown')).status).toBe(200)
+        expect((await fwd('for=_hidden')).status).toBe(429)
+      },
+      timeout,
+    )
+
+    it(
+      'groups IPv6 clients by /56 (or as configured) and IPv4-mapped addresses with IPv4',
+      async () => {
+        const { client } = await setup({ rules: '1/min', trustProxy: ['loopback'] })
+        const from = (ip: string) => get(client, '/', { 'x-forwarded-for': ip })
+        expect((await from('2001:db8:0:ab00::1')).status).toBe(200)
+        expect((await from('2001:db8:0:abff:ffff:ffff:ffff:ffff')).status).toBe(429)
+        expect((await from('2001:DB8:0:AB12::')).status).toBe(429)
+        expect((await from('2001:db8:0:ac00::1')).status).toBe(200)
+        expect((await from('198.51.100.1')).status).toBe(200)
+        expect((await from('::ffff:198.51.100.1')).status).toBe(429)
+        const by64 = await setup({ rules: '1/min', trustProxy: ['loopback'], ipv6Subnet: 64 })
+        const from64 = (ip: string) => get(by64.client, '/', { 'x-forwarded-for': ip })
+        expect((await from64('2001:db8:0:ab00::1')).status).toBe(200)
+        expect((await from64('2001:db8:0:ab01::1')).status).toBe(200)
+        expect((await from64('2001:db8:0:ab01::2')).status).toBe(429)
+      },
+      timeout,
+    )
+
+    it(
+      'limits one route only when used per route',
+      async () => {
+        const { client } = await setup({ rules: '1/min' }, 'route')
+        expect((await get(client, '/limited')).status).toBe(200)
+        const denied = await get(client, '/limited')
+        expect(denied.status).toBe(429)
+        const free = await get(client, '/free')
+        expect(free.status).toBe(200)
+        expect(limitHeaders(free)).toEqual({})
+      },
+      timeout,
+    )
+
+    it(
+      'sends the status and message given',
+      async () => {
+        const json = await setup({ rules: '1/min', statusCode: 503, message: { error: 'slow down' } })
+        await get(json.client)
+        const a = await get(json.client)
+        expect(a.status).toBe(503)
+        expect(a.headers['content-type']).toBe('application/json; charset=utf-8')
+        expect(a.body).toBe('{"error":"slow down"}')
+        expect(a.headers['retry-after']).toBe('60')
+        const text = await setup({
+          rules: '1/min',
+          message: (req, d) => `${req.method} refused, retry in ${d.retryAfterMs} ms`,
+        })
+        await get(text.client)
+        const b = await get(text.client)
+        expect(b.status).toBe(429)
+        expect(b.headers['content-type']).toBe('text/plain; charset=utf-8')
+        expect(b.body).toBe('GET refused, retry in 60000 ms')
+      },
+      timeout,
+    )
+
+    it(
+      'hands errors of key functions to the framework',
+      async () => {
+        const { client } = await setup({
+          rules: '1/min',
+          key: () => {
+            throw Object.assign(new Error('no user'), { code: 'E_NO_USER' })
+          },
+        })
+        const r = await get(client)
+        expect(r.status).toBe(500)
+        expect(r.body).toBe('E_NO_USER')
+      },
+      timeout,
+    )
+
+    describe('backend down', () => {
+      it(
+        'fail-open lets requests through without RateLimit headers',
+        async () => {
+          const { client } = await setup({ rules: '1/min', limiter: down('fail-open') })
+          for (let i = 0; i < 3; i++) {
+            const r = await get(client)
+            expect(r.status).toBe(200)
+            expect(limitHeaders(r)).toEqual({})
+          }
+        },
+        timeout,
+      )
+
+      it(
+        'fail-closed refuses with Retry-After: 1',
+        async () => {
+          const { client } = await setup({ rules: '1/min', limiter: down('fail-closed') })
+          const r = await get(client)
+          expect(r.status).toBe(429)
+          expect(limitHeaders(r)).toEqual({ 'retry-after': '1' })
+          expect(JSON.parse(r.body).detail).toBe('The rate limiter is unavailable; retry in 1 second.')
+        },
+        timeout,
+      )
+
+      it(
+        "throw passes the error to the framework's error handling",
+        async () => {
+          const { client } = await setup({ rules: '1/min', limiter: down('throw') })
+          const r = await get(client)
+          expect(r.status).toBe(500)
+          expect(r.body).toBe('ERR_FASTLIMIT_BACKEND')
+        },
+        timeout,
+      )
+
+      it(
+        'a fallback backend keeps limiting',
+        async () => {
+          const { client } = await setup({ rules: '1/min', limiter: down({ fallback: new MemoryBackend() }) })
+          expect((await get(client)).status).toBe(200)
+          expect((await get(client)).status).toBe(429)
+        },
+        timeout,
+      )
+    })
+
+    it(
+      'checks options when rateLimit() is called',
+      async () => {
+        const bad: Record<string, unknown>[] = [
+          { rules: '100/mn' },
+          { max: 100 },
+          { headers: 'draft-5' },
+          { trustProxy: true },
+          { ipv6Subnet: 200 },
+          { allowList: ['nope'] },
+          { statusCode: 200 },
+          { key: 'ip' },
+        ]
+        for (const o of bad) {
+          let error: unknown
+          try {
+            await options.makeApp(o as AdapterAppOptions, 'app')
+          } catch (err) {
+            error = err
+          }
+          // By code, not instanceof: the published testing bundle has its own copy of the class.
+          expect((error as { code?: unknown } | undefined)?.code, JSON.stringify(o)).toBe(
+            'ERR_FASTLIMIT_CONFIG',
+          )
+          expect((error as Error).message).toMatch(/^\[fastlimit\] \[[a-z]+\] /)
+        }
+      },
+      timeout,
+    )
+  })
+}
