@@ -470,7 +470,7 @@ export class FastLimit {
       retryAfterMs: open ? 0 : FAIL_CLOSED_RETRY_MS,
     }))
     return Promise.resolve(
-      new DecisionImpl(
+      new MultiDecision(
         open,
         open ? 'fail-open' : 'fail-closed',
         'policy',
@@ -508,19 +508,17 @@ export function checkCost(cost: unknown): number {
  * check allocates a single object.
  */
 class DecisionImpl implements Decision {
-  readonly allowed: boolean
-  readonly reason: DecisionReason
-  readonly source: 'backend' | 'fallback' | 'policy'
-  readonly limit: number
-  readonly remaining: number
-  readonly resetMs: number
-  readonly retryAfterMs: number
-  readonly cost: number
-  readonly rule: Rule
-  readonly error?: FastlimitError
-  #rules: readonly Rule[]
-  #results: readonly BackendResult[] | BackendResult
-  #built: readonly RuleResult[] | undefined
+  // Declared, not defined: the constructor assigns each once (no field initializer pass).
+  declare readonly allowed: boolean
+  declare readonly reason: DecisionReason
+  declare readonly source: 'backend' | 'fallback' | 'policy'
+  declare readonly limit: number
+  declare readonly remaining: number
+  declare readonly resetMs: number
+  declare readonly retryAfterMs: number
+  declare readonly cost: number
+  declare readonly rule: Rule
+  declare readonly error?: FastlimitError
 
   constructor(
     allowed: boolean,
@@ -529,8 +527,6 @@ class DecisionImpl implements Decision {
     pick: BackendResult,
     cost: number,
     rule: Rule,
-    rules: readonly Rule[],
-    results: readonly BackendResult[] | BackendResult,
     error: FastlimitError | undefined,
   ) {
     this.allowed = allowed
@@ -543,21 +539,11 @@ class DecisionImpl implements Decision {
     this.cost = cost
     this.rule = rule
     if (error !== undefined) this.error = error
-    this.#rules = rules
-    this.#results = results
-    this.#built = undefined
   }
 
+  /** A single rule's result is the decision itself. */
   get rules(): readonly RuleResult[] {
-    if (this.#built === undefined) {
-      const results = this.#results
-      this.#built = Object.freeze(
-        Array.isArray(results)
-          ? this.#rules.map((rule, i) => ruleResult(rule, results[i] as BackendResult))
-          : [ruleResult(this.#rules[0] as Rule, results as BackendResult)],
-      )
-    }
-    return this.#built
+    return Object.freeze([ruleResult(this.rule, this)])
   }
 
   toJSON(): Omit<Decision, 'error'> & { error?: { code: string; message: string } } {
@@ -577,6 +563,37 @@ class DecisionImpl implements Decision {
   }
 }
 
+/** The decision of several rules, keeping every rule's result. */
+class MultiDecision extends DecisionImpl {
+  readonly #rules: readonly Rule[]
+  readonly #results: readonly BackendResult[]
+  #built: readonly RuleResult[] | undefined
+
+  constructor(
+    allowed: boolean,
+    reason: DecisionReason,
+    source: 'backend' | 'fallback' | 'policy',
+    pick: BackendResult,
+    cost: number,
+    rule: Rule,
+    rules: readonly Rule[],
+    results: readonly BackendResult[],
+    error: FastlimitError | undefined,
+  ) {
+    super(allowed, reason, source, pick, cost, rule, error)
+    this.#rules = rules
+    this.#results = results
+  }
+
+  override get rules(): readonly RuleResult[] {
+    if (this.#built === undefined) {
+      const results = this.#results
+      this.#built = Object.freeze(this.#rules.map((rule, i) => ruleResult(rule, results[i] as BackendResult)))
+    }
+    return this.#built
+  }
+}
+
 function reasonOf(r: BackendResult): DecisionReason {
   return r.allowed
     ? 'ok'
@@ -593,7 +610,7 @@ function decideOne(
   source: 'backend' | 'fallback',
   error: FastlimitError | undefined,
 ): Decision {
-  return new DecisionImpl(r.allowed, reasonOf(r), source, r, cost, rules[0] as Rule, rules, r, error)
+  return new DecisionImpl(r.allowed, reasonOf(r), source, r, cost, rules[0] as Rule, error)
 }
 
 /** Combines per-rule results into one decision: the most restrictive rule speaks. */
@@ -620,5 +637,5 @@ function decide(
     }
   }
   const p = results[pick] as BackendResult
-  return new DecisionImpl(allowed, reasonOf(p), source, p, cost, rules[pick] as Rule, rules, results, error)
+  return new MultiDecision(allowed, reasonOf(p), source, p, cost, rules[pick] as Rule, rules, results, error)
 }

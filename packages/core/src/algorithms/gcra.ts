@@ -1,5 +1,5 @@
 // GCRA: the generic cell rate algorithm, one theoretical arrival time per key.
-import { charge, drainMs } from './meter'
+import { charge, chargedLevel, drainMs } from './meter'
 import type { StepFunction } from './types'
 
 /**
@@ -27,11 +27,8 @@ export const gcra: StepFunction = (state, now, bucket, cost) => {
       if (level > cap) level = cap
     }
   }
-  const out = charge(level, now, bucket, cost)
-  const whole = Math.floor(out.level / L)
-  return {
-    state: [now + whole, out.level - whole * L],
-    result: out.result,
-    ttlMs: drainMs(out.level, L),
-  }
+  const result = charge(level, now, bucket, cost)
+  const after = chargedLevel
+  const whole = Math.floor(after / L)
+  return { state: [now + whole, after - whole * L], result, ttlMs: drainMs(after, L) }
 }

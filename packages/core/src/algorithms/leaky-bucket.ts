@@ -1,5 +1,5 @@
 // Leaky bucket as a meter: a level that drains at a constant rate.
-import { charge, drain, drainMs } from './meter'
+import { charge, chargedLevel, drain, drainMs } from './meter'
 import type { StepFunction } from './types'
 
 /**
@@ -23,6 +23,7 @@ export const leakyBucket: StepFunction = (state, now, bucket, cost) => {
     if (last > t) t = last
     level = drain(state[0] as number, t - last, bucket.limit)
   }
-  const out = charge(level, t, bucket, cost)
-  return { state: [out.level, t], result: out.result, ttlMs: drainMs(out.level, bucket.limit) }
+  const result = charge(level, t, bucket, cost)
+  const after = chargedLevel
+  return { state: [after, t], result, ttlMs: drainMs(after, bucket.limit) }
 }

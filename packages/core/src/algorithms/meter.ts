@@ -14,29 +14,31 @@ export function drain(level: number, elapsed: number, rate: number): number {
   return elapsed >= ceilDiv(level, rate) ? 0 : level - elapsed * rate
 }
 
-/** Outcome of charging `cost` against a meter at `level` (units) at time `t`. */
-export interface MeterOutcome {
-  /** The level after the call (unchanged when denied or peeking). */
-  readonly level: number
-  readonly result: BackendResult
-}
+/**
+ * The level after the last {@link charge} (unchanged when it denied or peeked). A module variable
+ * rather than a returned pair: the step functions read it right after the call, in the same turn,
+ * and the hot path allocates one object less.
+ */
+export let chargedLevel = 0
 
-/** Applies a cost (or a peek, cost 0) to a meter filled to `level` units. */
-export function charge(level: number, t: number, bucket: BucketConfig, cost: number): MeterOutcome {
+/** Applies a cost (or a peek, cost 0) to a meter filled to `level` units; the new level is in {@link chargedLevel}. */
+export function charge(level: number, t: number, bucket: BucketConfig, cost: number): BackendResult {
   const L = bucket.limit
   const W = bucket.windowMs
   const B = bucket.burst ?? L
   const cap = B * W
   if (cost > 0 && cost <= B && level + cost * W <= cap) {
     const after = level + cost * W
-    return { level: after, result: result(true, B, Math.floor((cap - after) / W), t + ceilDiv(after, L), 0) }
+    chargedLevel = after
+    return result(true, B, Math.floor((cap - after) / W), t + ceilDiv(after, L), 0)
   }
+  chargedLevel = level
   const want = cost === 0 ? 1 : cost
   let retry = 0
   if (cost > B) retry = RETRY_NEVER
   else if (level + want * W > cap) retry = ceilDiv(level + want * W - cap, L)
   const allowed = cost === 0 ? level + W <= cap : false
-  return { level, result: result(allowed, B, Math.floor((cap - level) / W), t + ceilDiv(level, L), retry) }
+  return result(allowed, B, Math.floor((cap - level) / W), t + ceilDiv(level, L), retry)
 }
 
 /** Milliseconds until a meter at `level` is empty (at least 1). */

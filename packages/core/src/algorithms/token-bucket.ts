@@ -1,5 +1,5 @@
 // Token bucket: tokens refill at a constant rate up to a capacity; each call spends its cost.
-import { charge, drain, drainMs } from './meter'
+import { charge, chargedLevel, drain, drainMs } from './meter'
 import type { StepFunction } from './types'
 
 /**
@@ -23,6 +23,7 @@ export const tokenBucket: StepFunction = (state, now, bucket, cost) => {
     const tokens = state[0] as number
     missing = drain(tokens >= cap ? 0 : cap - tokens, t - last, bucket.limit)
   }
-  const out = charge(missing, t, bucket, cost)
-  return { state: [cap - out.level, t], result: out.result, ttlMs: drainMs(out.level, bucket.limit) }
+  const result = charge(missing, t, bucket, cost)
+  const after = chargedLevel
+  return { state: [cap - after, t], result, ttlMs: drainMs(after, bucket.limit) }
 }
