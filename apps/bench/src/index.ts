@@ -4,9 +4,9 @@ import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { fmtOps, fmtStat, interleave, type Measured } from './harness'
+import { fmtOps, fmtStat, type Measured, stat } from './harness'
 import { httpSection } from './http-section'
-import { memoryCases } from './memory'
+import { DENIED, memoryCases, ROTATING } from './memory'
 import { redisSection } from './redis-section'
 import { chart, type Headline, markdown, ratio, type Section, table } from './report'
 import { sqliteSection } from './sqlite-section'
@@ -29,11 +29,41 @@ function find(results: Measured[], group: string, name: string): Measured {
 }
 
 async function memorySection(): Promise<Section> {
-  console.log('[bench] in-process: FastLimit.check on MemoryBackend vs peers')
-  const results = await interleave(memoryCases(), { rounds: quick ? 3 : 7, sliceMs: quick ? 40 : 150 })
+  console.log('[bench] in-process: FastLimit.check on MemoryBackend vs peers, one process per case and round')
+  const cases = memoryCases()
+  const rounds = quick ? 2 : 7
+  const samples = new Map<string, number[]>(cases.map((c) => [c.id, []]))
+  for (let r = 0; r < rounds; r++) {
+    for (const c of cases) {
+      const run = spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          path.join(here, 'memory-child.ts'),
+          c.id,
+          quick ? '150' : '400',
+          quick ? '100' : '250',
+        ],
+        { cwd: root, encoding: 'utf8', timeout: 60_000 },
+      )
+      const line = run.stdout.trim().split('\n').pop() ?? ''
+      if (run.status !== 0 || !line.startsWith('{')) throw new Error(`case ${c.id} failed: ${run.stderr}`)
+      samples.get(c.id)?.push((JSON.parse(line) as { opsPerSec: number }).opsPerSec)
+    }
+    process.stdout.write(`  round ${r + 1}/${rounds}\r`)
+  }
+  process.stdout.write('\n')
+  const results: Measured[] = cases.map((c) => ({
+    name: c.name,
+    group: c.group,
+    kind: c.kind,
+    opsPerSec: stat(samples.get(c.id) as number[]),
+  }))
   const groups = [...new Set(results.map((r) => r.group))]
   const body: string[] = [
-    'Each operation is one awaited call. `fastlimit` is `FastLimit.check(identity, rule)` on the default',
+    'Each operation is one awaited call, and each case runs in a process of its own for every round (a warm-up,',
+    'then the measured slice), as an app runs one limiter. `fastlimit` is `FastLimit.check(identity, rule)` on the default',
     '`MemoryBackend` (the full path: rule lookup, identity escaping, the algorithm, the LRU, a `Decision`);',
     "rate-limiter-flexible is `RateLimiterMemory.consume` (its denied path rejects); express-rate-limit's",
     '`MemoryStore.increment` only counts (it never decides); the floor is a plain `Map` fixed-window counter',
@@ -58,8 +88,8 @@ async function memorySection(): Promise<Section> {
       '',
     )
   }
-  const rot = 'rotating keys (10,000), allowed'
-  const denied = 'one hot key, denied'
+  const rot = ROTATING
+  const denied = DENIED
   const headlines: Headline[] = []
   for (const alg of ['gcra', 'fixed-window']) {
     const ours = find(results, rot, `fastlimit ${alg}`).opsPerSec.median

@@ -1,12 +1,26 @@
 // In-process: FastLimit.check on MemoryBackend beside rate-limiter-flexible's RateLimiterMemory,
 // express-rate-limit's MemoryStore and a plain Map fixed-window counter (the floor).
-import { ALGORITHMS, type Algorithm, FastLimit } from '@fastlimit/core'
+//
+// Each case runs in a process of its own (memory-child.ts), one slice per round, round-robin: a real
+// app uses one limiter, and measuring six algorithms and three libraries in one process would let
+// each one's code make the JIT's shared call sites slower for the others.
+import { ALGORITHMS, FastLimit } from '@fastlimit/core'
 import { MemoryStore } from 'express-rate-limit'
 import { RateLimiterMemory } from 'rate-limiter-flexible'
-import type { Case } from './harness'
 
 const KEYS = 10_000
-const keys = Array.from({ length: KEYS }, (_, i) => `user-${i}`)
+export const ROTATING = 'rotating keys (10,000), allowed'
+export const HOT = 'one hot key, allowed'
+export const DENIED = 'one hot key, denied'
+
+/** A case as listed in the report; `make` builds its operation (only in the child that runs it). */
+export interface MemoryCase {
+  id: string
+  name: string
+  group: string
+  kind: 'fastlimit' | 'peer' | 'floor'
+  make: () => (n: number) => Promise<void>
+}
 
 /** A plain Map fixed-window counter in an async function: the least any limiter can do. */
 function mapFloor(limit: number, windowMs: number) {
@@ -23,97 +37,71 @@ function mapFloor(limit: number, windowMs: number) {
   }
 }
 
-function loop(fn: (key: string) => Promise<unknown>, rotating: boolean): (n: number) => Promise<void> {
+function loop(fn: (key: string) => Promise<unknown>, group: string): (n: number) => Promise<void> {
+  const keys = Array.from({ length: KEYS }, (_, i) => `user-${i}`)
+  const rotating = group === ROTATING
   let i = 0
   return async (n) => {
-    for (let j = 0; j < n; j++) {
-      await fn(rotating ? (keys[i++ % KEYS] as string) : 'hot')
-    }
+    for (let j = 0; j < n; j++) await fn(rotating ? (keys[i++ % KEYS] as string) : 'hot')
   }
 }
 
-export function memoryCases(algorithms: readonly Algorithm[] = ALGORITHMS): Case[] {
-  const cases: Case[] = []
-  // Huge limits on the allowed paths so nothing is ever denied; 1/hour on the denied path.
-  const allow = { limit: 1_000_000_000, window: '1m' }
-  const deny = { limit: 1, window: '1h' }
-  for (const algorithm of algorithms) {
-    const limiter = new FastLimit({ algorithm })
-    const allowRules = limiter.rules(algorithm === 'sliding-log' ? { limit: 100_000, window: '1s' } : allow)
-    const denyRules = limiter.rules(deny)
+// Huge limits on the allowed paths so nothing is ever denied; 1 per hour on the denied path.
+const ALLOW = { limit: 1_000_000_000, window: '1m' }
+const DENY = { limit: 1, window: '1h' }
+
+export function memoryCases(): MemoryCase[] {
+  const cases: MemoryCase[] = []
+  for (const group of [ROTATING, HOT, DENIED]) {
+    for (const algorithm of ALGORITHMS) {
+      cases.push({
+        id: `fastlimit-${algorithm}-${group}`,
+        name: `fastlimit ${algorithm}`,
+        group,
+        kind: 'fastlimit',
+        make: () => {
+          const limiter = new FastLimit({ algorithm })
+          const allow = algorithm === 'sliding-log' ? { limit: 100_000, window: '1s' } : ALLOW
+          const rules = limiter.rules(group === DENIED ? DENY : allow)
+          return loop((k) => limiter.check(k, rules), group)
+        },
+      })
+    }
     cases.push({
-      name: `fastlimit ${algorithm}`,
-      group: 'rotating keys (10,000), allowed',
-      kind: 'fastlimit',
-      run: loop((k) => limiter.check(k, allowRules), true),
+      id: `rlf-${group}`,
+      name: 'rate-limiter-flexible consume',
+      group,
+      kind: 'peer',
+      make: () => {
+        if (group === DENIED) {
+          const rlf = new RateLimiterMemory({ points: 1, duration: 3600 })
+          // Its denied path rejects the promise with a RateLimiterRes (not an Error).
+          return loop((k) => rlf.consume(k).catch(() => false), group)
+        }
+        const rlf = new RateLimiterMemory({ points: 1_000_000_000, duration: 60 })
+        return loop((k) => rlf.consume(k), group)
+      },
     })
+    if (group !== DENIED) {
+      cases.push({
+        id: `erl-${group}`,
+        name: 'express-rate-limit MemoryStore.increment',
+        group,
+        kind: 'peer',
+        make: () => {
+          const store = new MemoryStore()
+          store.init({ windowMs: 60_000 } as never)
+          return loop((k) => store.increment(k), group)
+        },
+      })
+    }
     cases.push({
-      name: `fastlimit ${algorithm}`,
-      group: 'one hot key, allowed',
-      kind: 'fastlimit',
-      run: loop((k) => limiter.check(k, allowRules), false),
-    })
-    cases.push({
-      name: `fastlimit ${algorithm}`,
-      group: 'one hot key, denied',
-      kind: 'fastlimit',
-      run: loop((k) => limiter.check(`deny-${k}`, denyRules), false),
+      id: `floor-${group}`,
+      name: 'Map fixed-window floor',
+      group,
+      kind: 'floor',
+      make: () => loop(group === DENIED ? mapFloor(0, 3_600_000) : mapFloor(1_000_000_000, 60_000), group),
     })
   }
-  const rlf = new RateLimiterMemory({ points: 1_000_000_000, duration: 60 })
-  const rlfDeny = new RateLimiterMemory({ points: 1, duration: 3600, keyPrefix: 'deny' })
-  cases.push({
-    name: 'rate-limiter-flexible consume',
-    group: 'rotating keys (10,000), allowed',
-    kind: 'peer',
-    run: loop((k) => rlf.consume(k), true),
-  })
-  cases.push({
-    name: 'rate-limiter-flexible consume',
-    group: 'one hot key, allowed',
-    kind: 'peer',
-    run: loop((k) => rlf.consume(k), false),
-  })
-  cases.push({
-    name: 'rate-limiter-flexible consume',
-    group: 'one hot key, denied',
-    kind: 'peer',
-    // Its denied path rejects the promise with a RateLimiterRes (not an Error).
-    run: loop((k) => rlfDeny.consume(k).catch(() => false), false),
-  })
-  const erl = new MemoryStore()
-  erl.init({ windowMs: 60_000 } as never)
-  cases.push({
-    name: 'express-rate-limit MemoryStore.increment',
-    group: 'rotating keys (10,000), allowed',
-    kind: 'peer',
-    run: loop((k) => erl.increment(k), true),
-  })
-  cases.push({
-    name: 'express-rate-limit MemoryStore.increment',
-    group: 'one hot key, allowed',
-    kind: 'peer',
-    run: loop((k) => erl.increment(k), false),
-  })
-  const floor = mapFloor(1_000_000_000, 60_000)
-  const floorDeny = mapFloor(0, 3_600_000)
-  cases.push({
-    name: 'Map fixed-window floor',
-    group: 'rotating keys (10,000), allowed',
-    kind: 'floor',
-    run: loop(floor, true),
-  })
-  cases.push({
-    name: 'Map fixed-window floor',
-    group: 'one hot key, allowed',
-    kind: 'floor',
-    run: loop(floor, false),
-  })
-  cases.push({
-    name: 'Map fixed-window floor',
-    group: 'one hot key, denied',
-    kind: 'floor',
-    run: loop(floorDeny, false),
-  })
   return cases
 }
