@@ -4,7 +4,8 @@
 // timer is armed for the oldest pending call; when it fires, every due call is rejected and the timer
 // is re-armed for the next. A call that settles in time only marks itself done (and is trimmed from
 // the head), so the common path costs an object and two field writes instead of setTimeout and
-// clearTimeout.
+// clearTimeout. Deadlines use the monotonic `performance.now()`, never the wall clock: an NTP step
+// must neither expire calls early nor hold them for the length of the step.
 
 /** One call waiting for its answer or its deadline. */
 export interface Pending {
@@ -41,7 +42,7 @@ export class Deadlines {
 
   /** Registers a call; `expire` runs once if it is still pending `ms` from now. */
   add(expire: (now: number) => void): Pending {
-    const entry = new Entry(Date.now() + this.#ms, expire)
+    const entry = new Entry(performance.now() + this.#ms, expire)
     // Calls answered in time are dropped from the head as new ones arrive.
     let head = this.#head
     while (head?.done) head = head.next
@@ -61,7 +62,7 @@ export class Deadlines {
 
   #fire(): void {
     this.#timer = undefined
-    const now = Date.now()
+    const now = performance.now()
     let e = this.#head
     while (e !== undefined && (e.done || e.deadline <= now)) {
       if (!e.done) {
@@ -74,6 +75,6 @@ export class Deadlines {
     }
     this.#head = e
     if (e === undefined) this.#tail = undefined
-    else this.#arm(Math.max(1, e.deadline - now))
+    else this.#arm(Math.max(1, Math.ceil(e.deadline - now)))
   }
 }

@@ -3,7 +3,7 @@ import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ConfigError, type FastlimitError } from './errors'
 import { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix } from './keys'
-import { sha256Hex } from './sha256'
+import { sha256Hex, sha256HexUtf16 } from './sha256'
 
 describe('sha256Hex', () => {
   it('matches node:crypto on random strings, including multi-block and non-ASCII input', () => {
@@ -13,6 +13,11 @@ describe('sha256Hex', () => {
       }),
     )
     expect(sha256Hex('')).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 300 }), (text) => {
+        expect(sha256HexUtf16(text)).toBe(createHash('sha256').update(text, 'utf16le').digest('hex'))
+      }),
+    )
   })
 })
 
@@ -37,6 +42,10 @@ describe('escapeIdentity', () => {
     expect(escapeIdentity(long)).toMatch(/^%H[0-9a-f]{64}$/)
     expect(escapeIdentity('x'.repeat(MAX_IDENTITY_LENGTH))).toHaveLength(MAX_IDENTITY_LENGTH)
     expect(escapeIdentity('y'.repeat(1_000_000))).toMatch(/^%H[0-9a-f]{64}$/)
+    // Short identities that escape to more than the limit are hashed too, from their raw form.
+    expect(escapeIdentity('{'.repeat(100))).toBe(`%H${sha256HexUtf16('{'.repeat(100))}`)
+    // Lone surrogates of long identities stay distinct (UTF-8 would map both to U+FFFD).
+    expect(escapeIdentity(`\ud800${'x'.repeat(300)}`)).not.toBe(escapeIdentity(`\udc00${'x'.repeat(300)}`))
   })
 
   it('is injective and never leaves a brace or control character', () => {

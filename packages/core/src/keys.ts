@@ -1,6 +1,6 @@
 // Identity -> storage key: escaped so it cannot break a Redis Cluster hash tag or collide, hashed when long.
 import { ConfigError, FastlimitError, show } from './errors'
-import { sha256Hex } from './sha256'
+import { sha256HexUtf16 } from './sha256'
 
 /** Identities longer than this (in UTF-16 code units, after escaping) are stored as a SHA-256 digest. */
 export const MAX_IDENTITY_LENGTH = 200
@@ -9,8 +9,6 @@ export const MAX_IDENTITY_LENGTH = 200
 // (which UTF-8 would turn into U+FFFD, so two different ones would collide).
 const UNSAFE =
   /[%{}\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
-const UNSAFE_TEST =
-  /[%{}\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/
 
 /** 1 for every UTF-16 code unit that may need escaping (surrogates go to the exact check). */
 const UNSAFE_CODE = (() => {
@@ -33,8 +31,9 @@ function escapeChar(ch: string): string {
 
 /**
  * Turns any identity into a safe, injective key part: `%`, braces, control characters and lone
- * surrogates are percent-escaped; anything longer than {@link MAX_IDENTITY_LENGTH} becomes
- * `%H` + its SHA-256 (a form escaping never produces, so hashed and escaped keys cannot collide).
+ * surrogates are percent-escaped; an identity whose key part would be longer than
+ * {@link MAX_IDENTITY_LENGTH} becomes `%H` + the SHA-256 of its UTF-16 code units (a form escaping never
+ * produces, so hashed and escaped keys cannot collide; linear in the length, however hostile).
  *
  * @example
  * ```ts
@@ -49,8 +48,9 @@ export function escapeIdentity(identity: string): string {
     while (i < n && UNSAFE_CODE[identity.charCodeAt(i)] === 0) i++
     if (i === n) return identity
   }
-  const escaped = UNSAFE_TEST.test(identity) ? identity.replace(UNSAFE, escapeChar) : identity
-  return escaped.length > MAX_IDENTITY_LENGTH ? `%H${sha256Hex(escaped)}` : escaped
+  if (n > MAX_IDENTITY_LENGTH) return `%H${sha256HexUtf16(identity)}`
+  const escaped = identity.replace(UNSAFE, escapeChar)
+  return escaped.length > MAX_IDENTITY_LENGTH ? `%H${sha256HexUtf16(identity)}` : escaped
 }
 
 /** Checks a key prefix at construction: short, printable, no braces (they would become the hash tag). */

@@ -240,7 +240,8 @@ export class FastLimit {
       let set = this.#objects.get(input)
       if (set === undefined) {
         if (Array.isArray(input) && input.every((r) => typeof r === 'string')) {
-          const joined = `\n${input.join('\n')}`
+          // JSON keeps ['a\nb'] and ['a', 'b'] apart, as a plain join would not.
+          const joined = JSON.stringify(input)
           set = this.#strings.get(joined)
           if (set === undefined) {
             set = parseRules(input, this.algorithm)
@@ -308,29 +309,32 @@ export class FastLimit {
     const sync = this.#sync
     if (sync !== undefined) {
       try {
-        return Promise.resolve(
-          list.length === 1
-            ? decideOne(
-                list,
-                sync.checkAndIncrementSync(key, list[0] as Rule, cost),
-                cost,
-                'backend',
-                undefined,
-              )
-            : decide(list, sync.checkAndIncrementAllSync(key, list, cost), cost, 'backend', undefined),
-        )
+        if (list.length === 1) {
+          const result = sync.checkAndIncrementSync(key, list[0] as Rule, cost)
+          if (!isResult(result)) throw malformed()
+          return Promise.resolve(decideOne(list, result, cost, 'backend', undefined))
+        }
+        const results = sync.checkAndIncrementAllSync(key, list, cost)
+        if (!areResults(results, list.length)) throw malformed()
+        return Promise.resolve(decide(list, results, cost, 'backend', undefined))
       } catch (err) {
         return this.#failed(key, list, cost, err)
       }
     }
     if (list.length === 1) {
-      return this.#bounded(this.backend.checkAndIncrement(key, list[0] as Rule, cost)).then(
-        (result) => decideOne(list, result, cost, 'backend', undefined),
+      return this.#bounded(() => this.backend.checkAndIncrement(key, list[0] as Rule, cost)).then(
+        (result) =>
+          isResult(result)
+            ? decideOne(list, result, cost, 'backend', undefined)
+            : this.#failed(key, list, cost, malformed()),
         (err) => this.#failed(key, list, cost, err),
       )
     }
-    return this.#bounded(this.backend.checkAndIncrementAll(key, list, cost)).then(
-      (results) => decide(list, results, cost, 'backend', undefined),
+    return this.#bounded(() => this.backend.checkAndIncrementAll(key, list, cost)).then(
+      (results) =>
+        areResults(results, list.length)
+          ? decide(list, results, cost, 'backend', undefined)
+          : this.#failed(key, list, cost, malformed()),
       (err) => this.#failed(key, list, cost, err),
     )
   }
@@ -353,22 +357,19 @@ export class FastLimit {
     const sync = this.#sync
     if (sync !== undefined) {
       try {
-        return Promise.resolve(
-          decide(
-            list,
-            list.map((rule) => sync.peekSync(key, rule)),
-            0,
-            'backend',
-            undefined,
-          ),
-        )
+        const results = list.map((rule) => sync.peekSync(key, rule))
+        if (!areResults(results, list.length)) throw malformed()
+        return Promise.resolve(decide(list, results, 0, 'backend', undefined))
       } catch (err) {
         return this.#failed(key, list, 0, err)
       }
     }
-    const all = Promise.all(list.map((rule) => this.#bounded(this.backend.peek(key, rule))))
+    const all = Promise.all(list.map((rule) => this.#bounded(() => this.backend.peek(key, rule))))
     return all.then(
-      (results) => decide(list, results, 0, 'backend', undefined),
+      (results) =>
+        areResults(results, list.length)
+          ? decide(list, results, 0, 'backend', undefined)
+          : this.#failed(key, list, 0, malformed()),
       (err) => this.#failed(key, list, 0, err),
     )
   }
@@ -382,7 +383,7 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#bounded(this.backend.reset(key)).catch((err) => {
+    return this.#bounded(() => this.backend.reset(key)).catch((err) => {
       throw this.#wrap(err)
     })
   }
@@ -405,7 +406,17 @@ export class FastLimit {
   }
 
   /** Bounds a backend call by `timeoutMs`; a late answer or failure after the timeout is ignored. */
-  #bounded<T>(call: Promise<T>): Promise<T> {
+  /**
+   * Calls the backend, bounded by `timeoutMs`: a late answer or failure after the timeout is ignored,
+   * and a backend that throws instead of rejecting is treated as a rejection.
+   */
+  #bounded<T>(call: () => Promise<T>): Promise<T> {
+    let promise: Promise<T>
+    try {
+      promise = call()
+    } catch (err) {
+      return Promise.reject(err)
+    }
     return new Promise<T>((resolve, reject) => {
       const pending = this.#deadlines.add(() => {
         reject(
@@ -415,7 +426,7 @@ export class FastLimit {
           ),
         )
       })
-      call.then(
+      Promise.resolve(promise).then(
         (value) => {
           if (pending.settle()) resolve(value)
         },
@@ -449,14 +460,18 @@ export class FastLimit {
     if (policy === 'throw') return Promise.reject(error)
     if (typeof policy === 'object') {
       const fallback = policy.fallback
-      const call =
+      const call = this.#bounded(() =>
         cost === 0
           ? Promise.all(rules.map((rule) => fallback.peek(key, rule)))
           : rules.length === 1
             ? fallback.checkAndIncrement(key, rules[0] as Rule, cost).then((r) => [r])
-            : fallback.checkAndIncrementAll(key, rules, cost)
+            : fallback.checkAndIncrementAll(key, rules, cost),
+      )
       return call.then(
-        (results) => decide(rules, results, cost, 'fallback', error),
+        (results) =>
+          areResults(results, rules.length)
+            ? decide(rules, results, cost, 'fallback', error)
+            : Promise.reject(this.#wrap(malformed())),
         (fallbackErr) => Promise.reject(this.#wrap(fallbackErr)),
       )
     }
@@ -483,6 +498,33 @@ export class FastLimit {
       ),
     )
   }
+}
+
+/** Whether a backend's answer has the shape of a {@link BackendResult}. */
+function isResult(r: unknown): r is BackendResult {
+  if (typeof r !== 'object' || r === null) return false
+  const x = r as BackendResult
+  return (
+    typeof x.allowed === 'boolean' &&
+    typeof x.limit === 'number' &&
+    typeof x.remaining === 'number' &&
+    typeof x.resetMs === 'number' &&
+    typeof x.retryAfterMs === 'number'
+  )
+}
+
+function areResults(rs: unknown, n: number): rs is BackendResult[] {
+  if (!Array.isArray(rs) || rs.length !== n) return false
+  for (let i = 0; i < n; i++) if (!isResult(rs[i])) return false
+  return true
+}
+
+function malformed(): FastlimitError {
+  return new FastlimitError(
+    'ERR_FASTLIMIT_BACKEND',
+    '[fastlimit] [core] The backend answered with something that is not a BackendResult (allowed, limit, ' +
+      'remaining, resetMs, retryAfterMs) per bucket: check the backend with backendConformance from @fastlimit/core/testing.',
+  )
 }
 
 function isBackend(value: unknown): value is Backend {

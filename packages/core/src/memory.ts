@@ -40,6 +40,16 @@ const INITIAL_CAPACITY = 1024
 
 type Space = Map<string, number>
 
+/** A cost handed to the backend directly (FastLimit checks its own): a positive safe integer. */
+function checkBackendCost(cost: number): void {
+  if (!Number.isSafeInteger(cost) || cost < 1) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [memory] cost must be a positive whole number up to 2^53 - 1, got ${show(cost)}.`,
+    )
+  }
+}
+
 /** Friend access for FastLimit: the slot map of a key prefix, so it can decide without building a key. */
 export let spaceOf: (backend: MemoryBackend, prefix: string) => Space
 /** Friend access for FastLimit: decides on (space, identity) without building the key string. */
@@ -64,7 +74,7 @@ export let checkAllIn: (
  * process, or as the fallback of a shared backend.
  *
  * - Bounded: at most `maxKeys` keys; when full, the least recently used key goes.
- * - No timer per key: an expired key is emptied in place when touched, and dropped by one `unref`ed sweep.
+ * - No timer per key: expired keys are dropped by one `unref`ed sweep (and reused when written again).
  * - Atomic by construction: JavaScript runs each call to completion.
  *
  * @example
@@ -234,17 +244,14 @@ export class MemoryBackend implements SyncBackend {
   }
 
   /**
-   * The slot of a key, marked most recently used, or NONE. An expired slot is emptied in place rather
-   * than freed and taken again: same meaning, less work.
+   * The slot of a key, marked most recently used, or NONE. An expired slot is read as it is: every
+   * algorithm treats a state whose time has passed as no state, so nothing is erased by a read (a
+   * clock that then steps back still finds the counts). Expired slots are reused by the next write
+   * and dropped by the sweep.
    */
-  #get(space: Space, name: string, now: number): number {
+  #get(space: Space, name: string): number {
     const s = space.get(name)
     if (s === undefined) return NONE
-    if ((this.#expires[s] as number) <= now) {
-      this.#lens[s] = 0
-      this.#extras[s] = undefined
-      this.#expires[s] = 0
-    }
     if (this.#head !== s) {
       this.#unlink(s)
       this.#pushFront(s)
@@ -283,6 +290,11 @@ export class MemoryBackend implements SyncBackend {
   }
 
   #write(s: number, bucket: string, out: StepOutput, now: number): void {
+    if ((this.#expires[s] as number) <= now) {
+      // Every state of an expired slot is stale: start it afresh.
+      this.#lens[s] = 0
+      this.#extras[s] = undefined
+    }
     const state = out.state
     const n = state.length
     const inline = this.#lens[s] === 0 || this.#buckets[s] === bucket
@@ -317,7 +329,7 @@ export class MemoryBackend implements SyncBackend {
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
     const id = bucketId(bucket)
-    const s = this.#get(space, name, now)
+    const s = this.#get(space, name)
     const out = algorithms[bucket.algorithm](this.#read(s, id), now, bucket, cost)
     if (out.result.allowed) this.#write(s === NONE ? this.#create(space, name) : s, id, out, now)
     return out.result
@@ -327,7 +339,7 @@ export class MemoryBackend implements SyncBackend {
     if (buckets.length === 1) return [this.#check(space, name, buckets[0] as BucketConfig, cost)]
     if (this.#closed) throw this.#closedError()
     const now = this.#now()
-    const s = this.#get(space, name, now)
+    const s = this.#get(space, name)
     const states: Array<number[] | undefined> = new Array(buckets.length)
     for (let i = 0; i < buckets.length; i++) {
       // Copy: the scratch array is shared between buckets.
@@ -345,12 +357,14 @@ export class MemoryBackend implements SyncBackend {
 
   /** {@link Backend.checkAndIncrement}, synchronously. */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
+    checkBackendCost(cost)
     const [space, name] = this.#split(key)
     return this.#check(space, name, bucket, cost)
   }
 
   /** {@link Backend.checkAndIncrementAll}, synchronously. */
   checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
+    checkBackendCost(cost)
     const [space, name] = this.#split(key)
     return this.#checkAll(space, name, buckets, cost)
   }

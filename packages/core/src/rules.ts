@@ -104,6 +104,8 @@ const UNITS: ReadonlyMap<string, number> = (() => {
 
 const UNIT_HELP = 'ms, s, m (or min), h, d or w'
 const RULE_EXAMPLES = '"100/min", "10/s", "100/15m" or "5 per minute"'
+/** The longest rule or window string: real ones are short, and a bound keeps parsing linear. */
+const MAX_RULE_TEXT = 100
 const RULE_KEYS = new Set(['limit', 'window', 'windowMs', 'algorithm', 'burst', 'name'])
 const NAME = /^[A-Za-z0-9_.:/+-]{1,64}$/
 
@@ -120,6 +122,13 @@ export function parseWindow(window: string | number, subject = `Window ${show(wi
   if (typeof window === 'number') {
     ms = window
   } else if (typeof window === 'string') {
+    if (window.length > MAX_RULE_TEXT) {
+      fail(
+        subject,
+        `longer than ${MAX_RULE_TEXT} characters`,
+        'Write a duration such as "1m" or "15 minutes".',
+      )
+    }
     const m = /^\s*(\d+)?\s*([a-zA-Z]+)\s*$/.exec(window)
     if (!m)
       fail(
@@ -249,6 +258,13 @@ export function parseRule(input: RuleInput, defaultAlgorithm: Algorithm = 'gcra'
   if (isRule(input)) return input
   if (typeof input === 'string') {
     const subject = `Rule ${show(input)}`
+    if (input.length > MAX_RULE_TEXT) {
+      fail(
+        subject,
+        `longer than ${MAX_RULE_TEXT} characters`,
+        `Write a limit and a window, e.g. ${RULE_EXAMPLES}.`,
+      )
+    }
     const m = /^\s*(\S+?)\s*(?:\/|\s+per\s+)\s*(\d+)?\s*([a-zA-Z]+)\s*$/i.exec(input)
     if (!m) fail(subject, 'not a rule', `Write a limit and a window, e.g. ${RULE_EXAMPLES}.`)
     const limitText = m[1] as string

@@ -16,7 +16,25 @@ const encoder = new TextEncoder()
 
 /** SHA-256 of a string's UTF-8 bytes, as 64 lowercase hex digits. */
 export function sha256Hex(text: string): string {
-  const data = encoder.encode(text)
+  return sha256HexBytes(encoder.encode(text))
+}
+
+/**
+ * SHA-256 of a string's UTF-16 code units (little-endian), as 64 lowercase hex digits. Unlike UTF-8,
+ * this encoding is injective for every JavaScript string, lone surrogates included.
+ */
+export function sha256HexUtf16(text: string): string {
+  const data = new Uint8Array(text.length * 2)
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    data[2 * i] = c & 0xff
+    data[2 * i + 1] = c >>> 8
+  }
+  return sha256HexBytes(data)
+}
+
+/** SHA-256 of bytes, as 64 lowercase hex digits. */
+export function sha256HexBytes(data: Uint8Array): string {
   const bitLength = data.length * 8
   const padded = new Uint8Array(((data.length + 9 + 63) >> 6) << 6)
   padded.set(data)

@@ -88,6 +88,16 @@ function checkMs(name: string, value: unknown, min: number, example: string): nu
   return value
 }
 
+/** The cost of a decision: a positive safe integer (FastLimit checks its own; this guards direct callers). */
+function checkCost(cost: number): void {
+  if (!Number.isSafeInteger(cost) || cost < 1) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [sqlite] cost must be a positive whole number up to 2^53 - 1, got ${show(cost)}.`,
+    )
+  }
+}
+
 /** Checks, before SQLite gets a say, that a database file can be created and written at `file`. */
 function checkPath(file: string): void {
   const dir = path.dirname(file)
@@ -227,6 +237,12 @@ export class SQLiteBackend implements Backend, SyncBackend {
     let db: Database.Database
     let where: string
     if (typeof database === 'string') {
+      if (database.includes('\0')) {
+        throw new ConfigError(
+          `[fastlimit] [sqlite] The database path ${show(database)} contains a NUL character, which would cut it ` +
+            'short and open another file: pass a plain file path.',
+        )
+      }
       if (database === '') {
         throw new ConfigError(
           "[fastlimit] [sqlite] The database path is empty: pass a file path such as './ratelimit.db', or ':memory:'.",
@@ -365,6 +381,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   /** {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction. */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
     if (this.#closed) throw this.#closedError()
+    checkCost(cost)
     try {
       return this.#check(key, bucket, cost)
     } catch (err) {
@@ -376,6 +393,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
     if (buckets.length === 1) return [this.checkAndIncrementSync(key, buckets[0] as BucketConfig, cost)]
     if (this.#closed) throw this.#closedError()
+    checkCost(cost)
     try {
       return this.#checkAll(key, buckets, cost)
     } catch (err) {

@@ -1,0 +1,294 @@
+// Hostile input at the adapters: every rateLimit() fuzzed with option objects (ConfigError at construction or a
+// working middleware), hostile identities from the request (each its own limit), and hostile costs (a clear
+// ERR_FASTLIMIT_ARGUMENT to the framework's error handling; nothing charged), over real HTTP.
+import { ConfigError, createHttpLimiter, FastLimit, FastlimitError } from '@fastlimit/core'
+import fc from 'fast-check'
+import { afterAll, describe, expect, it } from 'vitest'
+import { type FakeReq, fakeAdapter } from './fake-adapter'
+import { formatTally, Recorder } from './helpers'
+import { hostileValue, mutated, ruleObjectArb, ruleStringArb } from './hostile-values'
+import { ADAPTERS, type AdapterName, get, makeMiddleware, startApp } from './http-apps'
+
+const recorder = new Recorder('hostile-http', 'hostile')
+afterAll(() => recorder.save())
+
+const shared = new FastLimit()
+const circular: Record<string, unknown> = { error: 'x' }
+circular.self = circular
+const fn = fc.oneof(
+  fc.constant(() => undefined),
+  hostileValue,
+)
+
+/** rateLimit() options: a valid base with hostile fields, adapter-only options and unknown keys. */
+const optionsArb = mutated(fc.constant({ rules: '10/s' }), {
+  limiter: fc.oneof(fc.constant('shared'), fc.constant({ check: () => 1 }), hostileValue),
+  rules: fc.oneof(ruleStringArb, ruleObjectArb, hostileValue),
+  key: fc.oneof(
+    fc.constant(() => 'user'),
+    hostileValue,
+  ),
+  cost: fc.oneof(
+    fc.constant(() => 2),
+    hostileValue,
+  ),
+  skip: fc.oneof(
+    fc.constant(() => false),
+    hostileValue,
+  ),
+  onLimit: fn,
+  clock: fc.oneof(fc.constant(Date.now), hostileValue),
+  handler: fn,
+  getConnInfo: fc.oneof(
+    fc.constant(() => ({ remote: { address: '203.0.113.1' } })),
+    hostileValue,
+  ),
+  allowList: fc.oneof(
+    fc.constantFrom<unknown>(
+      [],
+      ['loopback'],
+      ['10.0.0.0/8', '::1'],
+      ['private', 'linklocal'],
+      ['10.0.0.0/33'],
+      ['::1/129'],
+      ['1.2.3.4/8'],
+      [''],
+      ['loopbackk'],
+      [' 10.0.0.1 '],
+      ['010.0.0.1'],
+      ['::ffff:10.0.0.0/104'],
+      ['fe80::1%eth0'],
+      ['__proto__'],
+      'loopback',
+      [1],
+    ),
+    hostileValue,
+  ),
+  headers: fc.oneof(
+    fc.constantFrom('draft-6', 'draft-7', 'draft-8', 'legacy', true, false, 'draft-9', 'DRAFT-7'),
+    hostileValue,
+  ),
+  legacyHeaders: fc.oneof(fc.boolean(), hostileValue),
+  statusCode: fc.oneof(fc.constantFrom(429, 400, 599, 399, 600, 503.5, '429'), hostileValue),
+  message: fc.oneof(
+    fc.constantFrom<unknown>('slow down', { error: 'x' }, [1], circular, { big: 1n }, new Map()),
+    fc.constant(() => 'x'),
+    hostileValue,
+  ),
+  mode: fc.oneof(fc.constantFrom('enforce', 'shadow', 'dry-run'), hostileValue),
+  trustProxy: fc.oneof(
+    fc.constantFrom<unknown>(
+      false,
+      0,
+      1,
+      100,
+      101,
+      -1,
+      1.5,
+      true,
+      'loopback',
+      ['loopback'],
+      ['10.0.0.0/8', '2001:db8::/32'],
+      ['bad'],
+      [],
+      [1],
+    ),
+    hostileValue,
+  ),
+  proxyHeader: fc.oneof(
+    fc.constantFrom('x-forwarded-for', 'forwarded', 'X-Forwarded-For', 'x-real-ip'),
+    hostileValue,
+  ),
+  ipv6Subnet: fc.oneof(
+    fc.constantFrom<unknown>(56, 1, 64, 128, 0, 129, 1.5, false, true, '56'),
+    hostileValue,
+  ),
+  scope: fc.oneof(fc.constantFrom('login', 'x'.repeat(64), 'x'.repeat(65), '', 'a|b', 'a b'), hostileValue),
+})
+
+describe('rateLimit() option objects', () => {
+  it('fast-check: every adapter builds a middleware or throws ConfigError at construction; what builds, decides', async () => {
+    const counts: Record<AdapterName, { built: number; refused: number }> = {
+      express: { built: 0, refused: 0 },
+      hono: { built: 0, refused: 0 },
+      koa: { built: 0, refused: 0 },
+    }
+    let decided = 0
+    let refusedAtRequest = 0
+    await fc.assert(
+      fc.asyncProperty(optionsArb, async (raw) => {
+        const options: Record<string, unknown> = { ...raw }
+        if (raw.limiter === 'shared') options.limiter = shared
+        for (const adapter of ADAPTERS) {
+          let middleware: unknown
+          try {
+            middleware = makeMiddleware(adapter, options)
+          } catch (err) {
+            if (!(err instanceof ConfigError))
+              throw new Error(`${adapter}: not a ConfigError: ${String(err)}`, { cause: err })
+            expect(
+              err.message.startsWith(`[fastlimit] [${adapter}] `) ||
+                err.message.startsWith('[fastlimit] [core] '),
+              err.message,
+            ).toBe(true)
+            counts[adapter].refused++
+            continue
+          }
+          expect(typeof middleware).toBe('function')
+          counts[adapter].built++
+        }
+        // Options every adapter accepted also work: one request through the shared HTTP layer decides.
+        const { handler: _h, getConnInfo: _g, ...common } = options
+        let http: ReturnType<typeof createHttpLimiter<FakeReq, Record<string, string>>>
+        try {
+          http = createHttpLimiter(common, fakeAdapter)
+        } catch (err) {
+          expect(err).toBeInstanceOf(ConfigError)
+          return
+        }
+        let denial: Awaited<ReturnType<typeof http.handle>>
+        try {
+          denial = await http.handle(
+            { remote: '203.0.113.5', headers: { 'x-forwarded-for': '198.51.100.7' } },
+            {},
+          )
+        } catch (err) {
+          // A hostile key or cost function (e.g. one returning a number) is refused per request, clearly.
+          expect(err).toBeInstanceOf(FastlimitError)
+          expect((err as FastlimitError).code).toBe('ERR_FASTLIMIT_ARGUMENT')
+          refusedAtRequest++
+          return
+        }
+        expect(denial === undefined || (denial.status >= 400 && denial.status <= 599)).toBe(true)
+        decided++
+      }),
+      { numRuns: 1500 },
+    )
+    for (const adapter of ADAPTERS) {
+      const c = counts[adapter]
+      expect(c.built, adapter).toBeGreaterThan(50)
+      recorder.add({
+        class: `${adapter}: rateLimit() option objects (fast-check)`,
+        cases: c.built + c.refused,
+        result: `${c.built} built, ${c.refused} ConfigError at construction, 0 other errors`,
+      })
+    }
+    recorder.details.optionsDecided = { decided, refusedAtRequest }
+  })
+})
+
+/** A key function reading the identity from the `u` query parameter, in each framework's terms. */
+function keyFromQuery(adapter: AdapterName): (req: never) => string {
+  if (adapter === 'express')
+    return ((req: { query: Record<string, unknown> }) => String(req.query.u)) as never
+  if (adapter === 'koa') return ((ctx: { query: Record<string, unknown> }) => String(ctx.query.u)) as never
+  return ((c: { req: { query(name: string): string | undefined } }) => c.req.query('u') ?? '') as never
+}
+
+function costFromQuery(adapter: AdapterName): (req: never) => number {
+  if (adapter === 'express')
+    return ((req: { query: Record<string, unknown> }) => Number(req.query.c)) as never
+  if (adapter === 'koa') return ((ctx: { query: Record<string, unknown> }) => Number(ctx.query.c)) as never
+  return ((c: { req: { query(name: string): string | undefined } }) => Number(c.req.query('c'))) as never
+}
+
+const IDENTITIES = [
+  '',
+  ' ',
+  '{',
+  '}',
+  'a{b}c',
+  'a{b',
+  'a%7Bb',
+  '%',
+  '%25',
+  '\n',
+  '\r\n',
+  '\u0000',
+  'a\u0000b',
+  '\u2028',
+  '😀',
+  'é',
+  'e\u0301',
+  '__proto__',
+  'constructor',
+  'toString',
+  'hasOwnProperty',
+  'fl:{x}',
+  'x}:{y',
+  'login|1.2.3.4',
+  'a'.repeat(200),
+  `${'a'.repeat(200)}b`,
+  'a'.repeat(3000),
+  `${'a'.repeat(2999)}b`,
+  '{'.repeat(3000),
+]
+
+describe('hostile identities and costs through the adapters (real HTTP)', () => {
+  it.each(ADAPTERS)('%s: identities from the request each get their own limit', async (adapter) => {
+    const app = await startApp(adapter, { rules: '2/h', key: keyFromQuery(adapter) })
+    try {
+      const rounds: number[][] = []
+      for (let round = 0; round < 3; round++) {
+        const row: number[] = []
+        for (const id of IDENTITIES) row.push((await get(app, `/?u=${encodeURIComponent(id)}`)).status)
+        rounds.push(row)
+      }
+      expect(rounds[0]?.every((s) => s === 200)).toBe(true)
+      expect(rounds[1]?.every((s) => s === 200)).toBe(true)
+      expect(rounds[2]?.every((s) => s === 429)).toBe(true)
+      recorder.add({
+        class: `${adapter}: hostile identities from the request (query), limit 2`,
+        cases: IDENTITIES.length * 3,
+        result: 'each identity: 200, 200, 429; no collisions',
+      })
+    } finally {
+      await app.close()
+    }
+  })
+
+  it.each(ADAPTERS)(
+    '%s: hostile costs are an ERR_FASTLIMIT_ARGUMENT in the error handler, charge nothing; 2^53-1 is a 429',
+    async (adapter) => {
+      const limiter = new FastLimit()
+      const app = await startApp(adapter, { limiter, rules: '3/h', cost: costFromQuery(adapter) })
+      try {
+        const seen: Record<string, number> = {}
+        for (const c of [
+          '0',
+          '-1',
+          '-0',
+          'NaN',
+          'Infinity',
+          '-Infinity',
+          '1.5',
+          '9007199254740992',
+          '1e300',
+          'abc',
+          '',
+        ]) {
+          const r = await get(app, `/?c=${encodeURIComponent(c)}`)
+          expect(r.status, `cost ${c}`).toBe(500)
+          expect(JSON.parse(r.body), `cost ${c}`).toEqual({ error: 'ERR_FASTLIMIT_ARGUMENT' })
+          seen['500 ERR_FASTLIMIT_ARGUMENT'] = (seen['500 ERR_FASTLIMIT_ARGUMENT'] ?? 0) + 1
+        }
+        const never = await get(app, `/?c=${2 ** 53 - 1}`)
+        expect(never.status).toBe(429)
+        expect(never.headers['retry-after']).toBeUndefined()
+        seen['429 without Retry-After (can never pass)'] = 1
+        // Nothing was charged by any of the above.
+        const statuses: number[] = []
+        for (let i = 0; i < 4; i++) statuses.push((await get(app, '/?c=1')).status)
+        expect(statuses).toEqual([200, 200, 200, 429])
+        recorder.add({
+          class: `${adapter}: hostile costs from the request`,
+          cases: 12,
+          result: `${formatTally(seen)}; nothing charged (3 of 4 admitted after)`,
+        })
+      } finally {
+        await app.close()
+        await limiter.close()
+      }
+    },
+  )
+})
