@@ -13,9 +13,11 @@ export async function httpSection({ quick }: { quick: boolean }): Promise<Sectio
     r.framework,
     r.flavour === 'bare'
       ? 'bare'
-      : r.flavour === 'fastlimit'
-        ? `@fastlimit/${r.framework}`
-        : PEERS[r.framework as 'express'],
+      : r.flavour === 'noop'
+        ? 'a no-op middleware'
+        : r.flavour === 'fastlimit'
+          ? `@fastlimit/${r.framework}`
+          : PEERS[r.framework as 'express'],
     fmtStat(r.reqPerSec, fmtOps),
     fmtStat(r.cpuUsPerReq, us),
     r.flavour === 'bare' ? '—' : fmtStat(r.overheadUs, us),
@@ -41,7 +43,9 @@ export async function httpSection({ quick }: { quick: boolean }): Promise<Sectio
       'time from this process, and the order rotates each round (A, B, C; B, C, A; ...). Server CPU time per',
       'request comes from `/proc/<pid>/stat` (user + system), steadier than req/s on a shared machine; the',
       "overhead is each variant's CPU per request minus the bare framework's in the same round. Every limiter",
-      'keys by client IP on its memory store, sends its rate-limit headers, and admits every request.',
+      'keys by client IP on its memory store, sends its rate-limit headers, and admits every request. The',
+      '"no-op middleware" row is a middleware that only calls the next one: what the framework charges for any',
+      'middleware at all, which both limiters pay too. Servers are pinned to CPU 0 and the load generator to CPU 1.',
       '',
       table(
         [

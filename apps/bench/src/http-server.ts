@@ -1,12 +1,16 @@
 // One HTTP server variant per process, for the HTTP benchmark:
 //   node --import tsx src/http-server.ts <variant> <port>
-// Variants: <framework>-<bare|fastlimit|peer>, framework one of express, hono, koa. Every limiter keys
+// Variants: <framework>-<bare|noop|fastlimit|peer>, framework one of express, hono, koa; noop adds one
+// middleware that only calls the next, to show what any middleware costs. Every limiter keys
 // by client IP, admits everything (a limit no run reaches), uses its memory store and sends its headers.
 import { createServer } from 'node:http'
 
 const [variant = 'express-bare', portText = '0'] = process.argv.slice(2)
 const port = Number(portText)
-const [framework, flavour] = variant.split('-') as ['express' | 'hono' | 'koa', 'bare' | 'fastlimit' | 'peer']
+const [framework, flavour] = variant.split('-') as [
+  'express' | 'hono' | 'koa',
+  'bare' | 'fastlimit' | 'peer' | 'noop',
+]
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
 const body = 'ok'
@@ -25,6 +29,7 @@ async function expressApp() {
       rateLimit({ windowMs: WINDOW_MS, limit: LIMIT, standardHeaders: 'draft-7', legacyHeaders: false }),
     )
   }
+  if (flavour === 'noop') app.use((_req, _res, next) => next())
   app.get('/', (_req, res) => {
     res.send(body)
   })
@@ -48,6 +53,10 @@ async function honoHandler() {
       }),
     )
   }
+  if (flavour === 'noop')
+    app.use(async (_c, next) => {
+      await next()
+    })
   app.get('/', (c) => c.text(body))
   return app
 }
@@ -62,6 +71,10 @@ async function koaApp() {
     const { default: ratelimit } = await import('koa-ratelimit')
     app.use(ratelimit({ driver: 'memory', db: new Map(), duration: WINDOW_MS, max: LIMIT }))
   }
+  if (flavour === 'noop')
+    app.use(async (_ctx, next) => {
+      await next()
+    })
   app.use((ctx) => {
     ctx.body = body
   })

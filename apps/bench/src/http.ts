@@ -3,6 +3,7 @@
 // from /proc/<pid>/stat, which is steadier than req/s on a shared machine.
 import { type ChildProcess, execFileSync, fork } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
@@ -12,7 +13,7 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
 
 export const FRAMEWORKS = ['express', 'hono', 'koa'] as const
-export const FLAVOURS = ['bare', 'fastlimit', 'peer'] as const
+export const FLAVOURS = ['bare', 'noop', 'fastlimit', 'peer'] as const
 export const PEERS: Record<(typeof FRAMEWORKS)[number], string> = {
   express: 'express-rate-limit',
   hono: 'hono-rate-limiter',
@@ -32,6 +33,16 @@ function cpuTicks(pid: number): number {
   return Number(fields[11]) + Number(fields[12])
 }
 
+/** Pins a process to one CPU when the machine has two or more and `taskset` exists (best effort). */
+function pin(pid: number, cpu: number): void {
+  if (os.cpus().length < 2) return
+  try {
+    execFileSync('taskset', ['-acp', String(cpu), String(pid)], { stdio: 'ignore' })
+  } catch {
+    // No taskset: the measurement still holds, with more noise.
+  }
+}
+
 async function start(variant: string): Promise<Server> {
   const child = fork(path.join(here, 'http-server.ts'), [variant, '0'], {
     execArgv: ['--import', 'tsx'],
@@ -45,6 +56,8 @@ async function start(variant: string): Promise<Server> {
     })
     child.once('exit', (code) => reject(new Error(`${variant} exited with ${code}`)))
   })
+  // Servers on CPU 0, the load generator (this process) on CPU 1: they do not steal each other's time.
+  pin(child.pid as number, 0)
   return { variant, child, port }
 }
 
@@ -69,6 +82,7 @@ export async function httpBench({
   connections?: number
 }): Promise<HttpResult[]> {
   const servers: Server[] = []
+  pin(process.pid, 1)
   try {
     for (const f of FRAMEWORKS) for (const fl of FLAVOURS) servers.push(await start(`${f}-${fl}`))
     const samples = new Map<string, { rps: number[]; cpu: number[]; non2xx: number }>()
