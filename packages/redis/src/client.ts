@@ -1,4 +1,4 @@
-// The ioredis client RedisBackend creates from a URL: auto-pipelining, fail fast while disconnected,
+// The ioredis client RedisBackend creates from a URL: fail fast while disconnected,
 // never re-send a script that may have run, reconnect with capped exponential backoff.
 import { Cluster, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
 import type { RedisUrl } from './url'
@@ -13,8 +13,9 @@ export function reconnectDelay(times: number): number {
  * their own client.
  */
 export const CONNECTION_DEFAULTS = {
-  // Many concurrent checks share one round trip.
-  enableAutoPipelining: true,
+  // Off: RedisBackend already sends the calls of one tick together (it corks the socket until the
+  // tick ends), and auto-pipelining would hold every call until the next turn of the event loop.
+  enableAutoPipelining: false,
   // While disconnected, fail at once: FastLimit applies onBackendError instead of queueing checks
   // that would charge budget long after the request was decided.
   enableOfflineQueue: false,
@@ -43,7 +44,7 @@ export function createClient(
     return new Cluster(
       url.hosts.map((h) => ({ host: h.host, port: h.port })),
       {
-        enableAutoPipelining: true,
+        enableAutoPipelining: false,
         enableOfflineQueue: false,
         // A command whose node connection closed may have run: do not re-send it to the new master.
         retryDelayOnFailover: 0,

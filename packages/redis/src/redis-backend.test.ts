@@ -1,6 +1,6 @@
 // RedisBackend against real redis-servers: options, client ownership, errors (fail fast, never retried,
-// NOSCRIPT handled), keys that are not UTF-8, clear() touching only its prefix, server time, expiry
-// and auto-pipelining.
+// NOSCRIPT handled), keys that are not UTF-8, clear() touching only its prefix, server time, expiry,
+// writes shared by the calls of one tick, and ioredis auto-pipelining when the client has it on.
 import net from 'node:net'
 import { type BucketConfig, ConfigError, escapeIdentity, FastLimit, FastlimitError } from '@fastlimit/core'
 import { Cluster, Redis } from 'ioredis'
@@ -187,15 +187,65 @@ describe('calls', () => {
     }
   })
 
-  it('shares round trips: concurrent checks go out as one auto-pipeline', async () => {
+  it('shares round trips: the calls of one tick go out in one write, and a lone call in its own tick', async () => {
     const client = backend.client as Redis
-    expect(client.options.enableAutoPipelining).toBe(true)
+    expect(client.options.enableAutoPipelining).toBe(false)
     await backend.peek('warm', bucket)
-    const calls = Array.from({ length: 100 }, (_, i) => backend.checkAndIncrement(`pipe:${i}`, bucket, 1))
-    // The calls are queued on one pipeline, sent together on the next turn of the event loop.
-    await new Promise((r) => process.nextTick(r))
-    expect(client.autoPipelineQueueSize).toBe(100)
-    expect((await Promise.all(calls)).every((r) => r.allowed)).toBe(true)
+    const stream = client.stream as unknown as {
+      _write: (...args: unknown[]) => void
+      _writev: (...args: unknown[]) => void
+    }
+    const writes: number[] = []
+    const write = stream._write
+    const writev = stream._writev
+    stream._write = function (...args: unknown[]) {
+      writes.push(1)
+      return write.apply(this, args)
+    }
+    stream._writev = function (...args: unknown[]) {
+      writes.push((args[0] as unknown[]).length)
+      return writev.apply(this, args)
+    }
+    try {
+      const calls = Array.from({ length: 100 }, (_, i) => backend.checkAndIncrement(`pipe:${i}`, bucket, 1))
+      expect(writes).toEqual([])
+      // Held until the tick ends, then written together.
+      await new Promise((r) => process.nextTick(r))
+      expect(writes).toEqual([100])
+      expect((await Promise.all(calls)).every((r) => r.allowed)).toBe(true)
+      writes.length = 0
+      const lone = backend.peek('pipe:0', bucket)
+      await new Promise((r) => process.nextTick(r))
+      // Written before the event loop turns: no wait for other calls.
+      expect(writes).toEqual([1])
+      expect((await lone).remaining).toBe(1)
+    } finally {
+      stream._write = write
+      stream._writev = writev
+    }
+  })
+
+  it('joins the ioredis auto-pipeline when the client has it on', async () => {
+    const piped = backendOn('standalone', {
+      keyPrefix: 'calls-piped:',
+      redisOptions: { enableAutoPipelining: true },
+    })
+    try {
+      const client = piped.client as Redis
+      await piped.peek('warm', bucket)
+      const calls = Array.from({ length: 100 }, (_, i) => piped.checkAndIncrement(`pipe:${i}`, bucket, 1))
+      // The calls are queued on one pipeline, sent together on the next turn of the event loop.
+      await new Promise((r) => process.nextTick(r))
+      expect(client.autoPipelineQueueSize).toBe(100)
+      expect((await Promise.all(calls)).every((r) => r.allowed)).toBe(true)
+      expect(await piped.checkAndIncrementAll('all', [bucket, { ...bucket, limit: 3 }], 2)).toMatchObject([
+        { allowed: true, remaining: 0 },
+        { allowed: true, remaining: 1 },
+      ])
+    } finally {
+      await piped.clear()
+      await piped.close()
+    }
   })
 
   it('expires keys with the window, and never shortens a longer-lived bucket', async () => {
@@ -211,11 +261,38 @@ describe('calls', () => {
     await backend.checkAndIncrement('ttl-short', short, 1)
     const ttl = await raw.pttl('calls:ttl-short')
     expect(ttl).toBeGreaterThan(0)
-    expect(ttl).toBeLessThanOrEqual(1000 + 1000)
+    // The window's end plus at most twice the margin.
+    expect(ttl).toBeLessThanOrEqual(1000 + 2 * 1000)
     // Peeks and denied calls write nothing.
     await backend.peek('ttl-peeked', short)
     await backend.checkAndIncrement('ttl-denied', short, 4)
     expect(await raw.exists('calls:ttl-peeked', 'calls:ttl-denied')).toBe(0)
+  })
+
+  it('keeps a bucket with an id of its own under that id, and reads a mutable bucket at every call', async () => {
+    const raw = backend.client as Redis
+    const custom = { algorithm: 'fixed-window', limit: 2, windowMs: 60_000, id: 'my-rule' } as BucketConfig
+    expect((await backend.checkAndIncrement('custom', custom, 1)).remaining).toBe(1)
+    expect(await raw.hkeys('calls:custom')).toEqual(['my-rule'])
+    expect(await backend.peek('custom', custom)).toMatchObject({ allowed: true, limit: 2, remaining: 1 })
+    expect(
+      (await backend.checkAndIncrementAll('custom', [custom, bucket], 1)).map((r) => [r.limit, r.remaining]),
+    ).toEqual([
+      [2, 0],
+      [2, 1],
+    ])
+    const mutable: { algorithm: 'fixed-window'; limit: number; windowMs: number } = {
+      algorithm: 'fixed-window',
+      limit: 5,
+      windowMs: 60_000,
+    }
+    expect((await backend.checkAndIncrement('mutable', mutable, 1)).remaining).toBe(4)
+    mutable.limit = 10
+    expect((await backend.checkAndIncrement('mutable', mutable, 1)).remaining).toBe(9)
+    expect((await raw.hkeys('calls:mutable')).sort()).toEqual([
+      'fixed-window:10:60000:10',
+      'fixed-window:5:60000:5',
+    ])
   })
 
   it('works behind FastLimit, with identities that hold braces', async () => {
@@ -361,6 +438,24 @@ describe('failures', () => {
         expect(err.message).toMatch(/WRONGTYPE/)
         expect(err.message).toMatch(/keyPrefix of its own/)
         expect(await scriptCalls()).toBe(1)
+      } finally {
+        await backend.close()
+      }
+    })
+
+    it('sends the script source once per connection: the first call is EVAL, the rest EVALSHA', async () => {
+      const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'source:' })
+      try {
+        await raw.script('FLUSH')
+        await raw.config('RESETSTAT')
+        // Ten calls in one write on a new connection: the first carries the source for the other nine.
+        const results = await Promise.all(
+          Array.from({ length: 10 }, (_, i) => backend.checkAndIncrement(`k${i}`, bucket, 1)),
+        )
+        expect(results.every((r) => r.allowed)).toBe(true)
+        const stats = await raw.info('commandstats')
+        expect(stats).toMatch(/cmdstat_eval:calls=1,/)
+        expect(stats).toMatch(/cmdstat_evalsha:calls=9,.*failed_calls=0/)
       } finally {
         await backend.close()
       }

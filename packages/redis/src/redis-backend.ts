@@ -11,8 +11,9 @@ import {
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { createClient } from './client'
+import { runnerFor, type ScriptRunner } from './command'
 import { prefixPattern, redisKey } from './keys'
-import { ALL_SCRIPT, SCRIPTS, type ScriptDefinition } from './scripts'
+import { type ScriptDefinition, scriptFor } from './scripts'
 import { parseRedisUrl, redactUrl } from './url'
 
 /**
@@ -26,8 +27,8 @@ export interface RedisBackendOptions {
   /**
    * An ioredis `Redis` (standalone or Sentinel) or `Cluster` you already have. RedisBackend never
    * closes it: `close()` leaves it open for you. See the README for the settings we recommend
-   * (auto-pipelining on, no offline queue, no re-sent commands). It must not have an ioredis
-   * `keyPrefix`; use this backend's `keyPrefix` instead.
+   * (no offline queue, no re-sent commands). With `enableAutoPipelining` on, calls join ioredis's
+   * auto-pipeline. It must not have an ioredis `keyPrefix`; use this backend's `keyPrefix` instead.
    * @default undefined (give `url` instead)
    */
   client?: Redis | Cluster
@@ -58,11 +59,12 @@ export interface RedisBackendOptions {
    */
   clock?: () => number
   /**
-   * Milliseconds a key outlives its last bucket (its `PEXPIRE` is the longest bucket's time to empty
-   * plus this margin). A state kept longer is harmless (an expired state reads as empty), one dropped
-   * early would forget counts; the margin absorbs the difference between the clock that computed the
-   * state and Redis's own expiry clock. With `timeSource: 'client'`, keep it above the largest clock
-   * skew between your app servers.
+   * Milliseconds a key outlives at least its last bucket: a write that finds the key's expiry less than
+   * this margin past the time its longest-lived bucket is empty extends it to twice the margin past
+   * that time (so most writes skip the `PEXPIRE`); an expiry is never shortened. A state kept longer
+   * is harmless (an expired state reads as empty), one dropped early would forget counts; the margin
+   * absorbs the difference between the clock that computed the state and Redis's own expiry clock.
+   * With `timeSource: 'client'`, keep it above the largest clock skew between your app servers.
    * @default 1000
    */
   expiryMarginMs?: number
@@ -103,30 +105,112 @@ function show(value: unknown): string {
   return text.length > 80 ? `${text.slice(0, 77)}...` : text
 }
 
-type ScriptFn = (key: string | Buffer, ...args: Array<string | number>) => Promise<unknown>
+type ScriptFn = (key: string | Buffer, ...args: string[]) => Promise<unknown>
 type Commands = Record<string, ScriptFn>
 
-/** Reads the 5 integers of one result from a script's reply. */
-function readResult(reply: ArrayLike<unknown>, at: number): BackendResult {
-  const retry = Number(reply[at + 4])
+/** What the script needs of a bucket, computed once per rule object. */
+interface Prepared {
+  /** The hash field of the bucket's state: `bucketId(bucket)`. */
+  readonly field: string
+  /** `algorithm:limit:windowMs:burst`, or '' when the field is exactly that (the script parses the field). */
+  readonly conf: string
+  /** The `limit` of its results: `burst` for the bucket algorithms, else `limit`. */
+  readonly limit: number
+}
+
+const METERS = new Set<string>(['gcra', 'token-bucket', 'leaky-bucket'])
+const WINDOWS = new Set<string>(['fixed-window', 'sliding-window', 'sliding-log'])
+
+/** Rules are frozen objects used for every call: prepare each once. */
+const prepared = new WeakMap<BucketConfig, Prepared>()
+
+function prepare(bucket: BucketConfig): Prepared {
+  let p = prepared.get(bucket)
+  if (p !== undefined) return p
+  const meter = METERS.has(bucket.algorithm)
+  if (!meter && !WINDOWS.has(bucket.algorithm)) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [redis] Unknown algorithm ${show(bucket.algorithm)}: build buckets with parseRule from @fastlimit/core.`,
+    )
+  }
+  const burst = bucket.burst ?? bucket.limit
+  const conf = `${bucket.algorithm}:${bucket.limit}:${bucket.windowMs}:${burst}`
+  const field = bucketId(bucket)
+  p = { field, conf: field === conf ? '' : conf, limit: meter ? burst : bucket.limit }
+  // A mutable object may change between calls: only a frozen one (every parseRule rule) is cached.
+  if (Object.isFrozen(bucket)) prepared.set(bucket, p)
+  return p
+}
+
+function unexpected(reply: unknown): FastlimitError {
+  return new FastlimitError(
+    'ERR_FASTLIMIT_BACKEND',
+    `[fastlimit] [redis] Unexpected script reply ${show(reply)}: is the client in a special mode (subscriber, MULTI)? ` +
+      'Give RedisBackend a client of its own.',
+  )
+}
+
+// The 4 integers of one result, read from a reply (synchronously: shared by every call).
+const values = new Float64Array(4)
+
+/**
+ * Reads the 4 integers of one result at `at` in a script's reply (allowed 1/0, remaining, resetMs,
+ * retryAfterMs or -1 for never, joined by commas) into `values`. Returns where the next result starts
+ * (after a comma), the reply's length after the last one, or -1 if the text is anything else.
+ */
+function read(text: string, at: number): number {
+  for (let j = 0; j < 4; j++) {
+    let c = text.charCodeAt(at)
+    const negative = c === 45
+    if (negative) c = text.charCodeAt(++at)
+    const first = at
+    let n = 0
+    while (c >= 48 && c <= 57) {
+      n = n * 10 + (c - 48)
+      c = text.charCodeAt(++at)
+    }
+    // Whole numbers below 2^53 (16 digits at most).
+    if (at === first || at - first > 16) return -1
+    values[j] = negative ? -n : n
+    if (c === 44) at++
+    else return j === 3 && at === text.length ? at : -1
+  }
+  return at
+}
+
+/** The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. */
+function result(reply: string, limit: number): BackendResult {
+  const allowed = values[0] as number
+  const retry = values[3] as number
+  if (allowed !== 0 && allowed !== 1) throw unexpected(reply)
   return {
-    allowed: Number(reply[at]) === 1,
-    limit: Number(reply[at + 1]),
-    remaining: Number(reply[at + 2]),
-    resetMs: Number(reply[at + 3]),
+    allowed: allowed === 1,
+    limit,
+    remaining: values[1] as number,
+    resetMs: values[2] as number,
     retryAfterMs: retry === -1 ? RETRY_NEVER : retry,
   }
 }
 
-function checkReply(reply: unknown, results: number): ArrayLike<unknown> {
-  if (!Array.isArray(reply) || reply.length !== results * 5) {
-    throw new FastlimitError(
-      'ERR_FASTLIMIT_BACKEND',
-      `[fastlimit] [redis] Unexpected script reply ${show(reply)}: is the client in a special mode (subscriber, MULTI)? ` +
-        'Give RedisBackend a client of its own.',
-    )
+/** The one result of a one-bucket reply. */
+function readOne(reply: unknown, limit: number): BackendResult {
+  if (typeof reply !== 'string' || read(reply, 0) !== reply.length) throw unexpected(reply)
+  return result(reply, limit)
+}
+
+/** The results of a several-bucket reply, one per limit. */
+function readAll(reply: unknown, limits: readonly number[]): BackendResult[] {
+  if (typeof reply !== 'string') throw unexpected(reply)
+  const results: BackendResult[] = new Array(limits.length)
+  let at = 0
+  for (let i = 0; i < limits.length; i++) {
+    at = read(reply, at)
+    // Every result but the last ends with a comma.
+    if (at < 0 || (at === reply.length) !== (i === limits.length - 1)) throw unexpected(reply)
+    results[i] = result(reply, limits[i] as number)
   }
-  return reply
+  return results
 }
 
 function checkCost(cost: unknown): void {
@@ -147,24 +231,14 @@ function checkKey(key: unknown): void {
   }
 }
 
-function scriptOf(bucket: BucketConfig): ScriptDefinition {
-  const script = SCRIPTS[bucket.algorithm]
-  if (script === undefined) {
-    throw new FastlimitError(
-      'ERR_FASTLIMIT_ARGUMENT',
-      `[fastlimit] [redis] Unknown algorithm ${show(bucket.algorithm)}: build buckets with parseRule from @fastlimit/core.`,
-    )
-  }
-  return script
-}
-
 /**
  * The Redis backend: every decision is one Lua script (a port of the algorithm's `step` from core), run
  * atomically on the Redis server, so any number of processes share one limit exactly. Works with
  * standalone Redis, Sentinel and Cluster.
  *
  * - Storage: one Redis hash per key (`keyPrefix + key`), one field per bucket (`bucketId`), its value the
- *   algorithm's state; the key expires (`PEXPIRE`) once its longest-lived bucket is empty.
+ *   algorithm's state; the key expires (`PEXPIRE`) once its longest-lived bucket is empty (plus
+ *   `expiryMarginMs` to twice that).
  * - Time: the Redis server's clock by default (`timeSource`).
  * - Cluster: each call touches exactly one Redis key, so it always runs in one slot. Keys built by
  *   `FastLimit` carry the identity as hash tag (`prefix:{identity}`).
@@ -185,17 +259,22 @@ export class RedisBackend implements Backend {
   }
 
   readonly #client: Redis | Cluster
-  readonly #commands: Commands
+  /** The defined command, when the client auto-pipelines (ioredis queues it on its pipeline). */
+  readonly #script: ScriptFn | undefined
+  /** Otherwise, our own EVALSHA commands. */
+  readonly #runner: ScriptRunner
+  readonly #sha: string
   readonly #owned: boolean
   readonly #prefix: string
   readonly #clock: (() => number) | undefined
-  readonly #margin: string
+  readonly #name: string
   readonly #where: string
   #closed = false
   #closing: Promise<void> | undefined
   #everReady = false
   #gate: Promise<void> | undefined
   #lastError: Error | undefined
+  #corked: Array<{ uncork(): void }> | undefined
 
   /**
    * @throws ConfigError for a bad option, a bad URL (naming the wrong part), both or neither of
@@ -317,9 +396,11 @@ export class RedisBackend implements Backend {
       this.#client.on('error', (err: Error) => {
         this.#lastError = err
       })
-      this.#client.on('ready', () => {
-        this.#everReady = true
-      })
+      if (!this.#client.isCluster) {
+        this.#client.on('ready', () => {
+          this.#everReady = true
+        })
+      }
     } else {
       throw new ConfigError(
         '[fastlimit] [redis] Give client (an ioredis Redis or Cluster) or url, e.g. ' +
@@ -327,13 +408,28 @@ export class RedisBackend implements Backend {
       )
     }
     this.#clock = timeSource === 'client' ? (clock ?? Date.now) : undefined
-    this.#margin = String(expiryMarginMs)
-    for (const script of [...Object.values(SCRIPTS), ALL_SCRIPT]) {
+    if (this.#client.isCluster) {
+      // ioredis connects to a Cluster's nodes on their first command, and without an offline queue
+      // fails the calls that reach a node while it connects: connect every primary as soon as it is known.
+      this.#client.on('+node', this.#connectNode)
+      for (const node of (this.#client as Cluster).nodes('master')) this.#connectNode(node)
+    }
+    // One script for every call, with the expiry margin in its text.
+    const script: ScriptDefinition = scriptFor(expiryMarginMs)
+    this.#name = script.name
+    this.#sha = script.sha
+    this.#runner = runnerFor(script)
+    if (this.#client.options.enableAutoPipelining === true) {
+      // Only ioredis's defined commands join its auto-pipeline.
       if (typeof (this.#client as unknown as Commands)[script.name] !== 'function') {
         this.#client.defineCommand(script.name, { lua: script.lua, numberOfKeys: 1 })
       }
+      this.#script = (this.#client as unknown as Commands)[script.name] as ScriptFn
     }
-    this.#commands = this.#client as unknown as Commands
+  }
+
+  readonly #connectNode = (node: Redis): void => {
+    if (node.options.readOnly !== true && node.status === 'wait') node.connect().catch(() => undefined)
   }
 
   /** The ioredis client in use: yours, or the one created from `url`. */
@@ -371,7 +467,7 @@ export class RedisBackend implements Backend {
       hint = 'Another application wrote a key under this keyPrefix: give RedisBackend a keyPrefix of its own.'
     } else if (/NOPERM|NOAUTH|WRONGPASS/.test(message)) {
       hint =
-        'Check the user name and password, and that the user may run EVAL, EVALSHA, HGET, HSET and PEXPIRE.'
+        'Check the user name and password, and that the user may run EVAL, EVALSHA, TIME, HGET, HMGET, HSET, PTTL and PEXPIRE.'
     }
     const lastMessage = this.#lastError?.message.replace(/\.+$/, '')
     const last =
@@ -391,86 +487,134 @@ export class RedisBackend implements Backend {
   #ready(): Promise<void> | undefined {
     if (!this.#owned || this.#everReady) return undefined
     const client = this.#client
-    if (client.status === 'ready') {
+    if (client.status === 'ready' && mastersReady(client)) {
       this.#everReady = true
       return undefined
     }
     if (client.status === 'end') return Promise.reject(new Error('Connection is closed.'))
-    this.#gate ??= new Promise<void>((resolve, reject) => {
-      const settle = (err?: Error) => {
-        client.off('ready', onReady)
-        client.off('error', onError)
-        client.off('end', onEnd)
-        clearTimeout(timer)
+    this.#gate ??= (async () => {
+      try {
+        await untilReady(client)
+        // A Cluster connects to its nodes lazily, and fails calls to a node still connecting (with no
+        // offline queue): connect every primary before the first call. A node that fails is left to the
+        // calls routed to it.
+        if (client.isCluster) {
+          const nodes = (client as Cluster).nodes('master')
+          await Promise.all(nodes.map((node) => untilReady(node).catch(() => undefined)))
+        }
+        this.#everReady = true
+      } finally {
         this.#gate = undefined
-        if (err) reject(err)
-        else resolve()
       }
-      const onReady = () => settle()
-      const onError = (err: Error) => settle(err)
-      const onEnd = () => settle(new Error('Connection is closed.'))
-      const timer = setTimeout(() => settle(new Error('Not connected after 10000 ms.')), 10_000)
-      ;(timer as { unref?: () => void }).unref?.()
-      client.on('ready', onReady)
-      client.on('error', onError)
-      client.on('end', onEnd)
-    })
+    })()
     return this.#gate
   }
 
-  /** Runs a script on the key; a key that is not UTF-8 (lone surrogates) goes through a pipeline of its own. */
-  async #run(
-    script: ScriptDefinition,
-    key: string,
-    args: Array<string | number>,
-    what: string,
-  ): Promise<unknown> {
+  /**
+   * Holds this tick's writes on the connection (`socket.cork()`) and sends them together at its end
+   * (`uncork()` on `process.nextTick`): concurrent calls share a write and a round trip, as with
+   * auto-pipelining, without its wait for the next turn of the event loop. A lone call still goes out
+   * in the tick it was made.
+   */
+  #cork(): void {
+    if (this.#corked !== undefined) return
+    const client = this.#client
+    const nodes = client.isCluster ? (client as Cluster).nodes('master') : [client as Redis]
+    let corked: Array<{ uncork(): void }> | undefined
+    for (const node of nodes) {
+      const stream = node.stream as { cork?: () => void; uncork?: () => void; writable?: boolean } | undefined
+      if (
+        stream?.writable === true &&
+        typeof stream.cork === 'function' &&
+        typeof stream.uncork === 'function'
+      ) {
+        stream.cork()
+        corked ??= []
+        corked.push(stream as { uncork(): void })
+      }
+    }
+    if (corked === undefined) return
+    this.#corked = corked
+    process.nextTick(this.#uncork)
+  }
+
+  readonly #uncork = (): void => {
+    const corked = this.#corked
+    this.#corked = undefined
+    if (corked !== undefined) for (const stream of corked) stream.uncork()
+  }
+
+  /**
+   * Runs the script for one bucket and reads its result. Arguments: the field, then as far as needed
+   * the cost (1 when left out), the time ('' or left out for the server's TIME) and the configuration
+   * (left out when the field is that).
+   */
+  async #one(key: string, bucket: BucketConfig, cost: number, what: string): Promise<BackendResult> {
     if (this.#closed) throw this.#closedError()
     checkKey(key)
+    const p = prepare(bucket)
     const k = redisKey(this.#prefix, key)
+    const c = cost === 1 ? '1' : cost === 0 ? '0' : String(cost)
+    let reply: unknown
     try {
-      const gate = this.#ready()
-      if (gate !== undefined) await gate
-      if (typeof k !== 'string' && this.#client.isCluster) {
-        // Auto-pipelining groups commands by the slot of the key decoded as UTF-8, which is wrong for
-        // such bytes: send this one alone, routed by its real slot.
-        const pipeline = this.#client.pipeline() as unknown as Commands & {
-          exec(): Promise<Array<[Error | null, unknown]>>
-        }
-        ;(pipeline[script.name] as ScriptFn)(k, ...args)
-        const [[err, reply] = [null, undefined]] = await pipeline.exec()
-        if (err) throw err
-        return reply
+      const now = this.#now()
+      if (!this.#everReady) {
+        const gate = this.#ready()
+        if (gate !== undefined) await gate
       }
-      return await (this.#commands[script.name] as ScriptFn)(k, ...args)
+      const sha = this.#sha
+      const args =
+        p.conf !== ''
+          ? [sha, '1', k, p.field, c, now, p.conf]
+          : now !== ''
+            ? [sha, '1', k, p.field, c, now]
+            : c !== '1'
+              ? [sha, '1', k, p.field, c]
+              : [sha, '1', k, p.field]
+      if (this.#script !== undefined) reply = await this.#sendDefined(args)
+      else {
+        this.#cork()
+        try {
+          reply = await this.#runner.send(this.#client, args)
+        } catch (err) {
+          // NOSCRIPT: the script did not run; it goes out once more, with its source.
+          if (!this.#runner.noScript(err)) throw err
+          reply = await this.#runner.send(this.#client, args)
+        }
+      }
     } catch (err) {
       throw this.#wrap(err, what)
     }
+    return readOne(reply, p.limit)
+  }
+
+  /**
+   * Through ioredis's defined command, which joins its auto-pipeline (and handles NOSCRIPT itself). A
+   * key that is not UTF-8 (lone surrogates) goes through a pipeline of its own on a Cluster, routed by
+   * its real slot: auto-pipelining groups commands by the key read as UTF-8.
+   */
+  async #sendDefined(args: Array<string | Buffer>): Promise<unknown> {
+    const [, , key, ...argv] = args as [string, string, string | Buffer, ...string[]]
+    if (typeof key !== 'string' && this.#client.isCluster) {
+      const pipeline = this.#client.pipeline() as unknown as Commands & {
+        exec(): Promise<Array<[Error | null, unknown]>>
+      }
+      ;(pipeline[this.#name] as ScriptFn).call(pipeline, key, ...argv)
+      const [[err, reply] = [null, undefined]] = await pipeline.exec()
+      if (err) throw err
+      return reply
+    }
+    return await (this.#script as ScriptFn).call(this.#client, key, ...argv)
   }
 
   /** {@inheritDoc Backend.checkAndIncrement} One EVALSHA, atomic on the server. */
-  async checkAndIncrement(key: string, bucket: BucketConfig, cost: number): Promise<BackendResult> {
-    checkCost(cost)
+  checkAndIncrement(key: string, bucket: BucketConfig, cost: number): Promise<BackendResult> {
+    try {
+      checkCost(cost)
+    } catch (err) {
+      return Promise.reject(err)
+    }
     return this.#one(key, bucket, cost, 'checkAndIncrement')
-  }
-
-  async #one(key: string, bucket: BucketConfig, cost: number, what: string): Promise<BackendResult> {
-    const script = scriptOf(bucket)
-    const reply = await this.#run(
-      script,
-      key,
-      [
-        this.#now(),
-        bucketId(bucket),
-        bucket.limit,
-        bucket.windowMs,
-        bucket.burst ?? bucket.limit,
-        cost,
-        this.#margin,
-      ],
-      what,
-    )
-    return readResult(checkReply(reply, 1), 0)
   }
 
   /** {@inheritDoc Backend.checkAndIncrementAll} One script for every bucket: all are charged, or none. */
@@ -483,24 +627,38 @@ export class RedisBackend implements Backend {
     if (buckets.length === 0) return []
     if (buckets.length === 1)
       return [await this.#one(key, buckets[0] as BucketConfig, cost, 'checkAndIncrement')]
-    const args: Array<string | number> = [this.#now(), cost, this.#margin, buckets.length]
-    for (const bucket of buckets) {
-      scriptOf(bucket)
-      args.push(
-        bucket.algorithm,
-        bucketId(bucket),
-        bucket.limit,
-        bucket.windowMs,
-        bucket.burst ?? bucket.limit,
-      )
-    }
-    const reply = checkReply(await this.#run(ALL_SCRIPT, key, args, 'checkAndIncrementAll'), buckets.length)
-    const results: BackendResult[] = new Array(buckets.length)
-    for (let i = 0; i < buckets.length; i++) results[i] = readResult(reply, i * 5)
-    return results
+    const all = buckets.map(prepare)
+    // The script takes the field and the configuration ('' when the field is that) of each bucket.
+    const fields: string[] = []
+    for (const p of all) fields.push(p.field, p.conf)
+    return readAll(
+      await this.#runAll(key, cost, fields),
+      all.map((p) => p.limit),
+    )
   }
 
-  /** {@inheritDoc Backend.peek} The algorithm's script with cost 0: reads, writes nothing. */
+  async #runAll(key: string, cost: number, fields: string[]): Promise<unknown> {
+    if (this.#closed) throw this.#closedError()
+    checkKey(key)
+    const k = redisKey(this.#prefix, key)
+    try {
+      const args = [this.#sha, '1', k, String(cost), this.#now(), ...fields]
+      const gate = this.#ready()
+      if (gate !== undefined) await gate
+      if (this.#script !== undefined) return await this.#sendDefined(args)
+      this.#cork()
+      try {
+        return await this.#runner.send(this.#client, args)
+      } catch (err) {
+        if (!this.#runner.noScript(err)) throw err
+        return await this.#runner.send(this.#client, args)
+      }
+    } catch (err) {
+      throw this.#wrap(err, 'checkAndIncrementAll')
+    }
+  }
+
+  /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */
   peek(key: string, bucket: BucketConfig): Promise<BackendResult> {
     return this.#one(key, bucket, 0, 'peek')
   }
@@ -570,6 +728,7 @@ export class RedisBackend implements Backend {
   close(): Promise<void> {
     if (this.#closing) return this.#closing
     this.#closed = true
+    if (this.#client.isCluster) this.#client.off('+node', this.#connectNode)
     if (!this.#owned) {
       this.#closing = Promise.resolve()
       return this.#closing
@@ -600,6 +759,41 @@ export class RedisBackend implements Backend {
     })()
     return this.#closing
   }
+}
+
+/** Whether every primary of a Cluster is connected (always, for a standalone or Sentinel client). */
+function mastersReady(client: Redis | Cluster): boolean {
+  if (!client.isCluster) return true
+  for (const node of (client as Cluster).nodes('master')) if (node.status !== 'ready') return false
+  return true
+}
+
+/**
+ * Resolves once `client` is ready (connecting it if it waits for a first command); rejects on its
+ * next error, its end, or after 10 s. Each failed attempt fails the calls waiting for it.
+ */
+function untilReady(client: Redis | Cluster): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve()
+  if (client.status === 'end') return Promise.reject(new Error('Connection is closed.'))
+  return new Promise<void>((resolve, reject) => {
+    const settle = (err?: Error) => {
+      client.off('ready', onReady)
+      client.off('error', onError)
+      client.off('end', onEnd)
+      clearTimeout(timer)
+      if (err) reject(err)
+      else resolve()
+    }
+    const onReady = () => settle()
+    const onError = (err: Error) => settle(err)
+    const onEnd = () => settle(new Error('Connection is closed.'))
+    const timer = setTimeout(() => settle(new Error('Not connected after 10000 ms.')), 10_000)
+    ;(timer as { unref?: () => void }).unref?.()
+    client.on('ready', onReady)
+    client.on('error', onError)
+    client.on('end', onEnd)
+    if (client.status === 'wait') client.connect().catch(() => undefined)
+  })
 }
 
 /** Deletes every key of one node that matches `pattern`, a SCAN page at a time. */

@@ -158,7 +158,7 @@ describe('the client a URL creates', () => {
       username: 'u',
       password: 'p',
       tls: {},
-      enableAutoPipelining: true,
+      enableAutoPipelining: false,
       enableOfflineQueue: false,
       maxRetriesPerRequest: 0,
       autoResendUnfulfilledCommands: false,
@@ -192,7 +192,7 @@ describe('the client a URL creates', () => {
     const client = createClient(parseRedisUrl('redis+cluster://:pw@n1:7000,n2:7001'), {}, lazy) as Cluster
     expect(client).toBeInstanceOf(Cluster)
     expect(client.options).toMatchObject({
-      enableAutoPipelining: true,
+      enableAutoPipelining: false,
       enableOfflineQueue: false,
       retryDelayOnFailover: 0,
       redisOptions: { password: 'pw', maxRetriesPerRequest: 0, autoResendUnfulfilledCommands: false },
