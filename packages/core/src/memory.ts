@@ -331,7 +331,8 @@ export class MemoryBackend implements SyncBackend {
     const id = bucketId(bucket)
     const s = this.#get(space, name)
     const out = algorithms[bucket.algorithm](this.#read(s, id), now, bucket, cost)
-    if (out.result.allowed) this.#write(s === NONE ? this.#create(space, name) : s, id, out, now)
+    if (out.result.allowed || out.rebased)
+      this.#write(s === NONE ? this.#create(space, name) : s, id, out, now)
     return out.result
   }
 
@@ -346,10 +347,12 @@ export class MemoryBackend implements SyncBackend {
       states[i] = this.#read(s, bucketId(buckets[i] as BucketConfig))?.slice()
     }
     const all = stepAll(states, now, buckets, cost)
-    if (all.allowed) {
-      const slot = s === NONE ? this.#create(space, name) : s
-      for (let i = 0; i < buckets.length; i++) {
-        this.#write(slot, bucketId(buckets[i] as BucketConfig), all.outputs[i] as StepOutput, now)
+    let slot = s
+    for (let i = 0; i < buckets.length; i++) {
+      const out = all.outputs[i] as StepOutput
+      if (all.allowed || out.rebased) {
+        if (slot === NONE) slot = this.#create(space, name)
+        this.#write(slot, bucketId(buckets[i] as BucketConfig), out, now)
       }
     }
     return all.results

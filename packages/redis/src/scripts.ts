@@ -23,8 +23,9 @@ import { createHash } from 'node:crypto'
 
 /**
  * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
- * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, and
- * `enc` (the new state as text, set only when `ok` and `c > 0`).
+ * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, `enc`
+ * (the new state as text, set only when `ok` and `c > 0`), and `norm` (set only when the stored state lay
+ * ahead of now, core's `rebased`: the uncharged state moved back to now, as text).
  */
 const STEP = `
 local alg, L, W, B = match(conf, '^(%l[%l-]*):(%d+):(%d+):(%d+)$')
@@ -41,7 +42,7 @@ W = W + 0
 if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
   -- The three meters (core: algorithms/meter.ts): a level in scaled units; capacity B * W.
   local cap = B * W
-  local level, t = 0, now
+  local level, t, rebased = 0, now, false
   local s1, s2
   if text then
     s1, s2 = match(text, '^(%-?%d+),(%-?%d+)$')
@@ -54,19 +55,27 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
     if alg == 'gcra' then
       local ahead = s1 - now
       if ahead >= 0 then
-        if ahead > floor(cap / L) then level = cap else level = ahead * L + s2 end
-        if level > cap then level = cap end
+        if ahead > floor(cap / L) then level = cap + 1 else level = ahead * L + s2 end
+        if level > cap then
+          -- Only a clock that stepped back puts the TAT this far ahead: back to now, full.
+          level = cap
+          rebased = true
+        end
       end
     else
-      -- [tokens, last] or [level, last]; never drain backwards when this clock runs behind.
-      if s2 > t then t = s2 end
+      -- [tokens, last] or [level, last]; a state from ahead of now moves back to now, nothing drained.
+      local last = s2
+      if last > t then
+        last = t
+        rebased = true
+      end
       if alg == 'token-bucket' then
         level = 0
         if s1 < cap then level = cap - s1 end
       else
         level = s1
       end
-      local elapsed = t - s2
+      local elapsed = t - last
       -- drain(level, elapsed, L)
       if level <= 0 or elapsed <= 0 then
         if level < 0 then level = 0 end
@@ -101,15 +110,17 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
   reset = t + q
   ttl = q
   if ttl < 1 then ttl = 1 end
-  if ok and c > 0 then
+  if (ok and c > 0) or rebased then
+    local e
     if alg == 'gcra' then
       local whole = floor(after / L)
-      enc = fmt('%d,%d', now + whole, after - whole * L)
+      e = fmt('%d,%d', now + whole, after - whole * L)
     elseif alg == 'token-bucket' then
-      enc = fmt('%d,%d', cap - after, t)
+      e = fmt('%d,%d', cap - after, t)
     else
-      enc = fmt('%d,%d', after, t)
+      e = fmt('%d,%d', after, t)
     end
+    if ok and c > 0 then enc = e else norm = e end
   end
 elseif alg == 'fixed-window' then
   local start = floor(now / W) * W
@@ -118,14 +129,14 @@ elseif alg == 'fixed-window' then
     local s1, s2 = match(text, '^(%-?%d+),(%-?%d+)$')
     if s2 then
       s1, s2 = s1 + 0, s2 + 0
-      -- The same window, or a later one when this clock runs behind the last writer's.
+      -- The same window; or a later one, when the clock stepped back: its count moves to this window.
       if s1 <= MAX and s1 >= -MAX and s2 <= MAX and s2 >= -MAX and s1 >= start then
-        start, count = s1, s2
+        count = s2
+        if s1 > start then norm = fmt('%d,%d', start, count) end
       end
     end
   end
   local t = now
-  if now < start then t = start end
   local fin = start + W
   ttl = fin - t
   rem = L - count
@@ -152,15 +163,15 @@ elseif alg == 'sliding-window' then
     if s3 then s1, s2, s3 = s1 + 0, s2 + 0, s3 + 0 end
     if s3 and s1 <= MAX and s1 >= -MAX and s2 <= MAX and s2 >= -MAX and s3 <= MAX and s3 >= -MAX then
       if s1 >= start then
-        -- The same window (or a later one when this clock runs behind).
-        start, prev, curr = s1, s2, s3
+        -- The same window; or a later one, when the clock stepped back: its counts move to this window.
+        prev, curr = s2, s3
+        if s1 > start then norm = fmt('%d,%d,%d', start, prev, curr) end
       elseif s1 == start - W then
         prev = s3
       end
     end
   end
   local t = now
-  if now < start then t = start end
   local elapsed = t - start
   local weighted = 0
   if prev ~= 0 then
@@ -225,17 +236,24 @@ elseif alg == 'sliding-log' then
     if n % 2 ~= 0 then n = 0 end
   end
   local t = now
-  -- Never let time go backwards inside one log.
-  if n > 0 and s[n - 1] > t then t = s[n - 1] end
+  -- A log whose newest entry lies ahead of now (the clock stepped back) moves back whole.
+  local shift = 0
+  if n > 0 and s[n - 1] > t then shift = s[n - 1] - t end
   local cutoff = t - W
   local first = 0
-  while first < n and s[first + 1] <= cutoff do first = first + 2 end
+  while first < n and s[first + 1] - shift <= cutoff do first = first + 2 end
   local used = 0
-  for i = first + 2, n, 2 do used = used + s[i] end
   local kept, m = {}, 0
-  for i = first + 1, n do
-    m = m + 1
-    kept[m] = s[i]
+  for i = first + 1, n, 2 do
+    used = used + s[i + 1]
+    kept[m + 1] = s[i] - shift
+    kept[m + 2] = s[i + 1]
+    m = m + 2
+  end
+  if shift > 0 then
+    local parts = {}
+    for i = 1, m do parts[i] = fmt('%d', kept[i]) end
+    norm = table.concat(parts, ',')
   end
   local newest = t
   if m > 0 then newest = kept[m - 1] end
@@ -314,8 +332,10 @@ if argc <= 4 then
   if conf == nil or conf == '' then conf = field end
   local text = call('HGET', key, field)
   local c = cost
-  local ok, rem, reset, retry, ttl, enc
+  local ok, rem, reset, retry, ttl, enc, norm
   ${STEP}
+  -- Charged; or, when checking (not peeking), moved back to now after the clock stepped back.
+  if not enc and c > 0 then enc = norm end
   if enc then
     call('HSET', key, field, enc)
     ${EXPIRE('ttl')}
@@ -334,14 +354,16 @@ for i = 1, n do
   confs[i] = conf
 end
 local texts = call('HMGET', key, unpack(fields))
-local out, oks, encs = {}, {}, {}
+local out, oks, encs, norms, ttls = {}, {}, {}, {}, {}
 local all, longest = true, 0
 for i = 1, n do
   local conf, text, c = confs[i], texts[i], cost
-  local ok, rem, reset, retry, ttl, enc
+  local ok, rem, reset, retry, ttl, enc, norm
   ${STEP}
   oks[i] = ok
   encs[i] = enc
+  norms[i] = norm
+  ttls[i] = ttl
   if not ok then all = false end
   if ttl > longest then longest = ttl end
   local k = ok and 1 or 0
@@ -359,14 +381,27 @@ if all then
   end
   return table.concat(out, ',')
 end
--- Nothing is charged: a bucket that would have admitted reports its uncharged state.
+-- Nothing is charged: a bucket that would have admitted reports its uncharged state. A state that lay
+-- ahead of now (the clock stepped back) is still moved back to now, as core's stepAll says.
+local moved, movedLongest = {}, 0
 for i = 1, n do
   if oks[i] then
     local conf, text, c = confs[i], texts[i], 0
-    local ok, rem, reset, retry, ttl, enc
+    local ok, rem, reset, retry, ttl, enc, norm
     ${STEP}
     out[i] = fmt('1,%d,%d,0', rem, reset)
+    norms[i] = norm
+    ttls[i] = ttl
   end
+  if norms[i] then
+    moved[#moved + 1] = fields[i]
+    moved[#moved + 1] = norms[i]
+    if ttls[i] > movedLongest then movedLongest = ttls[i] end
+  end
+end
+if #moved > 0 then
+  call('HSET', key, unpack(moved))
+  ${EXPIRE('movedLongest')}
 end
 return table.concat(out, ',')
 `

@@ -326,7 +326,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
           bucket,
           cost,
         )
-        if (out.result.allowed) write(key, id, row, t, out, bucket.windowMs)
+        // Charged, or moved back to now after the clock stepped back: either way the row changes.
+        if (out.result.allowed || out.rebased) write(key, id, row, t, out, bucket.windowMs)
         return out.result
       }).immediate
       this.#checkAll = db.transaction(
@@ -344,10 +345,10 @@ export class SQLiteBackend implements Backend, SyncBackend {
             states[i] = row === undefined ? undefined : decodeState(row[0])
           }
           const all = stepAll(states, t, buckets, cost)
-          if (all.allowed) {
-            for (let i = 0; i < n; i++) {
-              const bucket = buckets[i] as BucketConfig
-              write(key, ids[i] as string, rows[i], t, all.outputs[i] as StepOutput, bucket.windowMs)
+          for (let i = 0; i < n; i++) {
+            const out = all.outputs[i] as StepOutput
+            if (all.allowed || out.rebased) {
+              write(key, ids[i] as string, rows[i], t, out, (buckets[i] as BucketConfig).windowMs)
             }
           }
           return all.results

@@ -212,6 +212,30 @@ describe('every algorithm', () => {
     }
   })
 
+  it('moves a state left ahead of now by a clock stepping back, keeping its counts, so retry-after holds', () => {
+    for (const algorithm of ALGORITHMS) {
+      for (const back of [1, 999, 3_600_000, 86_400_000]) {
+        const b: BucketConfig = { algorithm, limit: 3, windowMs: 1000 }
+        let state: State | undefined
+        for (let i = 0; i < 3; i++) state = step(state, T + 500, b, 1).state
+        const now = T + 500 - back
+        const denied = step(state, now, b, 1)
+        expect(denied.result.allowed, `${algorithm} back ${back}`).toBe(false)
+        // Window algorithms move only when the step crosses into an earlier window (T is aligned).
+        const windowed = algorithm === 'fixed-window' || algorithm === 'sliding-window'
+        expect(denied.rebased, `${algorithm} back ${back}`).toBe(!windowed || back > 500)
+        // The backend writes the moved state; from it, the retry is exact to the millisecond.
+        const moved = denied.state
+        const wait = denied.result.retryAfterMs
+        expect(wait).toBeLessThanOrEqual(2000)
+        expect(step(moved, now + wait - 1, b, 1).result.allowed, `${algorithm} back ${back}`).toBe(false)
+        expect(step(moved, now + wait, b, 1).result.allowed, `${algorithm} back ${back}`).toBe(true)
+        // A state that is not ahead is never marked.
+        expect(step(state, T + 500, b, 1).rebased).toBe(false)
+      }
+    }
+  })
+
   it('handles gaps far beyond 24.8 days (2^31 ms) without overflow', () => {
     for (const algorithm of ALGORITHMS) {
       const b: BucketConfig = { algorithm, limit: 3, windowMs: 365 * 86_400_000 }

@@ -19,17 +19,18 @@ export const fixedWindow: StepFunction = (state, now, bucket, cost) => {
   const L = bucket.limit
   const W = bucket.windowMs
   // floor(now / W) * W rather than now - now % W: the same integer, without a slow fmod.
-  let start = Math.floor(now / W) * W
+  const start = Math.floor(now / W) * W
   let count = 0
+  let rebased = false
   if (state !== undefined && state.length === 2) {
     const s0 = state[0] as number
-    // The same window, or a later one when this clock runs behind the last writer's: keep counting it.
     if (s0 >= start) {
-      start = s0
+      // The same window; or a later one, when the clock stepped back: its count moves to this window.
       count = state[1] as number
+      rebased = s0 > start
     }
   }
-  const t = now < start ? start : now
+  const t = now
   const end = start + W
   const ttl = end - t
   if (cost === 0) {
@@ -38,6 +39,7 @@ export const fixedWindow: StepFunction = (state, now, bucket, cost) => {
       state: [start, count],
       result: result(allowed, L, L - count, count > 0 ? end : t, allowed ? 0 : end - t),
       ttlMs: ttl,
+      rebased,
     }
   }
   if (cost > L) {
@@ -45,11 +47,12 @@ export const fixedWindow: StepFunction = (state, now, bucket, cost) => {
       state: [start, count],
       result: result(false, L, L - count, count > 0 ? end : t, RETRY_NEVER),
       ttlMs: ttl,
+      rebased,
     }
   }
   if (count + cost <= L) {
     count += cost
-    return { state: [start, count], result: result(true, L, L - count, end, 0), ttlMs: ttl }
+    return { state: [start, count], result: result(true, L, L - count, end, 0), ttlMs: ttl, rebased }
   }
-  return { state: [start, count], result: result(false, L, L - count, end, end - t), ttlMs: ttl }
+  return { state: [start, count], result: result(false, L, L - count, end, end - t), ttlMs: ttl, rebased }
 }

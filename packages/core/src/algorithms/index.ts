@@ -66,9 +66,12 @@ export function decodeState(text: string | null | undefined): number[] | undefin
 
 /** What {@link stepAll} returns. */
 export interface StepAllOutput {
-  /** Whether every bucket admitted the cost; only then are the states written. */
+  /** Whether every bucket admitted the cost; only then is anything charged. */
   readonly allowed: boolean
-  /** One output per bucket; write each `state` back (with its `ttlMs`) only when `allowed`. */
+  /**
+   * One output per bucket. Write `outputs[i].state` back (with its `ttlMs`) when `allowed`, or when
+   * `outputs[i].rebased`. When `allowed` is false, every output holds its bucket's uncharged state.
+   */
   readonly outputs: readonly StepOutput[]
   /**
    * One result per bucket. When `allowed` is false nothing is charged, so a bucket that would have
@@ -100,13 +103,16 @@ export function stepAll(
     const out = outputs[i] as StepOutput
     if (allowed || !out.result.allowed) results[i] = out.result
     else {
+      // This bucket would have admitted, but nothing is charged: report (and keep) its uncharged state.
       const bucket = buckets[i] as BucketConfig
-      const now = algorithms[bucket.algorithm](states[i], nowMs, bucket, 0).result
+      const peek = algorithms[bucket.algorithm](states[i], nowMs, bucket, 0)
+      outputs[i] = peek
+      const r = peek.result
       results[i] = {
         allowed: true,
-        limit: now.limit,
-        remaining: now.remaining,
-        resetMs: now.resetMs,
+        limit: r.limit,
+        remaining: r.remaining,
+        resetMs: r.resetMs,
         retryAfterMs: 0,
       }
     }

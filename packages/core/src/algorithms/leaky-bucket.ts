@@ -16,14 +16,18 @@ import type { StepFunction } from './types'
  */
 export const leakyBucket: StepFunction = (state, now, bucket, cost) => {
   let level = 0
-  let t = now
+  const t = now
+  let rebased = false
   if (state !== undefined && state.length === 2) {
-    const last = state[1] as number
-    // Never drain backwards when this clock runs behind the last writer's.
-    if (last > t) t = last
+    let last = state[1] as number
+    // A state from ahead of now (the clock stepped back): it moves back to now, nothing drained.
+    if (last > t) {
+      last = t
+      rebased = true
+    }
     level = drain(state[0] as number, t - last, bucket.limit)
   }
   const result = charge(level, t, bucket, cost)
   const after = chargedLevel
-  return { state: [after, t], result, ttlMs: drainMs(after, bucket.limit) }
+  return { state: [after, t], result, ttlMs: drainMs(after, bucket.limit), rebased }
 }

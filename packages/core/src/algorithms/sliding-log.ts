@@ -19,19 +19,22 @@ export const slidingLog: StepFunction = (state, now, bucket, cost) => {
   const L = bucket.limit
   const W = bucket.windowMs
   const n = state === undefined || state.length % 2 !== 0 ? 0 : state.length
-  let t = now
-  if (n > 0) {
-    const last = (state as readonly number[])[n - 2] as number
-    // A clock that runs behind the last writer's: never let time go backwards inside one log.
-    if (last > t) t = last
-  }
+  const s = state as readonly number[]
+  const t = now
+  // A log whose newest entry lies ahead of now (the clock stepped back) moves back whole: the same
+  // entries, the same spacing, the newest at now.
+  let shift = 0
+  if (n > 0 && (s[n - 2] as number) > t) shift = (s[n - 2] as number) - t
   const cutoff = t - W
   let first = 0
-  while (first < n && ((state as readonly number[])[first] as number) <= cutoff) first += 2
+  while (first < n && (s[first] as number) - shift <= cutoff) first += 2
   let used = 0
-  for (let i = first + 1; i < n; i += 2) used += (state as readonly number[])[i] as number
-  const kept: number[] = first === 0 && n > 0 ? (state as readonly number[]).slice() : []
-  if (first > 0) for (let i = first; i < n; i++) kept.push((state as readonly number[])[i] as number)
+  const kept: number[] = []
+  for (let i = first; i < n; i += 2) {
+    used += s[i + 1] as number
+    kept.push((s[i] as number) - shift, s[i + 1] as number)
+  }
+  const rebased = shift > 0
   const m = kept.length
   const newest = m > 0 ? (kept[m - 2] as number) : t
 
@@ -39,7 +42,7 @@ export const slidingLog: StepFunction = (state, now, bucket, cost) => {
     if (m > 0 && newest === t) kept[m - 1] = (kept[m - 1] as number) + cost
     else kept.push(t, cost)
     used += cost
-    return { state: kept, result: result(true, L, L - used, t + W, 0), ttlMs: W }
+    return { state: kept, result: result(true, L, L - used, t + W, 0), ttlMs: W, rebased }
   }
 
   const resetMs = m > 0 ? newest + W : t
@@ -61,5 +64,6 @@ export const slidingLog: StepFunction = (state, now, bucket, cost) => {
     state: kept,
     result: result(cost === 0 ? used + 1 <= L : false, L, L - used, resetMs, retry),
     ttlMs,
+    rebased,
   }
 }

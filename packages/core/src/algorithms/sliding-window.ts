@@ -20,21 +20,22 @@ export const slidingWindow: StepFunction = (state, now, bucket, cost) => {
   const L = bucket.limit
   const W = bucket.windowMs
   // floor(now / W) * W rather than now - now % W: the same integer, without a slow fmod.
-  let start = Math.floor(now / W) * W
+  const start = Math.floor(now / W) * W
   let prev = 0
   let curr = 0
+  let rebased = false
   if (state !== undefined && state.length === 3) {
     const s0 = state[0] as number
     if (s0 >= start) {
-      // The same window (or a later one when this clock runs behind).
-      start = s0
+      // The same window; or a later one, when the clock stepped back: its counts move to this window.
       prev = state[1] as number
       curr = state[2] as number
+      rebased = s0 > start
     } else if (s0 === start - W) {
       prev = state[2] as number
     }
   }
-  const t = now < start ? start : now
+  const t = now
   const elapsed = t - start
   const weighted = prev === 0 ? 0 : ceilDiv(prev * (W - elapsed), W)
   let used = weighted + curr
@@ -47,6 +48,7 @@ export const slidingWindow: StepFunction = (state, now, bucket, cost) => {
       state: [start, prev, curr],
       result: result(true, L, L - used, start + 2 * W, 0),
       ttlMs: start + 2 * W - t,
+      rebased,
     }
   }
 
@@ -77,5 +79,6 @@ export const slidingWindow: StepFunction = (state, now, bucket, cost) => {
     state: [start, prev, curr],
     result: result(cost === 0 ? used + 1 <= L : false, L, L - used, resetMs, retry),
     ttlMs,
+    rebased,
   }
 }

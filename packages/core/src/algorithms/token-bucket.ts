@@ -16,14 +16,19 @@ import type { StepFunction } from './types'
 export const tokenBucket: StepFunction = (state, now, bucket, cost) => {
   const cap = (bucket.burst ?? bucket.limit) * bucket.windowMs
   let missing = 0
-  let t = now
+  const t = now
+  let rebased = false
   if (state !== undefined && state.length === 2) {
-    const last = state[1] as number
-    if (last > t) t = last
+    let last = state[1] as number
+    // A state from ahead of now (the clock stepped back): it moves back to now, nothing refilled.
+    if (last > t) {
+      last = t
+      rebased = true
+    }
     const tokens = state[0] as number
     missing = drain(tokens >= cap ? 0 : cap - tokens, t - last, bucket.limit)
   }
   const result = charge(missing, t, bucket, cost)
   const after = chargedLevel
-  return { state: [cap - after, t], result, ttlMs: drainMs(after, bucket.limit) }
+  return { state: [cap - after, t], result, ttlMs: drainMs(after, bucket.limit), rebased }
 }

@@ -10,14 +10,20 @@ export type State = readonly number[]
 /** What a {@link StepFunction} returns. */
 export interface StepOutput {
   /**
-   * The state to store. Write it back (with a TTL of `ttlMs`) when `result.allowed` and `cost > 0`;
-   * otherwise it means the same as the state passed in and the write may be skipped.
+   * The state to store. Write it back (with a TTL of `ttlMs`) when `result.allowed` and `cost > 0`, or
+   * when `rebased`; otherwise it means the same as the state passed in and the write may be skipped.
    */
   readonly state: number[]
   /** The decision, every field exact. */
   readonly result: BackendResult
   /** Milliseconds after which the state is equivalent to no state at all and may be deleted (>= 1). */
   readonly ttlMs: number
+  /**
+   * The stored state lay ahead of `nowMs` (the clock stepped backwards, or another writer's runs
+   * ahead) and `state` is that state moved back to now, with its counts kept. Write it back even
+   * when nothing was charged, so that the next call continues from it and `retryAfterMs` holds.
+   */
+  readonly rebased: boolean
 }
 
 /**

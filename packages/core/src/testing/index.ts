@@ -109,12 +109,11 @@ export class ReferenceModel {
       buckets,
       cost,
     )
-    if (all.allowed) {
-      all.outputs.forEach((o, i) => {
-        const id = `${key}\u0000${bucketId(buckets[i] as BucketConfig)}`
-        this.#states.set(id, { state: o.state, expiresAt: now + o.ttlMs })
-      })
-    }
+    all.outputs.forEach((o, i) => {
+      if (!all.allowed && !o.rebased) return
+      const id = `${key}\u0000${bucketId(buckets[i] as BucketConfig)}`
+      this.#states.set(id, { state: o.state, expiresAt: now + o.ttlMs })
+    })
     return all.results
   }
 
