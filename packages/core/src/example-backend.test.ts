@@ -69,8 +69,9 @@ class KVBackend implements Backend {
       const states = []
       for (const bucket of buckets) states.push(decodeState(await this.kv.get(this.#slot(key, bucket))))
       const all = stepAll(states, now, buckets, cost)
-      if (all.allowed) {
-        for (const [i, o] of all.outputs.entries()) {
+      for (const [i, o] of all.outputs.entries()) {
+        // Charged, or moved back to now after the clock stepped back.
+        if (all.allowed || o.rebased) {
           await this.kv.set(this.#slot(key, buckets[i] as BucketConfig), encodeState(o.state), o.ttlMs)
         }
       }

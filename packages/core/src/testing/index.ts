@@ -169,8 +169,8 @@ function checkInvariants(r: BackendResult, now: number, charged: boolean): void 
  * Registers the conformance suite for a backend as vitest tests. Every backend, ours and yours,
  * passes the same cases: each algorithm's exact decisions on a fake clock (against a reference model
  * of the core `step`), windows rolling over, cost, cost above the limit, denied and peeked calls
- * consuming nothing, reset, all-or-nothing checks, expiry, hostile keys, and atomicity under
- * concurrency.
+ * consuming nothing, reset, all-or-nothing checks, a clock stepping back, expiry, hostile keys, and
+ * atomicity under concurrency.
  *
  * @example
  * ```ts
@@ -389,6 +389,26 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
             expect(results).toHaveLength(2)
             expect(results[0]?.allowed).toBe(false)
             expect((await backend.peek('all', large)).remaining).toBe(8)
+          },
+          timeout,
+        )
+
+        it(
+          'after the clock steps back a day, a full key admits again once retryAfterMs has passed',
+          async () => {
+            const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 1000 }
+            for (let i = 0; i < 3; i++) await backend.checkAndIncrement('stepback', bucket, 1)
+            clock.advance(-86_400_000)
+            let retries = 0
+            for (; retries < 5; retries++) {
+              const r = await backend.checkAndIncrement('stepback', bucket, 1)
+              if (r.allowed) break
+              expect(r.retryAfterMs).toBeGreaterThan(0)
+              expect(r.retryAfterMs).toBeLessThanOrEqual(2000)
+              clock.advance(r.retryAfterMs)
+            }
+            // The first denial moves the state back to now (write it when the step says rebased).
+            expect(retries).toBeLessThanOrEqual(2)
           },
           timeout,
         )
