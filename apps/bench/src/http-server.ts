@@ -99,3 +99,7 @@ if (framework !== 'hono') await new Promise<void>((resolve) => server.listen(por
 const address = server.address()
 process.send?.({ ready: true, port: typeof address === 'object' && address ? address.port : port })
 process.on('disconnect', () => process.exit(0))
+// The parent reads this process's CPU time (user and system, in µs) before and after each slice.
+process.on('message', (m: unknown) => {
+  if (m === 'cpu') process.send?.({ cpu: process.cpuUsage() })
+})

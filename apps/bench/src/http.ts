@@ -2,7 +2,6 @@
 // processes, autocannon in this one, A/B/C alternating over the rounds; server CPU per request read
 // from /proc/<pid>/stat, which is steadier than req/s on a shared machine.
 import { type ChildProcess, execFileSync, fork } from 'node:child_process'
-import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -10,7 +9,6 @@ import autocannon from 'autocannon'
 import { type Stat, stat } from './harness'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
-const TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100
 
 export const FRAMEWORKS = ['express', 'hono', 'koa'] as const
 export const FLAVOURS = ['bare', 'noop', 'fastlimit', 'peer'] as const
@@ -26,11 +24,19 @@ interface Server {
   port: number
 }
 
-function cpuTicks(pid: number): number {
-  // Fields 14 and 15 (utime, stime) of /proc/<pid>/stat, after the parenthesised command name.
-  const text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
-  return Number(fields[11]) + Number(fields[12])
+/** The server's own CPU time so far, in µs (from `process.cpuUsage()` in the server, over IPC). */
+function cpuUsage(child: ChildProcess): Promise<{ user: number; system: number }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the server did not report its CPU time')), 5000)
+    const onMessage = (m: { cpu?: { user: number; system: number } }) => {
+      if (!m.cpu) return
+      clearTimeout(timer)
+      child.off('message', onMessage)
+      resolve(m.cpu)
+    }
+    child.on('message', onMessage)
+    child.send('cpu')
+  })
 }
 
 /** Pins a process to one CPU when the machine has two or more and `taskset` exists (best effort). */
@@ -68,6 +74,10 @@ export interface HttpResult {
   cpuUsPerReq: Stat
   /** CPU µs per request over the bare framework, per round. */
   overheadUs: Stat
+  /** User-space CPU µs per request (the JavaScript a middleware runs). */
+  userUsPerReq: Stat
+  /** User-space CPU µs per request over the bare framework, per round. */
+  userOverheadUs: Stat
   non2xx: number
 }
 
@@ -85,8 +95,8 @@ export async function httpBench({
   pin(process.pid, 1)
   try {
     for (const f of FRAMEWORKS) for (const fl of FLAVOURS) servers.push(await start(`${f}-${fl}`))
-    const samples = new Map<string, { rps: number[]; cpu: number[]; non2xx: number }>()
-    for (const s of servers) samples.set(s.variant, { rps: [], cpu: [], non2xx: 0 })
+    const samples = new Map<string, { rps: number[]; cpu: number[]; user: number[]; non2xx: number }>()
+    for (const s of servers) samples.set(s.variant, { rps: [], cpu: [], user: [], non2xx: 0 })
     // Warm up every server (JIT) before measuring.
     for (const s of servers)
       await autocannon({ url: `http://127.0.0.1:${s.port}/`, connections, duration: 1 })
@@ -95,19 +105,19 @@ export async function httpBench({
         const group = servers.filter((s) => s.variant.startsWith(`${f}-`))
         const order = group.map((_, i) => group[(i + r) % group.length] as Server)
         for (const s of order) {
-          const pid = s.child.pid as number
-          const before = cpuTicks(pid)
+          const before = await cpuUsage(s.child)
           const result = await autocannon({
             url: `http://127.0.0.1:${s.port}/`,
             connections,
             duration: seconds,
           })
-          const ticks = cpuTicks(pid) - before
-          const total = result.requests.total
+          const after = await cpuUsage(s.child)
+          const total = Math.max(1, result.requests.total)
           const entry = samples.get(s.variant)
           if (!entry) continue
-          entry.rps.push(total / seconds)
-          entry.cpu.push((ticks * 1e6) / TICKS / Math.max(1, total))
+          entry.rps.push(result.requests.total / seconds)
+          entry.cpu.push((after.user + after.system - before.user - before.system) / total)
+          entry.user.push((after.user - before.user) / total)
           entry.non2xx += result.non2xx
         }
       }
@@ -126,6 +136,8 @@ export async function httpBench({
           reqPerSec: stat(s.rps),
           cpuUsPerReq: stat(s.cpu),
           overheadUs: stat(s.cpu.map((c, i) => c - (bare.cpu[i] as number))),
+          userUsPerReq: stat(s.user),
+          userOverheadUs: stat(s.user.map((c, i) => c - (bare.user[i] as number))),
           non2xx: s.non2xx,
         })
       }

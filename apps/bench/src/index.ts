@@ -117,7 +117,7 @@ async function memorySection(): Promise<Section> {
 }
 
 function heapSection(): Section {
-  const n = quick ? 200_000 : 1_000_000
+  const n = quick ? 100_000 : 1_000_000
   console.log(`[bench] heap bytes per key at ${n.toLocaleString()} keys`)
   const rows: string[][] = []
   const byImpl = new Map<string, number>()
