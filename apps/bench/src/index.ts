@@ -190,5 +190,6 @@ if (!quick && !only)
   fs.writeFileSync(path.join(root, 'chart.svg'), chart(sections.flatMap((s) => s.headlines)))
 console.log(`[bench] wrote apps/bench/${file} in ${Math.round(seconds)} s`)
 for (const h of sections.flatMap((s) => s.headlines)) {
-  console.log(`  ${h.label}: ${h.ratio.toFixed(2)}x${h.target ? ` (target ${h.target}x)` : ''}`)
+  const figure = h.unresolved ? 'unresolved (within the noise)' : `${h.ratio.toFixed(2)}x`
+  console.log(`  ${h.label}: ${figure}${h.target ? ` (target ${h.target}x)` : ''}`)
 }

@@ -8,6 +8,8 @@ export interface Headline {
   /** The issue's target for the ratio (higher is better), if any. */
   target?: number
   detail: string
+  /** Set when the measured difference is within the noise (an overhead at or below zero): no ratio is claimed. */
+  unresolved?: boolean
 }
 
 export interface Section {
@@ -52,9 +54,15 @@ export function markdown(
       ['what', 'ratio', 'target', 'met', 'from'],
       heads.map((h) => [
         h.label,
-        `${h.ratio.toFixed(2)}x`,
+        h.unresolved ? 'unresolved' : `${h.ratio.toFixed(2)}x`,
         h.target === undefined ? '—' : `≥ ${h.target}x`,
-        h.target === undefined ? '—' : h.ratio >= h.target ? 'yes' : '**no**',
+        h.unresolved
+          ? 'not shown (noise)'
+          : h.target === undefined
+            ? '—'
+            : h.ratio >= h.target
+              ? 'yes'
+              : '**no**',
         h.detail,
       ]),
     ),
@@ -69,7 +77,8 @@ function esc(text: string): string {
 }
 
 /** A horizontal bar chart of the headline ratios, with each target marked. */
-export function chart(heads: Headline[]): string {
+export function chart(all: Headline[]): string {
+  const heads = all.filter((h) => !h.unresolved)
   const rowH = 26
   const left = 360
   const width = 820

@@ -1,0 +1,141 @@
+// HTTP without the network: each framework's request listener driven through Node's own
+// IncomingMessage/ServerResponse on an in-memory socket, in one process per framework, modes
+// interleaved round-robin. It measures the same thing as the autocannon run (CPU per request of the
+// server's JavaScript) without the loopback TCP stack, whose cost is the same for every variant and
+// dominates the noise on a shared machine.
+//   node --import tsx src/http-inproc.ts <express|hono|koa> <rounds> <requests per slice>
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import { Duplex } from 'node:stream'
+
+const [framework = 'koa', roundsText = '7', nText = '20000'] = process.argv.slice(2)
+const LIMIT = 1_000_000_000
+const WINDOW_MS = 60_000
+const MODES = ['bare', 'noop', 'fastlimit', 'peer'] as const
+type Mode = (typeof MODES)[number]
+type Listener = (req: IncomingMessage, res: ServerResponse) => void
+
+class MemorySocket extends Duplex {
+  remoteAddress = '127.0.0.1'
+  remotePort = 40000
+  encrypted = false
+  override _write(_chunk: unknown, _enc: BufferEncoding, cb: () => void): void {
+    cb()
+  }
+  override _read(): void {}
+  setTimeout(): this {
+    return this
+  }
+  setNoDelay(): this {
+    return this
+  }
+  setKeepAlive(): this {
+    return this
+  }
+}
+const socket = new MemorySocket()
+
+async function listener(mode: Mode): Promise<Listener> {
+  if (framework === 'express') {
+    const { default: express } = await import('express')
+    const app = express()
+    app.disable('x-powered-by')
+    app.disable('etag')
+    if (mode === 'noop') app.use((_req, _res, next) => next())
+    if (mode === 'fastlimit') {
+      const { rateLimit } = await import('@fastlimit/express')
+      app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+    }
+    if (mode === 'peer') {
+      const { rateLimit } = await import('express-rate-limit')
+      app.use(
+        rateLimit({ windowMs: WINDOW_MS, limit: LIMIT, standardHeaders: 'draft-7', legacyHeaders: false }),
+      )
+    }
+    app.get('/', (_req, res) => {
+      res.send('ok')
+    })
+    return app as unknown as Listener
+  }
+  if (framework === 'koa') {
+    const { default: Koa } = await import('koa')
+    const app = new Koa()
+    if (mode === 'noop') app.use((_ctx, next) => next())
+    if (mode === 'fastlimit') {
+      const { rateLimit } = await import('@fastlimit/koa')
+      app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+    }
+    if (mode === 'peer') {
+      const { default: ratelimit } = await import('koa-ratelimit')
+      app.use(ratelimit({ driver: 'memory', db: new Map(), duration: WINDOW_MS, max: LIMIT }))
+    }
+    app.use((ctx) => {
+      ctx.body = 'ok'
+    })
+    return app.callback() as unknown as Listener
+  }
+  const { Hono } = await import('hono')
+  const { getRequestListener } = await import('@hono/node-server')
+  type Env = { Bindings: import('@hono/node-server').HttpBindings }
+  const app = new Hono<Env>()
+  if (mode === 'noop') app.use((_c, next) => next())
+  if (mode === 'fastlimit') {
+    const { rateLimit } = await import('@fastlimit/hono')
+    app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+  }
+  if (mode === 'peer') {
+    const { rateLimiter } = await import('hono-rate-limiter')
+    app.use(
+      rateLimiter<Env>({
+        windowMs: WINDOW_MS,
+        limit: LIMIT,
+        standardHeaders: 'draft-7',
+        keyGenerator: (c) => c.env.incoming.socket.remoteAddress ?? '',
+      }),
+    )
+  }
+  app.get('/', (c) => c.text('ok'))
+  return getRequestListener(app.fetch) as unknown as Listener
+}
+
+function request(handler: Listener): Promise<number> {
+  return new Promise((resolve) => {
+    const req = new http.IncomingMessage(socket as never)
+    req.method = 'GET'
+    req.url = '/'
+    req.httpVersionMajor = 1
+    req.httpVersionMinor = 1
+    req.httpVersion = '1.1'
+    req.headers = { host: '127.0.0.1:3000', 'user-agent': 'bench', accept: '*/*' }
+    req.rawHeaders = ['Host', '127.0.0.1:3000', 'User-Agent', 'bench', 'Accept', '*/*']
+    req.complete = true
+    req.push(null)
+    const res = new http.ServerResponse(req)
+    res.shouldKeepAlive = true
+    res.assignSocket(socket as never)
+    res.on('finish', () => {
+      res.detachSocket(socket as never)
+      resolve(res.statusCode)
+    })
+    handler(req, res)
+  })
+}
+
+const handlers = new Map<Mode, Listener>()
+for (const mode of MODES) handlers.set(mode, await listener(mode))
+const n = Number(nText)
+const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [] }
+for (const mode of MODES) for (let i = 0; i < 3000; i++) await request(handlers.get(mode) as Listener)
+for (let round = 0; round < Number(roundsText); round++) {
+  for (let k = 0; k < MODES.length; k++) {
+    const mode = MODES[(k + round) % MODES.length] as Mode
+    const handler = handlers.get(mode) as Listener
+    const before = process.cpuUsage()
+    for (let i = 0; i < n; i++) {
+      const status = await request(handler)
+      if (status !== 200) throw new Error(`${framework} ${mode}: status ${status}`)
+    }
+    const used = process.cpuUsage(before)
+    samples[mode].push((used.user + used.system) / n)
+  }
+}
+console.log(JSON.stringify({ framework, samples }))
