@@ -114,6 +114,23 @@ for (const [version, lib] of [
       expect(r).toMatchObject({ status: 500, body: 'E_HANDLER' })
     })
 
+    it('hands the decision to later handlers in req.rateLimit, and not for skipped requests', async () => {
+      const client = await serve(
+        lib,
+        rateLimit({ ...frozen(), rules: '3/min', skip: (req) => req.path === '/free' }),
+        'app',
+        (app) => {
+          app.get(['/me', '/free'], (req, res) => {
+            const d = req.rateLimit
+            res.json(d === undefined ? null : { remaining: d.remaining, limit: d.limit, rule: d.rule.limit })
+          })
+        },
+      )
+      expect(JSON.parse((await client.request('/me')).body)).toEqual({ remaining: 2, limit: 3, rule: 3 })
+      expect(JSON.parse((await client.request('/me')).body)).toEqual({ remaining: 1, limit: 3, rule: 3 })
+      expect(JSON.parse((await client.request('/free')).body)).toBeNull()
+    })
+
     it('uses different limits on different routes, sharing one limiter', async () => {
       const limiter = new FastLimit()
       const client = await serve(lib, rateLimit({ limiter, rules: '5/min' }), 'app', (app) => {

@@ -10,6 +10,18 @@ import {
 } from '@fastlimit/core'
 import type { NextFunction, Request, RequestHandler, Response } from 'express'
 
+declare global {
+  namespace Express {
+    interface Request {
+      /**
+       * The decision of the last fastlimit middleware that checked this request: `remaining`,
+       * `resetMs`, the rule... Absent when no fastlimit middleware checked it (skipped, allow-listed).
+       */
+      rateLimit?: Decision
+    }
+  }
+}
+
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `handler`. */
 export interface RateLimitOptions extends RateLimitCommonOptions<Request> {
   /**
@@ -32,12 +44,15 @@ const adapter: HttpAdapter<Request, Response> = {
   setHeader: (res, name, value) => {
     res.setHeader(name, value)
   },
+  expose: (req, _res, decision) => {
+    req.rateLimit = decision
+  },
 }
 
 /**
  * Express middleware (Express 4 and 5) that limits requests: use it app-wide (`app.use(rateLimit())`)
  * or per route (`app.post('/login', rateLimit({ rules: '5/15m' }), login)`). Options are checked
- * now: a bad one throws a `ConfigError`.
+ * now: a bad one throws a `ConfigError`. Later handlers find the decision in `req.rateLimit`.
  *
  * @example
  * ```ts

@@ -126,6 +126,22 @@ describe('@fastlimit/hono', () => {
     }
   })
 
+  it('hands the decision to later handlers in c.var.rateLimit, and not for skipped requests', async () => {
+    for (const connect of [inProcess, overSocket]) {
+      const app = new Hono()
+      app.use(rateLimit({ ...frozen(), key: () => 'k', rules: '3/min', skip: (c) => c.req.path === '/free' }))
+      app.get('*', (c) => {
+        const d = c.var.rateLimit
+        return c.json(d === undefined ? null : { remaining: d.remaining, limit: d.limit, rule: d.rule.limit })
+      })
+      const client = await connect(app)
+      expect(JSON.parse((await client.request('/me')).body)).toEqual({ remaining: 2, limit: 3, rule: 3 })
+      expect(JSON.parse((await client.request('/me')).body)).toEqual({ remaining: 1, limit: 3, rule: 3 })
+      expect(JSON.parse((await client.request('/free')).body)).toBeNull()
+      await client.close?.()
+    }
+  })
+
   it('fails with a clear error when no address can be found and no key is given', async () => {
     const app = build(rateLimit({ rules: '1/min' }), 'app')
     const r = await app.request('/')

@@ -12,6 +12,16 @@ import {
 import type { Context, MiddlewareHandler, Next } from 'hono'
 import type { ConnInfo } from 'hono/conninfo'
 
+declare module 'hono' {
+  interface ContextVariableMap {
+    /**
+     * The decision of the last fastlimit middleware that checked this request: `remaining`,
+     * `resetMs`, the rule... Absent when no fastlimit middleware checked it (skipped, allow-listed).
+     */
+    rateLimit?: Decision
+  }
+}
+
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `getConnInfo` and `handler`. */
 export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
   /**
@@ -63,6 +73,10 @@ function setHeader(sink: HeaderSink, name: string, value: string): void {
   else sink.setHeader(name, value)
 }
 
+function expose(c: Context, _sink: HeaderSink, decision: Decision): void {
+  c.set('rateLimit', decision)
+}
+
 function copyHeaders(c: Context, sink: string[]): void {
   for (let i = 0; i < sink.length; i += 2) c.header(sink[i] as string, sink[i + 1] as string)
 }
@@ -71,7 +85,8 @@ function copyHeaders(c: Context, sink: string[]): void {
  * Hono middleware (Hono 4, on Node, Bun, Deno, Cloudflare Workers) that limits requests: use it
  * app-wide (`app.use(rateLimit())`) or per route (`app.post('/login', rateLimit({ rules: '5/15m' }), login)`).
  * Options are checked now: a bad one throws a `ConfigError`. Errors (a failing `key`, a backend
- * under `onBackendError: 'throw'`) are thrown to Hono's `onError`.
+ * under `onBackendError: 'throw'`) are thrown to Hono's `onError`. Later handlers find the decision
+ * in `c.var.rateLimit` (`c.get('rateLimit')`).
  *
  * @example
  * ```ts
@@ -107,6 +122,7 @@ export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
         : (c) => getConnInfo(c).remote.address ?? nodeRemoteAddress(c),
     header,
     setHeader,
+    expose,
   }
   const http = createHttpLimiter(options, adapter)
   const deny =

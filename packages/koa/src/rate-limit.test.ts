@@ -111,6 +111,19 @@ for (const [version, App] of [
       expect((await agent.get('/').set('x-forwarded-for', '198.51.100.2')).status).toBe(429)
     })
 
+    it('hands the decision to later middleware in ctx.state.rateLimit, and not for skipped requests', async () => {
+      const app = new App()
+      app.use(rateLimit({ ...frozen(), rules: '3/min', skip: (ctx) => ctx.path === '/free' }))
+      app.use((ctx) => {
+        const d = ctx.state.rateLimit
+        ctx.body = d === undefined ? 'none' : { remaining: d.remaining, limit: d.limit, rule: d.rule.limit }
+      })
+      const agent = request(app.callback())
+      expect((await agent.get('/me')).body).toEqual({ remaining: 2, limit: 3, rule: 3 })
+      expect((await agent.get('/me')).body).toEqual({ remaining: 1, limit: 3, rule: 3 })
+      expect((await agent.get('/free')).text).toBe('none')
+    })
+
     it('uses different limits on different routes, sharing one limiter', async () => {
       const { limiter, clock } = frozen()
       const login = rateLimit({ limiter, clock, rules: { limit: 1, window: '15m', name: 'login' } })

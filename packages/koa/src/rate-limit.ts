@@ -10,6 +10,16 @@ import {
 } from '@fastlimit/core'
 import type { Context, Middleware } from 'koa'
 
+declare module 'koa' {
+  interface DefaultState {
+    /**
+     * The decision of the last fastlimit middleware that checked this request: `remaining`,
+     * `resetMs`, the rule... Absent when no fastlimit middleware checked it (skipped, allow-listed).
+     */
+    rateLimit?: Decision
+  }
+}
+
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `handler`. */
 export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
   /**
@@ -33,13 +43,17 @@ const adapter: HttpAdapter<Context, Context> = {
   setHeader: (ctx, name, value) => {
     ctx.res.setHeader(name, value)
   },
+  expose: (ctx, _res, decision) => {
+    ctx.state.rateLimit = decision
+  },
 }
 
 /**
  * Koa middleware (Koa 2 and 3) that limits requests: use it app-wide (`app.use(rateLimit())`) or
  * per route (`router.post('/login', rateLimit({ rules: '5/15m' }), login)`). Options are checked
  * now: a bad one throws a `ConfigError`. Errors (a failing `key`, a backend under
- * `onBackendError: 'throw'`) are thrown to Koa's error handling.
+ * `onBackendError: 'throw'`) are thrown to Koa's error handling. Later middleware finds the decision
+ * in `ctx.state.rateLimit`.
  *
  * @example
  * ```ts

@@ -226,6 +226,37 @@ describe('createHttpLimiter: per request', () => {
     expect(onLimit).toHaveBeenCalledOnce()
   })
 
+  it("hands every decision to the adapter's expose, in both modes, but not for skipped requests", async () => {
+    const seen: Array<[Req, Res, Decision]> = []
+    const clock = fakeClock(T0)
+    const limiter = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const exposing: HttpAdapter<Req, Res> = {
+      ...adapter,
+      expose: (req, res, d) => void seen.push([req, res, d]),
+    }
+    for (const mode of ['enforce', 'shadow'] as const) {
+      seen.length = 0
+      const http = createHttpLimiter<Req, Res>(
+        { limiter, clock: clock.now, rules: '1/min', mode, scope: mode, skip: (req) => req.user === 'skip' },
+        exposing,
+      )
+      const req: Req = { remote: '203.0.113.7' }
+      const res: Res = {}
+      await http.handle(req, res)
+      await http.handle(req, {})
+      await http.handle({ remote: '203.0.113.7', user: 'skip' }, {})
+      expect(seen.map(([, , d]) => [d.allowed, d.remaining])).toEqual([
+        [true, 0],
+        [false, 0],
+      ])
+      expect(seen[0]?.[0]).toBe(req)
+      expect(seen[0]?.[1]).toBe(res)
+    }
+    expect(() => createHttpLimiter({}, { ...adapter, expose: 1 as never })).toThrow(
+      /expose must be a function/,
+    )
+  })
+
   it('sends the message given: text, JSON, or a function of the decision', async () => {
     const text = make({ rules: '1/min', message: 'Slow down.' })
     await text.send()

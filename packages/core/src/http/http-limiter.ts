@@ -32,6 +32,12 @@ export interface HttpAdapter<Req, Res> {
   header(req: Req, name: string): string | undefined
   /** Sets a response header. */
   setHeader: SetHeader<Res>
+  /**
+   * Hands every decision made for a request to the application before the request goes on or is
+   * refused (Express sets `req.rateLimit`, Koa `ctx.state.rateLimit`, Hono `c.var.rateLimit`).
+   * Not called for requests that were skipped or allow-listed.
+   */
+  expose?(req: Req, res: Res, decision: Decision): void
 }
 
 /** A refusal the adapter must send: the headers are already set on the response. */
@@ -135,6 +141,7 @@ export class HttpLimiter<Req, Res> {
   readonly #remoteAddress: (req: Req) => string | undefined
   readonly #header: (req: Req, name: string) => string | undefined
   readonly #setHeader: SetHeader<Res>
+  readonly #expose: ((req: Req, res: Res, decision: Decision) => void) | undefined
   readonly #key: ((req: Req) => string | Promise<string>) | undefined
   readonly #cost: ((req: Req) => number | Promise<number>) | undefined
   readonly #skip: ((req: Req) => boolean | Promise<boolean>) | undefined
@@ -273,6 +280,9 @@ export class HttpLimiter<Req, Res> {
     this.#remoteAddress = adapter.remoteAddress
     this.#header = adapter.header
     this.#setHeader = adapter.setHeader
+    if (adapter.expose !== undefined && typeof adapter.expose !== 'function')
+      fail('The adapter expose must be a function (req, res, decision) => void.')
+    this.#expose = adapter.expose
     const trustsNone = this.#trust.hops === 0 && this.#trust.match === undefined
     this.#direct = trustsNone && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
@@ -398,6 +408,7 @@ export class HttpLimiter<Req, Res> {
             cost: typeof c === 'number' ? c : await c,
           })
         }
+        if (this.#expose !== undefined) this.#expose(req, res, decision)
         // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
         if (this.#writeHeaders && decision.source !== 'policy') {
           this.headers.apply(res, this.#setHeader, decision, this.#clock())
