@@ -17,8 +17,8 @@ function inProcess(framework: string, quick: boolean): Record<string, Stat> {
       'tsx',
       path.join(here, 'http-inproc.ts'),
       framework,
-      quick ? '3' : '9',
-      quick ? '3000' : '15000',
+      quick ? '2' : '9',
+      quick ? '2000' : '15000',
     ],
     { cwd: path.resolve(here, '..'), encoding: 'utf8', timeout: 600_000 },
   )
@@ -39,7 +39,7 @@ export async function httpSection({ quick }: { quick: boolean }): Promise<Sectio
   const rounds = quick ? 2 : 6
   const seconds = quick ? 1 : 4
   console.log(`[bench] HTTP: ${rounds} rounds of ${seconds} s per server variant`)
-  const results = await httpBench({ rounds, seconds })
+  const results = await httpBench({ rounds, seconds, warmup: quick ? 'short' : 'long' })
   console.log('[bench] HTTP in process (no network): each framework in its own process')
   const inproc: Record<string, Record<string, Stat>> = {}
   for (const f of FRAMEWORKS) inproc[f] = inProcess(f, quick)
