@@ -1,8 +1,9 @@
 // fastlimit on Express: a strict login route, a weighted search route and an app-wide default.
 //   pnpm --filter @fastlimit/express-demo start          (PORT=3000, FASTLIMIT_BACKEND=memory)
+
+import { limiterFromEnv } from '@fastlimit/demo-kit'
 import { rateLimit } from '@fastlimit/express'
 import express from 'express'
-import { limiterFromEnv } from './backend'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'

@@ -1,9 +1,10 @@
 // fastlimit on Hono (Node): a strict login route, a weighted search route and an app-wide default.
 //   pnpm --filter @fastlimit/hono-demo start          (PORT=3000, FASTLIMIT_BACKEND=memory)
+
+import { limiterFromEnv } from '@fastlimit/demo-kit'
 import { rateLimit } from '@fastlimit/hono'
 import { serve } from '@hono/node-server'
 import { type Context, Hono } from 'hono'
-import { limiterFromEnv } from './backend'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'

@@ -1,9 +1,10 @@
 // fastlimit on Koa: a strict login route, a weighted search route and an app-wide default.
 //   pnpm --filter @fastlimit/koa-demo start          (PORT=3000, FASTLIMIT_BACKEND=memory)
+
+import { limiterFromEnv } from '@fastlimit/demo-kit'
 import { rateLimit } from '@fastlimit/koa'
 import Router from '@koa/router'
 import Koa, { type Context } from 'koa'
-import { limiterFromEnv } from './backend'
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'

@@ -1,9 +1,6 @@
-// Test helpers: start the demo (and a throwaway redis-server) as child processes on free ports; stop them by PID.
+// Test helpers: start a demo (and a throwaway redis-server) as child processes on free ports; stop them by PID.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
-
-const root = fileURLToPath(new URL('..', import.meta.url))
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -67,8 +64,8 @@ function stopper(child: ChildProcess): () => Promise<void> {
     })
 }
 
-function spawnLogged(command: string, args: string[], env: NodeJS.ProcessEnv) {
-  const child = spawn(command, args, { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
+function spawnLogged(command: string, args: string[], env: NodeJS.ProcessEnv, cwd?: string) {
+  const child = spawn(command, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let text = ''
   child.stdout.on('data', (d) => {
     text += d
@@ -79,15 +76,15 @@ function spawnLogged(command: string, args: string[], env: NodeJS.ProcessEnv) {
   return { child, output: () => text }
 }
 
-/** Starts `node --import tsx src/server.ts` with PORT on a free port and the given environment. */
-export async function startDemo(env: Record<string, string> = {}): Promise<Running> {
+/** Starts `node --import tsx src/server.ts` in the demo's folder `root`, with PORT on a free port and the given environment. */
+export async function startDemo(root: string, env: Record<string, string> = {}): Promise<Running> {
   const port = await freePort()
-  const { child, output } = spawnLogged(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    ...process.env,
-    PORT: String(port),
-    FASTLIMIT_BACKEND: 'memory',
-    ...env,
-  })
+  const { child, output } = spawnLogged(
+    process.execPath,
+    ['--import', 'tsx', 'src/server.ts'],
+    { ...process.env, PORT: String(port), FASTLIMIT_BACKEND: 'memory', ...env },
+    root,
+  )
   await waitFor(child, /listening on http:\/\/127\.0\.0\.1:\d+/, output, 60_000)
   return { base: `http://127.0.0.1:${port}`, child, output, stop: stopper(child) }
 }
