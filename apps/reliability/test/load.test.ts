@@ -172,6 +172,8 @@ async function runLoad(
   const lastHeap = Math.max(...heap.slice(-2))
   const row = {
     demo,
+    // A retried run (below) shows as attempt 2, next to the first.
+    attempt: recorder.rows.filter((r) => r.demo === demo).length + 1,
     seconds: round(elapsed),
     requests: sent.length,
     ratePerSec: round(sent.length / elapsed),
@@ -205,15 +207,18 @@ async function runLoad(
   expect(lastHeap - firstHeap, `heap after GC ${heap.join(', ')}`).toBeLessThan(8)
 }
 
-describe('sustained load on the demos', () => {
-  it('express-demo: 25 s at 400 req/s from 500 client addresses', async () => {
-    await runLoad('express-demo', 25, 400, 24)
-  }, 120_000)
+// One retry: these run alone, but on a shared VM the host can still take a core away for tens of ms (CPU
+// steal), which lands in the event-loop delay. A regression in the app fails both attempts; the results
+// file keeps both rows.
+describe('sustained load on the demos', { retry: 1 }, () => {
+  it('express-demo: 60 s at 400 req/s from 1,200 client addresses', async () => {
+    await runLoad('express-demo', 60, 400, 24)
+  }, 180_000)
 
   it.each(['hono-demo', 'koa-demo'])(
-    '%s: 8 s at 400 req/s',
+    '%s: 12 s at 400 req/s',
     async (demo) => {
-      await runLoad(demo, 8, 400, 24)
+      await runLoad(demo, 12, 400, 24)
     },
     60_000,
   )
