@@ -19,8 +19,8 @@ function has(cmd) {
 
 // The Redis tests start their own redis-server processes; install Debian's package when it is missing.
 if (!has('redis-server')) {
-  const root = typeof process.getuid === 'function' && process.getuid() === 0
-  if (root && has('apt-get')) {
+  const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+  if (isRoot && has('apt-get')) {
     console.log("[test] redis-server is missing: installing Debian's redis-server package")
     execFileSync(
       'sh',

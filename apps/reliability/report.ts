@@ -3,14 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-
-type Cell = string | number | boolean | null
-interface Results {
-  name: string
-  kind: 'fault' | 'load' | 'hostile' | 'clock'
-  rows: Array<Record<string, Cell>>
-  details?: Record<string, unknown>
-}
+import type { Cell, Results } from './test/helpers'
 
 const dir = path.join(path.dirname(fileURLToPath(import.meta.url)), 'results')
 const files = fs.existsSync(dir)

@@ -1,16 +1,6 @@
-// Interleaved measurement: every case runs once per round, round-robin, so drift on a shared machine
-// hits all cases alike. Results are medians with their min–max over the rounds.
-
-/** One thing to measure: `run(n)` performs n operations (awaited) and resolves when done. */
-export interface Case {
-  /** Row label. */
-  name: string
-  /** The group it is compared within (e.g. 'rotating keys'). */
-  group: string
-  /** Who it is: 'fastlimit', a peer library, or 'floor'. */
-  kind: 'fastlimit' | 'peer' | 'floor'
-  run: (n: number) => Promise<void>
-}
+// Shared by the bench sections: medians with their min–max over the rounds, the round-robin rotation,
+// number formatting, and running a child script that prints its result as one JSON line.
+import { spawnSync } from 'node:child_process'
 
 export interface Stat {
   median: number
@@ -22,7 +12,8 @@ export interface Stat {
 export interface Measured {
   name: string
   group: string
-  kind: Case['kind']
+  /** Who it is: 'fastlimit', a peer library, or 'floor'. */
+  kind: 'fastlimit' | 'peer' | 'floor'
   opsPerSec: Stat
 }
 
@@ -34,52 +25,30 @@ export function stat(samples: number[]): Stat {
   return { median, min: sorted[0] as number, max: sorted[sorted.length - 1] as number, samples }
 }
 
-async function timed(c: Case, n: number): Promise<number> {
-  const t0 = process.hrtime.bigint()
-  await c.run(n)
-  return Number(process.hrtime.bigint() - t0) / 1e9
+/** `items` rotated left by `by`: round r of a round-robin starts at a different case each time. */
+export function rotate<T>(items: readonly T[], by: number): T[] {
+  const k = items.length === 0 ? 0 : by % items.length
+  return [...items.slice(k), ...items.slice(0, k)]
 }
 
 /**
- * Calibrates each case to about `sliceMs` per round, then runs `rounds` rounds round-robin.
- * Bounded: a case never runs more than `maxOps` operations per slice.
+ * Runs `node [...nodeArgs] --import tsx <script> [...args]` and parses the last line of its stdout as JSON.
+ * Throws `${failure}: ${stderr}` if the child exits non-zero or that line does not start with '{'.
  */
-export async function interleave(
-  cases: Case[],
-  {
-    rounds,
-    sliceMs,
-    maxOps = 5_000_000,
-    log = true,
-  }: { rounds: number; sliceMs: number; maxOps?: number; log?: boolean },
-): Promise<Measured[]> {
-  const sizes = new Map<Case, number>()
-  for (const c of cases) {
-    // Warm up (JIT) and calibrate.
-    let n = 1000
-    let s = await timed(c, n)
-    while (s < 0.02 && n < maxOps) {
-      n *= 4
-      s = await timed(c, n)
-    }
-    sizes.set(c, Math.max(100, Math.min(maxOps, Math.round((n * sliceMs) / 1000 / s))))
-  }
-  const samples = new Map<Case, number[]>(cases.map((c) => [c, []]))
-  for (let r = 0; r < rounds; r++) {
-    for (const c of cases) {
-      const n = sizes.get(c) as number
-      const s = await timed(c, n)
-      samples.get(c)?.push(n / s)
-    }
-    if (log) process.stdout.write(`  round ${r + 1}/${rounds}\r`)
-  }
-  if (log) process.stdout.write('\n')
-  return cases.map((c) => ({
-    name: c.name,
-    group: c.group,
-    kind: c.kind,
-    opsPerSec: stat(samples.get(c) as number[]),
-  }))
+export function runJsonChild<T>(
+  script: string,
+  args: string[],
+  { cwd, timeout, nodeArgs = [] }: { cwd: string; timeout: number; nodeArgs?: string[] },
+  failure: string,
+): T {
+  const run = spawnSync(process.execPath, [...nodeArgs, '--import', 'tsx', script, ...args], {
+    cwd,
+    encoding: 'utf8',
+    timeout,
+  })
+  const line = run.stdout.trim().split('\n').pop() ?? ''
+  if (run.status !== 0 || !line.startsWith('{')) throw new Error(`${failure}: ${run.stderr}`)
+  return JSON.parse(line) as T
 }
 
 export function fmtOps(n: number): string {

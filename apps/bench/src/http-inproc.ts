@@ -6,6 +6,7 @@
 //   node --import tsx src/http-inproc.ts <express|hono|koa> <rounds> <requests per slice>
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
+import { rotate } from './harness'
 
 const [framework = 'koa', roundsText = '7', nText = '20000'] = process.argv.slice(2)
 const LIMIT = 1_000_000_000
@@ -126,8 +127,7 @@ const n = Number(nText)
 const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [] }
 for (const mode of MODES) for (let i = 0; i < 3000; i++) await request(handlers.get(mode) as Listener)
 for (let round = 0; round < Number(roundsText); round++) {
-  for (let k = 0; k < MODES.length; k++) {
-    const mode = MODES[(k + round) % MODES.length] as Mode
+  for (const mode of rotate(MODES, round)) {
     const handler = handlers.get(mode) as Listener
     const before = process.cpuUsage()
     for (let i = 0; i < n; i++) {

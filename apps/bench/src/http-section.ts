@@ -1,8 +1,7 @@
 // The HTTP section: server CPU µs per request each middleware adds over its bare framework.
-import { spawnSync } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { fmtOps, fmtStat, type Stat, stat } from './harness'
+import { fmtOps, fmtStat, runJsonChild, type Stat, stat } from './harness'
 import { FRAMEWORKS, httpBench, PEERS } from './http'
 import { type Headline, type Section, table } from './report'
 
@@ -10,22 +9,12 @@ const here = path.dirname(fileURLToPath(import.meta.url))
 
 /** The in-process measurement of one framework: CPU µs per request of each mode, per round. */
 function inProcess(framework: string, quick: boolean): Record<string, Stat> {
-  const run = spawnSync(
-    process.execPath,
-    [
-      '--import',
-      'tsx',
-      path.join(here, 'http-inproc.ts'),
-      framework,
-      quick ? '2' : '9',
-      quick ? '2000' : '15000',
-    ],
-    { cwd: path.resolve(here, '..'), encoding: 'utf8', timeout: 600_000 },
+  const { samples } = runJsonChild<{ samples: Record<string, number[]> }>(
+    path.join(here, 'http-inproc.ts'),
+    [framework, quick ? '2' : '9', quick ? '2000' : '15000'],
+    { cwd: path.resolve(here, '..'), timeout: 600_000 },
+    `in-process HTTP run of ${framework} failed`,
   )
-  const line = run.stdout.trim().split('\n').pop() ?? ''
-  if (run.status !== 0 || !line.startsWith('{'))
-    throw new Error(`in-process HTTP run of ${framework} failed: ${run.stderr}`)
-  const { samples } = JSON.parse(line) as { samples: Record<string, number[]> }
   const bare = samples.bare as number[]
   const out: Record<string, Stat> = {}
   for (const [mode, values] of Object.entries(samples)) {

@@ -6,7 +6,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
-import { type Stat, stat } from './harness'
+import { rotate, type Stat, stat } from './harness'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
@@ -116,8 +116,7 @@ export async function httpBench({
     for (let r = 0; r < rounds; r++) {
       for (const f of FRAMEWORKS) {
         const group = servers.filter((s) => s.variant.startsWith(`${f}-`))
-        const order = group.map((_, i) => group[(i + r) % group.length] as Server)
-        for (const s of order) {
+        for (const s of rotate(group, r)) {
           const before = await cpuUsage(s.child)
           const result = await autocannon({
             url: `http://127.0.0.1:${s.port}/`,

@@ -1,10 +1,9 @@
 // `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,http]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
-import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { fmtOps, fmtStat, type Measured, stat } from './harness'
+import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
 import { redisSection } from './redis-section'
@@ -39,21 +38,13 @@ async function memorySection(): Promise<Section> {
   const samples = new Map<string, number[]>(cases.map((c) => [c.id, []]))
   for (let r = 0; r < rounds; r++) {
     for (const c of cases) {
-      const run = spawnSync(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          path.join(here, 'memory-child.ts'),
-          c.id,
-          quick ? '100' : '400',
-          quick ? '60' : '250',
-        ],
-        { cwd: root, encoding: 'utf8', timeout: 60_000 },
+      const { opsPerSec } = runJsonChild<{ opsPerSec: number }>(
+        path.join(here, 'memory-child.ts'),
+        [c.id, quick ? '100' : '400', quick ? '60' : '250'],
+        { cwd: root, timeout: 60_000 },
+        `case ${c.id} failed`,
       )
-      const line = run.stdout.trim().split('\n').pop() ?? ''
-      if (run.status !== 0 || !line.startsWith('{')) throw new Error(`case ${c.id} failed: ${run.stderr}`)
-      samples.get(c.id)?.push((JSON.parse(line) as { opsPerSec: number }).opsPerSec)
+      samples.get(c.id)?.push(opsPerSec)
     }
     process.stdout.write(`  round ${r + 1}/${rounds}\r`)
   }
@@ -126,27 +117,12 @@ function heapSection(): Section {
   const rows: string[][] = []
   const byImpl = new Map<string, number>()
   for (const impl of ['fastlimit-gcra', 'fastlimit-fixed-window', 'rate-limiter-flexible']) {
-    const run = spawnSync(
-      process.execPath,
-      [
-        '--expose-gc',
-        '--max-old-space-size=4096',
-        '--import',
-        'tsx',
-        path.join(here, 'heap.ts'),
-        impl,
-        String(n),
-      ],
-      {
-        cwd: root,
-        encoding: 'utf8',
-        timeout: 300_000,
-      },
+    const r = runJsonChild<{ bytesPerKey: number; heapMB: number }>(
+      path.join(here, 'heap.ts'),
+      [impl, String(n)],
+      { cwd: root, timeout: 300_000, nodeArgs: ['--expose-gc', '--max-old-space-size=4096'] },
+      `heap measurement of ${impl} failed`,
     )
-    const line = run.stdout.trim().split('\n').pop() ?? ''
-    if (run.status !== 0 || !line.startsWith('{'))
-      throw new Error(`heap measurement of ${impl} failed: ${run.stderr}`)
-    const r = JSON.parse(line) as { bytesPerKey: number; heapMB: number }
     byImpl.set(impl, r.bytesPerKey)
     rows.push([impl, r.bytesPerKey.toFixed(0), r.heapMB.toFixed(0)])
   }

@@ -81,12 +81,6 @@ export function percentile(sorted: Float64Array, p: number): number {
   return sorted[rank - 1] as number
 }
 
-/** `items` rotated left by `by`: round r of a round-robin starts at a different case each time. */
-export function rotate<T>(items: readonly T[], by: number): T[] {
-  const k = items.length === 0 ? 0 : by % items.length
-  return [...items.slice(k), ...items.slice(0, k)]
-}
-
 /** CPU seconds (user + system) a process has used, from /proc/<pid>/stat; NaN where unavailable. */
 export function processCpuSeconds(pid: number): number {
   try {

@@ -8,8 +8,8 @@ import { type RedisReply, RedisStore } from 'rate-limit-redis'
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
 import { SCRIPT } from '../../../packages/redis/src/scripts'
 import { startStandalone } from '../../../packages/redis/test/servers'
-import { fmtOps, fmtStat, type Stat, stat } from './harness'
-import { burst, type Call, percentile, processCpuSeconds, rotate, sequential } from './redis-measure'
+import { fmtOps, fmtStat, rotate, type Stat, stat } from './harness'
+import { burst, type Call, percentile, processCpuSeconds, sequential } from './redis-measure'
 import { type Headline, ratio, type Section, table } from './report'
 
 const KEYS = 10_000

@@ -8,7 +8,7 @@ import path from 'node:path'
 import { type Algorithm, type BucketConfig, FastLimit } from '@fastlimit/core'
 import { SQLiteBackend } from '@fastlimit/sqlite'
 import { RateLimiterSQLite } from 'rate-limiter-flexible'
-import { fmtOps, fmtStat, type Stat, stat } from './harness'
+import { fmtOps, fmtStat, rotate, type Stat, stat } from './harness'
 import { type Headline, ratio, type Section, table } from './report'
 
 /** better-sqlite3's Database, typed through @fastlimit/sqlite (this app has no @types/better-sqlite3 of its own). */
@@ -169,8 +169,7 @@ export async function sqliteSection({ quick }: { quick: boolean }): Promise<Sect
     const samples = new Map(cases.map((c) => [c, { ops: [] as number[], unexpected: 0 }]))
     for (let r = 0; r < rounds; r++) {
       // Round-robin, the order rotating each round.
-      for (let j = 0; j < cases.length; j++) {
-        const c = cases[(r + j) % cases.length] as SqliteCase
+      for (const c of rotate(cases, r)) {
         const s = await slice(c, cursors.get(c) as { i: number }, 5_000_000, sliceMs)
         const m = samples.get(c) as { ops: number[]; unexpected: number }
         m.ops.push(s.ops / s.seconds)

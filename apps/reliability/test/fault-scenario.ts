@@ -4,7 +4,17 @@
 import { type Decision, FastLimit, type FastlimitError, MemoryBackend } from '@fastlimit/core'
 import { RedisBackend, type RedisBackendOptions } from '@fastlimit/redis'
 import { expect } from 'vitest'
-import { type Cell, formatTally, heapAfterGcMb, type Recorder, round, sleep, watchUnhandled } from './helpers'
+import { command } from '../../../packages/redis/test/servers'
+import {
+  type Cell,
+  formatTally,
+  heapAfterGcMb,
+  type Recorder,
+  round,
+  sleep,
+  waitUntil,
+  watchUnhandled,
+} from './helpers'
 import { admittedBy, type LoadCall, latencySummary, outcomes, startLoad } from './load-driver'
 
 /** The error policies every fault is run under. */
@@ -82,6 +92,23 @@ export async function probeExact(
   const rule = `${limit}/h`
   const ds = await Promise.all(Array.from({ length: 2 * limit }, () => limiter.check(identity, rule)))
   return { admitted: ds.filter((d) => d.allowed).length, sources: [...new Set(ds.map((d) => d.source))] }
+}
+
+/** Resolves once the Redis server on `port` (just killed) refuses connections; gives up after 5 s. */
+export async function waitRefused(port: number): Promise<void> {
+  await waitUntil(
+    'the master to refuse connections',
+    async () => {
+      try {
+        await command(port, 'PING')
+        return false
+      } catch {
+        return true
+      }
+    },
+    5000,
+    10,
+  )
 }
 
 /** What a scenario does to Redis. */

@@ -4,12 +4,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
   type ClusterSetup,
   command,
+  infoField,
   killProcess,
   startCluster,
   stopAll,
 } from '../../../packages/redis/test/servers'
 import { identitiesIn, inRanges, parseClusterSlots, type SlotRange, slotOf } from './cluster-slots'
-import { closeLimiters, makeLimiters, type PolicyLimiter, runFault } from './fault-scenario'
+import { closeLimiters, makeLimiters, type PolicyLimiter, runFault, waitRefused } from './fault-scenario'
 import { Recorder, waitUntil } from './helpers'
 
 const TIMEOUT_MS = 200
@@ -29,10 +30,6 @@ afterAll(async () => {
   await stopAll()
   recorder.save()
 })
-
-function info(text: unknown, field: string): string | undefined {
-  return new RegExp(`^${field}:(.*)$`, 'm').exec(String(text))?.[1]?.trim()
-}
 
 describe('Redis Cluster 3+3', () => {
   it('one master SIGKILLed under load: its slots get the policy, its replica is promoted, exact again in every slot range', async () => {
@@ -60,19 +57,7 @@ describe('Redis Cluster 3+3', () => {
       beforeMs: 2000,
       injure: async () => {
         killProcess(victim)
-        await waitUntil(
-          'the master to refuse connections',
-          async () => {
-            try {
-              await command(victim.port, 'PING')
-              return false
-            } catch {
-              return true
-            }
-          },
-          5000,
-          10,
-        )
+        await waitRefused(victim.port)
       },
       outageMs: 500,
       outageUntil: async () => {
@@ -85,9 +70,9 @@ describe('Redis Cluster 3+3', () => {
             promotedPort = owner.port
             for (const m of [survivor, c.masters[2]]) {
               if (m === undefined) continue
-              if (info(await command(m.port, 'CLUSTER', 'INFO'), 'cluster_state') !== 'ok') return false
+              if (infoField(await command(m.port, 'CLUSTER', 'INFO'), 'cluster_state') !== 'ok') return false
             }
-            return info(await command(owner.port, 'CLUSTER', 'INFO'), 'cluster_state') === 'ok'
+            return infoField(await command(owner.port, 'CLUSTER', 'INFO'), 'cluster_state') === 'ok'
           },
           40_000,
           50,
@@ -97,7 +82,7 @@ describe('Redis Cluster 3+3', () => {
       // Calls for the dead master's slots cannot reach Redis; the other masters may still answer.
       mustFail: (call) => inRanges(slotOf(call.identity), killed),
       heal: async () => {
-        expect(info(await command(promotedPort, 'INFO', 'replication'), 'role')).toBe('master')
+        expect(infoField(await command(promotedPort, 'INFO', 'replication'), 'role')).toBe('master')
       },
       afterMs: 2000,
       // Two fresh identities in each original master's slot ranges (the promoted replica's included).

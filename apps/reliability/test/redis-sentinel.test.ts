@@ -8,7 +8,7 @@ import {
   startSentinel,
   stopAll,
 } from '../../../packages/redis/test/servers'
-import { closeLimiters, makeLimiters, type PolicyLimiter, runFault } from './fault-scenario'
+import { closeLimiters, makeLimiters, type PolicyLimiter, runFault, waitRefused } from './fault-scenario'
 import { Recorder, waitUntil } from './helpers'
 
 const TIMEOUT_MS = 200
@@ -61,19 +61,7 @@ describe('Redis Sentinel', () => {
       beforeMs: 2000,
       injure: async () => {
         killProcess(s.master)
-        await waitUntil(
-          'the master to refuse connections',
-          async () => {
-            try {
-              await command(s.master.port, 'PING')
-              return false
-            } catch {
-              return true
-            }
-          },
-          5000,
-          10,
-        )
+        await waitRefused(s.master.port)
       },
       outageMs: 500,
       outageUntil: async () => {

@@ -350,7 +350,7 @@ export async function startStandalone(
   }
 }
 
-function infoField(info: unknown, field: string): string | undefined {
+export function infoField(info: unknown, field: string): string | undefined {
   const m = new RegExp(`^${field}:(.*)$`, 'm').exec(String(info))
   return m?.[1]?.trim()
 }
