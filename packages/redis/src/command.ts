@@ -1,7 +1,7 @@
 // Sending the script without ioredis's defineCommand layer: one Command per call, EVALSHA, or EVAL with
 // the source the first time on each connection (as ioredis does for defined commands). A NOSCRIPT answer
-// (the script cache was flushed, or a replica was promoted) means the script did not run: RedisBackend
-// sends that call once more, and it goes out as EVAL. Any other error is never retried.
+// (the script cache was flushed, or a replica was promoted) means the script did not run: `run` sends
+// that call once more, and it goes out as EVAL. Any other error is never retried.
 import { type Cluster, Command, type Redis } from 'ioredis'
 import type { ScriptDefinition } from './scripts'
 
@@ -44,6 +44,19 @@ export class ScriptRunner {
     const command = new this.#Command(args)
     client.sendCommand(command)
     return command.promise
+  }
+
+  /**
+   * `send`, and once more on NOSCRIPT (the script did not run; it goes out again, with its source).
+   * Any other error is thrown as is.
+   */
+  async run(client: Redis | Cluster, args: Array<string | Buffer>): Promise<unknown> {
+    try {
+      return await this.send(client, args)
+    } catch (err) {
+      if (!this.noScript(err)) throw err
+      return await this.send(client, args)
+    }
   }
 
   /**

@@ -1,5 +1,6 @@
 // RedisBackend: the Backend protocol on ioredis; every decision is one atomic Lua script on one Redis key.
 import {
+  ALGORITHMS,
   type Backend,
   type BackendResult,
   type BucketConfig,
@@ -119,7 +120,6 @@ interface Prepared {
 }
 
 const METERS = new Set<string>(['gcra', 'token-bucket', 'leaky-bucket'])
-const WINDOWS = new Set<string>(['fixed-window', 'sliding-window', 'sliding-log'])
 
 /** Rules are frozen objects used for every call: prepare each once. */
 const prepared = new WeakMap<BucketConfig, Prepared>()
@@ -128,7 +128,7 @@ function prepare(bucket: BucketConfig): Prepared {
   let p = prepared.get(bucket)
   if (p !== undefined) return p
   const meter = METERS.has(bucket.algorithm)
-  if (!meter && !WINDOWS.has(bucket.algorithm)) {
+  if (!meter && !ALGORITHMS.includes(bucket.algorithm)) {
     throw new FastlimitError(
       'ERR_FASTLIMIT_ARGUMENT',
       `[fastlimit] [redis] Unknown algorithm ${show(bucket.algorithm)}: build buckets with parseRule from @fastlimit/core.`,
@@ -437,16 +437,23 @@ export class RedisBackend implements Backend {
     return this.#client
   }
 
-  /** The time argument of a script: '' lets the script read the server's TIME. */
-  #now(): string {
+  /**
+   * The time argument of a script: '' lets the script read the server's TIME. A clock that throws
+   * fails the call `what`.
+   */
+  #now(what: string): string {
     if (this.#clock === undefined) return ''
-    const now = Math.floor(this.#clock())
-    if (!Number.isSafeInteger(now) || now < 0) {
-      throw new ConfigError(
-        `[fastlimit] [redis] clock() must return epoch milliseconds, got ${show(now)}. For example Date.now.`,
-      )
+    try {
+      const now = Math.floor(this.#clock())
+      if (!Number.isSafeInteger(now) || now < 0) {
+        throw new ConfigError(
+          `[fastlimit] [redis] clock() must return epoch milliseconds, got ${show(now)}. For example Date.now.`,
+        )
+      }
+      return String(now)
+    } catch (err) {
+      throw this.#wrap(err, what)
     }
-    return String(now)
   }
 
   #closedError(): FastlimitError {
@@ -555,37 +562,36 @@ export class RedisBackend implements Backend {
     const p = prepare(bucket)
     const k = redisKey(this.#prefix, key)
     const c = cost === 1 ? '1' : cost === 0 ? '0' : String(cost)
-    let reply: unknown
+    const now = this.#now(what)
+    const sha = this.#sha
+    const args =
+      p.conf !== ''
+        ? [sha, '1', k, p.field, c, now, p.conf]
+        : now !== ''
+          ? [sha, '1', k, p.field, c, now]
+          : c !== '1'
+            ? [sha, '1', k, p.field, c]
+            : [sha, '1', k, p.field]
+    return readOne(await this.#send(args, what), p.limit)
+  }
+
+  /**
+   * Sends a script call once the client may take it (see `#ready`): through ioredis's defined command
+   * when it auto-pipelines, else our own command, corked with this tick's other calls and sent once
+   * more on NOSCRIPT. Errors are wrapped as failures of `what`.
+   */
+  async #send(args: Array<string | Buffer>, what: string): Promise<unknown> {
     try {
-      const now = this.#now()
       if (!this.#everReady) {
         const gate = this.#ready()
         if (gate !== undefined) await gate
       }
-      const sha = this.#sha
-      const args =
-        p.conf !== ''
-          ? [sha, '1', k, p.field, c, now, p.conf]
-          : now !== ''
-            ? [sha, '1', k, p.field, c, now]
-            : c !== '1'
-              ? [sha, '1', k, p.field, c]
-              : [sha, '1', k, p.field]
-      if (this.#script !== undefined) reply = await this.#sendDefined(args)
-      else {
-        this.#cork()
-        try {
-          reply = await this.#runner.send(this.#client, args)
-        } catch (err) {
-          // NOSCRIPT: the script did not run; it goes out once more, with its source.
-          if (!this.#runner.noScript(err)) throw err
-          reply = await this.#runner.send(this.#client, args)
-        }
-      }
+      if (this.#script !== undefined) return await this.#sendDefined(args)
+      this.#cork()
+      return await this.#runner.run(this.#client, args)
     } catch (err) {
       throw this.#wrap(err, what)
     }
-    return readOne(reply, p.limit)
   }
 
   /**
@@ -627,35 +633,23 @@ export class RedisBackend implements Backend {
     if (buckets.length === 0) return []
     if (buckets.length === 1)
       return [await this.#one(key, buckets[0] as BucketConfig, cost, 'checkAndIncrement')]
-    const all = buckets.map(prepare)
     // The script takes the field and the configuration ('' when the field is that) of each bucket.
     const fields: string[] = []
-    for (const p of all) fields.push(p.field, p.conf)
-    return readAll(
-      await this.#runAll(key, cost, fields),
-      all.map((p) => p.limit),
-    )
+    const limits: number[] = []
+    for (const bucket of buckets) {
+      const p = prepare(bucket)
+      fields.push(p.field, p.conf)
+      limits.push(p.limit)
+    }
+    return readAll(await this.#runAll(key, cost, fields), limits)
   }
 
   async #runAll(key: string, cost: number, fields: string[]): Promise<unknown> {
     if (this.#closed) throw this.#closedError()
     checkKey(key)
     const k = redisKey(this.#prefix, key)
-    try {
-      const args = [this.#sha, '1', k, String(cost), this.#now(), ...fields]
-      const gate = this.#ready()
-      if (gate !== undefined) await gate
-      if (this.#script !== undefined) return await this.#sendDefined(args)
-      this.#cork()
-      try {
-        return await this.#runner.send(this.#client, args)
-      } catch (err) {
-        if (!this.#runner.noScript(err)) throw err
-        return await this.#runner.send(this.#client, args)
-      }
-    } catch (err) {
-      throw this.#wrap(err, 'checkAndIncrementAll')
-    }
+    const args = [this.#sha, '1', k, String(cost), this.#now('checkAndIncrementAll'), ...fields]
+    return this.#send(args, 'checkAndIncrementAll')
   }
 
   /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */
