@@ -63,3 +63,37 @@ export function show(value: unknown): string {
   }
   return text.length > 80 ? `${text.slice(0, 77)}...` : text
 }
+
+/**
+ * Checks a duration option that feeds a timer: a whole number of milliseconds up to 2147483647
+ * (2^31 - 1, the most a timer takes), from 0 (meaning off) when `zeroIsOff`, else from 1. Internal.
+ * @throws ConfigError naming `field`, with `example` as a valid value
+ */
+export function checkTimerMs(
+  tag: string,
+  field: string,
+  value: number,
+  zeroIsOff: boolean,
+  example: string,
+): void {
+  if (!Number.isSafeInteger(value) || value < (zeroIsOff ? 0 : 1) || value > 2 ** 31 - 1) {
+    throw new ConfigError(
+      `[fastlimit] [${tag}] ${field} must be a whole number of milliseconds from ${zeroIsOff ? '0 (off)' : '1'} ` +
+        `to 2147483647, got ${show(value)}. For example ${example}.`,
+    )
+  }
+}
+
+/**
+ * Validates a cost: a positive safe integer. Internal; `hint` ends the message (`''` for none).
+ * @throws FastlimitError `ERR_FASTLIMIT_ARGUMENT`
+ */
+export function checkPositiveCost(tag: string, cost: unknown, hint: string): number {
+  if (typeof cost !== 'number' || !Number.isSafeInteger(cost) || cost < 1) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [${tag}] cost must be a positive whole number up to 2^53 - 1, got ${show(cost)}${hint}.`,
+    )
+  }
+  return cost
+}

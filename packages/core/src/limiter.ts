@@ -3,7 +3,7 @@
 import { ALGORITHMS } from './algorithms'
 import { type Algorithm, type Backend, type BackendResult, isSyncBackend, type SyncBackend } from './backend'
 import { Deadlines } from './deadline'
-import { ConfigError, FastlimitError, show } from './errors'
+import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } from './errors'
 import { identityName, storageKey, validatePrefix } from './keys'
 import { checkAllIn, checkIn, MemoryBackend, spaceOf } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
@@ -108,10 +108,8 @@ export interface Decision {
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
-
-function argumentError(message: string): FastlimitError {
-  return new FastlimitError('ERR_FASTLIMIT_ARGUMENT', `[fastlimit] [core] ${message}`)
-}
+/** Ends the message of a bad cost given to FastLimit. */
+const COST_HINT = ': e.g. { cost: 5 }'
 
 function ruleResult(rule: Rule, r: BackendResult): RuleResult {
   return {
@@ -201,12 +199,7 @@ export class FastLimit {
       )
     }
     this.#policy = onBackendError
-    if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 2 ** 31 - 1) {
-      throw new ConfigError(
-        `[fastlimit] [core] timeoutMs must be a whole number of milliseconds from 1 to 2147483647, got ${show(timeoutMs)}. ` +
-          'For example 500.',
-      )
-    }
+    checkTimerMs('core', 'timeoutMs', timeoutMs, false, '500')
     this.timeoutMs = timeoutMs
     this.#deadlines = new Deadlines(timeoutMs)
     if (onError !== undefined && typeof onError !== 'function') {
@@ -231,8 +224,7 @@ export class FastLimit {
       let set = this.#strings.get(input)
       if (set === undefined) {
         set = parseRules(input, this.algorithm)
-        if (this.#strings.size >= MAX_CACHED_RULE_STRINGS) this.#strings.clear()
-        this.#strings.set(input, set)
+        this.#remember(input, set)
       }
       return set
     }
@@ -245,8 +237,7 @@ export class FastLimit {
           set = this.#strings.get(joined)
           if (set === undefined) {
             set = parseRules(input, this.algorithm)
-            if (this.#strings.size >= MAX_CACHED_RULE_STRINGS) this.#strings.clear()
-            this.#strings.set(joined, set)
+            this.#remember(joined, set)
           }
           return set
         }
@@ -256,6 +247,12 @@ export class FastLimit {
       return set
     }
     return parseRules(input, this.algorithm)
+  }
+
+  /** Caches a rule set parsed from a string (or a JSON-joined array of strings); on a miss only. */
+  #remember(key: string, set: RuleSet): void {
+    if (this.#strings.size >= MAX_CACHED_RULE_STRINGS) this.#strings.clear()
+    this.#strings.set(key, set)
   }
 
   /**
@@ -274,7 +271,8 @@ export class FastLimit {
     try {
       if (this.#closed) throw this.#closedError()
       set = this.rules(rules)
-      if (options !== undefined && options.cost !== undefined) cost = checkCost(options.cost)
+      if (options !== undefined && options.cost !== undefined)
+        cost = checkPositiveCost('core', options.cost, COST_HINT)
       name = identityName(identity)
     } catch (err) {
       return Promise.reject(err)
@@ -405,7 +403,6 @@ export class FastLimit {
     )
   }
 
-  /** Bounds a backend call by `timeoutMs`; a late answer or failure after the timeout is ignored. */
   /**
    * Calls the backend, bounded by `timeoutMs`: a late answer or failure after the timeout is ignored,
    * and a backend that throws instead of rejecting is treated as a rejection.
@@ -537,12 +534,7 @@ function isBackend(value: unknown): value is Backend {
 
 /** Validates a cost: a positive safe integer. */
 export function checkCost(cost: unknown): number {
-  if (typeof cost !== 'number' || !Number.isSafeInteger(cost) || cost < 1) {
-    throw argumentError(
-      `cost must be a positive whole number up to 2^53 - 1, got ${show(cost)}: e.g. { cost: 5 }.`,
-    )
-  }
-  return cost
+  return checkPositiveCost('core', cost, COST_HINT)
 }
 
 /**

@@ -7,7 +7,7 @@
 import { algorithms, stepAll } from './algorithms'
 import type { StepOutput } from './algorithms/types'
 import { type BackendResult, type BucketConfig, bucketId, type SyncBackend } from './backend'
-import { ConfigError, FastlimitError, show } from './errors'
+import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } from './errors'
 
 /** Options of {@link MemoryBackend}. */
 export interface MemoryBackendOptions {
@@ -39,16 +39,6 @@ const NONE = -1
 const INITIAL_CAPACITY = 1024
 
 type Space = Map<string, number>
-
-/** A cost handed to the backend directly (FastLimit checks its own): a positive safe integer. */
-function checkBackendCost(cost: number): void {
-  if (!Number.isSafeInteger(cost) || cost < 1) {
-    throw new FastlimitError(
-      'ERR_FASTLIMIT_ARGUMENT',
-      `[fastlimit] [memory] cost must be a positive whole number up to 2^53 - 1, got ${show(cost)}.`,
-    )
-  }
-}
 
 /** Friend access for FastLimit: the slot map of a key prefix, so it can decide without building a key. */
 export let spaceOf: (backend: MemoryBackend, prefix: string) => Space
@@ -126,16 +116,7 @@ export class MemoryBackend implements SyncBackend {
         `[fastlimit] [memory] maxKeys must be a whole number from 1 to 1073741824, got ${show(maxKeys)}. For example 100000.`,
       )
     }
-    if (
-      !Number.isSafeInteger(cleanupIntervalMs) ||
-      cleanupIntervalMs < 0 ||
-      cleanupIntervalMs > 2 ** 31 - 1
-    ) {
-      throw new ConfigError(
-        `[fastlimit] [memory] cleanupIntervalMs must be a whole number of milliseconds from 0 (off) to 2147483647, ` +
-          `got ${show(cleanupIntervalMs)}. For example 60000.`,
-      )
-    }
+    checkTimerMs('memory', 'cleanupIntervalMs', cleanupIntervalMs, true, '60000')
     if (typeof clock !== 'function') {
       throw new ConfigError(
         '[fastlimit] [memory] clock must be a function returning epoch milliseconds, e.g. Date.now.',
@@ -360,14 +341,15 @@ export class MemoryBackend implements SyncBackend {
 
   /** {@link Backend.checkAndIncrement}, synchronously. */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
-    checkBackendCost(cost)
+    // A cost handed to the backend directly (FastLimit checks its own).
+    checkPositiveCost('memory', cost, '')
     const [space, name] = this.#split(key)
     return this.#check(space, name, bucket, cost)
   }
 
   /** {@link Backend.checkAndIncrementAll}, synchronously. */
   checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
-    checkBackendCost(cost)
+    checkPositiveCost('memory', cost, '')
     const [space, name] = this.#split(key)
     return this.#checkAll(space, name, buckets, cost)
   }

@@ -1,7 +1,7 @@
 // Rules: '100/min', '5 per minute' and { limit, window } turned into validated BucketConfigs.
 
 import { ALGORITHMS } from './algorithms'
-import type { Algorithm, BucketConfig } from './backend'
+import { type Algorithm, type BucketConfig, bucketId } from './backend'
 import { ConfigError, show } from './errors'
 
 /** The longest window a rule may have: 365 days. */
@@ -231,7 +231,7 @@ function build(
     windowMs,
     ...(b === undefined ? {} : { burst: b }),
     name: name ?? `${limit}/${formatWindow(windowMs)}`,
-    id: `${algorithm}:${limit}:${windowMs}:${b ?? limit}`,
+    id: bucketId({ algorithm, limit, windowMs, burst: b }),
     [RULE]: true,
   }
   return Object.freeze(rule) as Rule

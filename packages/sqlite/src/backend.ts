@@ -181,7 +181,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
   readonly tableName: string
 
   readonly #owned: boolean
-  readonly #clock: () => number
+  /** The clock, floored to whole epoch milliseconds. */
+  readonly #now: () => number
   readonly #busyTimeoutMs: number
   readonly #select: Statement
   readonly #reset: Statement
@@ -280,6 +281,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
       )
     }
 
+    const now = () => Math.floor(clock())
     let busy = busyTimeoutMs ?? 1000
     try {
       if (this.#owned || busyTimeoutMs !== undefined) db.pragma(`busy_timeout = ${busy}`)
@@ -300,7 +302,6 @@ export class SQLiteBackend implements Backend, SyncBackend {
       this.#reset = db.prepare(sql.reset)
       this.#clear = db.prepare(sql.clear)
       this.#sweep = db.prepare(sql.sweep)
-      const now = () => Math.floor(clock())
       /** Writes one bucket's new state; moves the row's expiry (and its index entry) only when it must grow. */
       const write = (
         key: string,
@@ -362,7 +363,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     this.database = db
     this.tableName = tableName
     this.#busyTimeoutMs = busy
-    this.#clock = clock
+    this.#now = now
     if (cleanupIntervalMs > 0) {
       this.#timer = setInterval(() => {
         // A failed background sweep is retried at the next interval; decisions report real failures.
@@ -406,7 +407,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   peekSync(key: string, bucket: BucketConfig): BackendResult {
     if (this.#closed) throw this.#closedError()
     try {
-      const now = Math.floor(this.#clock())
+      const now = this.#now()
       const row = this.#select.get(key, bucketId(bucket), now) as Row | undefined
       return algorithms[bucket.algorithm](row === undefined ? undefined : decodeState(row[0]), now, bucket, 0)
         .result
@@ -493,7 +494,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
         }
         let changes: number
         try {
-          changes = this.#sweep.run(Math.floor(this.#clock())).changes
+          changes = this.#sweep.run(this.#now()).changes
         } catch (err) {
           reject(backendError(err, this.#busyTimeoutMs))
           return

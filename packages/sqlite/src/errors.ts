@@ -11,6 +11,11 @@ function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err)
 }
 
+/** The message of an error, followed by its SQLite result code in parentheses when it has one. */
+function detailOf(err: unknown, code: string): string {
+  return `${messageOf(err)}${code ? ` (${code})` : ''}`
+}
+
 /** Whether an error means the write lock could not be taken within the busy timeout. */
 export function isBusy(code: string): boolean {
   return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')
@@ -23,7 +28,7 @@ export function isBusy(code: string): boolean {
 export function openError(err: unknown, where: string, busyTimeoutMs: number): FastlimitError {
   if (err instanceof FastlimitError) return err
   const code = sqliteCode(err)
-  const detail = `${messageOf(err)}${code ? ` (${code})` : ''}`
+  const detail = detailOf(err, code)
   let message: string
   if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
     message =
@@ -52,7 +57,7 @@ export function openError(err: unknown, where: string, busyTimeoutMs: number): F
 export function backendError(err: unknown, busyTimeoutMs: number): FastlimitError {
   if (err instanceof FastlimitError) return err
   const code = sqliteCode(err)
-  const detail = `${messageOf(err)}${code ? ` (${code})` : ''}`
+  const detail = detailOf(err, code)
   let message: string
   if (isBusy(code)) {
     message =
