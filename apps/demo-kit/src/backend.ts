@@ -1,4 +1,5 @@
 // Picks where the demo keeps its counts from FASTLIMIT_BACKEND: memory (default), sqlite:<path> or redis://...
+// and prints the startup lines every demo shares.
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { type Backend, FastLimit } from '@fastlimit/core'
@@ -48,4 +49,15 @@ export async function limiterFromEnv(
       await backend?.close()
     },
   }
+}
+
+/**
+ * Prints a demo's startup lines: where it listens and on which backend (the demo tests wait for
+ * `listening on http://...` and read `backend: ...`), then a curl loop that runs into the login limit.
+ */
+export function announce(framework: string, base: string, label: string): void {
+  console.log(`fastlimit ${framework} demo listening on ${base} (backend: ${label})`)
+  console.log(
+    `try: for i in $(seq 7); do curl -si -X POST ${base}/login | grep -iE '^(HTTP|ratelimit|retry)'; done`,
+  )
 }

@@ -1,7 +1,7 @@
 // fastlimit on Express: a strict login route, a weighted search route and an app-wide default.
 //   pnpm --filter @fastlimit/express-demo start          (PORT=3000, FASTLIMIT_BACKEND=memory)
 
-import { limiterFromEnv } from '@fastlimit/demo-kit'
+import { announce, limiterFromEnv } from '@fastlimit/demo-kit'
 import { rateLimit } from '@fastlimit/express'
 import express from 'express'
 
@@ -58,11 +58,7 @@ app.get('/', (_req, res) => {
 })
 
 const server = app.listen(port, host, () => {
-  const base = `http://${host}:${port}`
-  console.log(`fastlimit express demo listening on ${base} (backend: ${label})`)
-  console.log(
-    `try: for i in $(seq 7); do curl -si -X POST ${base}/login | grep -iE '^(HTTP|ratelimit|retry)'; done`,
-  )
+  announce('express', `http://${host}:${port}`, label)
 })
 
 const shutdown = () => {

@@ -1,7 +1,7 @@
 // fastlimit on Hono (Node): a strict login route, a weighted search route and an app-wide default.
 //   pnpm --filter @fastlimit/hono-demo start          (PORT=3000, FASTLIMIT_BACKEND=memory)
 
-import { limiterFromEnv } from '@fastlimit/demo-kit'
+import { announce, limiterFromEnv } from '@fastlimit/demo-kit'
 import { rateLimit } from '@fastlimit/hono'
 import { serve } from '@hono/node-server'
 import { type Context, Hono } from 'hono'
@@ -51,11 +51,7 @@ app.get('/', (c) =>
 )
 
 const server = serve({ fetch: app.fetch, port, hostname: host }, (info) => {
-  const base = `http://${host}:${info.port}`
-  console.log(`fastlimit hono demo listening on ${base} (backend: ${label})`)
-  console.log(
-    `try: for i in $(seq 7); do curl -si -X POST ${base}/login | grep -iE '^(HTTP|ratelimit|retry)'; done`,
-  )
+  announce('hono', `http://${host}:${info.port}`, label)
 })
 
 const shutdown = () => {

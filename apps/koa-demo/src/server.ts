@@ -1,7 +1,7 @@
 // fastlimit on Koa: a strict login route, a weighted search route and an app-wide default.
 //   pnpm --filter @fastlimit/koa-demo start          (PORT=3000, FASTLIMIT_BACKEND=memory)
 
-import { limiterFromEnv } from '@fastlimit/demo-kit'
+import { announce, limiterFromEnv } from '@fastlimit/demo-kit'
 import { rateLimit } from '@fastlimit/koa'
 import Router from '@koa/router'
 import Koa, { type Context } from 'koa'
@@ -75,11 +75,7 @@ app.use(router.routes())
 app.use(router.allowedMethods())
 
 const server = app.listen(port, host, () => {
-  const base = `http://${host}:${port}`
-  console.log(`fastlimit koa demo listening on ${base} (backend: ${label})`)
-  console.log(
-    `try: for i in $(seq 7); do curl -si -X POST ${base}/login | grep -iE '^(HTTP|ratelimit|retry)'; done`,
-  )
+  announce('koa', `http://${host}:${port}`, label)
 })
 
 const shutdown = () => {

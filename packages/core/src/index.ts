@@ -35,6 +35,7 @@ export type {
   SetHeader,
 } from './http'
 export {
+  checkHandler,
   cidrContains,
   compileTrust,
   createHttpLimiter,

@@ -1,7 +1,7 @@
 // rateLimit() for Express 4 and 5: translates Express's request and response; core's HTTP layer does the rest.
 
 import {
-  ConfigError,
+  checkHandler,
   createHttpLimiter,
   type Decision,
   type HttpAdapter,
@@ -65,17 +65,7 @@ const adapter: HttpAdapter<Request, Response> = {
  * ```
  */
 export function rateLimit(options: RateLimitOptions = {}): RequestHandler {
-  const handler = options?.handler
-  if (handler !== undefined && typeof handler !== 'function') {
-    throw new ConfigError(
-      '[fastlimit] [express] handler must be a function (req, res, next, decision) => void.',
-    )
-  }
-  if (handler !== undefined && options.message !== undefined) {
-    throw new ConfigError(
-      '[fastlimit] [express] Give handler or message, not both: handler sends the whole refusal.',
-    )
-  }
+  const handler = checkHandler(options, 'express', '(req, res, next, decision) => void')
   const http = createHttpLimiter(options, adapter)
   const deny = handler === undefined ? sendDenial : denyWith(handler)
   // Not async: run() sends errors to next(err) itself, so nothing is left for Express 4 to drop.

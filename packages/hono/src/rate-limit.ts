@@ -2,6 +2,7 @@
 
 import {
   ConfigError,
+  checkHandler,
   createHttpLimiter,
   type Decision,
   type HttpAdapter,
@@ -98,15 +99,7 @@ function copyHeaders(c: Context, sink: string[]): void {
  * ```
  */
 export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
-  const handler = options?.handler
-  if (handler !== undefined && typeof handler !== 'function') {
-    throw new ConfigError('[fastlimit] [hono] handler must be a function (c, decision) => Response.')
-  }
-  if (handler !== undefined && options.message !== undefined) {
-    throw new ConfigError(
-      '[fastlimit] [hono] Give handler or message, not both: handler builds the whole refusal.',
-    )
-  }
+  const handler = checkHandler(options, 'hono', '(c, decision) => Response', 'builds')
   const getConnInfo = options?.getConnInfo
   if (getConnInfo !== undefined && typeof getConnInfo !== 'function') {
     throw new ConfigError(
@@ -116,6 +109,7 @@ export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
   const adapter: HttpAdapter<Context, HeaderSink> = {
     name: 'hono',
     extraOptions: ['handler', 'getConnInfo'],
+    noAddressHint: 'getConnInfo from your runtime (hono/bun, hono/deno, ...)',
     remoteAddress:
       getConnInfo === undefined
         ? nodeRemoteAddress

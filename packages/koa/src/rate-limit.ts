@@ -1,7 +1,7 @@
 // rateLimit() for Koa 2 and 3: translates Koa's context; core's HTTP layer does the rest.
 
 import {
-  ConfigError,
+  checkHandler,
   createHttpLimiter,
   type Decision,
   type HttpAdapter,
@@ -65,15 +65,7 @@ const adapter: HttpAdapter<Context, Context> = {
  * ```
  */
 export function rateLimit(options: RateLimitOptions = {}): Middleware {
-  const handler = options?.handler
-  if (handler !== undefined && typeof handler !== 'function') {
-    throw new ConfigError('[fastlimit] [koa] handler must be a function (ctx, decision) => void.')
-  }
-  if (handler !== undefined && options.message !== undefined) {
-    throw new ConfigError(
-      '[fastlimit] [koa] Give handler or message, not both: handler sends the whole refusal.',
-    )
-  }
+  const handler = checkHandler(options, 'koa', '(ctx, decision) => void')
   const http = createHttpLimiter(options, adapter)
   const deny =
     handler === undefined

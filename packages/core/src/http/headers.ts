@@ -50,6 +50,12 @@ function capacity(rule: Rule): number {
   return rule.burst ?? rule.limit
 }
 
+function ruleStrings(rule: Rule): RuleStrings {
+  const cap = capacity(rule)
+  // Rule names are 1 to 64 of A-Z a-z 0-9 _ . : / + -: valid inside an sf-string, no escaping needed.
+  return { rule, limit: String(cap), draft7: `limit=${cap}, remaining=`, draft8: `"${rule.name}";r=` }
+}
+
 /**
  * The RateLimit header fields of one rule set, with everything that does not change per request
  * (policy strings, limits, names) built once. Headers for several rules report the most
@@ -85,13 +91,7 @@ export class RateLimitHeaders {
     this.format = format
     this.legacy = legacy || format === 'legacy'
     const list = rules.rules
-    this.#rules = list.map((rule) => ({
-      rule,
-      limit: String(capacity(rule)),
-      draft7: `limit=${capacity(rule)}, remaining=`,
-      // Rule names are 1 to 64 of A-Z a-z 0-9 _ . : / + -: valid inside an sf-string, no escaping needed.
-      draft8: `"${rule.name}";r=`,
-    }))
+    this.#rules = list.map(ruleStrings)
     if (format === 'draft-6' || format === 'draft-7') {
       // Quota policies: draft-06 §2.1 and draft-07 §2.1 (`100;w=60`), a List (draft-07 §3.5);
       // burst as the extension parameter of the draft-07 §2.3 example.
@@ -115,8 +115,7 @@ export class RateLimitHeaders {
       const s = list[i] as RuleStrings
       if (s.rule === rule) return s
     }
-    const cap = capacity(rule)
-    return { rule, limit: String(cap), draft7: `limit=${cap}, remaining=`, draft8: `"${rule.name}";r=` }
+    return ruleStrings(rule)
   }
 
   /**
@@ -129,7 +128,7 @@ export class RateLimitHeaders {
     const s = this.#strings(decision.rule)
     const retry = decision.retryAfterMs
     const resetMs = !decision.allowed && retry !== Number.POSITIVE_INFINITY ? retry : decision.resetMs - nowMs
-    const reset = resetMs > 0 ? Math.ceil(resetMs / 1000) : 0
+    const reset = delaySeconds(resetMs)
     const remaining = decision.remaining
     if (format === 'draft-7') {
       set(target, 'ratelimit-policy', this.policy as string)

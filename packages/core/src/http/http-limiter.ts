@@ -3,7 +3,13 @@
 import { ConfigError, show } from '../errors'
 import { type Decision, FastLimit } from '../limiter'
 import type { RuleSet } from '../rules'
-import { type HeaderFormat, RateLimitHeaders, retryAfterValue, type SetHeader } from './headers'
+import {
+  HEADER_FORMATS,
+  type HeaderFormat,
+  RateLimitHeaders,
+  retryAfterValue,
+  type SetHeader,
+} from './headers'
 import {
   compileTrust,
   createIpMatcher,
@@ -26,6 +32,13 @@ export interface HttpAdapter<Req, Res> {
   readonly name: string
   /** Option names the adapter handles itself (e.g. `'handler'`), accepted by {@link createHttpLimiter}. */
   readonly extraOptions?: readonly string[]
+  /**
+   * Another way to identify clients, suggested when a request has no client address: the error
+   * then reads `... pass key: (req) => ... to identify clients yourself, or <hint>, or trustProxy ...`.
+   * Hono passes `'getConnInfo from your runtime (hono/bun, hono/deno, ...)'`.
+   * @default none: only `key` and `trustProxy` are suggested
+   */
+  readonly noAddressHint?: string
   /** The address of the connection's peer (`req.socket.remoteAddress`), or `undefined` if unknown. */
   remoteAddress(req: Req): string | undefined
   /** A request header by lower-case name, or `undefined`. Repeated headers joined with `', '`. */
@@ -138,6 +151,8 @@ export class HttpLimiter<Req, Res> {
   readonly mode: 'enforce' | 'shadow'
 
   readonly #name: string
+  /** `, or <adapter.noAddressHint>`, or `''`. */
+  readonly #noAddressHint: string
   readonly #remoteAddress: (req: Req) => string | undefined
   readonly #header: (req: Req, name: string) => string | undefined
   readonly #setHeader: SetHeader<Res>
@@ -206,8 +221,9 @@ export class HttpLimiter<Req, Res> {
     this.#clock = fn<() => number>('clock', o.clock) ?? Date.now
 
     const allow = o.allowList ?? []
-    this.#allow = allow.length === 0 ? undefined : createIpMatcher(allow, 'allowList', where)
-    if (!Array.isArray(allow)) createIpMatcher(allow, 'allowList', where)
+    // An empty array allows no one: no matcher. Anything else, arrays or not, goes to createIpMatcher to be checked.
+    this.#allow =
+      allow.length === 0 && Array.isArray(allow) ? undefined : createIpMatcher(allow, 'allowList', where)
 
     this.#trust = compileTrust(o.trustProxy ?? false, where)
     const proxyHeader = o.proxyHeader ?? 'x-forwarded-for'
@@ -231,8 +247,7 @@ export class HttpLimiter<Req, Res> {
     let format: HeaderFormat | false
     if (headers === true) format = 'draft-7'
     else if (headers === false) format = false
-    else if (headers === 'draft-6' || headers === 'draft-7' || headers === 'draft-8' || headers === 'legacy')
-      format = headers
+    else if (HEADER_FORMATS.includes(headers as HeaderFormat)) format = headers as HeaderFormat
     else {
       format = fail(
         `headers must be 'draft-6', 'draft-7', 'draft-8', 'legacy', true or false, got ${show(headers)}.`,
@@ -283,6 +298,9 @@ export class HttpLimiter<Req, Res> {
     if (adapter.expose !== undefined && typeof adapter.expose !== 'function')
       fail('The adapter expose must be a function (req, res, decision) => void.')
     this.#expose = adapter.expose
+    const hint = adapter.noAddressHint
+    if (hint !== undefined && typeof hint !== 'string') fail('The adapter noAddressHint must be a string.')
+    this.#noAddressHint = hint === undefined ? '' : `, or ${hint}`
     const trustsNone = this.#trust.hops === 0 && this.#trust.match === undefined
     this.#direct = trustsNone && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
@@ -310,7 +328,7 @@ export class HttpLimiter<Req, Res> {
     throw new ConfigError(
       `[fastlimit] [${this.#name}] Cannot find the client's address for this request, so it cannot be limited ` +
         'by IP: pass key: (req) => ... to identify clients yourself' +
-        (this.#name === 'hono' ? ', or getConnInfo from your runtime (hono/bun, hono/deno, ...)' : '') +
+        this.#noAddressHint +
         ', or trustProxy if the app listens on a Unix socket behind a proxy.',
     )
   }
@@ -465,4 +483,37 @@ export function createHttpLimiter<Req, Res>(
   adapter: HttpAdapter<Req, Res>,
 ): HttpLimiter<Req, Res> {
   return new HttpLimiter(options ?? {}, adapter)
+}
+
+/**
+ * For adapter authors: checks the `handler` option of an adapter that lets the application send the
+ * refusal itself, and returns it. Call it before {@link createHttpLimiter}. Throws a
+ * {@link ConfigError} when `handler` is not a function (`[fastlimit] [<adapter>] handler must be a
+ * function <signature>.`) or comes with `message`, which it replaces.
+ *
+ * @param signature - the handler's shape, for the error: `'(req, res, next, decision) => void'`
+ * @param verb - what the handler does with the refusal: `'sends'` it, or `'builds'` it (returns a Response)
+ *
+ * @example
+ * ```ts
+ * const handler = checkHandler(options, 'express', '(req, res, next, decision) => void')
+ * const http = createHttpLimiter(options, adapter)
+ * ```
+ */
+export function checkHandler<H>(
+  options: { readonly handler?: H; readonly message?: unknown } | undefined,
+  adapter: string,
+  signature: string,
+  verb = 'sends',
+): H | undefined {
+  const handler = options?.handler
+  if (handler !== undefined && typeof handler !== 'function') {
+    throw new ConfigError(`[fastlimit] [${adapter}] handler must be a function ${signature}.`)
+  }
+  if (handler !== undefined && options?.message !== undefined) {
+    throw new ConfigError(
+      `[fastlimit] [${adapter}] Give handler or message, not both: handler ${verb} the whole refusal.`,
+    )
+  }
+  return handler
 }

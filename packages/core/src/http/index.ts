@@ -3,7 +3,7 @@
 export type { HeaderFormat, SetHeader } from './headers'
 export { delaySeconds, HEADER_FORMATS, RateLimitHeaders, retryAfterValue } from './headers'
 export type { HttpAdapter, HttpDenial } from './http-limiter'
-export { createHttpLimiter, HttpLimiter, problemDetails } from './http-limiter'
+export { checkHandler, createHttpLimiter, HttpLimiter, problemDetails } from './http-limiter'
 export type { Cidr, IPv4Address, IPv6Address, IpAddress, ProxyHeader, ProxyTrust } from './ip'
 export {
   cidrContains,
