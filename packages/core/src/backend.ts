@@ -55,12 +55,37 @@ export interface BackendResult {
 export const RETRY_NEVER: number = Number.POSITIVE_INFINITY
 
 /**
+ * What `FastLimit` tells a backend about one call, besides its arguments.
+ */
+export interface CallOptions {
+  /**
+   * Epoch milliseconds, on this process's `Date.now()` clock, after which `FastLimit` no longer waits
+   * for the answer (its `timeoutMs` after the call started) and has already applied its
+   * `onBackendError` policy. A backend whose calls can be delayed (a network round trip, a lock wait)
+   * must not charge anything once the deadline has passed where the call is applied: it rejects with
+   * a `FastlimitError` of code `ERR_FASTLIMIT_TIMEOUT` instead, so a call the limiter gave up on never
+   * charges later (RedisBackend compares it with the server's `TIME` inside its script). Absent when
+   * the caller sets no deadline.
+   */
+  readonly deadline?: number
+}
+
+/**
  * A store of rate-limit state. Implement it to keep limits anywhere; prove it with
  * `backendConformance` from `@fastlimit/core/testing`.
  *
+ * Only {@link Backend.checkAndIncrement} is required. Every other member is optional: a feature that
+ * needs one the backend lacks (several rules at once, `peek`, `reset`, `clear`) fails with a
+ * `ConfigError` naming the missing method, as early as it can be known (at `rateLimit()` for the
+ * rules of a middleware, else at the call). The conformance suite runs the cases of what is implemented.
+ *
  * A backend stores, per `key`, one state per bucket (a bucket is identified by {@link bucketId}),
  * and applies the algorithm `step` functions from core to it. `key` is opaque: it may hold any
- * character, including braces, newlines and NUL, and must never collide with another key.
+ * UTF-16 string, including braces, newlines, NUL and lone surrogates, and must never collide with
+ * another key (encode it injectively: JSON, hex, or a store that compares strings exactly).
+ *
+ * Time: read it from one injectable clock (an option defaulting to `Date.now`, or the store's own
+ * clock), never from `Date.now()` in the middle of the code, so that the conformance suite can drive it.
  *
  * Atomicity: `checkAndIncrement` and `checkAndIncrementAll` must be atomic with respect to every
  * other call on the same key, from any process sharing the store: read, step and write happen as
@@ -71,26 +96,43 @@ export interface Backend {
    * Admits `cost` units against `bucket` for `key`, or denies without charging anything. Atomic.
    * @param cost a positive safe integer; a cost above the bucket's capacity is denied with
    *   `retryAfterMs: Infinity`.
+   * @param options the call's deadline ({@link CallOptions}); may be absent.
    */
-  checkAndIncrement(key: string, bucket: BucketConfig, cost: number): Promise<BackendResult>
+  checkAndIncrement(key: string, bucket: BucketConfig, cost: number, options?: CallOptions): Promise<BackendResult>
   /**
    * Checks several buckets of one key all-or-nothing: either every bucket admits `cost` and all are
    * charged, or none is charged. Results come in the order of `buckets`. Atomic as a whole.
+   * Optional: without it, a limiter with several rules at once fails with a `ConfigError`.
    *
    * In a denied call, each result reports the uncharged state, and its `allowed` says whether that
    * bucket alone would have admitted the cost.
    */
-  checkAndIncrementAll(key: string, buckets: readonly BucketConfig[], cost: number): Promise<BackendResult[]>
-  /** Reads a bucket without charging it: `allowed` says whether a cost of 1 would pass. */
-  peek(key: string, bucket: BucketConfig): Promise<BackendResult>
-  /** Forgets every bucket of `key`. */
-  reset(key: string): Promise<void>
-  /** Forgets every key this backend stores (only its own, never another application's data). */
-  clear(): Promise<void>
-  /** Releases what the backend opened (timers, connections it created). Idempotent. */
-  close(): Promise<void>
+  checkAndIncrementAll?(
+    key: string,
+    buckets: readonly BucketConfig[],
+    cost: number,
+    options?: CallOptions,
+  ): Promise<BackendResult[]>
+  /** Reads a bucket without charging it: `allowed` says whether a cost of 1 would pass. Optional. */
+  peek?(key: string, bucket: BucketConfig, options?: CallOptions): Promise<BackendResult>
+  /** Forgets every bucket of `key`. Optional. */
+  reset?(key: string, options?: CallOptions): Promise<void>
+  /** Forgets every key this backend stores (only its own, never another application's data). Optional. */
+  clear?(): Promise<void>
+  /** Releases what the backend opened (timers, connections it created). Idempotent. Optional. */
+  close?(): Promise<void>
+  /**
+   * Called by `FastLimit` when its circuit breaker opens: the limiter has given up on every call in
+   * flight. Drop them, so that none is applied later (close the connection they are queued on), and be
+   * ready for new calls (connect again). RedisBackend closes and reopens its connection. Optional.
+   */
+  reconnect?(reason: Error): void
+  /**
+   * A short name of the kind of store (`'memory'`, `'redis'`, `'sqlite'`), for messages and metrics.
+   * Never an address or a credential. Optional.
+   */
+  readonly kind?: string
 }
-
 /**
  * A stable identifier of a bucket's configuration within a key, used by every backend to name the
  * state of one rule (`'gcra:100:60000:100'`). Two rules with the same id share state.
@@ -104,22 +146,26 @@ export function bucketId(bucket: BucketConfig): string {
 }
 
 /**
- * Optional fast path for a backend that decides synchronously inside the process (MemoryBackend,
- * SQLiteBackend). `FastLimit` calls these directly, with no promise per call and no timer: such a
- * call cannot hang (bound it with the store's own lock timeout). Each has the meaning of its async twin.
+ * The synchronous fast path, an optional part of the protocol for a backend that can decide inside
+ * the process without waiting (MemoryBackend, SQLiteBackend). When `checkAndIncrementSync` is present,
+ * `FastLimit` calls it directly: no promise per call and no timer. Each method has the meaning of its
+ * asynchronous twin, and may return `undefined` to say "this call cannot be decided without waiting
+ * now" (SQLite: another process holds the write lock); `FastLimit` then makes the asynchronous call,
+ * with its deadline. A synchronous method must never block for long: it is called on the event loop.
+ *
+ * A wrapper (a `Proxy`, a delegating class) that forwards these methods keeps the fast path.
  */
 export interface SyncBackend extends Backend {
-  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult
-  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[]
-  peekSync(key: string, bucket: BucketConfig): BackendResult
+  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult | undefined
+  checkAndIncrementAllSync?(
+    key: string,
+    buckets: readonly BucketConfig[],
+    cost: number,
+  ): BackendResult[] | undefined
+  peekSync?(key: string, bucket: BucketConfig): BackendResult | undefined
 }
 
 /** Whether a backend offers the synchronous fast path of {@link SyncBackend}. */
 export function isSyncBackend(backend: Backend): backend is SyncBackend {
-  const b = backend as Partial<SyncBackend>
-  return (
-    typeof b.checkAndIncrementSync === 'function' &&
-    typeof b.checkAndIncrementAllSync === 'function' &&
-    typeof b.peekSync === 'function'
-  )
+  return typeof (backend as Partial<SyncBackend>).checkAndIncrementSync === 'function'
 }

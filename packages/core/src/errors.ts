@@ -5,8 +5,16 @@
  *
  * - `ERR_FASTLIMIT_CONFIG`: bad configuration (a rule, an option); thrown at construction.
  * - `ERR_FASTLIMIT_ARGUMENT`: a bad argument to a call (an identity that is not a string, a cost of 0).
- * - `ERR_FASTLIMIT_BACKEND`: the backend failed (connection refused, script error, disk full).
- * - `ERR_FASTLIMIT_TIMEOUT`: the backend did not answer within `timeoutMs`.
+ * - `ERR_FASTLIMIT_BACKEND`: the backend failed (connection refused, script error, a read-only replica).
+ * - `ERR_FASTLIMIT_TIMEOUT`: the backend did not answer within `timeoutMs`, or the store refused to
+ *   apply a call whose deadline had passed (nothing was charged).
+ * - `ERR_FASTLIMIT_STORE_FULL`: the store is out of memory or disk (Redis `OOM` under `maxmemory`,
+ *   SQLite `SQLITE_FULL`): limits cannot be kept until it has room. Warned about once per process
+ *   when no `onError` is set.
+ * - `ERR_FASTLIMIT_CIRCUIT_OPEN`: the limiter's circuit breaker is open after repeated failures; the
+ *   store was not called.
+ * - `ERR_FASTLIMIT_OVERLOADED`: too many calls to the store are already in flight (`maxInFlight`);
+ *   the store was not called.
  * - `ERR_FASTLIMIT_CLOSED`: the limiter or backend was used after `close()`.
  */
 export type FastlimitErrorCode =
@@ -14,6 +22,9 @@ export type FastlimitErrorCode =
   | 'ERR_FASTLIMIT_ARGUMENT'
   | 'ERR_FASTLIMIT_BACKEND'
   | 'ERR_FASTLIMIT_TIMEOUT'
+  | 'ERR_FASTLIMIT_STORE_FULL'
+  | 'ERR_FASTLIMIT_CIRCUIT_OPEN'
+  | 'ERR_FASTLIMIT_OVERLOADED'
   | 'ERR_FASTLIMIT_CLOSED'
 
 /**

@@ -312,7 +312,7 @@ export class FastLimit {
           if (!isResult(result)) throw malformed()
           return Promise.resolve(decideOne(list, result, cost, 'backend', undefined))
         }
-        const results = sync.checkAndIncrementAllSync(key, list, cost)
+        const results = sync.checkAndIncrementAllSync!(key, list, cost)
         if (!areResults(results, list.length)) throw malformed()
         return Promise.resolve(decide(list, results, cost, 'backend', undefined))
       } catch (err) {
@@ -328,7 +328,7 @@ export class FastLimit {
         (err) => this.#failed(key, list, cost, err),
       )
     }
-    return this.#bounded(() => this.backend.checkAndIncrementAll(key, list, cost)).then(
+    return this.#bounded(() => this.backend.checkAndIncrementAll!(key, list, cost)).then(
       (results) =>
         areResults(results, list.length)
           ? decide(list, results, cost, 'backend', undefined)
@@ -355,14 +355,14 @@ export class FastLimit {
     const sync = this.#sync
     if (sync !== undefined) {
       try {
-        const results = list.map((rule) => sync.peekSync(key, rule))
+        const results = list.map((rule) => sync.peekSync!(key, rule))
         if (!areResults(results, list.length)) throw malformed()
         return Promise.resolve(decide(list, results, 0, 'backend', undefined))
       } catch (err) {
         return this.#failed(key, list, 0, err)
       }
     }
-    const all = Promise.all(list.map((rule) => this.#bounded(() => this.backend.peek(key, rule))))
+    const all = Promise.all(list.map((rule) => this.#bounded(() => this.backend.peek!(key, rule))))
     return all.then(
       (results) =>
         areResults(results, list.length)
@@ -381,7 +381,7 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#bounded(() => this.backend.reset(key)).catch((err) => {
+    return this.#bounded(() => this.backend.reset!(key)).catch((err) => {
       throw this.#wrap(err)
     })
   }
@@ -393,7 +393,7 @@ export class FastLimit {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    if (this.#ownsBackend) await this.backend.close()
+    if (this.#ownsBackend) await this.backend.close!()
   }
 
   #closedError(): FastlimitError {
@@ -459,10 +459,10 @@ export class FastLimit {
       const fallback = policy.fallback
       const call = this.#bounded(() =>
         cost === 0
-          ? Promise.all(rules.map((rule) => fallback.peek(key, rule)))
+          ? Promise.all(rules.map((rule) => fallback.peek!(key, rule)))
           : rules.length === 1
             ? fallback.checkAndIncrement(key, rules[0] as Rule, cost).then((r) => [r])
-            : fallback.checkAndIncrementAll(key, rules, cost),
+            : fallback.checkAndIncrementAll!(key, rules, cost),
       )
       return call.then(
         (results) =>

@@ -58,7 +58,7 @@ export interface ConformanceOptions<B extends Backend = Backend> {
   make: (clock: () => number) => B | Promise<B>
   /**
    * Closes the backend (and whatever the test opened for it) after the suite.
-   * @default backend.close()
+   * @default backend.close!()
    */
   destroy?: (backend: B) => Promise<void>
   /** The algorithms to check. @default every algorithm */
@@ -195,11 +195,11 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
     afterAll(async () => {
       if (backend === undefined) return
       if (options.destroy) await options.destroy(backend)
-      else await backend.close()
+      else await backend.close!()
     }, timeout)
     beforeEach(async () => {
       clock.set(T0)
-      await backend.clear()
+      await backend.clear!()
     }, timeout)
 
     for (const algorithm of algorithms) {
@@ -250,14 +250,14 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
                 } else if (op < 0.8) {
                   const cost = 1 + Math.floor(random() * 2)
                   expected = model.checkAll(key, pair, cost, now)
-                  actual = await backend.checkAndIncrementAll(key, pair, cost)
+                  actual = await backend.checkAndIncrementAll!(key, pair, cost)
                 } else if (op < 0.97) {
                   expected = model.peek(key, bucket, now)
-                  actual = await backend.peek(key, bucket)
+                  actual = await backend.peek!(key, bucket)
                   checkInvariants(actual as BackendResult, now, false)
                 } else {
                   model.reset(key)
-                  await backend.reset(key)
+                  await backend.reset!(key)
                   continue
                 }
                 expect(
@@ -279,7 +279,7 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
             const denied = await backend.checkAndIncrement('roll', bucket, 1)
             expect(denied.allowed).toBe(false)
             clock.set(denied.resetMs + 2 * bucket.windowMs)
-            const fresh = await backend.peek('roll', bucket)
+            const fresh = await backend.peek!('roll', bucket)
             expect(fresh.remaining).toBe(4)
             for (let i = 0; i < 4; i++)
               expect((await backend.checkAndIncrement('roll', bucket, 1)).allowed).toBe(true)
@@ -321,7 +321,7 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
             for (let i = 0; i < 50; i++) await backend.checkAndIncrement('deny:a', bucket, 1)
             clock.advance(1700)
             // 'a' was hammered while denied, 'b' was left alone: they must stand exactly alike.
-            expect(await backend.peek('deny:a', bucket)).toEqual(await backend.peek('deny:b', bucket))
+            expect(await backend.peek!('deny:a', bucket)).toEqual(await backend.peek!('deny:b', bucket))
             expect(await backend.checkAndIncrement('deny:a', bucket, 1)).toEqual(
               await backend.checkAndIncrement('deny:b', bucket, 1),
             )
@@ -333,7 +333,7 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
           'peek reads without charging',
           async () => {
             const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 1000 }
-            const empty = await backend.peek('peek', bucket)
+            const empty = await backend.peek!('peek', bucket)
             expect(empty).toMatchObject({
               allowed: true,
               limit: 3,
@@ -341,9 +341,9 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
               retryAfterMs: 0,
               resetMs: T0,
             })
-            for (let i = 0; i < 10; i++) await backend.peek('peek', bucket)
+            for (let i = 0; i < 10; i++) await backend.peek!('peek', bucket)
             await backend.checkAndIncrement('peek', bucket, 3)
-            const full = await backend.peek('peek', bucket)
+            const full = await backend.peek!('peek', bucket)
             expect(full.allowed).toBe(false)
             expect(full.remaining).toBe(0)
             expect(full.retryAfterMs).toBeGreaterThan(0)
@@ -358,13 +358,13 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
           async () => {
             const a: BucketConfig = { algorithm, limit: 2, windowMs: 60_000 }
             const b: BucketConfig = { algorithm, limit: 3, windowMs: 60_000 }
-            await backend.checkAndIncrementAll('reset:1', [a, b], 2)
+            await backend.checkAndIncrementAll!('reset:1', [a, b], 2)
             await backend.checkAndIncrement('reset:2', a, 2)
-            await backend.reset('reset:1')
-            expect((await backend.peek('reset:1', a)).remaining).toBe(2)
-            expect((await backend.peek('reset:1', b)).remaining).toBe(3)
-            expect((await backend.peek('reset:2', a)).remaining).toBe(0)
-            await backend.reset('reset:never-seen')
+            await backend.reset!('reset:1')
+            expect((await backend.peek!('reset:1', a)).remaining).toBe(2)
+            expect((await backend.peek!('reset:1', b)).remaining).toBe(3)
+            expect((await backend.peek!('reset:2', a)).remaining).toBe(0)
+            await backend.reset!('reset:never-seen')
           },
           timeout,
         )
@@ -374,21 +374,21 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
           async () => {
             const small: BucketConfig = { algorithm, limit: 2, windowMs: 1000 }
             const large: BucketConfig = { algorithm, limit: 10, windowMs: 60_000 }
-            const first = await backend.checkAndIncrementAll('all', [large, small], 2)
+            const first = await backend.checkAndIncrementAll!('all', [large, small], 2)
             expect(first.map((r) => [r.allowed, r.remaining])).toEqual([
               [true, 8],
               [true, 0],
             ])
-            const denied = await backend.checkAndIncrementAll('all', [large, small], 1)
+            const denied = await backend.checkAndIncrementAll!('all', [large, small], 1)
             expect(denied.map((r) => [r.allowed, r.remaining])).toEqual([
               [true, 8],
               [false, 0],
             ])
-            expect((await backend.peek('all', large)).remaining).toBe(8)
-            const results = await backend.checkAndIncrementAll('all', [small, large], 1)
+            expect((await backend.peek!('all', large)).remaining).toBe(8)
+            const results = await backend.checkAndIncrementAll!('all', [small, large], 1)
             expect(results).toHaveLength(2)
             expect(results[0]?.allowed).toBe(false)
-            expect((await backend.peek('all', large)).remaining).toBe(8)
+            expect((await backend.peek!('all', large)).remaining).toBe(8)
           },
           timeout,
         )
@@ -427,10 +427,10 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
             expect(new Set(remaining).size).toBe(limit)
             const pair: BucketConfig[] = [bucket, { algorithm, limit: limit + 5, windowMs: 60_000 }]
             const all = await Promise.all(
-              Array.from({ length: concurrency }, () => backend.checkAndIncrementAll('atomic-all', pair, 1)),
+              Array.from({ length: concurrency }, () => backend.checkAndIncrementAll!('atomic-all', pair, 1)),
             )
             expect(all.filter((r) => r.every((x) => x.allowed))).toHaveLength(limit)
-            expect((await backend.peek('atomic-all', pair[1] as BucketConfig)).remaining).toBe(5)
+            expect((await backend.peek!('atomic-all', pair[1] as BucketConfig)).remaining).toBe(5)
           },
           timeout,
         )
@@ -473,9 +473,9 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
           const r = await backend.checkAndIncrement(key, bucket, 1)
           expect(r.allowed, `second call on ${JSON.stringify(key.slice(0, 20))}`).toBe(false)
         }
-        await backend.reset('{braces}')
-        expect((await backend.peek('{braces}', bucket)).remaining).toBe(1)
-        expect((await backend.peek('a{b}c', bucket)).remaining).toBe(0)
+        await backend.reset!('{braces}')
+        expect((await backend.peek!('{braces}', bucket)).remaining).toBe(1)
+        expect((await backend.peek!('a{b}c', bucket)).remaining).toBe(0)
       },
       timeout,
     )
@@ -486,9 +486,9 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
         const bucket: BucketConfig = { algorithm: algorithms[0] as Algorithm, limit: 1, windowMs: 60_000 }
         await backend.checkAndIncrement('c1', bucket, 1)
         await backend.checkAndIncrement('c2', bucket, 1)
-        await backend.clear()
-        expect((await backend.peek('c1', bucket)).remaining).toBe(1)
-        expect((await backend.peek('c2', bucket)).remaining).toBe(1)
+        await backend.clear!()
+        expect((await backend.peek!('c1', bucket)).remaining).toBe(1)
+        expect((await backend.peek!('c2', bucket)).remaining).toBe(1)
       },
       timeout,
     )
@@ -501,7 +501,7 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
           for (const algorithm of algorithms) {
             const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 200 }
             await backend.checkAndIncrement(`ttl:${algorithm}`, bucket, 2)
-            await backend.checkAndIncrementAll(
+            await backend.checkAndIncrementAll!(
               `ttl-all:${algorithm}`,
               [bucket, { algorithm, limit: 5, windowMs: 300 }],
               1,
