@@ -8,14 +8,13 @@ import {
   ConfigError,
   FastlimitError,
   RETRY_NEVER,
-  validatePrefix,
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
-import { createClient } from './client'
+import { connectionProblem, createClient, explain } from './client'
 import { runnerFor, type ScriptRunner } from './command'
-import { prefixPattern, redisKey } from './keys'
+import { keyNamespace, prefixPattern, redisKey } from './keys'
 import { type ScriptDefinition, scriptFor } from './scripts'
-import { parseRedisUrl, redactUrl } from './url'
+import { parseRedisUrl } from './url'
 
 /**
  * Where the scripts read the time: `'server'`, the Redis server's `TIME` (one clock for every app
@@ -34,17 +33,26 @@ export interface RedisBackendOptions {
    */
   client?: Redis | Cluster
   /**
-   * Where to connect, when you give no `client`: `redis://[[user]:password@]host[:port][/db]`,
-   * `rediss://...` (TLS), `redis+sentinel://h1:26379,h2:26379/mymaster[/db]` or
-   * `redis+cluster://n1:7000,n2:7001` (`rediss+sentinel://` and `rediss+cluster://` for TLS).
-   * RedisBackend creates the client, and `close()` closes it.
+   * Where to connect, when you give no `client`: `redis://[[user]:password@]host[:port][/db]` (one
+   * server), `redis://n1:7000,n2:7001,n3:7002` (a Cluster), `redis://s1:26379,s2:26379/0?sentinelMasterName=mymaster`
+   * (Sentinel), `redis+sentinel://s1:26379,s2:26379/mymaster[/db]`, `redis+cluster://n1:7000,n2:7001`,
+   * and `rediss...` of each for TLS. Percent-encode `@ / ? # % :` in a password. RedisBackend creates
+   * the client, and `close()` closes it. A one-host `redis://` URL that reaches a Cluster node or a
+   * sentinel, or a database the server lacks, fails every call with a ConfigError saying what to write.
    * @default undefined (give `client` instead)
    */
   url?: string
   /**
-   * Prepended to every Redis key this backend writes, and the only keys `clear()` deletes:
-   * 1 to 64 printable ASCII characters without spaces or braces.
-   * @default 'fastlimit:'
+   * The Sentinel master name, for a `redis://` URL whose hosts are sentinels (the URL may give it as
+   * `?sentinelMasterName=` or `?sentinel_master=` instead). Only with `url`.
+   * @default undefined (the URL says whether it is Sentinel)
+   */
+  sentinelMasterName?: string
+  /**
+   * Names this backend's keys: each Redis key is `keyPrefix + "::" + key` (one trailing ":" of keyPrefix
+   * is dropped, so `'myapp:'` is `'myapp'`). 1 to 64 printable ASCII characters without spaces, braces or
+   * "::". Backends with different keyPrefixes never share a key, and `clear()` deletes only this one's.
+   * @default 'fastlimit'
    */
   keyPrefix?: string
   /**
@@ -86,6 +94,7 @@ export interface RedisBackendOptions {
 const KNOWN = [
   'client',
   'url',
+  'sentinelMasterName',
   'keyPrefix',
   'timeSource',
   'clock',
@@ -297,22 +306,15 @@ export class RedisBackend implements Backend {
     const {
       client,
       url,
-      keyPrefix = 'fastlimit:',
+      sentinelMasterName,
+      keyPrefix = 'fastlimit',
       timeSource = 'server',
       clock,
       expiryMarginMs = 1000,
       redisOptions,
       clusterOptions,
     } = options
-    try {
-      this.#prefix = validatePrefix(keyPrefix, 'redis')
-    } catch (err) {
-      throw new ConfigError(
-        `[fastlimit] [redis] keyPrefix must be 1 to 64 printable ASCII characters without spaces or braces ` +
-          `(braces would become the Cluster hash tag), got ${show(keyPrefix)}. For example "fastlimit:" or "myapp:rl:".`,
-        { cause: err },
-      )
-    }
+    this.#prefix = keyNamespace(keyPrefix)
     if (timeSource !== 'server' && timeSource !== 'client') {
       throw new ConfigError(
         `[fastlimit] [redis] timeSource must be 'server' or 'client', got ${show(timeSource)}. ` +
@@ -347,6 +349,12 @@ export class RedisBackend implements Backend {
       )
     }
     if (client !== undefined) {
+      if (sentinelMasterName !== undefined) {
+        throw new ConfigError(
+          '[fastlimit] [redis] sentinelMasterName applies only to the client created from url; ' +
+            'give your own client its sentinels and name instead.',
+        )
+      }
       if (redisOptions !== undefined || clusterOptions !== undefined) {
         throw new ConfigError(
           '[fastlimit] [redis] redisOptions and clusterOptions apply only to the client created from url; ' +
@@ -371,7 +379,7 @@ export class RedisBackend implements Backend {
       this.#owned = false
       this.#where = client.isCluster ? 'the Redis Cluster' : 'Redis'
     } else if (url !== undefined) {
-      const parsed = parseRedisUrl(url)
+      const parsed = parseRedisUrl(url, { sentinelMasterName })
       if (redisOptions !== undefined && (typeof redisOptions !== 'object' || redisOptions === null)) {
         throw new ConfigError(
           `[fastlimit] [redis] redisOptions must be an object, got ${show(redisOptions)}.`,
@@ -385,13 +393,14 @@ export class RedisBackend implements Backend {
         }
         if (parsed.topology !== 'cluster') {
           throw new ConfigError(
-            '[fastlimit] [redis] clusterOptions apply only to a redis+cluster:// URL; use redisOptions instead.',
+            '[fastlimit] [redis] clusterOptions apply only to a Cluster URL (redis+cluster://, or redis:// with ' +
+              'several hosts); use redisOptions instead.',
           )
         }
       }
       this.#client = createClient(parsed, redisOptions, clusterOptions)
       this.#owned = true
-      this.#where = redactUrl(url)
+      this.#where = parsed.redacted
       // Errors surface through the calls that fail; keep the last one for their messages.
       this.#client.on('error', (err: Error) => {
         this.#lastError = err
@@ -465,6 +474,9 @@ export class RedisBackend implements Backend {
 
   #wrap(err: unknown, what: string): FastlimitError {
     if (err instanceof FastlimitError) return err
+    // A URL that does not fit its server (a database it lacks, a Cluster node, a sentinel); passwords hidden.
+    const misfit = explain(this.#client, err, this.#where)
+    if (misfit !== undefined) return misfit
     const message = (err instanceof Error ? err.message : String(err)).replace(/\.+$/, '')
     let hint = `Check that ${this.#where} is reachable; FastLimit applies its onBackendError policy meanwhile.`
     if (/\bTIME\b/.test(message) || /not allowed from script/i.test(message)) {
@@ -493,6 +505,8 @@ export class RedisBackend implements Backend {
    */
   #ready(): Promise<void> | undefined {
     if (!this.#owned || this.#everReady) return undefined
+    const problem = connectionProblem(this.#client)
+    if (problem !== undefined) return Promise.reject(problem)
     const client = this.#client
     if (client.status === 'ready' && mastersReady(client)) {
       this.#everReady = true

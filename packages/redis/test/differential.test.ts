@@ -154,7 +154,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                 expect(await backend.checkAndIncrementAll(key, buckets, op.cost), where).toEqual(all.results)
               }
               // The stored state, as text: the same integers, printed in full (never 1.7e+12).
-              const stored = await raw.hmget(prefix + key, ...ids)
+              const stored = await raw.hmget(`${prefix}:${key}`, ...ids)
               expect(stored, `${where}: stored state`).toEqual(
                 ids.map((id) => (states.has(id) ? encodeState(states.get(id) as State) : null)),
               )
@@ -178,7 +178,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
     try {
       const bucket: BucketConfig = { algorithm: 'sliding-window', limit: 5, windowMs: MAX_WINDOW_MS }
       await backend.checkAndIncrement('big', bucket, 2)
-      const text = await raw.hget(`${PREFIX}big:big`, bucketId(bucket))
+      const text = await raw.hget(`${PREFIX}big::big`, bucketId(bucket))
       const start = 8_640_000_000_000_000 - 1 - ((8_640_000_000_000_000 - 1) % MAX_WINDOW_MS)
       expect(text).toBe(`${start},0,2`)
       expect(await backend.peek('big', bucket)).toMatchObject({
@@ -200,12 +200,12 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
     try {
       const bucket: BucketConfig = { algorithm: 'fixed-window', limit: 3, windowMs: 1000 }
       for (const junk of ['', 'x', '1,2,', '5000,abc', '1.5,2', '99999999999999999999,1', '5000']) {
-        await raw.hset(`${PREFIX}junk:junk`, bucketId(bucket), junk)
+        await raw.hset(`${PREFIX}junk::junk`, bucketId(bucket), junk)
         expect(await backend.peek('junk', bucket), JSON.stringify(junk)).toEqual(
           step(undefined, 5000, bucket, 0).result,
         )
       }
-      await raw.hset(`${PREFIX}junk:junk`, bucketId(bucket), '5000,2')
+      await raw.hset(`${PREFIX}junk::junk`, bucketId(bucket), '5000,2')
       expect((await backend.peek('junk', bucket)).remaining).toBe(1)
     } finally {
       await backend.clear()
