@@ -58,7 +58,8 @@ export interface RedisBackendOptions {
   /**
    * `'server'`: scripts read the Redis server's `TIME`, so app servers whose clocks disagree still
    * share one limit exactly. `'client'`: each call passes `clock()`; for tests with a fake clock, and
-   * for managed Redis services that refuse `TIME` in scripts (then keep your servers' clocks in sync).
+   * for managed Redis services that refuse `TIME` in scripts. Then app servers whose clocks are up to
+   * `maxClockSkewMs` apart share one limit within a stated bound (see `maxClockSkewMs`).
    * @default 'server'
    */
   timeSource?: RedisTimeSource
@@ -68,12 +69,25 @@ export interface RedisBackendOptions {
    */
   clock?: () => number
   /**
+   * With `timeSource: 'client'`: how far apart your app servers' clocks may be. A state that another
+   * server wrote up to this far ahead of this server's clock is kept as it lies (this server counts
+   * from it and waits on its own clock); one further ahead means this clock stepped back, and it moves
+   * back to now. Clocks `S <= maxClockSkewMs` apart share one limit with at most, over any `d` ms, what
+   * one clock would admit over `d + S` ms (gcra, token and leaky bucket: `burst + limit * (d + S) /
+   * windowMs`; fixed and sliding window: `limit` per aligned window, `limit * (ceil((d + S) / windowMs)
+   * + 1)`); beyond it the limit does not hold. A clock that steps back by less than this makes its
+   * server wait up to the step on full keys. Keys also outlive their state by at least this much (it
+   * raises `expiryMarginMs`). 0 to 3,600,000; not allowed with `'server'`.
+   * @default 300000 (5 minutes)
+   */
+  maxClockSkewMs?: number
+  /**
    * Milliseconds a key outlives at least its last bucket: a write that finds the key's expiry less than
    * this margin past the time its longest-lived bucket is empty extends it to twice the margin past
    * that time (so most writes skip the `PEXPIRE`); an expiry is never shortened. A state kept longer
    * is harmless (an expired state reads as empty), one dropped early would forget counts; the margin
    * absorbs the difference between the clock that computed the state and Redis's own expiry clock.
-   * With `timeSource: 'client'`, keep it above the largest clock skew between your app servers.
+   * With `timeSource: 'client'`, the margin used is at least `maxClockSkewMs`.
    * @default 1000
    */
   expiryMarginMs?: number
@@ -98,12 +112,15 @@ const KNOWN = [
   'keyPrefix',
   'timeSource',
   'clock',
+  'maxClockSkewMs',
   'expiryMarginMs',
   'redisOptions',
   'clusterOptions',
 ]
 
 const MAX_MARGIN_MS = 24 * 60 * 60 * 1000
+const MAX_SKEW_MS = 60 * 60 * 1000
+const DEFAULT_SKEW_MS = 5 * 60 * 1000
 
 /** Formats a value for an error message. */
 function show(value: unknown): string {
@@ -310,6 +327,7 @@ export class RedisBackend implements Backend {
       keyPrefix = 'fastlimit',
       timeSource = 'server',
       clock,
+      maxClockSkewMs,
       expiryMarginMs = 1000,
       redisOptions,
       clusterOptions,
@@ -331,6 +349,25 @@ export class RedisBackend implements Backend {
         `[fastlimit] [redis] clock is used only with timeSource: 'client' (the scripts read the Redis server's TIME ` +
           `by default). Add timeSource: 'client', or remove clock.`,
       )
+    }
+    if (maxClockSkewMs !== undefined) {
+      if (timeSource !== 'client') {
+        throw new ConfigError(
+          `[fastlimit] [redis] maxClockSkewMs is used only with timeSource: 'client' (with the Redis server's TIME ` +
+            `every call reads one clock). Add timeSource: 'client', or remove maxClockSkewMs.`,
+        )
+      }
+      if (
+        typeof maxClockSkewMs !== 'number' ||
+        !Number.isSafeInteger(maxClockSkewMs) ||
+        maxClockSkewMs < 0 ||
+        maxClockSkewMs > MAX_SKEW_MS
+      ) {
+        throw new ConfigError(
+          `[fastlimit] [redis] maxClockSkewMs must be a whole number of milliseconds from 0 to ${MAX_SKEW_MS}, ` +
+            `got ${show(maxClockSkewMs)}. For example 300000 (5 minutes).`,
+        )
+      }
     }
     if (
       typeof expiryMarginMs !== 'number' ||
@@ -424,7 +461,9 @@ export class RedisBackend implements Backend {
       for (const node of (this.#client as Cluster).nodes('master')) this.#connectNode(node)
     }
     // One script for every call, with the expiry margin in its text.
-    const script: ScriptDefinition = scriptFor(expiryMarginMs)
+    // With client time, states from clocks up to maxClockSkewMs ahead are kept, and so are their keys.
+    const skew = timeSource === 'client' ? (maxClockSkewMs ?? DEFAULT_SKEW_MS) : 0
+    const script: ScriptDefinition = scriptFor(Math.max(expiryMarginMs, skew), skew)
     this.#name = script.name
     this.#sha = script.sha
     this.#runner = runnerFor(script)
