@@ -79,8 +79,8 @@ export function scrubError(err: unknown, depth = 0): void {
 /** The Cluster URL of a one-host URL, for messages: `redis://h:1/0` -> `redis+cluster://h:1`. */
 function clusterForm(redacted: string): string {
   return redacted
-    .replace(/^(rediss?):\/\/([^/?]*)\/[^?]*/i, '$1://$2')
-    .replace(/^(rediss?):\/\//i, '$1+cluster://')
+    .replace(/^((?:redis|valkey)s?):\/\/([^/?]*)\/[^?]*/i, '$1://$2')
+    .replace(/^((?:redis|valkey)s?):\/\//i, '$1+cluster://')
 }
 
 function clusterProblem(url: RedisUrl, evidence: string): string {

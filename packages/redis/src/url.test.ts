@@ -147,6 +147,20 @@ describe('parseRedisUrl', () => {
     })
   })
 
+  it('reads valkey:// URLs as their redis:// twins', () => {
+    for (const [valkey, redis] of [
+      ['valkey://:pw@h:1/2', 'redis://:pw@h:1/2'],
+      ['valkeys://h1,h2/0', 'rediss://h1,h2/0'],
+      ['valkey+sentinel://s1/m/1', 'redis+sentinel://s1/m/1'],
+      ['valkeys+cluster://n1:7000', 'rediss+cluster://n1:7000'],
+      ['VALKEY://s1?sentinel_master=m', 'redis://s1?sentinel_master=m'],
+    ] as const) {
+      const { redacted: _v, ...v } = parseRedisUrl(valkey)
+      const { redacted: _r, ...r } = parseRedisUrl(redis)
+      expect(v, valkey).toEqual(r)
+    }
+  })
+
   it('rejects a master name that disagrees, is empty, or comes with a Cluster URL', () => {
     const cases: Array<[string, string | undefined, RegExp]> = [
       ['redis://s1?sentinelMasterName=a', 'b', /differs from the sentinelMasterName option "b"/],
@@ -266,6 +280,37 @@ describe('parseRedisUrl', () => {
       }),
       { numRuns: 3000 },
     )
+  })
+
+  it('fromUrl takes every form: standalone, Cluster and Sentinel, plain and TLS', async () => {
+    // Nothing connects: lazyConnect for Redis and Sentinel clients, and for a Cluster.
+    const lazy = { redisOptions: { lazyConnect: true } }
+    const lazyCluster = { clusterOptions: { lazyConnect: true } }
+    const forms: Array<[string, object, 'Redis' | 'Cluster', boolean]> = [
+      ['redis://h:6380/2', lazy, 'Redis', false],
+      ['rediss://:pw@h', lazy, 'Redis', false],
+      ['valkey://h', lazy, 'Redis', false],
+      ['redis://n1:7000,n2:7001,n3:7002/0', lazyCluster, 'Cluster', false],
+      ['rediss://n1,n2', lazyCluster, 'Cluster', false],
+      ['redis+cluster://n1:7000', lazyCluster, 'Cluster', false],
+      ['rediss+cluster://n1:7000', lazyCluster, 'Cluster', false],
+      ['redis+sentinel://s1,s2/mymaster/1', lazy, 'Redis', true],
+      ['rediss+sentinel://s1/mymaster', lazy, 'Redis', true],
+      ['redis://s1:26379,s2/0?sentinelMasterName=mymaster', lazy, 'Redis', true],
+      ['redis://s1/0?sentinel_master=mymaster', lazy, 'Redis', true],
+      ['redis://s1,s2', { ...lazy, sentinelMasterName: 'mymaster' }, 'Redis', true],
+    ]
+    for (const [url, options, kind, sentinel] of forms) {
+      const backend = RedisBackend.fromUrl(url, options)
+      try {
+        expect(backend.client, url).toBeInstanceOf(kind === 'Cluster' ? Cluster : Redis)
+        expect(Boolean((backend.client.options as { sentinels?: unknown[] }).sentinels?.length), url).toBe(
+          sentinel,
+        )
+      } finally {
+        await backend.close()
+      }
+    }
   })
 
   it('gives the same ConfigError through the constructor and fromUrl', () => {

@@ -48,6 +48,13 @@ const SCHEMES: Readonly<Record<string, { topology: RedisTopology; tls: boolean; 
   'rediss+sentinel': { topology: 'sentinel', tls: true, port: 26379 },
   'redis+cluster': { topology: 'cluster', tls: false, port: 6379 },
   'rediss+cluster': { topology: 'cluster', tls: true, port: 6379 },
+  // Valkey speaks the same protocol: its URLs mean the same.
+  valkey: { topology: 'standalone', tls: false, port: 6379 },
+  valkeys: { topology: 'standalone', tls: true, port: 6379 },
+  'valkey+sentinel': { topology: 'sentinel', tls: false, port: 26379 },
+  'valkeys+sentinel': { topology: 'sentinel', tls: true, port: 26379 },
+  'valkey+cluster': { topology: 'cluster', tls: false, port: 6379 },
+  'valkeys+cluster': { topology: 'cluster', tls: true, port: 6379 },
 }
 
 const FORMS =
@@ -211,7 +218,8 @@ function checkMasterName(name: unknown, what: string): string {
  * - `redis://[[user]:password@]s1:26379,s2:26379[/db]?sentinelMasterName=mymaster` (or `sentinel_master=`,
  *   or the `sentinelMasterName` option): the master `mymaster`, through the sentinels at these hosts;
  * - `redis+sentinel://[[user]:password@]s1:26379,s2:26379/mymaster[/db]` and
- *   `redis+cluster://[[user]:password@]n1:7000,n2:7001` (`rediss+sentinel://`, `rediss+cluster://`).
+ *   `redis+cluster://[[user]:password@]n1:7000,n2:7001` (`rediss+sentinel://`, `rediss+cluster://`);
+ * - `valkey://`, `valkeys://`, `valkey+sentinel://`, ...: the same as their `redis` forms.
  *
  * The sentinels' own credentials go in `?sentinelUsername=&sentinelPassword=` (or `sentinel_username`,
  * `sentinel_password`). Percent-encode `@ / ? # % :` inside a user name or password.
@@ -247,7 +255,8 @@ export function parseRedisUrl(url: string, options: ParseRedisUrlOptions = {}): 
     throw bad(
       url,
       `the scheme ${quote(`${schemeText}:`)} is not supported`,
-      'Use redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://.',
+      'Use redis://, rediss://, redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster:// ' +
+        '(valkey://, valkeys://, ... work the same).',
     )
   }
   let rest = m[2] as string
