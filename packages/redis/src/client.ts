@@ -193,10 +193,11 @@ export function explain(client: Redis | Cluster, err: unknown, where: string): C
       { cause: err },
     )
   }
-  if (!client.isCluster && /unknown command .?(eval|evalsha|time|hget|hset)\b/i.test(message)) {
+  if (!client.isCluster && /unknown command .?(eval|evalsha)\b/i.test(message)) {
     return new ConfigError(
-      `[fastlimit] [redis] ${where} does not run scripts (${message}): is it a Redis Sentinel? Name the master ` +
-        'with ?sentinelMasterName=<name> (or the sentinelMasterName option), or use redis+sentinel://host:26379/<name>.',
+      `[fastlimit] [redis] ${where} does not run scripts (${message}). A Redis Sentinel? Name the master ` +
+        'with ?sentinelMasterName=<name> (or the sentinelMasterName option), or use redis+sentinel://host:26379/<name>. ' +
+        'A Redis with EVAL disabled? RedisBackend needs EVAL and EVALSHA.',
       { cause: err },
     )
   }
