@@ -204,10 +204,15 @@ export function explain(client: Redis | Cluster, err: unknown, where: string): C
   const nodeMessage = String(
     (err as { lastNodeError?: { message?: unknown } } | null)?.lastNodeError?.message,
   )
-  if (client.isCluster && /cluster support disabled/i.test(`${message} ${nodeMessage}`)) {
+  // Several hosts in a redis:// URL are a Cluster: standalone servers answer that they are none, and
+  // sentinels do not know CLUSTER.
+  if (
+    client.isCluster &&
+    /cluster support disabled|unknown command .?cluster\b/i.test(`${message} ${nodeMessage}`)
+  ) {
     return new ConfigError(
-      `[fastlimit] [redis] ${where} is not a Redis Cluster (${nodeMessage.replace(/\.+$/, '')}). For one server, give one host: ` +
-        'redis://host:6379; for Sentinel, name the master with ?sentinelMasterName=<name>.',
+      `[fastlimit] [redis] ${where} is not a Redis Cluster (${nodeMessage.replace(/\.+$/, '')}). For sentinels, ` +
+        'name the master: add ?sentinelMasterName=<name>; for one server, give one host: redis://host:6379.',
       { cause: err },
     )
   }

@@ -338,6 +338,21 @@ describe("the seeds' URL forms", () => {
     }
   })
 
+  it('redis:// with several sentinels and no master name fails every call, saying to name the master', async () => {
+    const { sentinels } = topologies().sentinel
+    const backend = RedisBackend.fromUrl(`redis://${hostsOf(sentinels)}/0`, { keyPrefix: 'forms-s' })
+    try {
+      for (let i = 0; i < 3; i++) {
+        const err = await rejection(backend.checkAndIncrement('k', bucket, 1))
+        expect(err.code).toBe('ERR_FASTLIMIT_CONFIG')
+        expect(err.message).toMatch(/is not a Redis Cluster/)
+        expect(err.message).toContain('?sentinelMasterName=')
+      }
+    } finally {
+      await backend.close()
+    }
+  })
+
   it('a redis:// URL of a sentinel fails every call, naming the master to add', async () => {
     const { sentinels, masterName } = topologies().sentinel
     const first = sentinels[0] as { host: string; port: number }
