@@ -279,7 +279,14 @@ function checkKey(key: unknown): void {
  * ```
  */
 export class RedisBackend implements Backend {
-  /** Creates a backend that connects to `url` (and closes that connection on `close()`). */
+  /**
+   * Creates a backend that connects to `url` (and closes that connection on `close()`). Takes every form
+   * of the `url` option: `redis://` and `rediss://` with one host (a server), several hosts (a Cluster),
+   * or sentinels with `?sentinelMasterName=` / `?sentinel_master=` / the `sentinelMasterName` option;
+   * `redis+sentinel://`, `redis+cluster://` and their `rediss+` forms; `valkey...` as `redis...`.
+   *
+   * @throws ConfigError for a bad URL or option (naming the wrong part, never the password)
+   */
   static fromUrl(url: string, options: Omit<RedisBackendOptions, 'url' | 'client'> = {}): RedisBackend {
     return new RedisBackend({ ...options, url })
   }
