@@ -176,6 +176,7 @@ describe('URLs that do not fit the server behind them', () => {
         outcomesDuringFault: formatTally(tally(r.outcomes, (o) => o)),
         backendErrors: formatTally(r.errors),
         maxLatencyDuringFaultMs: r.maxMs,
+        boundMs: TIMEOUT_MS,
         hung: 0,
         exactAfter: 'every check decided by Redis (before: ConfigError, or every check failed open)',
       })
