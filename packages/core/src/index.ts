@@ -33,6 +33,7 @@ export type {
   ProxyTrust,
   RateLimitCommonOptions,
   SetHeader,
+  TrustProxySetting,
 } from './http'
 export {
   checkHandler,
@@ -41,11 +42,14 @@ export {
   createHttpLimiter,
   createIpMatcher,
   delaySeconds,
+  embeddedIPv4,
   formatIp,
   HEADER_FORMATS,
   HttpLimiter,
   IP_RANGES,
   ipKey,
+  isLocalAddress,
+  normalizeIdentity,
   parseCidr,
   parseForwarded,
   parseHop,

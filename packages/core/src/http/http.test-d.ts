@@ -35,6 +35,7 @@ describe('HTTP layer types', () => {
         name: 'test',
         remoteAddress: (req: Req) => req.user,
         header: () => undefined,
+        method: () => 'GET',
         setHeader: (res: Res, name, value) => {
           res.set(name, value)
         },
