@@ -390,3 +390,57 @@ describe('methods that are not counted, and identities spelled many ways (real H
     },
   )
 })
+
+describe('scoped and unscoped identities on one limiter (real HTTP)', () => {
+  /** A key function reading the `x-user` header, in each framework's terms. */
+  function keyFromHeader(adapter: AdapterName): (req: never) => string {
+    if (adapter === 'express')
+      return ((req: { get(n: string): string | undefined }) => req.get('x-user') ?? 'anon') as never
+    if (adapter === 'koa') return ((ctx: { get(n: string): string }) => ctx.get('x-user') || 'anon') as never
+    return ((c: { req: { header(n: string): string | undefined } }) =>
+      c.req.header('x-user') ?? 'anon') as never
+  }
+
+  it.each(ADAPTERS)(
+    '%s: a client-chosen unscoped key "login|<victim ip>" cannot use up the victim’s scope: login budget',
+    async (adapter) => {
+      const limiter = new FastLimit()
+      // App-wide, keyed by a header the client chooses; then the login limit, scoped, keyed by IP.
+      const app = await startApp(adapter, [
+        { limiter, rules: '5/h', key: keyFromHeader(adapter) },
+        { limiter, rules: '5/h', scope: 'login', trustProxy: { hops: 1, from: ['loopback'] } },
+      ])
+      try {
+        const victim = '203.0.113.50'
+        for (let i = 0; i < 5; i++) {
+          // The attacker's requests pass the first limiter and count against its own IP at the second.
+          await get(
+            app,
+            '/login',
+            { 'x-user': `login|${victim}`, 'x-forwarded-for': '198.51.100.66' },
+            { method: 'POST' },
+          )
+        }
+        let ok = 0
+        for (let i = 0; i < 5; i++) {
+          const r = await get(
+            app,
+            '/login',
+            { 'x-user': 'victim', 'x-forwarded-for': victim },
+            { method: 'POST' },
+          )
+          if (r.status === 200) ok++
+        }
+        expect(ok).toBe(5)
+        recorder.add({
+          class: `${adapter}: unscoped key "login|${victim}" used up (5), then the victim on the scope: 'login' route, limit 5`,
+          cases: 10,
+          result: `victim admitted ${ok} of 5`,
+        })
+      } finally {
+        await app.close()
+        await limiter.close()
+      }
+    },
+  )
+})
