@@ -39,7 +39,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const b of backends) await b.backend.close()
+  for (const b of backends) await b.backend.close?.()
   await stopAll()
   fs.rmSync(dir, { recursive: true, force: true })
   recorder.save()

@@ -64,12 +64,34 @@ export function validatePrefix(prefix: unknown, where = 'core'): string {
   return prefix
 }
 
+/** The alphabet of a scope: 1 to 64 of `A-Z a-z 0-9 _ . : -`. */
+const SCOPE = /^[A-Za-z0-9_.:-]{1,64}$/
+
 /**
- * The storage key of an identity: `prefix:{escapedIdentity}`. The braces make the identity the Redis
- * Cluster hash tag, so every rule of one identity lives in one slot.
+ * Checks a scope (1 to 64 of `A-Z a-z 0-9 _ . : -`).
+ * @throws FastlimitError `ERR_FASTLIMIT_ARGUMENT`
  */
-export function storageKey(prefix: string, identity: string): string {
-  return `${prefix}:{${identityName(identity)}}`
+export function validateScope(scope: unknown): string {
+  if (typeof scope !== 'string' || !SCOPE.test(scope)) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [core] scope must be 1 to 64 of A-Z a-z 0-9 _ . : -, got ${show(scope)}: e.g. 'login'.`,
+    )
+  }
+  return scope
+}
+
+/**
+ * The storage key of an identity: `prefix:{escapedIdentity}`, or with a scope
+ * `prefix:{%S<scope>;escapedIdentity}`. The braces make the identity (with its scope) the Redis
+ * Cluster hash tag, so every rule of one identity lives in one slot.
+ *
+ * Injective: an escaped identity never starts with `%S` (escapes are `%` + hex digits, `%u` or `%H`),
+ * and a scope never holds `;`, so no (scope, identity) pair shares a key with another, scoped or not.
+ */
+export function storageKey(prefix: string, identity: string, scope?: string): string {
+  const name = identityName(identity)
+  return scope === undefined ? `${prefix}:{${name}}` : `${prefix}:{%S${validateScope(scope)};${name}}`
 }
 
 /** Checks that an identity is a string and escapes it ({@link escapeIdentity}). */
