@@ -311,11 +311,11 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
         expect(await rawGet(xff, ['X-Forwarded-For: 198.51.100.66', 'X-Forwarded-For: 203.0.113.9'])).toBe(
           200,
         )
-        expect((await limiter.peek('xff|203.0.113.9', '1000/h')).remaining).toBe(999)
-        expect((await limiter.peek('xff|198.51.100.66', '1000/h')).remaining).toBe(1000)
+        expect((await limiter.peek('203.0.113.9', '1000/h', { scope: 'xff' })).remaining).toBe(999)
+        expect((await limiter.peek('198.51.100.66', '1000/h', { scope: 'xff' })).remaining).toBe(1000)
         expect(await rawGet(fwd, ['Forwarded: for=198.51.100.66', 'Forwarded: for=203.0.113.9'])).toBe(200)
-        expect((await limiter.peek('fwd|203.0.113.9', '1000/h')).remaining).toBe(999)
-        expect((await limiter.peek('fwd|198.51.100.66', '1000/h')).remaining).toBe(1000)
+        expect((await limiter.peek('203.0.113.9', '1000/h', { scope: 'fwd' })).remaining).toBe(999)
+        expect((await limiter.peek('198.51.100.66', '1000/h', { scope: 'fwd' })).remaining).toBe(1000)
         recorder.add({
           class: `${adapter}: XFF / Forwarded on two header lines, trustProxy 1`,
           cases: 2,

@@ -255,6 +255,14 @@ describe('createHttpLimiter: per request', () => {
     expect(await a.handle(req, {})).toBeUndefined()
     expect(await b.handle(req, {})).toBeUndefined()
     expect((await a.handle(req, {}))?.status).toBe(429)
+    // The scope is the limiter's, not a prefix: no unscoped identity reaches it, with or without a cost.
+    const open = createHttpLimiter<Req, Res>({ limiter, rules: '1/min', key: (r) => r.user ?? '' }, adapter)
+    expect(await open.handle({ user: 'c|2.2.2.2' }, {})).toBeUndefined()
+    const c = createHttpLimiter<Req, Res>({ limiter, rules: '1/min', scope: 'c', cost: () => 1 }, adapter)
+    expect(await c.handle({ remote: '2.2.2.2' }, {})).toBeUndefined()
+    expect((await c.handle({ remote: '2.2.2.2' }, {}))?.status).toBe(429)
+    expect((await limiter.peek('2.2.2.2', '1/min', { scope: 'c' })).remaining).toBe(0)
+    expect((await limiter.peek('c|2.2.2.2', '1/min')).remaining).toBe(0)
   })
 
   it('charges a cost (sync or async) and refuses a cost that can never pass without Retry-After', async () => {

@@ -1,7 +1,7 @@
 // The framework-neutral HTTP limiter: options checked once, then one lean path per request.
 
 import { ConfigError, show } from '../errors'
-import { type Decision, FastLimit } from '../limiter'
+import { type CheckOptions, type Decision, FastLimit } from '../limiter'
 import type { RuleSet } from '../rules'
 import {
   HEADER_FORMATS,
@@ -192,6 +192,8 @@ export class HttpLimiter<Req, Res> {
   readonly #proxyHeader: ProxyHeader
   readonly #subnet: number | false
   readonly #scope: string | undefined
+  /** `{ scope }` for every check without a cost function, built once; `undefined` when unscoped. */
+  readonly #scoped: CheckOptions | undefined
   readonly #clock: () => number
   readonly #writeHeaders: boolean
   readonly #messageFn: ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>) | undefined
@@ -294,7 +296,8 @@ export class HttpLimiter<Req, Res> {
     if (o.scope !== undefined && (typeof o.scope !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(o.scope))) {
       fail(`scope must be 1 to 64 of A-Z a-z 0-9 _ . : -, got ${show(o.scope)}: e.g. 'login'.`)
     }
-    this.#scope = o.scope === undefined ? undefined : `${o.scope}|`
+    this.#scope = o.scope
+    this.#scoped = o.scope === undefined ? undefined : Object.freeze({ scope: o.scope })
 
     const headers = o.headers ?? true
     let format: HeaderFormat | false
@@ -522,15 +525,15 @@ export class HttpLimiter<Req, Res> {
           identity = typeof k === 'string' ? k : await k
         }
         if (this.#normalize !== undefined) identity = this.#normalize(identity)
-        if (this.#scope !== undefined) identity = this.#scope + identity
         const costFn = this.#cost
         let decision: Decision
         if (costFn === undefined) {
-          decision = await this.limiter.check(identity, this.rules)
+          decision = await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
           decision = await this.limiter.check(identity, this.rules, {
             cost: typeof c === 'number' ? c : await c,
+            scope: this.#scope,
           })
         }
         if (this.#expose !== undefined) this.#expose(req, res, decision)

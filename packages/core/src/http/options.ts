@@ -144,9 +144,10 @@ export interface RateLimitCommonOptions<Req> {
    */
   ipv6Subnet?: number | false
   /**
-   * A name prefixed to every identity, so that middlewares sharing one limiter and the same rule
-   * count separately (`'login'`, `'search'`): 1 to 64 of `A-Z a-z 0-9 _ . : -`.
-   * @default undefined: identities are counted as they are
+   * A key space of its own (`'login'`, `'search'`), so that middlewares sharing one limiter and the
+   * same rule count separately: passed to `limiter.check(identity, rules, { scope })`, so no identity,
+   * whatever `key` returns, can reach into a scope or out of one. 1 to 64 of `A-Z a-z 0-9 _ . : -`.
+   * @default undefined: the limiter's unscoped key space
    */
   scope?: string
   /**

@@ -382,6 +382,25 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
     )
 
     it(
+      'keeps a scope apart from every unscoped identity, whatever key returns',
+      async () => {
+        const { limiter, client: open } = await setup({
+          rules: '1/min',
+          key: (req) => req.header('x-user') ?? 'anon',
+        })
+        const { client: login } = await setup({ limiter, rules: '1/min', scope: 'login' })
+        // An unscoped key spelled like the scoped identity of 127.0.0.1 (the suite's client).
+        expect((await get(open, '/', { 'x-user': 'login|127.0.0.1' })).status).toBe(200)
+        expect((await get(open, '/', { 'x-user': 'login:127.0.0.1' })).status).toBe(200)
+        expect((await get(login, '/')).status).toBe(200)
+        expect((await get(login, '/')).status).toBe(429)
+        expect((await limiter.peek('127.0.0.1', '1/min', { scope: 'login' })).remaining).toBe(0)
+        expect((await limiter.peek('127.0.0.1', '1/min')).remaining).toBe(1)
+      },
+      timeout,
+    )
+
+    it(
       'skips requests without counting them or sending headers, by function or allow list',
       async () => {
         const { client } = await setup({ rules: '1/min', skip: (req) => req.path === '/health' })
