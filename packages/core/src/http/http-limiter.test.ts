@@ -509,6 +509,7 @@ describe('createHttpLimiter: options are checked at construction', () => {
     ['a bad skipMethods', { skipMethods: 'OPTIONS' }, /skipMethods must be a list of HTTP methods/],
     ['a bad skipMethods entry', { skipMethods: ['GET POST'] }, /skipMethods must be a list of HTTP methods/],
     ['a normalize that is not a function', { normalize: 'nfkc' }, /normalize must be a function/],
+    ['a normalize without key', { normalize: (s: string) => s }, /normalize applies to what key returns/],
     [
       'a bad proxyHeader',
       { proxyHeader: 'x-real-ip' },

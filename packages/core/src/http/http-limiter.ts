@@ -247,6 +247,9 @@ export class HttpLimiter<Req, Res> {
 
     this.#key = fn('key', o.key)
     this.#normalize = fn('normalize', o.normalize)
+    if (this.#normalize !== undefined && this.#key === undefined) {
+      fail('normalize applies to what key returns (client addresses are canonical already): pass key too.')
+    }
     this.#cost = fn('cost', o.cost)
     this.#skip = fn('skip', o.skip)
     this.#onLimit = fn('onLimit', o.onLimit)
@@ -505,7 +508,12 @@ export class HttpLimiter<Req, Res> {
       const skipMethods = this.#skipMethods
       if (skipMethods !== undefined) {
         const method = this.#method(req)
-        for (let i = 0; i < skipMethods.length; i++) if (skipMethods[i] === method) proceed = false
+        for (let i = 0; i < skipMethods.length; i++) {
+          if (skipMethods[i] === method) {
+            proceed = false
+            break
+          }
+        }
       }
       const skip = this.#skip
       if (proceed && skip !== undefined) {
@@ -523,8 +531,8 @@ export class HttpLimiter<Req, Res> {
         if (keyFn !== undefined) {
           const k = keyFn(req)
           identity = typeof k === 'string' ? k : await k
+          if (this.#normalize !== undefined) identity = this.#normalize(identity)
         }
-        if (this.#normalize !== undefined) identity = this.#normalize(identity)
         const costFn = this.#cost
         let decision: Decision
         if (costFn === undefined) {

@@ -43,8 +43,8 @@ export interface RateLimitCommonOptions<Req> {
   /**
    * Turns an identity into the form it is counted under, so that spellings of one name share one
    * limit: `normalizeIdentity` (NFKC, case folded, invisible characters removed) makes `'Admin'`,
-   * `'ＡＤＭＩＮ'` and `'admin\u200b'` one user. Applied to what `key` returns (the default IP key is
-   * canonical already). Must be fast and must not throw.
+   * `'ＡＤＭＩＮ'` and `'admin\u200b'` one user. Applied to what `key` returns, so it needs `key` (client
+   * addresses are canonical already). Must be fast; what it throws goes to the framework's error handling.
    * @default undefined: identities are counted as they are
    */
   normalize?: (identity: string) => string
