@@ -23,9 +23,12 @@ export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
   Cidr,
+  HeaderEntry,
   HeaderFormat,
   HttpAdapter,
   HttpDenial,
+  HttpInvalidCostDenial,
+  HttpLimitDenial,
   IPv4Address,
   IPv6Address,
   IpAddress,
@@ -34,10 +37,13 @@ export type {
   ProxyHeader,
   ProxyTrust,
   RateLimitCommonOptions,
+  RateLimitInfo,
+  RateLimitInfoJSON,
   SetHeader,
   TrustProxySetting,
 } from './http'
 export {
+  applyCombined,
   checkHandler,
   cidrContains,
   compileTrust,

@@ -60,7 +60,8 @@ function ruleStrings(rule: Rule): RuleStrings {
  * The RateLimit header fields of one rule set, with everything that does not change per request
  * (policy strings, limits, names) built once. Headers for several rules report the most
  * restrictive one (`decision.rule`), as draft-07 §4 requires ("the time window with the lower
- * remaining") and draft-08 Appendix B.1.2 shows; `RateLimit-Policy` lists every rule.
+ * remaining") and draft-08 Appendix B.3.2 shows; `RateLimit-Policy` lists every rule. When several
+ * middlewares count one request, {@link applyCombined} writes one set of fields for all of them.
  *
  * Reset values are whole seconds, rounded up, never negative. On a denied decision the reset is the
  * retry-after delay, so it "references the same point in time as the Retry-After field"
@@ -80,6 +81,8 @@ export class RateLimitHeaders {
   readonly legacy: boolean
   /** The `RateLimit-Policy` value, or `undefined` when the format has none. */
   readonly policy: string | undefined
+  /** The rules' quota policies in the draft-06 and draft-07 syntax (`100;w=60, 1000;w=86400`). */
+  readonly quotaPolicy: string
   readonly #rules: readonly RuleStrings[]
 
   constructor(rules: RuleSet, format: HeaderFormat | false, legacy = false) {
@@ -92,21 +95,26 @@ export class RateLimitHeaders {
     this.legacy = legacy || format === 'legacy'
     const list = rules.rules
     this.#rules = list.map(ruleStrings)
+    // Quota policies: draft-06 §2.1 and draft-07 §2.1 (`100;w=60`), a List (draft-07 §3.5);
+    // burst as the extension parameter of the draft-07 §2.3 example.
+    this.quotaPolicy = list
+      .map((r) => {
+        const burst = r.burst !== undefined && r.burst !== r.limit ? `;burst=${r.burst}` : ''
+        return `${r.limit};w=${windowSeconds(r)}${burst}`
+      })
+      .join(', ')
     if (format === 'draft-6' || format === 'draft-7') {
-      // Quota policies: draft-06 §2.1 and draft-07 §2.1 (`100;w=60`), a List (draft-07 §3.5);
-      // burst as the extension parameter of the draft-07 §2.3 example.
-      this.policy = list
-        .map((r) => {
-          const burst = r.burst !== undefined && r.burst !== r.limit ? `;burst=${r.burst}` : ''
-          return `${r.limit};w=${windowSeconds(r)}${burst}`
-        })
-        .join(', ')
+      this.policy = this.quotaPolicy
     } else if (format === 'draft-8') {
-      // Quota Policy Items: draft-08 §3.1, a String naming the policy with `q` and `w` (§3.1.1, §3.1.3).
-      this.policy = list.map((r) => `"${r.name}";q=${r.limit};w=${windowSeconds(r)}`).join(', ')
+      this.policy = namedPolicies(list, undefined)
     } else {
       this.policy = undefined
     }
+  }
+
+  /** The rules, in order. */
+  get rules(): readonly Rule[] {
+    return this.#rules.map((s) => s.rule)
   }
 
   #strings(rule: Rule): RuleStrings {
@@ -126,8 +134,7 @@ export class RateLimitHeaders {
     const format = this.format
     if (format === false && !this.legacy) return
     const s = this.#strings(decision.rule)
-    const retry = decision.retryAfterMs
-    const resetMs = !decision.allowed && retry !== Number.POSITIVE_INFINITY ? retry : decision.resetMs - nowMs
+    const resetMs = resetDelayMs(decision, nowMs)
     const reset = delaySeconds(resetMs)
     const remaining = decision.remaining
     if (format === 'draft-7') {
@@ -144,11 +151,7 @@ export class RateLimitHeaders {
       set(target, 'ratelimit-remaining', String(remaining))
       set(target, 'ratelimit-reset', String(reset))
     }
-    if (this.legacy) {
-      set(target, 'x-ratelimit-limit', s.limit)
-      set(target, 'x-ratelimit-remaining', String(remaining))
-      set(target, 'x-ratelimit-reset', String(Math.ceil((nowMs + (resetMs > 0 ? resetMs : 0)) / 1000)))
-    }
+    if (this.legacy) writeLegacy(target, set, s.limit, remaining, nowMs, resetMs)
   }
 
   /** The headers of `decision` as an object, in the order they would be set. */
@@ -157,6 +160,140 @@ export class RateLimitHeaders {
     this.apply(out, setOnObject, decision, nowMs)
     return out
   }
+
+  /** The capacity, as text, of one of this set's rules. */
+  static limitOf(headers: RateLimitHeaders, rule: Rule): string {
+    return headers.#strings(rule).limit
+  }
+}
+
+/** Milliseconds until the reset the headers report: the retry-after delay when denied (draft-07 §4, draft-08 §5). */
+function resetDelayMs(decision: Decision, nowMs: number): number {
+  const retry = decision.retryAfterMs
+  return !decision.allowed && retry !== Number.POSITIVE_INFINITY ? retry : decision.resetMs - nowMs
+}
+
+function writeLegacy<T>(
+  target: T,
+  set: SetHeader<T>,
+  limit: string,
+  remaining: number,
+  nowMs: number,
+  resetMs: number,
+): void {
+  set(target, 'x-ratelimit-limit', limit)
+  set(target, 'x-ratelimit-remaining', String(remaining))
+  set(target, 'x-ratelimit-reset', String(Math.ceil((nowMs + (resetMs > 0 ? resetMs : 0)) / 1000)))
+}
+
+/**
+ * draft-08 Quota Policy Items (§3.1): a String naming each policy, with `q` and `w` (§3.1.1, §3.1.3).
+ * `names` gives the name to use for each rule when it differs from the rule's own.
+ */
+function namedPolicies(rules: readonly Rule[], names: readonly string[] | undefined): string {
+  return rules.map((r, i) => `"${names?.[i] ?? r.name}";q=${r.limit};w=${windowSeconds(r)}`).join(', ')
+}
+
+/** One middleware's part of a response's RateLimit header fields. */
+export interface HeaderEntry {
+  /** The middleware's header writer: its rules, format and legacy setting. */
+  readonly headers: RateLimitHeaders
+  /** What the middleware decided for the request. */
+  readonly decision: Decision
+  /** The middleware's clock when it decided, in epoch milliseconds. */
+  readonly nowMs: number
+}
+
+/**
+ * Writes one set of RateLimit header fields for a request that several middlewares counted (an
+ * app-wide limit and a route's), so that no middleware's fields hide another's:
+ * - `RateLimit-Policy` lists every rule of every middleware, in the order they ran.
+ * - draft-07 `RateLimit`, draft-06 `RateLimit-Limit`/`-Remaining`/`-Reset` and the legacy
+ *   `X-RateLimit-*` fields describe one rule, the most restrictive of all (a denying one with the
+ *   longest wait, otherwise the one with the least remaining), as draft-07 §4 asks.
+ * - draft-08 `RateLimit` is a List (§4) with one Service Limit Item per middleware, its most
+ *   restrictive rule. Policy names that two middlewares share get a suffix (`"100/1m-2"`) so that
+ *   each item names one policy.
+ *
+ * Each format some middleware asked for is written, in the order of the middleware that last asked
+ * for it, so where two formats share a field name (`RateLimit` in draft-07 and draft-08) the last
+ * middleware's format is the one sent; legacy fields are sent when any middleware asked for them.
+ * With a single entry this is exactly {@link RateLimitHeaders.apply}.
+ */
+export function applyCombined<T>(target: T, set: SetHeader<T>, entries: readonly HeaderEntry[]): void {
+  const n = entries.length
+  if (n === 0) return
+  if (n === 1) {
+    const e = entries[0] as HeaderEntry
+    e.headers.apply(target, set, e.decision, e.nowMs)
+    return
+  }
+  let pick = 0
+  let legacy = false
+  const formats: HeaderFormat[] = []
+  for (let i = 0; i < n; i++) {
+    const e = entries[i] as HeaderEntry
+    if (e.headers.legacy) legacy = true
+    const f = e.headers.format
+    if (f !== false && f !== 'legacy') {
+      const at = formats.indexOf(f)
+      if (at >= 0) formats.splice(at, 1)
+      formats.push(f)
+    }
+    if (i === 0) continue
+    const d = e.decision
+    const p = (entries[pick] as HeaderEntry).decision
+    if (!d.allowed) {
+      if (p.allowed || d.retryAfterMs > p.retryAfterMs) pick = i
+    } else if (
+      p.allowed &&
+      (d.remaining < p.remaining || (d.remaining === p.remaining && d.resetMs > p.resetMs))
+    ) {
+      pick = i
+    }
+  }
+  const p = entries[pick] as HeaderEntry
+  const limit = RateLimitHeaders.limitOf(p.headers, p.decision.rule)
+  const resetMs = resetDelayMs(p.decision, p.nowMs)
+  const reset = delaySeconds(resetMs)
+  const remaining = p.decision.remaining
+  for (const format of formats) {
+    if (format === 'draft-8') {
+      writeNamed(target, set, entries)
+    } else {
+      set(target, 'ratelimit-policy', entries.map((e) => e.headers.quotaPolicy).join(', '))
+      if (format === 'draft-7') {
+        set(target, 'ratelimit', `limit=${limit}, remaining=${remaining}, reset=${reset}`)
+      } else {
+        set(target, 'ratelimit-limit', limit)
+        set(target, 'ratelimit-remaining', String(remaining))
+        set(target, 'ratelimit-reset', String(reset))
+      }
+    }
+  }
+  if (legacy) writeLegacy(target, set, limit, remaining, p.nowMs, resetMs)
+}
+
+/** draft-08 fields for several middlewares: every policy, and one Service Limit Item per middleware. */
+function writeNamed<T>(target: T, set: SetHeader<T>, entries: readonly HeaderEntry[]): void {
+  const used = new Set<string>()
+  const policies: string[] = []
+  const items: string[] = []
+  for (const e of entries) {
+    const rules = e.headers.rules
+    const names = rules.map((r) => {
+      let name = r.name
+      for (let k = 2; used.has(name); k++) name = `${r.name}-${k}`
+      used.add(name)
+      return name
+    })
+    policies.push(namedPolicies(rules, names))
+    const at = rules.indexOf(e.decision.rule)
+    const name = at >= 0 ? (names[at] as string) : e.decision.rule.name
+    items.push(`"${name}";r=${e.decision.remaining};t=${delaySeconds(resetDelayMs(e.decision, e.nowMs))}`)
+  }
+  set(target, 'ratelimit-policy', policies.join(', '))
+  set(target, 'ratelimit', items.join(', '))
 }
 
 function setOnObject(target: Record<string, string>, name: string, value: string): void {

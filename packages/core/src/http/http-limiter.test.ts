@@ -5,6 +5,7 @@ import { type BackendErrorPolicy, type Decision, FastLimit } from '../limiter'
 import { MemoryBackend } from '../memory'
 import { fakeClock } from '../testing'
 import { createHttpLimiter, type HttpAdapter, problemDetails } from './http-limiter'
+import type { RateLimitInfo } from './info'
 import type { RateLimitCommonOptions } from './options'
 
 interface Req {
@@ -276,9 +277,6 @@ describe('createHttpLimiter: per request', () => {
     expect(JSON.parse(tooBig.denial?.body ?? '').detail).toBe(
       'This request costs more than the rate limit can ever admit.',
     )
-    await expect(send({ remote: '1.1.1.1', weight: 0 })).rejects.toMatchObject({
-      code: 'ERR_FASTLIMIT_ARGUMENT',
-    })
     const asyncCost = make({ rules: '10/min', cost: async () => 10 })
     expect((await asyncCost.send()).res.ratelimit).toBe('limit=10, remaining=0, reset=60')
     expect((await asyncCost.send()).denial?.status).toBe(429)
@@ -297,6 +295,80 @@ describe('createHttpLimiter: per request', () => {
     expect(decision).toMatchObject({ allowed: false, reason: 'rate-limited', retryAfterMs: 30_000 })
   })
 
+  it('counts nothing for a cost of 0: no check, no headers, nothing attached', async () => {
+    const attached: RateLimitInfo[] = []
+    const { send, limiter } = make({
+      rules: '2/min',
+      cost: (req) => req.weight ?? 1,
+      onLimit: () => {
+        throw new Error('not called')
+      },
+    })
+    for (let i = 0; i < 5; i++)
+      expect(await send({ remote: '1.1.1.1', weight: 0 })).toEqual({ res: {}, denial: undefined })
+    expect((await limiter.peek('1.1.1.1', '2/min')).remaining).toBe(2)
+    const http = createHttpLimiter<Req, Res>(
+      { limiter, rules: '1/min', cost: () => 0 },
+      { ...adapter, attach: (_q, _s, info) => void attached.push(info), attached: () => undefined },
+    )
+    await http.handle({ remote: '1.1.1.1' }, {})
+    expect(attached).toEqual([])
+  })
+
+  it('refuses an unusable cost with 400 problem details and charges nothing, whatever the value', async () => {
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined)
+    try {
+      ;(globalThis as Record<symbol, Set<string> | undefined>)[Symbol.for('fastlimit.warnings')]?.clear()
+      let value: unknown
+      const { send, limiter } = make({ rules: '3/min', cost: () => value as number })
+      const bad = [
+        Number.NaN,
+        -1,
+        1.5,
+        Number.POSITIVE_INFINITY,
+        -0.5,
+        2 ** 53,
+        '3',
+        null,
+        undefined,
+        {},
+        10n,
+      ]
+      for (const v of bad) {
+        value = v
+        const { res, denial } = await send()
+        expect(denial, String(v)).toMatchObject({
+          kind: 'invalid-cost',
+          status: 400,
+          contentType: 'application/problem+json',
+          decision: undefined,
+        })
+        expect(JSON.parse(denial?.body ?? '')).toMatchObject({ title: 'Bad Request', status: 400 })
+        expect(res).toEqual({})
+      }
+      expect((await limiter.peek('203.0.113.7', '3/min')).remaining).toBe(3)
+      // A cost that is not a number at all is the application's bug: said once.
+      expect(warn).toHaveBeenCalledOnce()
+      expect(String(warn.mock.calls[0]?.[0])).toMatch(
+        /^\[fastlimit\] \[test\] cost returned "3", which is not a number: .*refused with 400 \(invalidCost\)/,
+      )
+      // An async cost is read the same way.
+      const asyncBad = make({ rules: '3/min', cost: async () => Number.NaN })
+      expect((await asyncBad.send()).denial?.status).toBe(400)
+      // In shadow mode nothing is refused: the request goes on, uncounted.
+      const shadow = make({ rules: '3/min', cost: () => -1, mode: 'shadow' })
+      expect(await shadow.send()).toEqual({ res: {}, denial: undefined })
+    } finally {
+      warn.mockRestore()
+    }
+  })
+
+  it('charges invalidCost instead when it is a number', async () => {
+    const { send } = make({ rules: '3/min', cost: () => Number.NaN, invalidCost: 2 })
+    expect((await send()).res.ratelimit).toBe('limit=3, remaining=1, reset=40')
+    expect((await send()).denial?.status).toBe(429)
+  })
+
   it('reports refusals in enforce mode too', async () => {
     const onLimit = vi.fn()
     const { send } = make({ rules: '1/min', onLimit })
@@ -305,7 +377,7 @@ describe('createHttpLimiter: per request', () => {
     expect(onLimit).toHaveBeenCalledOnce()
   })
 
-  it("hands every decision to the adapter's expose, in both modes, but not for skipped requests", async () => {
+  it("still hands decisions to an adapter's expose (without attach), in both modes, but not for skipped requests", async () => {
     const seen: Array<[Req, Res, Decision]> = []
     const clock = fakeClock(T0)
     const limiter = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
@@ -401,13 +473,74 @@ describe('createHttpLimiter: per request', () => {
       const send = down('fail-closed', { onLimit })
       const { res, denial } = await send()
       expect(res).toEqual({ 'retry-after': '1' })
-      expect(denial?.status).toBe(429)
+      // An outage is not a rate limit: 503 by default, with its own kind.
+      expect(denial?.status).toBe(503)
+      expect(denial?.kind).toBe('outage')
+      expect(JSON.parse(denial?.body ?? '')).toMatchObject({ title: 'Service Unavailable', status: 503 })
       expect(JSON.parse(denial?.body ?? '').detail).toBe(
         'The rate limiter is unavailable; retry in 1 second.',
       )
       expect(onLimit).toHaveBeenCalledOnce()
       // shadow mode never refuses, even then
       expect((await down('fail-closed', { mode: 'shadow' })()).denial).toBeUndefined()
+    })
+
+    it('an outage refusal has outageStatusCode; a rate-limit refusal keeps statusCode', async () => {
+      const send = down('fail-closed', { outageStatusCode: 500, statusCode: 418 })
+      const { denial } = await send()
+      expect(denial).toMatchObject({ kind: 'outage', status: 500 })
+      expect(JSON.parse(denial?.body ?? '')).toMatchObject({ title: 'Internal Server Error', status: 500 })
+      const ok = make({ rules: '1/min', statusCode: 418, outageStatusCode: 500 })
+      await ok.send()
+      expect((await ok.send()).denial).toMatchObject({ kind: 'limit', status: 418 })
+    })
+
+    it('an open circuit breaker refuses with 503 and Retry-After under fail-closed, touching no store', async () => {
+      let calls = 0
+      const backend: Backend = {
+        checkAndIncrement: () => {
+          calls++
+          return Promise.reject(new Error('connection refused'))
+        },
+      }
+      const limiter = new FastLimit({
+        backend,
+        onBackendError: 'fail-closed',
+        breaker: { failures: 2, openMs: 60_000 },
+      })
+      const http = createHttpLimiter<Req, Res>({ limiter, rules: '1/min' }, adapter)
+      const seen: Array<[number | undefined, string | undefined, string | undefined]> = []
+      for (let i = 0; i < 5; i++) {
+        const res: Res = {}
+        const denial = await http.handle({ remote: '1.1.1.1' }, res)
+        seen.push([denial?.status, res['retry-after'], denial?.decision?.error?.code])
+      }
+      expect(calls).toBe(2)
+      expect(seen).toEqual([
+        [503, '1', 'ERR_FASTLIMIT_BACKEND'],
+        [503, '1', 'ERR_FASTLIMIT_BACKEND'],
+        [503, '1', 'ERR_FASTLIMIT_CIRCUIT_OPEN'],
+        [503, '1', 'ERR_FASTLIMIT_CIRCUIT_OPEN'],
+        [503, '1', 'ERR_FASTLIMIT_CIRCUIT_OPEN'],
+      ])
+      await limiter.close()
+    })
+
+    it('fail-open tells later handlers that nothing is known: no remaining, no reset, source policy', async () => {
+      const limiter = new FastLimit({ backend: brokenBackend(), onBackendError: 'fail-open' })
+      const seen: RateLimitInfo[] = []
+      const http = createHttpLimiter<Req, Res>(
+        { limiter, rules: '5/min' },
+        { ...adapter, attach: (_req, _res, info) => void seen.push(info), attached: () => undefined },
+      )
+      const res: Res = {}
+      expect(await http.handle({ remote: '1.1.1.1' }, res)).toBeUndefined()
+      expect(res).toEqual({})
+      const info = seen[0] as RateLimitInfo
+      expect(info).toMatchObject({ allowed: true, reason: 'fail-open', source: 'policy', limit: 5 })
+      expect(info.remaining).toBeUndefined()
+      expect(info.resetMs).toBeUndefined()
+      expect(JSON.parse(JSON.stringify(info))).not.toHaveProperty('remaining')
     })
 
     it('throw rejects with the backend error for the framework to handle', async () => {
@@ -421,6 +554,230 @@ describe('createHttpLimiter: per request', () => {
       expect((await send()).res.ratelimit).toMatch(/^limit=1, remaining=0, reset=\d+$/)
       expect((await send()).denial?.status).toBe(429)
     })
+  })
+})
+
+/** The test adapter storing infos on the request, as Express does with req.rateLimit. */
+interface InfoReq extends Req {
+  rateLimit?: RateLimitInfo
+}
+const attaching: HttpAdapter<InfoReq, Res> = {
+  ...adapter,
+  attach: (req, _res, info) => {
+    req.rateLimit = info
+  },
+  attached: (req) => req.rateLimit,
+}
+
+describe('createHttpLimiter: several middlewares on one request', () => {
+  const layered = (
+    first: RateLimitCommonOptions<InfoReq>,
+    second: RateLimitCommonOptions<InfoReq>,
+    withAdapter: HttpAdapter<InfoReq, Res> = attaching,
+  ) => {
+    const clock = fakeClock(T0)
+    const limiter = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const a = createHttpLimiter<InfoReq, Res>({ limiter, clock: clock.now, ...first }, withAdapter)
+    const b = createHttpLimiter<InfoReq, Res>({ limiter, clock: clock.now, ...second }, withAdapter)
+    const send = async (req: InfoReq = { remote: '203.0.113.7' }) => {
+      const res: Res = {}
+      const denial = (await a.handle(req, res)) ?? (await b.handle(req, res))
+      return { res, denial, req }
+    }
+    return { clock, limiter, a, b, send }
+  }
+
+  it('lists every policy in RateLimit-Policy and reports the most restrictive in RateLimit (draft-7)', async () => {
+    // Failed before: only the route's fields survived ('5;w=900'), the app-wide policy was lost.
+    const { send } = layered({ rules: '100/min', scope: 'app' }, { rules: '5/15m', scope: 'login' })
+    const first = await send()
+    expect(first.res).toEqual({
+      'ratelimit-policy': '100;w=60, 5;w=900',
+      ratelimit: 'limit=5, remaining=4, reset=180',
+    })
+    for (let i = 0; i < 4; i++) await send()
+    const denied = await send()
+    expect(denied.denial?.status).toBe(429)
+    expect(denied.res).toEqual({
+      'ratelimit-policy': '100;w=60, 5;w=900',
+      ratelimit: 'limit=5, remaining=0, reset=180',
+      'retry-after': '180',
+    })
+    expect(denied.req.rateLimit?.all.map((i) => [i.scope, i.remaining])).toEqual([
+      ['app', 94],
+      ['login', 0],
+    ])
+  })
+
+  it('reports the app-wide rule when it is the more restrictive', async () => {
+    const { send } = layered({ rules: '2/min', scope: 'app' }, { rules: '5/15m', scope: 'login' })
+    expect((await send()).res.ratelimit).toBe('limit=2, remaining=1, reset=30')
+    expect((await send()).res.ratelimit).toBe('limit=2, remaining=0, reset=60')
+  })
+
+  it('makes legacy headers describe the same rule as RateLimit, whichever middleware asked for them', async () => {
+    // Failed before: X-RateLimit-* described the app-wide rule (limit 100), RateLimit the route's (limit 5).
+    const { send } = layered(
+      { rules: '100/min', scope: 'app', legacyHeaders: true },
+      { rules: '5/15m', scope: 'login' },
+    )
+    expect((await send()).res).toEqual({
+      'ratelimit-policy': '100;w=60, 5;w=900',
+      ratelimit: 'limit=5, remaining=4, reset=180',
+      'x-ratelimit-limit': '5',
+      'x-ratelimit-remaining': '4',
+      'x-ratelimit-reset': String(T0 / 1000 + 180),
+    })
+  })
+
+  it('lists one draft-8 Service Limit Item per middleware, with names kept apart', async () => {
+    const { send } = layered(
+      { rules: [{ limit: 10, window: '1s', name: 'burst' }, '100/min'], scope: 'app', headers: 'draft-8' },
+      { rules: '100/min', scope: 'api', headers: 'draft-8' },
+    )
+    expect((await send()).res).toEqual({
+      'ratelimit-policy': '"burst";q=10;w=1, "100/1m";q=100;w=60, "100/1m-2";q=100;w=60',
+      ratelimit: '"burst";r=9;t=1, "100/1m-2";r=99;t=1',
+    })
+  })
+
+  it('writes every format asked for, the last middleware winning a field two formats share', async () => {
+    const mixed = layered({ rules: '10/min', headers: 'draft-6', scope: 'a' }, { rules: '5/min', scope: 'b' })
+    expect((await mixed.send()).res).toEqual({
+      'ratelimit-policy': '10;w=60, 5;w=60',
+      'ratelimit-limit': '5',
+      'ratelimit-remaining': '4',
+      'ratelimit-reset': '12',
+      ratelimit: 'limit=5, remaining=4, reset=12',
+    })
+    const clash = layered({ rules: '10/min', headers: 'draft-8', scope: 'a' }, { rules: '5/min', scope: 'b' })
+    expect((await clash.send()).res).toEqual({
+      'ratelimit-policy': '10;w=60, 5;w=60',
+      ratelimit: 'limit=5, remaining=4, reset=12',
+    })
+  })
+
+  it('leaves out a middleware that writes no headers, and one whose store could not decide', async () => {
+    const silent = layered({ rules: '2/min', headers: false, scope: 'a' }, { rules: '5/15m', scope: 'b' })
+    expect((await silent.send()).res).toEqual({
+      'ratelimit-policy': '5;w=900',
+      ratelimit: 'limit=5, remaining=4, reset=180',
+    })
+    const clock = fakeClock(T0)
+    const up = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const down = new FastLimit({ backend: brokenBackend(), onBackendError: 'fail-open' })
+    const a = createHttpLimiter<InfoReq, Res>({ limiter: up, clock: clock.now, rules: '5/min' }, attaching)
+    const b = createHttpLimiter<InfoReq, Res>({ limiter: down, rules: '100/min' }, attaching)
+    const req: InfoReq = { remote: '1.1.1.1' }
+    const res: Res = {}
+    await a.handle(req, res)
+    await b.handle(req, res)
+    expect(res).toEqual({ 'ratelimit-policy': '5;w=60', ratelimit: 'limit=5, remaining=4, reset=12' })
+    expect(req.rateLimit?.all.map((i) => i.remaining)).toEqual([4, undefined])
+  })
+
+  it('combines headers with an adapter that gives no attach (through a WeakMap)', async () => {
+    const plain: HttpAdapter<InfoReq, Res> = adapter
+    const { send } = layered({ rules: '100/min', scope: 'app' }, { rules: '5/15m', scope: 'login' }, plain)
+    expect((await send()).res['ratelimit-policy']).toBe('100;w=60, 5;w=900')
+  })
+})
+
+describe('createHttpLimiter: reset and peek the bucket a request was counted in', () => {
+  const login = (options: RateLimitCommonOptions<InfoReq> = {}) => {
+    const clock = fakeClock(T0)
+    const limiter = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const http = createHttpLimiter<InfoReq, Res>(
+      { limiter, clock: clock.now, rules: '5/15m', scope: 'login', ...options },
+      attaching,
+    )
+    const attempt = async (remote: string) => {
+      const req: InfoReq = { remote }
+      const denial = await http.handle(req, {})
+      return { req, denial }
+    }
+    return { limiter, http, attempt }
+  }
+
+  it("resets the request's bucket through its info, and no other client's", async () => {
+    const { http, attempt } = login()
+    for (let i = 0; i < 4; i++) await attempt('203.0.113.7')
+    await attempt('198.51.100.1')
+    await attempt('198.51.100.1')
+    const success = await attempt('203.0.113.7')
+    expect(success.req.rateLimit?.remaining).toBe(0)
+    expect(success.req.rateLimit?.identity).toBe('203.0.113.7')
+    await success.req.rateLimit?.reset()
+    expect((await http.peek({ remote: '203.0.113.7' }))?.remaining).toBe(5)
+    expect((await http.peek({ remote: '198.51.100.1' }))?.remaining).toBe(3)
+    const peeked = await success.req.rateLimit?.peek()
+    expect(peeked).toMatchObject({ allowed: true, remaining: 5, cost: 0, scope: 'login' })
+    const statuses = []
+    for (let i = 0; i < 6; i++) statuses.push((await attempt('203.0.113.7')).denial?.status)
+    expect(statuses).toEqual([undefined, undefined, undefined, undefined, undefined, 429])
+  })
+
+  it('resets through the middleware with the request, counted or not', async () => {
+    const { http, attempt } = login({ key: (req) => req.user ?? 'anonymous' })
+    for (let i = 0; i < 3; i++) await attempt('1.1.1.1')
+    // A request this middleware never saw: the identity comes from key.
+    await http.reset({ remote: '9.9.9.9' })
+    expect((await http.peek({ remote: '2.2.2.2' }))?.remaining).toBe(5)
+    const seen = await attempt('1.1.1.1')
+    await http.reset(seen.req)
+    expect((await http.peek({ user: 'anonymous' }))?.remaining).toBe(5)
+  })
+
+  it('finds its own bucket when several middlewares counted the request', async () => {
+    const clock = fakeClock(T0)
+    const limiter = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const app = createHttpLimiter<InfoReq, Res>(
+      { limiter, clock: clock.now, rules: '100/min', scope: 'app' },
+      attaching,
+    )
+    const route = createHttpLimiter<InfoReq, Res>(
+      { limiter, clock: clock.now, rules: '5/15m', scope: 'login', key: (req) => req.user ?? '' },
+      attaching,
+    )
+    const req: InfoReq = { remote: '1.1.1.1', user: 'alice' }
+    await app.handle(req, {})
+    await route.handle(req, {})
+    // The identity route counted, even if key would now say otherwise.
+    req.user = 'mallory'
+    await route.reset(req)
+    expect((await limiter.peek('alice', '5/15m', { scope: 'login' })).remaining).toBe(5)
+    expect((await limiter.peek('1.1.1.1', '100/min', { scope: 'app' })).remaining).toBe(99)
+    expect(await app.peek(req)).toMatchObject({ remaining: 99, identity: '1.1.1.1' })
+  })
+
+  it('does nothing for an allow-listed client, and warns once when reset would reach another middleware', async () => {
+    const allowed = login({ allowList: ['loopback'] })
+    await allowed.http.reset({ remote: '127.0.0.1' })
+    expect(await allowed.http.peek({ remote: '127.0.0.1' })).toBeUndefined()
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined)
+    try {
+      ;(globalThis as Record<symbol, Set<string> | undefined>)[Symbol.for('fastlimit.warnings')]?.clear()
+      const limiter = new FastLimit()
+      createHttpLimiter<InfoReq, Res>({ limiter, rules: '100/min' }, attaching)
+      const unscoped = createHttpLimiter<InfoReq, Res>({ limiter, rules: '5/15m' }, attaching)
+      const scoped = createHttpLimiter<InfoReq, Res>({ limiter, rules: '5/15m', scope: 'login' }, attaching)
+      await scoped.reset({ remote: '1.1.1.1' })
+      expect(warn).not.toHaveBeenCalled()
+      await unscoped.reset({ remote: '1.1.1.1' })
+      await unscoped.reset({ remote: '1.1.1.1' })
+      expect(warn).toHaveBeenCalledOnce()
+      expect(String(warn.mock.calls[0]?.[0])).toMatch(
+        /^\[fastlimit\] \[test\] reset\(\) forgets every count of the client unscoped on this limiter, .*scope: 'login'/,
+      )
+    } finally {
+      warn.mockRestore()
+    }
+  })
+
+  it('rejects the adapter that gives attach without attached', () => {
+    expect(() => createHttpLimiter({}, { ...adapter, attach: () => undefined })).toThrow(
+      /attach and attached together/,
+    )
   })
 })
 

@@ -4,12 +4,14 @@ import { ConfigError, show } from '../errors'
 import { type CheckOptions, type Decision, FastLimit } from '../limiter'
 import type { RuleSet } from '../rules'
 import {
+  applyCombined,
   HEADER_FORMATS,
   type HeaderFormat,
   RateLimitHeaders,
   retryAfterValue,
   type SetHeader,
 } from './headers'
+import { type InfoOwner, type RateLimitInfo, RequestRateLimit } from './info'
 import {
   compileTrust,
   createIpMatcher,
@@ -52,9 +54,21 @@ export interface HttpAdapter<Req, Res> {
   /** Sets a response header. */
   setHeader: SetHeader<Res>
   /**
-   * Hands every decision made for a request to the application before the request goes on or is
-   * refused (Express sets `req.rateLimit`, Koa `ctx.state.rateLimit`, Hono `c.var.rateLimit`).
-   * Not called for requests that were skipped or allow-listed.
+   * Stores what the middleware found for a request where the application's handlers read it
+   * (Express `req.rateLimit`, Koa `ctx.state.rateLimit`, Hono `c.set('rateLimit', info)`), before the
+   * request goes on or is refused. Not called for requests that were skipped, allow-listed or cost 0.
+   * Give it with {@link HttpAdapter.attached}: together they let several middlewares on one request
+   * send one coherent set of RateLimit headers, and `reset(req)` find the bucket the request was
+   * counted in. Without them the HTTP layer keeps the same link in a `WeakMap` keyed by the request.
+   */
+  attach?(req: Req, res: Res, info: RateLimitInfo): void
+  /** Reads back what {@link HttpAdapter.attach} stored for this request (`req.rateLimit`), or `undefined`. */
+  attached?(req: Req): RateLimitInfo | undefined
+  /**
+   * Hands every decision made for a request to the application. Superseded by
+   * {@link HttpAdapter.attach}, which hands a {@link RateLimitInfo} (the decision with nothing
+   * invented, and reset/peek); still called, with the decision, by adapters that give no `attach`.
+   * @deprecated give `attach` and `attached`
    */
   expose?(req: Req, res: Res, decision: Decision): void
 }
@@ -64,9 +78,20 @@ function headerName(name: ProxyHeader): string {
   return name === 'forwarded' ? 'Forwarded' : 'X-Forwarded-For'
 }
 
-/** A refusal the adapter must send: the headers are already set on the response. */
-export interface HttpDenial {
-  /** The status to send (the `statusCode` option, 429 by default). */
+/**
+ * A refusal the adapter must send: the headers are already set on the response. `kind` says which:
+ * over the limit (`'limit'`, `statusCode`, 429 by default), the limiter's store unavailable under
+ * `'fail-closed'` (`'outage'`, `outageStatusCode`, 503 by default), or a `cost` function that gave
+ * no usable cost (`'invalid-cost'`, 400, with no decision). An application's own `handler` gets the
+ * first two; the third is always sent as it is.
+ */
+export type HttpDenial = HttpLimitDenial | HttpInvalidCostDenial
+
+/** A refusal decided by the limiter: over the limit, or the store unavailable under `'fail-closed'`. */
+export interface HttpLimitDenial {
+  /** `'limit'`: over the limit (or a cost the limit can never admit); `'outage'`: the store could not decide. */
+  readonly kind: 'limit' | 'outage'
+  /** The status to send: `statusCode` (429 by default) or, for an outage, `outageStatusCode` (503 by default). */
   readonly status: number
   /** The `Content-Type` of `body`. */
   readonly contentType: string
@@ -74,6 +99,19 @@ export interface HttpDenial {
   readonly body: string
   /** The decision that refused the request. */
   readonly decision: Decision
+}
+
+/** A request refused before any decision because `cost` gave no usable cost (`invalidCost: 'reject'`). */
+export interface HttpInvalidCostDenial {
+  readonly kind: 'invalid-cost'
+  /** 400. */
+  readonly status: number
+  /** `application/problem+json`. */
+  readonly contentType: string
+  /** RFC 9457 problem details saying the request cannot be weighed. */
+  readonly body: string
+  /** No decision was made. */
+  readonly decision: undefined
 }
 
 function passThrough(): undefined {
@@ -104,6 +142,8 @@ const OPTION_NAMES = [
   'clock',
   'skipMethods',
   'normalize',
+  'invalidCost',
+  'outageStatusCode',
 ] as const
 
 /** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
@@ -149,6 +189,29 @@ export function problemDetails(status: number, decision: Decision): string {
   return `{"type":"about:blank","title":"${title}","status":${status},"detail":"${detail}"}`
 }
 
+/** The refusal of a request whose cost is unusable. */
+const INVALID_COST: HttpInvalidCostDenial = Object.freeze({
+  kind: 'invalid-cost',
+  status: 400,
+  contentType: PROBLEM_JSON,
+  body: '{"type":"about:blank","title":"Bad Request","status":400,"detail":"This request cannot be weighed: its rate-limit cost is not a whole number of 0 or more."}',
+  decision: undefined,
+})
+
+/** Where the HTTP layer links the infos of a request when the adapter gives no `attach`/`attached`. */
+const INFOS = new WeakMap<object, RateLimitInfo>()
+
+function attachInMap(req: unknown, _res: unknown, info: RateLimitInfo): void {
+  if (typeof req === 'object' && req !== null) INFOS.set(req, info)
+}
+
+function attachedInMap(req: unknown): RateLimitInfo | undefined {
+  return typeof req === 'object' && req !== null ? INFOS.get(req) : undefined
+}
+
+/** The middlewares built on each limiter, with their scope: reset() warns when another shares its key space. */
+const MIDDLEWARES = new WeakMap<FastLimit, Array<{ readonly scope: string | undefined }>>()
+
 function isPlainObject(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false
   const proto = Object.getPrototypeOf(value)
@@ -169,8 +232,12 @@ export class HttpLimiter<Req, Res> {
   readonly headers: RateLimitHeaders
   /** The status of a refusal. */
   readonly statusCode: number
+  /** The status of a refusal because the limiter's store is unavailable (`'fail-closed'`). */
+  readonly outageStatusCode: number
   /** `'enforce'` or `'shadow'`. */
   readonly mode: 'enforce' | 'shadow'
+  /** The middleware's scope, or `undefined`. */
+  readonly scope: string | undefined
 
   readonly #name: string
   /** `, or <adapter.noAddressHint>`, or `''`. */
@@ -178,7 +245,12 @@ export class HttpLimiter<Req, Res> {
   readonly #remoteAddress: (req: Req) => string | undefined
   readonly #header: (req: Req, name: string) => string | undefined
   readonly #setHeader: SetHeader<Res>
-  readonly #expose: ((req: Req, res: Res, decision: Decision) => void) | undefined
+  readonly #attach: (req: Req, res: Res, info: RateLimitInfo) => void
+  readonly #attached: (req: Req) => RateLimitInfo | undefined
+  /** What this middleware's request infos share: reset, peek and its header writer. */
+  readonly #owner: InfoOwner
+  /** The cost charged when `cost` gives an unusable one, or `'reject'` to answer 400. */
+  readonly #invalidCost: 'reject' | number
   readonly #key: ((req: Req) => string | Promise<string>) | undefined
   readonly #normalize: ((identity: string) => string) | undefined
   readonly #method: (req: Req) => string
@@ -300,7 +372,16 @@ export class HttpLimiter<Req, Res> {
       fail(`scope must be 1 to 64 of A-Z a-z 0-9 _ . : -, got ${show(o.scope)}: e.g. 'login'.`)
     }
     this.#scope = o.scope
+    this.scope = o.scope
     this.#scoped = o.scope === undefined ? undefined : Object.freeze({ scope: o.scope })
+
+    const invalidCost = o.invalidCost ?? 'reject'
+    if (invalidCost !== 'reject' && !(Number.isSafeInteger(invalidCost) && (invalidCost as number) > 0)) {
+      fail(
+        `invalidCost must be 'reject' or a whole number of 1 or more, got ${show(invalidCost)}: e.g. 'reject' (answer 400) or 1.`,
+      )
+    }
+    this.#invalidCost = invalidCost
 
     const headers = o.headers ?? true
     let format: HeaderFormat | false
@@ -322,6 +403,11 @@ export class HttpLimiter<Req, Res> {
       fail(`statusCode must be a whole number from 400 to 599, got ${show(status)}: e.g. 429.`)
     }
     this.statusCode = status
+    const outage = o.outageStatusCode ?? 503
+    if (!Number.isInteger(outage) || outage < 400 || outage > 599) {
+      fail(`outageStatusCode must be a whole number from 400 to 599, got ${show(outage)}: e.g. 503.`)
+    }
+    this.outageStatusCode = outage
 
     const message = o.message
     this.#messageType = PROBLEM_JSON
@@ -361,12 +447,109 @@ export class HttpLimiter<Req, Res> {
     this.#setHeader = adapter.setHeader
     if (adapter.expose !== undefined && typeof adapter.expose !== 'function')
       fail('The adapter expose must be a function (req, res, decision) => void.')
-    this.#expose = adapter.expose
+    const { attach, attached } = adapter
+    if ((attach === undefined) !== (attached === undefined))
+      fail('The adapter must give attach and attached together, or neither.')
+    if (attach !== undefined && (typeof attach !== 'function' || typeof attached !== 'function'))
+      fail('The adapter attach and attached must be functions.')
+    if (attach !== undefined && attached !== undefined) {
+      this.#attach = attach
+      this.#attached = attached
+    } else {
+      const expose = adapter.expose
+      this.#attach =
+        expose === undefined
+          ? attachInMap
+          : (req, res, info) => {
+              attachInMap(req, res, info)
+              expose(req, res, info.decision)
+            }
+      this.#attached = attachedInMap
+    }
     const hint = adapter.noAddressHint
     if (hint !== undefined && typeof hint !== 'string') fail('The adapter noAddressHint must be a string.')
     this.#noAddressHint = hint === undefined ? '' : `, or ${hint}`
     this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
+
+    const limiter = this.limiter
+    const rules = this.rules
+    const scoped = this.#scoped
+    let checkedShared = false
+    this.#owner = {
+      scope: o.scope,
+      headers: this.#writeHeaders ? this.headers : undefined,
+      reset: (identity) => {
+        if (!checkedShared) {
+          checkedShared = true
+          this.#warnSharedScope()
+        }
+        return limiter.reset(identity, scoped)
+      },
+      peek: (identity) => limiter.peek(identity, rules, scoped),
+    }
+    const built = MIDDLEWARES.get(limiter)
+    if (built === undefined) MIDDLEWARES.set(limiter, [this])
+    else built.push(this)
+  }
+
+  /**
+   * Warns once per process when this middleware's reset would forget another middleware's counts:
+   * `limiter.reset(identity, { scope })` forgets the identity under every rule in the scope.
+   */
+  #warnSharedScope(): void {
+    const others = MIDDLEWARES.get(this.limiter)
+    if (others === undefined || !others.some((m) => m !== this && m.scope === this.scope)) return
+    const where = this.scope === undefined ? 'unscoped' : `in scope '${this.scope}'`
+    warnOnce(
+      'reset-shared-scope',
+      `[fastlimit] [${this.#name}] reset() forgets every count of the client ${where} on this limiter, and ` +
+        'another rateLimit() counts there too: resetting a login limit would also reset that one. Give the ' +
+        "middleware you reset a scope of its own, e.g. rateLimit({ scope: 'login', ... }).",
+    )
+  }
+
+  /**
+   * Forgets the bucket `req` was counted in by this middleware (after a successful login, say): the
+   * identity this middleware counted the request under, or, when it did not count it, the one it
+   * would (its client address, or what `key` returns). Forgets the identity's counts under every rule
+   * of the limiter in this middleware's scope. Resolves without doing anything for an allow-listed
+   * client; rejects when the store fails or `key` throws.
+   */
+  async reset(req: Req): Promise<void> {
+    const identity = await this.#identityOf(req)
+    if (identity !== undefined) await this.#owner.reset(identity)
+  }
+
+  /**
+   * Reads the bucket `req` is counted in by this middleware, without charging anything (`cost` 0;
+   * `allowed` says whether a request of cost 1 would pass). `undefined` for an allow-listed client.
+   * Needs a backend with `peek` (the memory, Redis and SQLite backends have it).
+   */
+  async peek(req: Req): Promise<RateLimitInfo | undefined> {
+    const identity = await this.#identityOf(req)
+    if (identity === undefined) return undefined
+    const decision = await this.#owner.peek(identity)
+    return new RequestRateLimit(decision, identity, this.#owner, undefined, 0)
+  }
+
+  /** The identity this middleware counted `req` under, or would; `undefined` when allow-listed. */
+  async #identityOf(req: Req): Promise<string | undefined> {
+    const last = this.#attached(req)
+    const found = RequestRateLimit.find(last instanceof RequestRateLimit ? last : undefined, this.#owner)
+    if (found !== undefined) return found.identity
+    let identity = ''
+    if (this.#needIp) {
+      const ip = this.#ipIdentity(req)
+      if (ip === null) return undefined
+      identity = ip
+    }
+    const keyFn = this.#key
+    if (keyFn !== undefined) {
+      identity = await keyFn(req)
+      if (this.#normalize !== undefined) identity = this.#normalize(identity)
+    }
+    return identity
   }
 
   /**
@@ -534,27 +717,41 @@ export class HttpLimiter<Req, Res> {
           if (this.#normalize !== undefined) identity = this.#normalize(identity)
         }
         const costFn = this.#cost
-        let decision: Decision
+        let decision: Decision | undefined
         if (costFn === undefined) {
           decision = await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
-          decision = await this.limiter.check(identity, this.rules, {
-            cost: typeof c === 'number' ? c : await c,
-            scope: this.#scope,
-          })
+          let cost: number | undefined = typeof c === 'number' ? c : await c
+          // 0 is "not counted"; anything else that is not a whole number of 1 or more follows invalidCost.
+          if (typeof cost !== 'number' || !(cost > 0) || !Number.isSafeInteger(cost)) {
+            cost = cost === 0 ? 0 : this.#unusableCost(cost)
+          }
+          if (cost === undefined) {
+            if (this.mode !== 'shadow') denial = INVALID_COST
+          } else if (cost !== 0) {
+            decision = await this.limiter.check(identity, this.rules, { cost, scope: this.#scope })
+          }
         }
-        if (this.#expose !== undefined) this.#expose(req, res, decision)
-        // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
-        if (this.#writeHeaders && decision.source !== 'policy') {
-          this.headers.apply(res, this.#setHeader, decision, this.#clock())
-        }
-        if (!decision.allowed) {
-          if (this.#onLimit !== undefined) this.#onLimit(req, decision)
-          if (this.mode !== 'shadow') {
-            const retry = retryAfterValue(decision.retryAfterMs)
-            if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
-            denial = await this.#deny(req, decision)
+        if (decision !== undefined) {
+          const last = this.#attached(req)
+          const previous = last instanceof RequestRateLimit ? last : undefined
+          // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
+          const write = this.#writeHeaders && decision.source !== 'policy'
+          const now = write ? this.#clock() : 0
+          const info = new RequestRateLimit(decision, identity, this.#owner, previous, now)
+          this.#attach(req, res, info)
+          if (write) {
+            if (previous === undefined) this.headers.apply(res, this.#setHeader, decision, now)
+            else applyCombined(res, this.#setHeader, RequestRateLimit.headerEntries(info))
+          }
+          if (!decision.allowed) {
+            if (this.#onLimit !== undefined) this.#onLimit(req, decision)
+            if (this.mode !== 'shadow') {
+              const retry = retryAfterValue(decision.retryAfterMs)
+              if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
+              denial = await this.#deny(req, decision)
+            }
           }
         }
       }
@@ -565,18 +762,39 @@ export class HttpLimiter<Req, Res> {
     return denial === undefined ? next() : deny(req, res, denial, next)
   }
 
-  async #deny(req: Req, decision: Decision): Promise<HttpDenial> {
-    const status = this.statusCode
+  /**
+   * What to charge for a cost `cost` gave that is not a whole number of 1 or more (nor 0): the
+   * `invalidCost` number, or `undefined` to refuse the request with 400. A value that is not even a
+   * number is the application's mistake, not the client's: warned about once per process.
+   */
+  #unusableCost(cost: unknown): number | undefined {
+    if (typeof cost !== 'number') {
+      warnOnce(
+        'cost-not-a-number',
+        `[fastlimit] [${this.#name}] cost returned ${show(cost)}, which is not a number: return a whole number ` +
+          '(e.g. Number(req.query.weight)). ' +
+          (this.#invalidCost === 'reject'
+            ? 'Such requests are refused with 400 (invalidCost).'
+            : `Such requests are charged ${this.#invalidCost} (invalidCost).`),
+      )
+    }
+    return this.#invalidCost === 'reject' ? undefined : this.#invalidCost
+  }
+
+  async #deny(req: Req, decision: Decision): Promise<HttpLimitDenial> {
+    const outage = decision.reason === 'fail-closed'
+    const kind = outage ? 'outage' : 'limit'
+    const status = outage ? this.outageStatusCode : this.statusCode
     if (this.#messageBody !== undefined) {
-      return { status, contentType: this.#messageType, body: this.#messageBody, decision }
+      return { kind, status, contentType: this.#messageType, body: this.#messageBody, decision }
     }
     const messageFn = this.#messageFn
     if (messageFn === undefined) {
-      return { status, contentType: PROBLEM_JSON, body: problemDetails(status, decision), decision }
+      return { kind, status, contentType: PROBLEM_JSON, body: problemDetails(status, decision), decision }
     }
     const m = await messageFn(req, decision)
-    if (typeof m === 'string') return { status, contentType: TEXT, body: m, decision }
-    return { status, contentType: JSON_TYPE, body: JSON.stringify(m), decision }
+    if (typeof m === 'string') return { kind, status, contentType: TEXT, body: m, decision }
+    return { kind, status, contentType: JSON_TYPE, body: JSON.stringify(m), decision }
   }
 }
 

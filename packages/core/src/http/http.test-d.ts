@@ -1,6 +1,7 @@
 import { describe, expectTypeOf, it } from 'vitest'
 import type { Decision } from '../limiter'
 import { createHttpLimiter, type HttpDenial } from './http-limiter'
+import type { RateLimitInfo } from './info'
 import type { RateLimitCommonOptions } from './options'
 
 interface Req {
@@ -63,5 +64,33 @@ describe('HTTP layer types', () => {
     // @ts-expect-error: rejects options the layer does not know
     const bad: RateLimitCommonOptions<Req> = { max: 5 }
     expectTypeOf(bad).toEqualTypeOf<RateLimitCommonOptions<Req>>()
+  })
+
+  it('says what is unknown, and which refusal a denial is', () => {
+    expectTypeOf<RateLimitInfo['remaining']>().toEqualTypeOf<number | undefined>()
+    expectTypeOf<RateLimitInfo['resetMs']>().toEqualTypeOf<number | undefined>()
+    expectTypeOf<RateLimitInfo['limit']>().toEqualTypeOf<number>()
+    expectTypeOf<RateLimitInfo['reset']>().toEqualTypeOf<() => Promise<void>>()
+    expectTypeOf<RateLimitInfo['peek']>().toEqualTypeOf<() => Promise<RateLimitInfo>>()
+    const denial = {} as HttpDenial
+    if (denial.kind === 'invalid-cost') expectTypeOf(denial.decision).toEqualTypeOf<undefined>()
+    else expectTypeOf(denial.decision).toEqualTypeOf<Decision>()
+    const options: RateLimitCommonOptions<Req> = { invalidCost: 'reject', outageStatusCode: 503 }
+    expectTypeOf(options.invalidCost).toEqualTypeOf<'reject' | number | undefined>()
+  })
+
+  it('resets and peeks by request', () => {
+    const http = createHttpLimiter(
+      {},
+      {
+        name: 'test',
+        remoteAddress: (req: Req) => req.user,
+        header: () => undefined,
+        method: () => 'GET',
+        setHeader: (_res: Res) => undefined,
+      },
+    )
+    expectTypeOf(http.reset).toEqualTypeOf<(req: Req) => Promise<void>>()
+    expectTypeOf(http.peek).toEqualTypeOf<(req: Req) => Promise<RateLimitInfo | undefined>>()
   })
 })

@@ -1,9 +1,10 @@
 // The HTTP layer every adapter shares: client IP, RateLimit headers, the 429 response, skip and allow lists.
 
-export type { HeaderFormat, SetHeader } from './headers'
-export { delaySeconds, HEADER_FORMATS, RateLimitHeaders, retryAfterValue } from './headers'
-export type { HttpAdapter, HttpDenial } from './http-limiter'
+export type { HeaderEntry, HeaderFormat, SetHeader } from './headers'
+export { applyCombined, delaySeconds, HEADER_FORMATS, RateLimitHeaders, retryAfterValue } from './headers'
+export type { HttpAdapter, HttpDenial, HttpInvalidCostDenial, HttpLimitDenial } from './http-limiter'
 export { checkHandler, createHttpLimiter, HttpLimiter, problemDetails } from './http-limiter'
+export type { RateLimitInfo, RateLimitInfoJSON } from './info'
 export type {
   Cidr,
   IPv4Address,

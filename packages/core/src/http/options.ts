@@ -36,10 +36,25 @@ export interface RateLimitCommonOptions<Req> {
    */
   key?: (req: Req) => string | Promise<string>
   /**
-   * What a request costs: a positive whole number (a search may cost 5, a read 1). May be async.
+   * What a request costs: a whole number (a search may cost 5, a read 1). May be async. `0` means
+   * "not counted": the request goes on without a check, RateLimit headers or `rateLimit` info, as if
+   * skipped. Anything else that is not a whole number of 1 or more (`NaN` from a bad query
+   * parameter, a negative or fractional number, a string) follows `invalidCost`.
    * @default every request costs 1
    */
   cost?: (req: Req) => number | Promise<number>
+  /**
+   * What to do when `cost` gives an unusable cost (`NaN`, negative, fractional, infinite, larger than
+   * 2^53 - 1, or not a number at all), which usually comes from the client's input
+   * (`Number(req.query.limit)` for `?limit=abc`):
+   * - `'reject'`: answer 400 Bad Request with problem details, charge nothing, and let no handler
+   *   run: the request cannot be weighed, so it is not served (in shadow mode it goes on, uncounted).
+   * - a whole number: charge that instead (e.g. `1`, or the most a request can cost).
+   * A `cost` that returns something other than a number is a bug in the application: warned about
+   * once per process, then handled as above.
+   * @default 'reject'
+   */
+  invalidCost?: 'reject' | number
   /**
    * Turns an identity into the form it is counted under, so that spellings of one name share one
    * limit: `normalizeIdentity` (NFKC, case folded, invisible characters removed) makes `'Admin'`,
@@ -74,23 +89,38 @@ export interface RateLimitCommonOptions<Req> {
    * Which RateLimit headers to send: `'draft-7'` (`RateLimit` + `RateLimit-Policy`), `'draft-6'`
    * (`RateLimit-Limit`, `-Remaining`, `-Reset` + `RateLimit-Policy`), `'draft-8'` (named policies),
    * `'legacy'` (`X-RateLimit-*` only), `true` for the default, or `false` for none.
-   * `Retry-After` is sent on every refusal whatever this says.
+   * `Retry-After` is sent on every refusal whatever this says. When several middlewares count one
+   * request (an app-wide limit and a route's), the response carries one set of fields for all of
+   * them: `RateLimit-Policy` lists every rule, `RateLimit` the most restrictive (draft-8: one item per
+   * middleware). No RateLimit fields describe a decision taken by `onBackendError` (nothing is known).
    * @default 'draft-7'
    */
   headers?: HeaderFormat | boolean
   /**
-   * Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (epoch seconds).
+   * Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (epoch seconds),
+   * describing the same rule as `RateLimit` (with several middlewares on a request, the most
+   * restrictive of all of them, whichever middleware asked for these fields).
    * @default false
    */
   legacyHeaders?: boolean
   /**
-   * The status of a refused request: 400 to 599.
+   * The status of a request refused for being over the limit: 400 to 599. Outages have their own,
+   * `outageStatusCode`.
    * @default 429
    */
   statusCode?: number
   /**
-   * The body of a refused request: text (sent as `text/plain`), an object (sent as JSON), or a
-   * function of the request and the decision returning either (may be async).
+   * The status of a request refused because the limiter could not decide and `onBackendError` is
+   * `'fail-closed'` (the store is down or too slow, or the circuit breaker is open): 400 to 599. It
+   * is sent with `Retry-After` and no RateLimit headers (nothing is known of the client's standing),
+   * so clients and monitoring tell an outage from a rate limit.
+   * @default 503
+   */
+  outageStatusCode?: number
+  /**
+   * The body of a refused request (over the limit, or an outage): text (sent as `text/plain`), an
+   * object (sent as JSON), or a function of the request and the decision returning either (may be
+   * async; `decision.reason === 'fail-closed'` tells an outage).
    * @default an RFC 9457 problem details object, sent as `application/problem+json`
    */
   message?: MessageBody | ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>)
@@ -101,8 +131,9 @@ export interface RateLimitCommonOptions<Req> {
    */
   mode?: 'enforce' | 'shadow'
   /**
-   * Called with every request found over the limit (and every `'fail-closed'` refusal), in both
-   * modes: log or count them here. In shadow mode it is how you see what enforcing would refuse.
+   * Called with every request found over the limit (and every `'fail-closed'` refusal, whose
+   * `decision.reason` says so), in both modes: log or count them here. In shadow mode it is how you
+   * see what enforcing would refuse.
    * @default undefined
    */
   onLimit?: (req: Req, decision: Decision) => void
