@@ -6,11 +6,11 @@ import {
   adapterConformance,
   adaptOptions,
 } from '@fastlimit/core/testing'
-import express, { type ErrorRequestHandler, type Request, type RequestHandler } from 'express'
+import express, { type ErrorRequestHandler, type Request, type RequestHandler, type Response } from 'express'
 import express4 from 'express4'
 import request from 'supertest'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type RateLimitOptions, rateLimit } from './index'
+import { type RateLimitMiddleware, type RateLimitOptions, rateLimit } from './index'
 
 type Express = typeof express
 
@@ -33,13 +33,14 @@ const servers: import('node:http').Server[] = []
 
 async function serve(
   lib: Express,
-  limit: RequestHandler,
+  limit: RequestHandler | undefined,
   mount: 'app' | 'route',
   extra?: (app: ReturnType<Express>) => void,
 ): Promise<AdapterClient> {
   const app = lib()
-  if (mount === 'app') app.use(limit)
-  else app.get('/limited', limit, (_req, res) => void res.send('ok'))
+  if (mount === 'app') {
+    if (limit !== undefined) app.use(limit)
+  } else if (limit !== undefined) app.get('/limited', limit, (_req, res) => void res.send('ok'))
   extra?.(app)
   app.use((_req, res) => void res.type('text/plain').send('ok'))
   const onError: ErrorRequestHandler = (err, _req, res, _next) => {
@@ -64,13 +65,50 @@ async function serve(
   }
 }
 
+/** The conformance suite's app: the middlewares as `mount` says, and its /info, /login and /peek routes. */
+function conformanceApp(
+  lib: Express,
+  options: AdapterAppOptions,
+  mount: 'app' | 'route' | 'layered',
+  routeOptions: AdapterAppOptions | undefined,
+): Promise<AdapterClient> {
+  const appLimit = mount === 'route' ? undefined : rateLimit(adaptOptions(options, view))
+  const routeLimit =
+    mount === 'app'
+      ? (appLimit as RateLimitMiddleware)
+      : rateLimit(adaptOptions(mount === 'layered' ? (routeOptions ?? {}) : options, view))
+  const onRoute: RequestHandler[] = mount === 'app' ? [] : [routeLimit]
+  return serve(lib, appLimit, 'app', (app) => {
+    app.get('/limited', ...onRoute, (_req: Request, res: Response) => void res.send('ok'))
+    app.get('/info', ...onRoute, (req: Request, res: Response) => void res.json(req.rateLimit ?? null))
+    app.post('/login', ...onRoute, async (req: Request, res: Response, next) => {
+      try {
+        if (req.get('x-password') !== 'right') return void res.status(401).send('wrong')
+        if (req.get('x-reset') === 'middleware') await routeLimit.reset(req)
+        else await req.rateLimit?.reset()
+        res.send('welcome')
+      } catch (err) {
+        next(err)
+      }
+    })
+    app.get('/peek', async (req, res, next) => {
+      try {
+        const now = await routeLimit.peek(req)
+        res.json(now === undefined ? null : { remaining: now.remaining })
+      } catch (err) {
+        next(err)
+      }
+    })
+  })
+}
+
 for (const [version, lib] of [
   ['Express 5', express],
   ['Express 4', express4],
 ] as const) {
   adapterConformance({
     name: `@fastlimit/express on ${version}`,
-    makeApp: (options: AdapterAppOptions, mount) => serve(lib, rateLimit(adaptOptions(options, view)), mount),
+    makeApp: (options, mount, routeOptions) => conformanceApp(lib, options, mount, routeOptions),
   })
 
   describe(`@fastlimit/express on ${version}`, () => {
@@ -96,6 +134,22 @@ for (const [version, lib] of [
       expect(JSON.parse(r.body)).toEqual({ reason: 'rate-limited', retryAfterMs: 60_000 })
       expect(r.headers['retry-after']).toBe('60')
       expect(r.headers.ratelimit).toBe('limit=1, remaining=0, reset=60')
+    })
+
+    it('sends the 400 of an unusable cost itself, not through the handler', async () => {
+      const client = await serve(
+        lib,
+        rateLimit({
+          ...frozen(),
+          rules: '1/min',
+          cost: (req) => Number(req.query.w),
+          handler: (_req, res) => void res.status(418).send('handler'),
+        }),
+        'app',
+      )
+      expect((await client.request('/?w=x')).status).toBe(400)
+      expect((await client.request('/?w=1')).status).toBe(200)
+      expect((await client.request('/?w=1')).status).toBe(418)
     })
 
     it('passes a throwing handler to the error handler', async () => {
@@ -152,13 +206,14 @@ for (const [version, lib] of [
       expect((await client.request('/login', { method: 'POST' })).body).toBe('welcome')
       const login = await client.request('/login', { method: 'POST' })
       expect(login.status).toBe(429)
-      // The route's middleware runs last: its headers are the ones sent.
+      // One set of fields for both middlewares: every policy, the most restrictive rule.
+      expect(login.headers['ratelimit-policy']).toBe('5;w=60, 1;w=900')
       expect(login.headers.ratelimit).toBe('limit=1, remaining=0, reset=900')
       expect(login.headers['retry-after']).toBe('900')
       expect((await client.request('/search?w=3')).status).toBe(200)
       const search = await client.request('/search?w=1')
       expect(search.status).toBe(429)
-      expect(search.headers['ratelimit-policy']).toBe('3;w=60')
+      expect(search.headers['ratelimit-policy']).toBe('5;w=60, 3;w=60')
       await limiter.close()
     })
   })

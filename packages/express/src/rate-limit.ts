@@ -7,27 +7,72 @@ import {
   type HttpAdapter,
   type HttpDenial,
   type RateLimitCommonOptions,
+  type RateLimitInfo,
 } from '@fastlimit/core'
-import type { NextFunction, Request, RequestHandler, Response } from 'express'
+import type { NextFunction, Request, Response } from 'express'
 
 declare global {
   namespace Express {
     interface Request {
       /**
-       * The decision of the last fastlimit middleware that checked this request: `remaining`,
-       * `resetMs`, the rule... Absent when no fastlimit middleware checked it (skipped, allow-listed).
+       * What the last fastlimit middleware that counted this request found: `remaining`, `resetMs`,
+       * the rule, `reset()` and `peek()` of the bucket, and `all` for every middleware that counted it.
+       * Absent when none did (skipped, allow-listed, cost 0).
        */
-      rateLimit?: Decision
+      rateLimit?: RateLimitInfo
     }
   }
+}
+
+/** Express's route parameters by default (`ParamsDictionary`), as the installed `@types/express` types them. */
+type DefaultParams = Request['params']
+/** Express's parsed query by default (`ParsedQs`). */
+type DefaultQuery = Request['query']
+/** Whatever Express types the body as by default (its own `RequestHandler` says `any`). */
+// biome-ignore lint/suspicious/noExplicitAny: Express's own defaults; unknown would reject handlers typed with any
+type AnyBody = any
+/** Any route's request: its params, bodies and query typed as the route says. */
+type AnyRequest = Request<unknown, AnyBody, AnyBody, unknown, Record<string, AnyBody>>
+
+/**
+ * What {@link rateLimit} returns: an Express middleware that keeps the route's types (its generic
+ * parameters are inferred from the route, so `req.params.id` stays a `string` on
+ * `app.get('/users/:id', limit, handler)`), with `reset(req)` and `peek(req)` for the bucket a
+ * request is counted in.
+ */
+export interface RateLimitMiddleware {
+  <
+    P = DefaultParams,
+    ResBody = AnyBody,
+    ReqBody = AnyBody,
+    ReqQuery = DefaultQuery,
+    LocalsObj extends Record<string, AnyBody> = Record<string, AnyBody>,
+  >(
+    req: Request<P, ResBody, ReqBody, ReqQuery, LocalsObj>,
+    res: Response<ResBody, LocalsObj>,
+    next: NextFunction,
+  ): void
+  /**
+   * Forgets the bucket `req` is counted in by this middleware (the client's address, or what `key`
+   * returns, in this middleware's `scope`): after a successful login, for example. Works in any later
+   * handler, whether or not this middleware ran for the request. Rejects when the store fails.
+   */
+  reset(req: AnyRequest): Promise<void>
+  /**
+   * Reads the bucket `req` is counted in by this middleware, charging nothing: `remaining`,
+   * `resetMs`, `allowed` (would a request of cost 1 pass). `undefined` for an allow-listed client.
+   */
+  peek(req: AnyRequest): Promise<RateLimitInfo | undefined>
 }
 
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `handler`. */
 export interface RateLimitOptions extends RateLimitCommonOptions<Request> {
   /**
    * Sends the refusal yourself instead of `statusCode` and `message` (render a page, redirect...).
-   * The RateLimit headers and `Retry-After` are already set. Errors it throws go to `next(err)`.
-   * @default undefined: answers `statusCode` with `message`
+   * Called for requests over the limit and for outages (`decision.reason === 'fail-closed'`), with
+   * the RateLimit headers and `Retry-After` already set; not for a request whose cost is unusable
+   * (that one is answered 400, see `invalidCost`). Errors it throws go to `next(err)`.
+   * @default undefined: answers `statusCode` (or `outageStatusCode`) with `message`
    */
   handler?: (req: Request, res: Response, next: NextFunction, decision: Decision) => void | Promise<void>
 }
@@ -45,15 +90,17 @@ const adapter: HttpAdapter<Request, Response> = {
   setHeader: (res, name, value) => {
     res.setHeader(name, value)
   },
-  expose: (req, _res, decision) => {
-    req.rateLimit = decision
+  attach: (req, _res, info) => {
+    req.rateLimit = info
   },
+  attached: (req) => req.rateLimit,
 }
 
 /**
  * Express middleware (Express 4 and 5) that limits requests: use it app-wide (`app.use(rateLimit())`)
  * or per route (`app.post('/login', rateLimit({ rules: '5/15m' }), login)`). Options are checked
- * now: a bad one throws a `ConfigError`. Later handlers find the decision in `req.rateLimit`.
+ * now: a bad one throws a `ConfigError`. Later handlers find what it found in `req.rateLimit`;
+ * `middleware.reset(req)` forgets a request's bucket (after a successful login).
  *
  * @example
  * ```ts
@@ -62,17 +109,25 @@ const adapter: HttpAdapter<Request, Response> = {
  *
  * const app = express()
  * app.use(rateLimit({ rules: '100/min' }))
- * app.post('/login', rateLimit({ rules: { limit: 5, window: '15m', name: 'login' } }), login)
+ * const loginLimit = rateLimit({ rules: '5/15m', scope: 'login' })
+ * app.post('/login', loginLimit, async (req, res) => {
+ *   if (!(await checkPassword(req.body))) return void res.status(401).end()
+ *   await loginLimit.reset(req) // or req.rateLimit?.reset()
+ *   res.json({ ok: true })
+ * })
  * ```
  */
-export function rateLimit(options: RateLimitOptions = {}): RequestHandler {
+export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const handler = checkHandler(options, 'express', '(req, res, next, decision) => void')
   const http = createHttpLimiter(options, adapter)
   const deny = handler === undefined ? sendDenial : denyWith(handler)
   // Not async: run() sends errors to next(err) itself, so nothing is left for Express 4 to drop.
-  return function fastlimit(req: Request, res: Response, next: NextFunction): void {
+  function fastlimit(req: Request, res: Response, next: NextFunction): void {
     void http.run<void>(req, res, next, deny, next)
   }
+  fastlimit.reset = (req: Request) => http.reset(req)
+  fastlimit.peek = (req: Request) => http.peek(req)
+  return fastlimit as RateLimitMiddleware
 }
 
 function sendDenial(_req: Request, res: Response, denial: HttpDenial, next: () => void): void {
@@ -87,6 +142,7 @@ function sendDenial(_req: Request, res: Response, denial: HttpDenial, next: () =
 
 function denyWith(handler: NonNullable<RateLimitOptions['handler']>) {
   return async (req: Request, res: Response, denial: HttpDenial, next: () => void): Promise<void> => {
+    if (denial.decision === undefined) return sendDenial(req, res, denial, next)
     try {
       await handler(req, res, next as NextFunction, denial.decision)
     } catch (err) {

@@ -1,4 +1,4 @@
 // @fastlimit/hono: rateLimit() middleware for Hono 4 on Node, Bun, Deno and Workers.
 
-export type { RateLimitOptions } from './rate-limit'
+export type { RateLimitMiddleware, RateLimitOptions } from './rate-limit'
 export { rateLimit } from './rate-limit'

@@ -10,7 +10,7 @@ import {
 import { serve } from '@hono/node-server'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { describe, expect, it } from 'vitest'
-import { type RateLimitOptions, rateLimit } from './index'
+import { type RateLimitMiddleware, type RateLimitOptions, rateLimit } from './index'
 
 const view = (c: Context) => ({
   method: c.req.method,
@@ -32,6 +32,37 @@ function build(limit: MiddlewareHandler, mount: 'app' | 'route'): Hono {
   app.onError((err, c) => c.text(String((err as { code?: string }).code ?? 'error'), 500))
   if (mount === 'app') app.use(limit)
   else app.get('/limited', limit, (c) => c.text('ok'))
+  app.all('*', (c) => c.text('ok'))
+  return app
+}
+
+/** The conformance suite's app: the middlewares as `mount` says, and its /info, /login and /peek routes. */
+function conformanceApp(
+  make: (options: AdapterAppOptions) => RateLimitMiddleware,
+  options: AdapterAppOptions,
+  mount: 'app' | 'route' | 'layered',
+  routeOptions: AdapterAppOptions | undefined,
+): Hono {
+  const app = new Hono()
+  app.onError((err, c) => c.text(String((err as { code?: string }).code ?? 'error'), 500))
+  const appLimit = mount === 'route' ? undefined : make(options)
+  const routeLimit =
+    mount === 'app'
+      ? (appLimit as RateLimitMiddleware)
+      : make(mount === 'layered' ? (routeOptions ?? {}) : options)
+  if (appLimit !== undefined) app.use(appLimit)
+  if (mount !== 'app') for (const path of ['/limited', '/info', '/login']) app.use(path, routeLimit)
+  app.get('/info', (c) => c.json(c.var.rateLimit ?? null))
+  app.post('/login', async (c) => {
+    if (c.req.header('x-password') !== 'right') return c.text('wrong', 401)
+    if (c.req.header('x-reset') === 'middleware') await routeLimit.reset(c)
+    else await c.var.rateLimit?.reset()
+    return c.text('welcome')
+  })
+  app.get('/peek', async (c) => {
+    const now = await routeLimit.peek(c)
+    return c.json(now === undefined ? null : { remaining: now.remaining })
+  })
   app.all('*', (c) => c.text('ok'))
   return app
 }
@@ -66,23 +97,26 @@ const make = (options: AdapterAppOptions) => rateLimit(adaptOptions(options, vie
 
 adapterConformance({
   name: '@fastlimit/hono in process (app.request)',
-  makeApp: (options, mount) => inProcess(build(make(options), mount)),
+  makeApp: (options, mount, routeOptions) => inProcess(conformanceApp(make, options, mount, routeOptions)),
 })
 
 adapterConformance({
   name: '@fastlimit/hono on @hono/node-server',
-  makeApp: (options, mount) => overSocket(build(make(options), mount)),
+  makeApp: (options, mount, routeOptions) => overSocket(conformanceApp(make, options, mount, routeOptions)),
 })
 
 adapterConformance({
   name: '@fastlimit/hono with getConnInfo (as on Bun, Deno, Workers)',
-  makeApp: (options, mount) => {
-    const app = build(
-      rateLimit({
-        ...adaptOptions(options, view),
-        getConnInfo: () => ({ remote: { address: '127.0.0.1' } }),
-      }),
+  makeApp: (options, mount, routeOptions) => {
+    const app = conformanceApp(
+      (o) =>
+        rateLimit({
+          ...adaptOptions(o, view),
+          getConnInfo: () => ({ remote: { address: '127.0.0.1' } }),
+        }),
+      options,
       mount,
+      routeOptions,
     )
     return { request: async (path, init) => read(await app.request(path, init)) }
   },
@@ -156,8 +190,9 @@ describe('@fastlimit/hono', () => {
     direct.get('/', (c) => c.text('ok'))
     await direct.request('/')
     expect(error).toBeInstanceOf(ConfigError)
+    // Hono passes c to key, and the message says so.
     expect((error as Error).message).toMatch(
-      /^\[fastlimit\] \[hono\] Cannot find the client's address.*getConnInfo/,
+      /^\[fastlimit\] \[hono\] Cannot find the client's address .*pass key: \(c\) => \.\.\. .*getConnInfo/,
     )
     // With a key of its own, no address is needed.
     const keyed = build(rateLimit({ rules: '1/min', key: (c) => c.req.header('x-api-key') ?? 'anon' }), 'app')
@@ -183,11 +218,29 @@ describe('@fastlimit/hono', () => {
     expect((await client.request('/login', { method: 'POST' })).body).toBe('welcome')
     const denied = await client.request('/login', { method: 'POST' })
     expect(denied.status).toBe(429)
+    // One set of fields for both middlewares: every policy, the most restrictive rule.
+    expect(denied.headers['ratelimit-policy']).toBe('5;w=60, 1;w=900')
     expect(denied.headers.ratelimit).toBe('limit=1, remaining=0, reset=900')
     expect((await client.request('/search?w=3')).body).toBe('found')
     const s = await client.request('/search?w=1')
     expect(s.status).toBe(429)
-    expect(s.headers['ratelimit-policy']).toBe('3;w=60')
+    expect(s.headers['ratelimit-policy']).toBe('5;w=60, 3;w=60')
+  })
+
+  it('sends the 400 of an unusable cost itself, not through the handler', async () => {
+    const app = build(
+      rateLimit({
+        ...frozen(),
+        key: () => 'k',
+        rules: '1/min',
+        cost: (c) => Number(c.req.query('w')),
+        handler: (c) => c.text('handler', 418),
+      }),
+      'app',
+    )
+    expect((await app.request('/?w=x')).status).toBe(400)
+    expect((await app.request('/?w=1')).status).toBe(200)
+    expect((await app.request('/?w=1')).status).toBe(418)
   })
 
   it('rejects bad adapter options', () => {

@@ -9,6 +9,7 @@ import {
   type HttpDenial,
   type HttpLimiter,
   type RateLimitCommonOptions,
+  type RateLimitInfo,
 } from '@fastlimit/core'
 import type { Context, MiddlewareHandler, Next } from 'hono'
 import type { ConnInfo } from 'hono/conninfo'
@@ -16,11 +17,32 @@ import type { ConnInfo } from 'hono/conninfo'
 declare module 'hono' {
   interface ContextVariableMap {
     /**
-     * The decision of the last fastlimit middleware that checked this request: `remaining`,
-     * `resetMs`, the rule... Absent when no fastlimit middleware checked it (skipped, allow-listed).
+     * What the last fastlimit middleware that counted this request found: `remaining`, `resetMs`,
+     * the rule, `reset()` and `peek()` of the bucket, and `all` for every middleware that counted it.
+     * Absent when none did (skipped, allow-listed, cost 0).
      */
-    rateLimit?: Decision
+    rateLimit?: RateLimitInfo
   }
+}
+
+/**
+ * What {@link rateLimit} returns: a Hono middleware, with `reset(c)` and `peek(c)` for the bucket a
+ * request is counted in.
+ */
+export interface RateLimitMiddleware extends MiddlewareHandler {
+  /**
+   * Forgets the bucket the request of `c` is counted in by this middleware (the client's address,
+   * or what `key` returns, in this middleware's `scope`): after a successful login, for example.
+   * Works in any later handler, whether or not this middleware ran for the request. Rejects when
+   * the store fails.
+   */
+  reset(c: Context): Promise<void>
+  /**
+   * Reads the bucket the request of `c` is counted in by this middleware, charging nothing:
+   * `remaining`, `resetMs`, `allowed` (would a request of cost 1 pass). `undefined` for an
+   * allow-listed client.
+   */
+  peek(c: Context): Promise<RateLimitInfo | undefined>
 }
 
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `getConnInfo` and `handler`. */
@@ -35,9 +57,11 @@ export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
    */
   getConnInfo?: (c: Context) => ConnInfo
   /**
-   * Builds the refusal yourself instead of `statusCode` and `message`. The RateLimit headers and
-   * `Retry-After` are already set on `c`.
-   * @default undefined: answers `statusCode` with `message`
+   * Builds the refusal yourself instead of `statusCode` and `message`. Called for requests over the
+   * limit and for outages (`decision.reason === 'fail-closed'`), with the RateLimit headers and
+   * `Retry-After` already set on `c`; not for a request whose cost is unusable (that one is answered
+   * 400, see `invalidCost`).
+   * @default undefined: answers `statusCode` (or `outageStatusCode`) with `message`
    */
   handler?: (c: Context, decision: Decision) => Response | Promise<Response>
 }
@@ -78,8 +102,12 @@ function setHeader(sink: HeaderSink, name: string, value: string): void {
   else sink.setHeader(name, value)
 }
 
-function expose(c: Context, _sink: HeaderSink, decision: Decision): void {
-  c.set('rateLimit', decision)
+function attach(c: Context, _sink: HeaderSink, info: RateLimitInfo): void {
+  c.set('rateLimit', info)
+}
+
+function attached(c: Context): RateLimitInfo | undefined {
+  return c.get('rateLimit')
 }
 
 function copyHeaders(c: Context, sink: string[]): void {
@@ -90,8 +118,9 @@ function copyHeaders(c: Context, sink: string[]): void {
  * Hono middleware (Hono 4, on Node, Bun, Deno, Cloudflare Workers) that limits requests: use it
  * app-wide (`app.use(rateLimit())`) or per route (`app.post('/login', rateLimit({ rules: '5/15m' }), login)`).
  * Options are checked now: a bad one throws a `ConfigError`. Errors (a failing `key`, a backend
- * under `onBackendError: 'throw'`) are thrown to Hono's `onError`. Later handlers find the decision
- * in `c.var.rateLimit` (`c.get('rateLimit')`).
+ * under `onBackendError: 'throw'`) are thrown to Hono's `onError`. Later handlers find what it
+ * found in `c.var.rateLimit` (`c.get('rateLimit')`); `middleware.reset(c)` forgets a request's
+ * bucket (after a successful login).
  *
  * @example
  * ```ts
@@ -100,9 +129,15 @@ function copyHeaders(c: Context, sink: string[]): void {
  *
  * const app = new Hono()
  * app.use(rateLimit({ rules: '100/min' }))
+ * const loginLimit = rateLimit({ rules: '5/15m', scope: 'login' })
+ * app.post('/login', loginLimit, async (c) => {
+ *   if (!(await checkPassword(await c.req.json()))) return c.text('wrong', 401)
+ *   await loginLimit.reset(c) // or c.var.rateLimit?.reset()
+ *   return c.json({ ok: true })
+ * })
  * ```
  */
-export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
+export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const handler = checkHandler(options, 'hono', '(c, decision) => Response', 'builds')
   const getConnInfo = options?.getConnInfo
   if (getConnInfo !== undefined && typeof getConnInfo !== 'function') {
@@ -113,6 +148,7 @@ export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
   const adapter: HttpAdapter<Context, HeaderSink> = {
     name: 'hono',
     extraOptions: ['handler', 'getConnInfo'],
+    requestName: 'c',
     noAddressHint: 'getConnInfo from your runtime (hono/bun, hono/deno, ...)',
     remoteAddress:
       getConnInfo === undefined
@@ -121,14 +157,16 @@ export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
     header,
     method,
     setHeader,
-    expose,
+    attach,
+    attached,
   }
   const http = createHttpLimiter(options, adapter)
   const deny =
     handler === undefined
       ? sendDenial
-      : (c: Context, _: HeaderSink, denial: HttpDenial) => handler(c, denial.decision)
-  return function fastlimit(c, next) {
+      : (c: Context, sink: HeaderSink, denial: HttpDenial) =>
+          denial.decision === undefined ? sendDenial(c, sink, denial) : handler(c, denial.decision)
+  const fastlimit: MiddlewareHandler = function fastlimit(c, next) {
     const outgoing = nodeBindings(c)?.outgoing
     if (outgoing !== undefined && typeof outgoing.setHeader === 'function') {
       return http.run<Response | undefined>(
@@ -140,6 +178,10 @@ export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
     }
     return viaHono(http, c, next, deny)
   }
+  return Object.assign(fastlimit, {
+    reset: (c: Context) => http.reset(c),
+    peek: (c: Context) => http.peek(c),
+  })
 }
 
 type NodeOutgoing = Exclude<HeaderSink, string[]>

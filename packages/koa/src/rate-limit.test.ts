@@ -1,12 +1,17 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { ConfigError, FastLimit, MemoryBackend } from '@fastlimit/core'
-import { type AdapterClient, adapterConformance, adaptOptions } from '@fastlimit/core/testing'
+import {
+  type AdapterAppOptions,
+  type AdapterClient,
+  adapterConformance,
+  adaptOptions,
+} from '@fastlimit/core/testing'
 import Koa, { type Context, type Middleware } from 'koa'
 import Koa2 from 'koa2'
 import request from 'supertest'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type RateLimitOptions, rateLimit } from './index'
+import { type RateLimitMiddleware, type RateLimitOptions, rateLimit } from './index'
 
 const view = (ctx: Context) => ({
   method: ctx.method,
@@ -27,7 +32,7 @@ const servers: Server[] = []
 
 async function serve(
   App: typeof Koa,
-  limit: Middleware,
+  limit: Middleware | undefined,
   mount: 'app' | 'route',
   routes: Record<string, Middleware> = {},
 ): Promise<AdapterClient> {
@@ -41,7 +46,7 @@ async function serve(
       ctx.body = String((err as { code?: string }).code ?? 'error')
     }
   })
-  if (mount === 'app') app.use(limit)
+  if (mount === 'app' && limit !== undefined) app.use(limit)
   app.use(async (ctx, next) => {
     const ok = async () => {
       ctx.type = 'text/plain'
@@ -49,7 +54,8 @@ async function serve(
     }
     const route = routes[`${ctx.method} ${ctx.path}`]
     if (route !== undefined) return route(ctx, next)
-    if (mount === 'route' && ctx.method === 'GET' && ctx.path === '/limited') return limit(ctx, ok)
+    if (mount === 'route' && limit !== undefined && ctx.method === 'GET' && ctx.path === '/limited')
+      return limit(ctx, ok)
     return ok()
   })
   const server = await new Promise<Server>((resolve) => {
@@ -67,13 +73,51 @@ async function serve(
   }
 }
 
+/** The conformance suite's app: the middlewares as `mount` says, and its /info, /login and /peek routes. */
+function conformanceApp(
+  App: typeof Koa,
+  options: AdapterAppOptions,
+  mount: 'app' | 'route' | 'layered',
+  routeOptions: AdapterAppOptions | undefined,
+): Promise<AdapterClient> {
+  const appLimit = mount === 'route' ? undefined : rateLimit(adaptOptions(options, view))
+  const routeLimit =
+    mount === 'app'
+      ? (appLimit as RateLimitMiddleware)
+      : rateLimit(adaptOptions(mount === 'layered' ? (routeOptions ?? {}) : options, view))
+  const onRoute = (handler: (ctx: Context) => Promise<void> | void): Middleware =>
+    mount === 'app' ? handler : (ctx) => routeLimit(ctx, async () => handler(ctx))
+  return serve(App, appLimit, 'app', {
+    'GET /limited': onRoute((ctx) => {
+      ctx.body = 'ok'
+    }),
+    'GET /info': onRoute((ctx) => {
+      ctx.body = JSON.stringify(ctx.state.rateLimit ?? null)
+    }),
+    'POST /login': onRoute(async (ctx) => {
+      if (ctx.get('x-password') !== 'right') {
+        ctx.status = 401
+        ctx.body = 'wrong'
+        return
+      }
+      if (ctx.get('x-reset') === 'middleware') await routeLimit.reset(ctx)
+      else await ctx.state.rateLimit?.reset()
+      ctx.body = 'welcome'
+    }),
+    'GET /peek': async (ctx) => {
+      const now = await routeLimit.peek(ctx)
+      ctx.body = JSON.stringify(now === undefined ? null : { remaining: now.remaining })
+    },
+  })
+}
+
 for (const [version, App] of [
   ['Koa 3', Koa],
   ['Koa 2', Koa2],
 ] as const) {
   adapterConformance({
     name: `@fastlimit/koa on ${version}`,
-    makeApp: (options, mount) => serve(App, rateLimit(adaptOptions(options, view)), mount),
+    makeApp: (options, mount, routeOptions) => conformanceApp(App, options, mount, routeOptions),
   })
 
   describe(`@fastlimit/koa on ${version}`, () => {
@@ -97,6 +141,29 @@ for (const [version, App] of [
       expect(JSON.parse(r.body)).toEqual({ reason: 'rate-limited', retryAfterMs: 60_000 })
       expect(r.headers['retry-after']).toBe('60')
       expect(r.headers.ratelimit).toBe('limit=1, remaining=0, reset=60')
+    })
+
+    it('sends the 400 of an unusable cost itself, not through the handler', async () => {
+      const limit = rateLimit({
+        ...frozen(),
+        rules: '1/min',
+        cost: (ctx) => Number(ctx.query.w),
+        handler: (ctx) => {
+          ctx.status = 418
+        },
+      })
+      const client = await serve(App, limit, 'app')
+      expect((await client.request('/?w=x')).status).toBe(400)
+      expect((await client.request('/?w=1')).status).toBe(200)
+      expect((await client.request('/?w=1')).status).toBe(418)
+    })
+
+    it('names ctx in the error for a request without an address', async () => {
+      const limit = rateLimit({ rules: '1/min' })
+      const ctx = { req: { socket: {}, headers: {}, method: 'GET' }, state: {} }
+      await expect(limit(ctx as never, async () => undefined)).rejects.toThrow(
+        /^\[fastlimit\] \[koa\] Cannot find the client's address .*pass key: \(ctx\) => \.\.\./,
+      )
     })
 
     it('keys by the socket, not ctx.ip, even when app.proxy is on', async () => {
@@ -141,11 +208,13 @@ for (const [version, App] of [
       expect((await client.request('/login', { method: 'POST' })).body).toBe('welcome')
       const denied = await client.request('/login', { method: 'POST' })
       expect(denied.status).toBe(429)
+      // One set of fields for both middlewares: every policy, the most restrictive rule.
+      expect(denied.headers['ratelimit-policy']).toBe('5;w=60, 1;w=900')
       expect(denied.headers.ratelimit).toBe('limit=1, remaining=0, reset=900')
       expect((await client.request('/search?w=3')).body).toBe('found')
       const s = await client.request('/search?w=1')
       expect(s.status).toBe(429)
-      expect(s.headers['ratelimit-policy']).toBe('3;w=60')
+      expect(s.headers['ratelimit-policy']).toBe('5;w=60, 3;w=60')
     })
   })
 }

@@ -7,25 +7,49 @@ import {
   type HttpAdapter,
   type HttpDenial,
   type RateLimitCommonOptions,
+  type RateLimitInfo,
 } from '@fastlimit/core'
 import type { Context, Middleware } from 'koa'
 
 declare module 'koa' {
   interface DefaultState {
     /**
-     * The decision of the last fastlimit middleware that checked this request: `remaining`,
-     * `resetMs`, the rule... Absent when no fastlimit middleware checked it (skipped, allow-listed).
+     * What the last fastlimit middleware that counted this request found: `remaining`, `resetMs`,
+     * the rule, `reset()` and `peek()` of the bucket, and `all` for every middleware that counted it.
+     * Absent when none did (skipped, allow-listed, cost 0).
      */
-    rateLimit?: Decision
+    rateLimit?: RateLimitInfo
   }
+}
+
+/**
+ * What {@link rateLimit} returns: a Koa middleware, with `reset(ctx)` and `peek(ctx)` for the bucket
+ * a request is counted in.
+ */
+export interface RateLimitMiddleware extends Middleware {
+  /**
+   * Forgets the bucket the request of `ctx` is counted in by this middleware (the client's address,
+   * or what `key` returns, in this middleware's `scope`): after a successful login, for example.
+   * Works in any later middleware, whether or not this middleware ran for the request. Rejects when
+   * the store fails.
+   */
+  reset(ctx: Context): Promise<void>
+  /**
+   * Reads the bucket the request of `ctx` is counted in by this middleware, charging nothing:
+   * `remaining`, `resetMs`, `allowed` (would a request of cost 1 pass). `undefined` for an
+   * allow-listed client.
+   */
+  peek(ctx: Context): Promise<RateLimitInfo | undefined>
 }
 
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `handler`. */
 export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
   /**
    * Sends the refusal yourself instead of `statusCode` and `message` (set `ctx.status` and
-   * `ctx.body`). The RateLimit headers and `Retry-After` are already set.
-   * @default undefined: answers `statusCode` with `message`
+   * `ctx.body`). Called for requests over the limit and for outages (`decision.reason ===
+   * 'fail-closed'`), with the RateLimit headers and `Retry-After` already set; not for a request
+   * whose cost is unusable (that one is answered 400, see `invalidCost`).
+   * @default undefined: answers `statusCode` (or `outageStatusCode`) with `message`
    */
   handler?: (ctx: Context, decision: Decision) => void | Promise<void>
 }
@@ -33,6 +57,7 @@ export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
 const adapter: HttpAdapter<Context, Context> = {
   name: 'koa',
   extraOptions: ['handler'],
+  requestName: 'ctx',
   // The connection's peer, never ctx.ip (which depends on app.proxy): trustProxy decides what to believe.
   remoteAddress: (ctx) => ctx.req.socket.remoteAddress,
   header: (ctx, name) => {
@@ -44,37 +69,52 @@ const adapter: HttpAdapter<Context, Context> = {
   setHeader: (ctx, name, value) => {
     ctx.res.setHeader(name, value)
   },
-  expose: (ctx, _res, decision) => {
-    ctx.state.rateLimit = decision
+  attach: (ctx, _res, info) => {
+    ctx.state.rateLimit = info
   },
+  attached: (ctx) => ctx.state.rateLimit,
 }
 
 /**
  * Koa middleware (Koa 2 and 3) that limits requests: use it app-wide (`app.use(rateLimit())`) or
  * per route (`router.post('/login', rateLimit({ rules: '5/15m' }), login)`). Options are checked
  * now: a bad one throws a `ConfigError`. Errors (a failing `key`, a backend under
- * `onBackendError: 'throw'`) are thrown to Koa's error handling. Later middleware finds the decision
- * in `ctx.state.rateLimit`.
+ * `onBackendError: 'throw'`) are thrown to Koa's error handling. Later middleware finds what it
+ * found in `ctx.state.rateLimit`; `middleware.reset(ctx)` forgets a request's bucket (after a
+ * successful login).
  *
  * @example
  * ```ts
  * import Koa from 'koa'
+ * import Router from '@koa/router'
  * import { rateLimit } from '@fastlimit/koa'
  *
  * const app = new Koa()
+ * const router = new Router()
  * app.use(rateLimit({ rules: '100/min' }))
+ * const loginLimit = rateLimit({ rules: '5/15m', scope: 'login' })
+ * router.post('/login', loginLimit, async (ctx) => {
+ *   if (!(await checkPassword(ctx.request.body))) return void (ctx.status = 401)
+ *   await loginLimit.reset(ctx) // or ctx.state.rateLimit?.reset()
+ *   ctx.body = { ok: true }
+ * })
  * ```
  */
-export function rateLimit(options: RateLimitOptions = {}): Middleware {
+export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const handler = checkHandler(options, 'koa', '(ctx, decision) => void')
   const http = createHttpLimiter(options, adapter)
   const deny =
     handler === undefined
       ? sendDenial
-      : (ctx: Context, _: Context, denial: HttpDenial) => handler(ctx, denial.decision)
-  return function fastlimit(ctx, next) {
+      : (ctx: Context, _: Context, denial: HttpDenial) =>
+          denial.decision === undefined ? sendDenial(ctx, ctx, denial) : handler(ctx, denial.decision)
+  const fastlimit: Middleware = function fastlimit(ctx, next) {
     return http.run<unknown>(ctx, ctx, next, deny)
   }
+  return Object.assign(fastlimit, {
+    reset: (ctx: Context) => http.reset(ctx),
+    peek: (ctx: Context) => http.peek(ctx),
+  })
 }
 
 function sendDenial(ctx: Context, _: Context, denial: HttpDenial): void {

@@ -39,6 +39,12 @@ export interface HttpAdapter<Req, Res> {
   /** Option names the adapter handles itself (e.g. `'handler'`), accepted by {@link createHttpLimiter}. */
   readonly extraOptions?: readonly string[]
   /**
+   * What the framework's request is called in the adapter's option functions, for messages: `'req'`
+   * (Express), `'c'` (Hono), `'ctx'` (Koa). The no-address error then says `key: (c) => ...`.
+   * @default 'req'
+   */
+  readonly requestName?: string
+  /**
    * Another way to identify clients, suggested when a request has no client address: the error
    * then reads `... pass key: (req) => ... to identify clients yourself, or <hint>, or trustProxy ...`.
    * Hono passes `'getConnInfo from your runtime (hono/bun, hono/deno, ...)'`.
@@ -242,6 +248,8 @@ export class HttpLimiter<Req, Res> {
   readonly #name: string
   /** `, or <adapter.noAddressHint>`, or `''`. */
   readonly #noAddressHint: string
+  /** How the request is called in messages: `req`, `c`, `ctx`. */
+  readonly #requestName: string
   readonly #remoteAddress: (req: Req) => string | undefined
   readonly #header: (req: Req, name: string) => string | undefined
   readonly #setHeader: SetHeader<Res>
@@ -469,6 +477,10 @@ export class HttpLimiter<Req, Res> {
     const hint = adapter.noAddressHint
     if (hint !== undefined && typeof hint !== 'string') fail('The adapter noAddressHint must be a string.')
     this.#noAddressHint = hint === undefined ? '' : `, or ${hint}`
+    const requestName = adapter.requestName ?? 'req'
+    if (typeof requestName !== 'string' || !/^[A-Za-z_$][\w$]{0,31}$/.test(requestName))
+      fail('The adapter requestName must be an identifier, e.g. req.')
+    this.#requestName = requestName
     this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
 
@@ -607,7 +619,7 @@ export class HttpLimiter<Req, Res> {
   #noAddress(): never {
     throw new ConfigError(
       `[fastlimit] [${this.#name}] Cannot find the client's address for this request, so it cannot be limited ` +
-        'by IP: pass key: (req) => ... to identify clients yourself' +
+        `by IP: pass key: (${this.#requestName}) => ... to identify clients yourself` +
         this.#noAddressHint +
         ', or trustProxy if the app listens on a Unix socket behind a proxy.',
     )

@@ -44,13 +44,28 @@ export interface AdapterConformanceOptions {
   name: string
   /**
    * Builds a real app and returns a client for it. The app must:
-   * - call the adapter's `rateLimit(options)` with the suite's functions translated (see {@link adaptOptions});
-   * - use the middleware app-wide when `mount` is `'app'`, or only on `GET /limited` when `'route'`;
-   * - answer `200` with the text `ok` to `GET`, `POST` and `OPTIONS` on any path (`/`, `/limited`, `/free`, ...);
+   * - call the adapter's `rateLimit()` with the suite's functions translated (see {@link adaptOptions});
+   * - mount `'app'`: use `rateLimit(options)` app-wide; `'route'`: use it only on the route paths
+   *   (`GET /limited`, `GET /info`, `POST /login`); `'layered'`: use `rateLimit(options)` app-wide
+   *   and `rateLimit(routeOptions)` on the route paths. "The route middleware" below is
+   *   `rateLimit(routeOptions)` in `'layered'`, and `rateLimit(options)` otherwise;
+   * - answer `GET /info` with `200` and the JSON of what the last middleware attached to the request
+   *   (`JSON.stringify(req.rateLimit ?? null)` in Express);
+   * - answer `POST /login` with `401` and `wrong` unless the request has `x-password: right`; then
+   *   reset the bucket, with `await routeMiddleware.reset(req)` when the request has
+   *   `x-reset: middleware`, with the request's own `await req.rateLimit.reset()` otherwise, and answer
+   *   `200` with `welcome`;
+   * - answer `GET /peek` (which the route middleware does not count) with `200` and the JSON of
+   *   `{ remaining }` of `await routeMiddleware.peek(req)`, or `null` when that gives `undefined`;
+   * - answer `200` with the text `ok` to `GET`, `POST` and `OPTIONS` on any other path (`/`, `/limited`, `/free`, ...);
    * - answer errors passed to the framework with `500` and the error's `code` as the body.
    * `rateLimit()` throws for bad options; `makeApp` lets that error out.
    */
-  makeApp: (options: AdapterAppOptions, mount: 'app' | 'route') => AdapterClient | Promise<AdapterClient>
+  makeApp: (
+    options: AdapterAppOptions,
+    mount: 'app' | 'route' | 'layered',
+    routeOptions?: AdapterAppOptions,
+  ) => AdapterClient | Promise<AdapterClient>
   /** Per-test timeout in ms. @default 30000 */
   timeoutMs?: number
 }
@@ -118,11 +133,13 @@ function brokenBackend(): Backend {
 
 /**
  * Registers the adapter conformance suite as vitest tests: a real app, a fake clock, and exact
- * expectations for 429 after exactly N, every header format byte for byte, Retry-After, cost,
- * several rules, custom keys and their normalisation, skip and allow lists, methods not counted
- * (`OPTIONS`), shadow mode, IPv6 subnet keying and IPv4 embedded in IPv6, spoofed forwarding headers,
- * proxy trust (`{ hops, from }`) and its warnings, `Forwarded` read from the right, per-route and
- * app-wide use, and each backend-error policy.
+ * expectations for 429 after exactly N, every header format byte for byte, Retry-After, cost
+ * (0 not counted, unusable costs answered 400), several rules, custom keys and their
+ * normalisation, resetting and peeking a request's bucket (the login case), one set of RateLimit
+ * headers for an app-wide and a route limit, skip and allow lists, methods not counted (`OPTIONS`),
+ * shadow mode, IPv6 subnet keying and IPv4 embedded in IPv6, spoofed forwarding headers, proxy trust
+ * (`{ hops, from }`) and its warnings, `Forwarded` read from the right, per-route and app-wide use,
+ * and each backend-error policy (fail-open inventing nothing, outages answered 503).
  *
  * @example
  * ```ts
@@ -134,12 +151,20 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
   const timeout = options.timeoutMs ?? 30_000
   let opened: AdapterClient[] = []
 
-  const setup = async (appOptions: AdapterAppOptions = {}, mount: 'app' | 'route' = 'app') => {
+  const setup = async (
+    appOptions: AdapterAppOptions = {},
+    mount: 'app' | 'route' | 'layered' = 'app',
+    routeOptions?: AdapterAppOptions,
+  ) => {
     const clock = fakeClock(T0)
     const limiter =
       appOptions.limiter ??
       new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
-    const client = await options.makeApp({ limiter, clock: clock.now, ...appOptions }, mount)
+    const client = await options.makeApp(
+      { limiter, clock: clock.now, ...appOptions },
+      mount,
+      routeOptions === undefined ? undefined : { limiter, clock: clock.now, ...routeOptions },
+    )
     opened.push(client)
     return { clock, limiter, client }
   }
@@ -320,6 +345,123 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
           'ratelimit-policy': '2;w=1, 3;w=60',
           ratelimit: 'limit=3, remaining=0, reset=57',
           'retry-after': '57',
+        })
+      },
+      timeout,
+    )
+
+    it(
+      'counts nothing for a cost of 0, answers 400 for a cost that is not a whole number, and charges invalidCost when given',
+      async () => {
+        const { client } = await setup({
+          rules: '3/min',
+          cost: (req) => Number(req.header('x-cost') ?? '1'),
+        })
+        for (let i = 0; i < 5; i++) {
+          const free = await get(client, '/', { 'x-cost': '0' })
+          expect(free.status).toBe(200)
+          expect(limitHeaders(free)).toEqual({})
+        }
+        for (const bad of ['abc', '-1', '1.5', 'Infinity', '1e300', 'NaN']) {
+          const r = await get(client, '/', { 'x-cost': bad })
+          expect(r.status, `cost ${bad}`).toBe(400)
+          expect(r.headers['content-type']).toBe('application/problem+json')
+          expect(JSON.parse(r.body)).toMatchObject({ title: 'Bad Request', status: 400 })
+          expect(limitHeaders(r)).toEqual({})
+        }
+        // Nothing above was charged: 3 of 4 pass.
+        const statuses: number[] = []
+        for (let i = 0; i < 4; i++) statuses.push((await get(client)).status)
+        expect(statuses).toEqual([200, 200, 200, 429])
+        const lenient = await setup({ rules: '3/min', cost: () => Number.NaN, invalidCost: 2 })
+        expect(limitHeaders(await get(lenient.client)).ratelimit).toBe('limit=3, remaining=1, reset=40')
+      },
+      timeout,
+    )
+
+    it(
+      'resets the bucket a request was counted in after a successful login, and no other client',
+      async () => {
+        const proxy = { trustProxy: { hops: 1, from: ['loopback'] } } as const
+        const { client } = await setup({ rules: '100/min', scope: 'app', ...proxy }, 'layered', {
+          rules: '5/15m',
+          scope: 'login',
+          ...proxy,
+        })
+        const login = (ip: string, password: string, via?: string) =>
+          client.request('/login', {
+            method: 'POST',
+            headers: {
+              'x-forwarded-for': ip,
+              'x-password': password,
+              ...(via === undefined ? {} : { 'x-reset': via }),
+            },
+          })
+        const remaining = async (ip: string) =>
+          JSON.parse((await get(client, '/peek', { 'x-forwarded-for': ip })).body) as {
+            remaining: number
+          } | null
+        for (let i = 0; i < 4; i++) expect((await login('198.51.100.1', 'wrong')).status).toBe(401)
+        for (let i = 0; i < 2; i++) expect((await login('198.51.100.2', 'wrong')).status).toBe(401)
+        expect(await remaining('198.51.100.1')).toEqual({ remaining: 1 })
+        const success = await login('198.51.100.1', 'right')
+        expect(success.status).toBe(200)
+        expect(success.body).toBe('welcome')
+        expect(await remaining('198.51.100.1')).toEqual({ remaining: 5 })
+        expect(await remaining('198.51.100.2')).toEqual({ remaining: 3 })
+        const again: number[] = []
+        for (let i = 0; i < 6; i++) again.push((await login('198.51.100.1', 'wrong')).status)
+        expect(again).toEqual([401, 401, 401, 401, 401, 429])
+        // The same through the middleware, with the request: routeMiddleware.reset(req).
+        expect((await login('198.51.100.2', 'right', 'middleware')).status).toBe(200)
+        expect(await remaining('198.51.100.2')).toEqual({ remaining: 5 })
+        expect(await remaining('198.51.100.1')).toEqual({ remaining: 0 })
+        // The app-wide limit, in its own scope, was not reset: this is 198.51.100.1's 15th request.
+        const app = await get(client, '/', { 'x-forwarded-for': '198.51.100.1' })
+        expect(app.headers.ratelimit).toBe('limit=100, remaining=85, reset=9')
+      },
+      timeout,
+    )
+
+    it(
+      'sends one set of RateLimit headers for an app-wide and a route limit: every policy, the most restrictive rule',
+      async () => {
+        const { client } = await setup({ rules: '100/min', scope: 'app', legacyHeaders: true }, 'layered', {
+          rules: '5/15m',
+          scope: 'login',
+        })
+        const route = await get(client, '/limited')
+        expect(limitHeaders(route)).toEqual({
+          'ratelimit-policy': '100;w=60, 5;w=900',
+          ratelimit: 'limit=5, remaining=4, reset=180',
+          'x-ratelimit-limit': '5',
+          'x-ratelimit-remaining': '4',
+          'x-ratelimit-reset': String(T0 / 1000 + 180),
+        })
+        const info = JSON.parse((await get(client, '/info')).body)
+        expect(info).toMatchObject({
+          scope: 'login',
+          limit: 5,
+          remaining: 3,
+          source: 'backend',
+          rule: '5/15m',
+        })
+        const elsewhere = await get(client, '/free')
+        expect(limitHeaders(elsewhere)).toEqual({
+          'ratelimit-policy': '100;w=60',
+          ratelimit: 'limit=100, remaining=97, reset=2',
+          'x-ratelimit-limit': '100',
+          'x-ratelimit-remaining': '97',
+          'x-ratelimit-reset': String(T0 / 1000 + 2),
+        })
+        const named = await setup({ rules: '100/min', scope: 'app', headers: 'draft-8' }, 'layered', {
+          rules: { limit: 5, window: '15m', name: 'login' },
+          scope: 'login',
+          headers: 'draft-8',
+        })
+        expect(limitHeaders(await get(named.client, '/limited'))).toEqual({
+          'ratelimit-policy': '"100/1m";q=100;w=60, "login";q=5;w=900',
+          ratelimit: '"100/1m";r=99;t=1, "login";r=4;t=180',
         })
       },
       timeout,
@@ -614,7 +756,7 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
 
     describe('backend down', () => {
       it(
-        'fail-open lets requests through without RateLimit headers',
+        'fail-open lets requests through without RateLimit headers, and invents no remaining',
         async () => {
           const { client } = await setup({ rules: '1/min', limiter: down('fail-open') })
           for (let i = 0; i < 3; i++) {
@@ -622,18 +764,42 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
             expect(r.status).toBe(200)
             expect(limitHeaders(r)).toEqual({})
           }
+          const info = JSON.parse((await get(client, '/info')).body)
+          expect(info).toMatchObject({ allowed: true, reason: 'fail-open', source: 'policy', limit: 1 })
+          expect(info).not.toHaveProperty('remaining')
+          expect(info).not.toHaveProperty('resetMs')
         },
         timeout,
       )
 
       it(
-        'fail-closed refuses with Retry-After: 1',
+        'fail-closed refuses with 503 and Retry-After: 1 (outageStatusCode), while rate limits keep 429',
         async () => {
           const { client } = await setup({ rules: '1/min', limiter: down('fail-closed') })
           const r = await get(client)
-          expect(r.status).toBe(429)
+          expect(r.status).toBe(503)
           expect(limitHeaders(r)).toEqual({ 'retry-after': '1' })
-          expect(JSON.parse(r.body).detail).toBe('The rate limiter is unavailable; retry in 1 second.')
+          expect(JSON.parse(r.body)).toEqual({
+            type: 'about:blank',
+            title: 'Service Unavailable',
+            status: 503,
+            detail: 'The rate limiter is unavailable; retry in 1 second.',
+          })
+          const chosen = await setup({ rules: '1/min', limiter: down('fail-closed'), outageStatusCode: 500 })
+          expect((await get(chosen.client)).status).toBe(500)
+          // An open circuit breaker is an outage too.
+          const breaker = new FastLimit({
+            backend: brokenBackend(),
+            onBackendError: 'fail-closed',
+            breaker: { failures: 1, openMs: 60_000 },
+          })
+          const open = await setup({ rules: '1/min', limiter: breaker })
+          for (let i = 0; i < 3; i++) {
+            const o = await get(open.client)
+            expect(o.status).toBe(503)
+            expect(o.headers['retry-after']).toBe('1')
+          }
+          await breaker.close()
         },
         timeout,
       )
@@ -675,6 +841,9 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
           { trustProxy: { hops: 1 } },
           { skipMethods: 'OPTIONS' },
           { normalize: true },
+          { invalidCost: 0 },
+          { invalidCost: 'clamp' },
+          { outageStatusCode: 200 },
         ]
         for (const o of bad) {
           let error: unknown
