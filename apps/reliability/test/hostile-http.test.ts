@@ -1,13 +1,14 @@
 // Hostile input at the adapters: every rateLimit() fuzzed with option objects (ConfigError at construction or a
-// working middleware), hostile identities from the request (each its own limit), and hostile costs (a clear
-// ERR_FASTLIMIT_ARGUMENT to the framework's error handling; nothing charged), over real HTTP.
+// working middleware), hostile identities from the request (each its own limit), hostile costs (0 not counted,
+// anything else unusable a 400 with nothing charged), a login reset that only the client's own success can
+// trigger, an app-wide and a route limit in one set of headers, and a store outage answered 503, over real HTTP.
 import { ConfigError, createHttpLimiter, FastLimit, FastlimitError, normalizeIdentity } from '@fastlimit/core'
 import fc from 'fast-check'
 import { afterAll, describe, expect, it } from 'vitest'
 import { type FakeReq, fakeAdapter } from './fake-adapter'
 import { formatTally, Recorder } from './helpers'
 import { hostileValue, mutated, ruleObjectArb, ruleStringArb } from './hostile-values'
-import { ADAPTERS, type AdapterName, get, makeMiddleware, startApp } from './http-apps'
+import { ADAPTERS, type AdapterName, get, makeMiddleware, startApp, startLoginApp } from './http-apps'
 
 const recorder = new Recorder('hostile-http', 'hostile')
 afterAll(() => recorder.save())
@@ -266,29 +267,25 @@ describe('hostile identities and costs through the adapters (real HTTP)', () => 
   })
 
   it.each(ADAPTERS)(
-    '%s: hostile costs are an ERR_FASTLIMIT_ARGUMENT in the error handler, charge nothing; 2^53-1 is a 429',
+    '%s: hostile costs are a 400 (0 is not counted), never a 500, and charge nothing; 2^53-1 is a 429',
     async (adapter) => {
+      // Before: every one of these was a 500 (ERR_FASTLIMIT_ARGUMENT in the error handler), 0 included.
       const limiter = new FastLimit()
       const app = await startApp(adapter, { limiter, rules: '3/h', cost: costFromQuery(adapter) })
       try {
         const seen: Record<string, number> = {}
-        for (const c of [
-          '0',
-          '-1',
-          '-0',
-          'NaN',
-          'Infinity',
-          '-Infinity',
-          '1.5',
-          '9007199254740992',
-          '1e300',
-          'abc',
-          '',
-        ]) {
+        for (const c of ['0', '-0', '']) {
           const r = await get(app, `/?c=${encodeURIComponent(c)}`)
-          expect(r.status, `cost ${c}`).toBe(500)
-          expect(JSON.parse(r.body), `cost ${c}`).toEqual({ error: 'ERR_FASTLIMIT_ARGUMENT' })
-          seen['500 ERR_FASTLIMIT_ARGUMENT'] = (seen['500 ERR_FASTLIMIT_ARGUMENT'] ?? 0) + 1
+          expect(r.status, `cost ${c}`).toBe(200)
+          expect(r.headers.ratelimit, `cost ${c}`).toBeUndefined()
+          seen['200 not counted (cost 0)'] = (seen['200 not counted (cost 0)'] ?? 0) + 1
+        }
+        for (const c of ['-1', 'NaN', 'Infinity', '-Infinity', '1.5', '9007199254740992', '1e300', 'abc']) {
+          const r = await get(app, `/?c=${encodeURIComponent(c)}`)
+          expect(r.status, `cost ${c}`).toBe(400)
+          expect(r.headers['content-type'], `cost ${c}`).toBe('application/problem+json')
+          expect(JSON.parse(r.body), `cost ${c}`).toMatchObject({ title: 'Bad Request', status: 400 })
+          seen['400 problem details'] = (seen['400 problem details'] ?? 0) + 1
         }
         const never = await get(app, `/?c=${2 ** 53 - 1}`)
         expect(never.status).toBe(429)
@@ -300,12 +297,127 @@ describe('hostile identities and costs through the adapters (real HTTP)', () => 
         expect(statuses).toEqual([200, 200, 200, 429])
         recorder.add({
           class: `${adapter}: hostile costs from the request`,
-          cases: 12,
+          cases: 16,
           result: `${formatTally(seen)}; nothing charged (3 of 4 admitted after)`,
         })
       } finally {
         await app.close()
         await limiter.close()
+      }
+    },
+  )
+})
+
+describe('the login bucket, layered limits and outages (real HTTP)', () => {
+  const proxy = { trustProxy: { hops: 1, from: ['loopback'] } }
+
+  it.each(ADAPTERS)(
+    "%s: a login success resets only the client's own counter; an attacker's stays refused",
+    async (adapter) => {
+      const limiter = new FastLimit()
+      const app = await startLoginApp(
+        adapter,
+        { limiter, rules: '1000/h', scope: 'app', ...proxy },
+        { limiter, rules: '5/15m', scope: 'login', ...proxy },
+      )
+      try {
+        const login = (ip: string, password: string) =>
+          get(app, '/login', { 'x-forwarded-for': ip, 'x-password': password }, { method: 'POST' })
+        const attacker = '198.51.100.66'
+        const user = '203.0.113.50'
+        const first: number[] = []
+        for (let i = 0; i < 8; i++) first.push((await login(attacker, 'guess')).status)
+        for (let i = 0; i < 4; i++) await login(user, 'typo')
+        expect((await login(user, 'right')).status).toBe(200)
+        // The user's own counter is back to 5; the attacker's is untouched by the user's success.
+        const userAfter: number[] = []
+        for (let i = 0; i < 6; i++) userAfter.push((await login(user, 'typo')).status)
+        const attackerAfter: number[] = []
+        for (let i = 0; i < 3; i++) attackerAfter.push((await login(attacker, 'right')).status)
+        expect(first).toEqual([401, 401, 401, 401, 401, 429, 429, 429])
+        expect(userAfter).toEqual([401, 401, 401, 401, 401, 429])
+        expect(attackerAfter).toEqual([429, 429, 429])
+        recorder.add({
+          class: `${adapter}: login limit 5/15m, a user's success after 4 typos while an attacker guesses`,
+          cases: 22,
+          result: `attacker admitted 5 of 8 then 0 of 3 (even with the right password); user reset by its own success: 5 more tries`,
+        })
+      } finally {
+        await app.close()
+        await limiter.close()
+      }
+    },
+  )
+
+  it.each(ADAPTERS)(
+    '%s: an app-wide and a login limit send one set of RateLimit headers describing both',
+    async (adapter) => {
+      // Before: only the login middleware's fields survived, and legacy fields described the app-wide rule.
+      const limiter = new FastLimit()
+      const app = await startApp(adapter, [
+        { limiter, rules: '100/min', scope: 'app', legacyHeaders: true },
+        { limiter, rules: '5/15m', scope: 'login' },
+      ])
+      try {
+        const r = await get(app, '/login', {}, { method: 'POST' })
+        expect(r.status).toBe(200)
+        expect(r.headers['ratelimit-policy']).toBe('100;w=60, 5;w=900')
+        expect(r.headers.ratelimit).toMatch(/^limit=5, remaining=4, reset=\d+$/)
+        expect(r.headers['x-ratelimit-limit']).toBe('5')
+        expect(r.headers['x-ratelimit-remaining']).toBe('4')
+        recorder.add({
+          class: `${adapter}: app-wide 100/min (legacyHeaders) + route 5/15m on one request`,
+          cases: 1,
+          result: `RateLimit-Policy: ${r.headers['ratelimit-policy']}; RateLimit and X-RateLimit-* both limit 5, remaining 4`,
+        })
+      } finally {
+        await app.close()
+        await limiter.close()
+      }
+    },
+  )
+
+  it.each(ADAPTERS)(
+    '%s: a store outage under fail-closed is a 503 with Retry-After (breaker open or not); a rate limit stays 429',
+    async (adapter) => {
+      // Before: fail-closed refused with 429, like a rate limit.
+      let calls = 0
+      const down = new FastLimit({
+        backend: {
+          checkAndIncrement: () => {
+            calls++
+            return Promise.reject(new Error('connection refused'))
+          },
+        },
+        onBackendError: 'fail-closed',
+        breaker: { failures: 3, openMs: 60_000 },
+      })
+      const up = new FastLimit()
+      const outage = await startApp(adapter, { limiter: down, rules: '5/min' })
+      const limited = await startApp(adapter, { limiter: up, rules: '1/min' })
+      try {
+        const statuses: Record<string, number> = {}
+        for (let i = 0; i < 10; i++) {
+          const r = await get(outage, '/')
+          expect(r.status).toBe(503)
+          expect(r.headers['retry-after']).toBe('1')
+          expect(r.headers.ratelimit).toBeUndefined()
+          statuses[`${r.status} Retry-After ${r.headers['retry-after']}`] =
+            (statuses[`${r.status} Retry-After ${r.headers['retry-after']}`] ?? 0) + 1
+        }
+        expect(calls).toBe(3)
+        await get(limited, '/')
+        expect((await get(limited, '/')).status).toBe(429)
+        recorder.add({
+          class: `${adapter}: store down under fail-closed (breaker after 3 failures), 10 requests`,
+          cases: 10,
+          result: `${formatTally(statuses)}; store called 3 times (breaker open after); rate limit still 429`,
+        })
+      } finally {
+        await outage.close()
+        await limited.close()
+        await down.close()
+        await up.close()
       }
     },
   )

@@ -97,6 +97,82 @@ export async function startApp(
   return { adapter, port, url: `http://127.0.0.1:${port}`, close: closer(server) }
 }
 
+/**
+ * Starts a minimal app of `adapter` with `rateLimit(appOptions)` in front of every path and
+ * `rateLimit(loginOptions)` on `POST /login`, which answers 401 unless the request carries
+ * `x-password: right`, and then resets the request's login bucket (`req.rateLimit.reset()`, or the
+ * framework's equivalent) and answers 200. Any other path answers `ok`.
+ */
+export async function startLoginApp(
+  adapter: AdapterName,
+  appOptions: AnyOptions,
+  loginOptions: AnyOptions,
+): Promise<App> {
+  let server: http.Server
+  if (adapter === 'express') {
+    const app = express()
+    app.use(expressRateLimit(appOptions as never))
+    app.post('/login', expressRateLimit(loginOptions as never), async (req, res, next) => {
+      try {
+        if (req.get('x-password') !== 'right') return void res.status(401).send('wrong')
+        await req.rateLimit?.reset()
+        res.send('welcome')
+      } catch (err) {
+        next(err)
+      }
+    })
+    app.use((_req, res) => {
+      res.send('ok')
+    })
+    app.use((err: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).json({ error: errorCode(err) })
+    })
+    server = app.listen(0, '127.0.0.1')
+  } else if (adapter === 'koa') {
+    const app = new Koa()
+    app.silent = true
+    app.use(async (ctx, next) => {
+      try {
+        await next()
+      } catch (err) {
+        ctx.status = 500
+        ctx.body = { error: errorCode(err) }
+      }
+    })
+    app.use(koaRateLimit(appOptions as never))
+    const login = koaRateLimit(loginOptions as never)
+    app.use(async (ctx, next) => {
+      if (ctx.method !== 'POST' || ctx.path !== '/login') return next()
+      await login(ctx, async () => {
+        if (ctx.get('x-password') !== 'right') {
+          ctx.status = 401
+          ctx.body = 'wrong'
+          return
+        }
+        await ctx.state.rateLimit?.reset()
+        ctx.body = 'welcome'
+      })
+    })
+    app.use((ctx) => {
+      ctx.body = 'ok'
+    })
+    server = http.createServer(app.callback()).listen(0, '127.0.0.1')
+  } else {
+    const app = new Hono()
+    app.use(honoRateLimit(appOptions as never))
+    app.post('/login', honoRateLimit(loginOptions as never), async (c) => {
+      if (c.req.header('x-password') !== 'right') return c.text('wrong', 401)
+      await c.var.rateLimit?.reset()
+      return c.text('welcome')
+    })
+    app.all('*', (c) => c.text('ok'))
+    app.onError((err, c) => c.json({ error: errorCode(err) }, 500))
+    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as http.Server
+  }
+  const port = await listen(server)
+  return { adapter, port, url: `http://127.0.0.1:${port}`, close: closer(server) }
+}
+
 /** One response, reduced to what the tests look at. */
 export interface Reply {
   readonly status: number
