@@ -84,6 +84,8 @@ export class RateLimitHeaders {
   /** The rules' quota policies in the draft-06 and draft-07 syntax (`100;w=60, 1000;w=86400`). */
   readonly quotaPolicy: string
   readonly #rules: readonly RuleStrings[]
+  /** The last list of headers this one ended, with its joined quota policies: layered routes repeat it. */
+  #combined: { readonly list: readonly RateLimitHeaders[]; readonly quota: string } | undefined
 
   constructor(rules: RuleSet, format: HeaderFormat | false, legacy = false) {
     if (format !== false && !HEADER_FORMATS.includes(format)) {
@@ -165,6 +167,22 @@ export class RateLimitHeaders {
   static limitOf(headers: RateLimitHeaders, rule: Rule): string {
     return headers.#strings(rule).limit
   }
+
+  /** The quota policies of every entry, joined: remembered by the last entry's headers for the next request. */
+  static quotaOf(entries: readonly HeaderEntry[]): string {
+    const last = (entries[entries.length - 1] as HeaderEntry).headers
+    const memo = last.#combined
+    if (memo !== undefined && memo.list.length === entries.length) {
+      let same = true
+      for (let i = 0; i < entries.length && same; i++)
+        same = memo.list[i] === (entries[i] as HeaderEntry).headers
+      if (same) return memo.quota
+    }
+    const list = entries.map((e) => e.headers)
+    const quota = list.map((h) => h.quotaPolicy).join(', ')
+    last.#combined = { list, quota }
+    return quota
+  }
 }
 
 /** Milliseconds until the reset the headers report: the retry-after delay when denied (draft-07 §4, draft-08 §5). */
@@ -230,15 +248,21 @@ export function applyCombined<T>(target: T, set: SetHeader<T>, entries: readonly
   }
   let pick = 0
   let legacy = false
-  const formats: HeaderFormat[] = []
+  // The formats asked for, in the order of the middleware that last asked for each; built only when they differ.
+  let format: HeaderFormat | undefined
+  let formats: HeaderFormat[] | undefined
   for (let i = 0; i < n; i++) {
     const e = entries[i] as HeaderEntry
     if (e.headers.legacy) legacy = true
     const f = e.headers.format
-    if (f !== false && f !== 'legacy') {
-      const at = formats.indexOf(f)
-      if (at >= 0) formats.splice(at, 1)
-      formats.push(f)
+    if (f !== false && f !== 'legacy' && f !== format) {
+      if (format !== undefined && formats === undefined) formats = [format]
+      if (formats !== undefined) {
+        const at = formats.indexOf(f)
+        if (at >= 0) formats.splice(at, 1)
+        formats.push(f)
+      }
+      format = f
     }
     if (i === 0) continue
     const d = e.decision
@@ -257,12 +281,14 @@ export function applyCombined<T>(target: T, set: SetHeader<T>, entries: readonly
   const resetMs = resetDelayMs(p.decision, p.nowMs)
   const reset = delaySeconds(resetMs)
   const remaining = p.decision.remaining
-  for (const format of formats) {
-    if (format === 'draft-8') {
+  const list = formats ?? (format === undefined ? [] : [format])
+  for (let i = 0; i < list.length; i++) {
+    const f = list[i] as HeaderFormat
+    if (f === 'draft-8') {
       writeNamed(target, set, entries)
     } else {
-      set(target, 'ratelimit-policy', entries.map((e) => e.headers.quotaPolicy).join(', '))
-      if (format === 'draft-7') {
+      set(target, 'ratelimit-policy', RateLimitHeaders.quotaOf(entries))
+      if (f === 'draft-7') {
         set(target, 'ratelimit', `limit=${limit}, remaining=${remaining}, reset=${reset}`)
       } else {
         set(target, 'ratelimit-limit', limit)

@@ -3,7 +3,7 @@
 
 import type { Decision, DecisionReason } from '../limiter'
 import type { Rule } from '../rules'
-import type { RateLimitHeaders } from './headers'
+import type { HeaderEntry, RateLimitHeaders } from './headers'
 
 /**
  * What a fastlimit middleware tells later handlers about a request it counted, found in
@@ -186,17 +186,15 @@ export class RequestRateLimit implements RateLimitInfo {
    * The header entries of the request so far, oldest first: one per middleware that writes RateLimit
    * fields and knew something (not `source: 'policy'`); a middleware that ran twice counts once, as last.
    */
-  static headerEntries(
-    info: RequestRateLimit,
-  ): Array<{ headers: RateLimitHeaders; decision: Decision; nowMs: number }> {
-    const out: Array<{ headers: RateLimitHeaders; decision: Decision; nowMs: number }> = []
-    const seen: InfoOwner[] = []
+  static headerEntries(info: RequestRateLimit): HeaderEntry[] {
+    const out: HeaderEntry[] = []
     for (let i: RequestRateLimit | undefined = info; i !== undefined; i = i.#previous) {
       const owner = i.#owner
       const headers = owner.headers
-      if (headers === undefined || i.decision.source === 'policy' || seen.includes(owner)) continue
-      seen.push(owner)
-      out.push({ headers, decision: i.decision, nowMs: i.#nowMs })
+      if (headers === undefined || i.decision.source === 'policy') continue
+      let seen = false
+      for (let k = 0; k < out.length && !seen; k++) seen = (out[k] as HeaderEntry).headers === headers
+      if (!seen) out.push({ headers, decision: i.decision, nowMs: i.#nowMs })
     }
     return out.reverse()
   }
