@@ -74,7 +74,11 @@ export type RulesInput = RuleInput | readonly RuleInput[]
 export interface Rule extends BucketConfig {
   /** The name shown in headers and decisions. */
   readonly name: string
-  /** Identifies the rule's state within a key (see `bucketId`). */
+  /**
+   * Identifies the rule's state within a key (see `bucketId`): `algorithm:limit:windowMs:burst`,
+   * followed by `:name` when the rule has a name other than its short form. Two rules share state
+   * exactly when every field, `name` included, is equal.
+   */
   readonly id: string
 }
 
@@ -225,13 +229,17 @@ function build(
     fail(subject, `invalid name ${show(name)}`, 'Use 1 to 64 of A-Z a-z 0-9 _ . : / + -, e.g. "login".')
   }
   const b = burst === undefined || burst === limit ? undefined : burst
+  const shortName = `${limit}/${formatWindow(windowMs)}`
+  const config = bucketId({ algorithm, limit, windowMs, burst: b })
   const rule = {
     algorithm,
     limit,
     windowMs,
     ...(b === undefined ? {} : { burst: b }),
-    name: name ?? `${limit}/${formatWindow(windowMs)}`,
-    id: bucketId({ algorithm, limit, windowMs, burst: b }),
+    name: name ?? shortName,
+    // The name is part of the id, so rules that differ only by name never share a bucket. The
+    // configuration has exactly four ':'-separated parts, so whatever a name holds, the id is injective.
+    id: name === undefined || name === shortName ? config : `${config}:${name}`,
     [RULE]: true,
   }
   return Object.freeze(rule) as Rule
