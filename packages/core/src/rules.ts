@@ -13,9 +13,6 @@ export const MAX_WINDOW_MS = 365 * 24 * 60 * 60 * 1000
  */
 export const MAX_SCALED = 2 ** 52
 
-/** The largest limit of `'sliding-log'`, whose state grows with the limit. */
-export const MAX_SLIDING_LOG_LIMIT = 100_000
-
 const BUCKET_ALGORITHMS: ReadonlySet<Algorithm> = new Set(['token-bucket', 'leaky-bucket', 'gcra'])
 
 /** The fields every object rule takes, besides its window. */
@@ -216,13 +213,6 @@ function build(
       `${burst !== undefined && burst > limit ? 'burst' : 'limit'} × window is ${scaled.toExponential(2)}, above 2^52, ` +
         'the most the algorithms count exactly',
       `Use at most ${most} per ${formatWindow(windowMs)}, or a shorter window.`,
-    )
-  }
-  if (algorithm === 'sliding-log' && limit > MAX_SLIDING_LOG_LIMIT) {
-    fail(
-      subject,
-      `'sliding-log' keeps one entry per admitted call, so its limit is at most ${MAX_SLIDING_LOG_LIMIT}`,
-      "Use 'sliding-window' or 'gcra' for large limits.",
     )
   }
   if (name !== undefined && (typeof name !== 'string' || !NAME.test(name))) {
