@@ -1,6 +1,7 @@
 // Hostile traffic against the stores themselves: a sliding-log filled to a limit of 100,000 (every admission
 // its own millisecond, the attacker's worst case) on memory, SQLite and Redis, and what it costs everyone else;
-// and an attacker flooding MemoryBackend with new identities to evict the clients it limits.
+// an attacker flooding MemoryBackend with new identities to evict the clients it limits; and two rules that
+// differ only by name, which must not share a bucket on any backend.
 //
 // Bounds (documented in the README of apps/reliability): once a sliding-log is full, a decision on it costs at
 // most 0.2 ms of Redis time (INFO commandstats, the order of gcra's), 1 ms of wall time on SQLite and 0.1 ms in
@@ -358,5 +359,82 @@ describe('a sliding-log filled to a limit of 100,000, one admission per millisec
           (c.stateIntegers === null ? '' : `; state ${c.stateIntegers} integers`),
       })
     }
+  })
+})
+
+describe('a flood of new identities against a full MemoryBackend', () => {
+  const login = { limit: 5, window: '15m', name: 'login' } as const
+
+  /**
+   * A victim IP is limited on the login rule; the store (maxKeys 10,000) also holds `expired` keys of earlier
+   * visitors whose state has expired; then the attacker sends `flood` requests from new spoofed addresses.
+   * Returns how many of the victim's next 5 attempts are admitted (0 when its limit survived).
+   */
+  async function evictionAttack(expired: number, flood: number): Promise<number> {
+    let now = 1_700_000_000_000
+    const backend = new MemoryBackend({ maxKeys: 10_000, cleanupIntervalMs: 0, clock: () => now })
+    const limiter = new FastLimit({ backend })
+    try {
+      for (let i = 0; i < 6; i++) await limiter.check('198.51.100.7', login, { scope: 'login' })
+      for (let i = 0; i < expired; i++) await limiter.check(`192.0.2.${i % 250}-${i}`, '10/s')
+      now += 60_000
+      for (let i = 0; i < flood; i++)
+        await limiter.check(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, login, { scope: 'login' })
+      let admitted = 0
+      for (let i = 0; i < 5; i++)
+        if ((await limiter.check('198.51.100.7', login, { scope: 'login' })).allowed) admitted++
+      expect(backend.size).toBeLessThanOrEqual(10_000)
+      return admitted
+    } finally {
+      await limiter.close()
+      await backend.close()
+    }
+  }
+
+  it('a limited client is not reset while the store holds expired keys, nor by new identities charged once', async () => {
+    // 9,999 expired keys, then 9,999 new identities: before, the least recently used key (the victim) went first.
+    const whileExpired = await evictionAttack(9_999, 9_999)
+    // No expired key left, 200,000 new identities (20 times maxKeys), each charged once: they displace each other.
+    const flood = await evictionAttack(0, 200_000)
+    recorder.add({
+      class:
+        'a victim limited on 5/15m in MemoryBackend({ maxKeys: 10,000 }), then new spoofed identities: 9,999 (with 9,999 expired keys held), or 200,000',
+      cases: 9_999 + 200_000 + 10,
+      result: `victim's next 5 attempts admitted: ${whileExpired} after 9,999 (with expired keys held), ${flood} after 200,000 (before: 5 and 5)`,
+    })
+    expect(whileExpired).toBe(0)
+    expect(flood).toBe(0)
+  })
+})
+
+describe('rules that differ only by name', () => {
+  it('keep separate buckets on memory, SQLite and Redis: 5 login attempts leave a password-reset limit alone', async () => {
+    const login = { limit: 5, window: '15m', name: 'login' } as const
+    const passwordReset = { limit: 5, window: '15m', name: 'password-reset' } as const
+    const backends: Array<[string, Backend]> = [
+      ['memory', new MemoryBackend({ cleanupIntervalMs: 0 })],
+      ['sqlite', new SQLiteBackend(path.join(dir, 'names.db'), { cleanupIntervalMs: 0 })],
+      ['redis', RedisBackend.fromUrl(redis.url, { keyPrefix: 'names:' })],
+    ]
+    const admitted: Record<string, number> = {}
+    for (const [name, backend] of backends) {
+      const limiter = new FastLimit({ backend })
+      try {
+        for (let i = 0; i < 6; i++) await limiter.check('203.0.113.50', login)
+        let n = 0
+        for (let i = 0; i < 5; i++) if ((await limiter.check('203.0.113.50', passwordReset)).allowed) n++
+        admitted[name] = n
+      } finally {
+        await limiter.close()
+        await backend.close?.()
+      }
+    }
+    recorder.add({
+      class:
+        'rules { 5/15m, name: login } and { 5/15m, name: password-reset } on one identity, after 6 logins',
+      cases: 3 * 11,
+      result: `password resets admitted of 5: ${JSON.stringify(admitted)} (before: 0 on each)`,
+    })
+    expect(admitted).toEqual({ memory: 5, sqlite: 5, redis: 5 })
   })
 })
