@@ -366,11 +366,17 @@ export class MemoryBackend implements SyncBackend {
     return lane === NONE ? undefined : this.read(lane)
   }
 
-  /** Stores a step's state in slot `s` and moves the slot's expiry forward. */
-  private write(s: number, id: string, long: boolean, out: StepOutput, now: number): void {
-    // Every state of an expired slot is stale: start it afresh.
-    if ((this.exp[s] as number) <= now) this.clearLanes(s)
-    let lane = this.lane(s, id)
+  /**
+   * Stores a step's state in slot `s` and moves the slot's expiry forward. `known` is the bucket's lane
+   * in the slot when the caller has looked it up (NONE: look it up, or add one).
+   */
+  private write(s: number, id: string, long: boolean, out: StepOutput, now: number, known = NONE): void {
+    let lane = known
+    if ((this.exp[s] as number) <= now) {
+      // Every state of an expired slot is stale: start it afresh.
+      this.clearLanes(s)
+      lane = NONE
+    } else if (lane === NONE) lane = this.lane(s, id)
     if (lane === NONE) {
       if (this.id0[s] === undefined) {
         this.id0[s] = id
@@ -415,9 +421,12 @@ export class MemoryBackend implements SyncBackend {
     const expires = now + out.ttlMs
     if (expires > (this.exp[s] as number)) {
       this.exp[s] = expires
-      // Near the top of the heap, where evictions look, heap keys are kept current; deeper ones lag.
-      const p = this.pos[s] as number
-      if (p < FRESH_TOP) this.siftDown(p, s, expires)
+      // Once full (evictions look at the top of the heap), heap keys near the top are kept current;
+      // deeper ones, and all while there is room, lag behind and are refreshed when they surface.
+      if (this.count >= this.maxKeys) {
+        const p = this.pos[s] as number
+        if (p < FRESH_TOP) this.siftDown(p, s, expires)
+      }
     }
   }
 
@@ -437,18 +446,21 @@ export class MemoryBackend implements SyncBackend {
     const id = bucketId(bucket)
     const found = this.keys.get(key)
     const s = found === undefined ? NONE : found
+    const lane = s === NONE ? NONE : this.lane(s, id)
+    const state = lane === NONE ? undefined : this.read(lane)
     const long = bucket.algorithm === 'sliding-log'
     let out: StepOutput
     if (long) {
       // The log is updated in place: no copy of it per call.
-      const log = this.stateOf(s, id)
       out =
-        log === undefined
+        state === undefined
           ? slidingLog(undefined, now, bucket, cost)
-          : slidingLogInPlace(log, now, bucket, cost)
-    } else out = algorithms[bucket.algorithm](this.stateOf(s, id), now, bucket, cost)
-    if (out.result.allowed || out.rebased)
-      this.write(s === NONE ? this.create(key, now + out.ttlMs, now) : s, id, long, out, now)
+          : slidingLogInPlace(state, now, bucket, cost)
+    } else out = algorithms[bucket.algorithm](state, now, bucket, cost)
+    if (out.result.allowed || out.rebased) {
+      if (s === NONE) this.write(this.create(key, now + out.ttlMs, now), id, long, out, now)
+      else this.write(s, id, long, out, now, lane)
+    }
     return out.result
   }
 
