@@ -225,10 +225,6 @@ const wallMs = async (run: () => Promise<void>, calls: number) => {
 describe('a sliding-log filled to a limit of 100,000, one admission per millisecond', () => {
   let attacker: RedisBackend
 
-  afterAll(async () => {
-    await attacker?.clear()
-    await attacker?.close()
-  })
 
   it('Redis: the script costs at most 0.2 ms of server time per call on a full log, and its state stays bounded', async () => {
     const clock = handClock()
@@ -346,7 +342,9 @@ describe('a sliding-log filled to a limit of 100,000, one admission per millisec
     }
   })
 
-  afterAll(() => {
+  afterAll(async () => {
+    await attacker?.clear()
+    await attacker?.close()
     recorder.details.slidingLogCost = costs
     for (const c of costs) {
       const unit = c.backend === 'redis' ? 'µs of Redis time' : 'ms'
