@@ -1,0 +1,149 @@
+// The guard: finds the limit of the handler (its @RateLimit, its controller's, or the module's) and applies it.
+
+import {
+  createHttpLimiter,
+  type Decision,
+  type FastLimit,
+  type HttpDenial,
+  type HttpLimiter,
+  type RateLimitCommonOptions,
+} from '@fastlimit/core'
+import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common'
+import { Reflector } from '@nestjs/core'
+import { requestOf, responseOf, setHeader } from './context'
+import { RateLimitException } from './exception'
+import { HandleRecorder } from './handle'
+import {
+  FASTLIMIT_LIMITER,
+  FASTLIMIT_OPTIONS,
+  type FastLimitModuleOptions,
+  RATE_LIMIT_METADATA,
+  type RateLimitMetadata,
+  type RateLimitOptions,
+  type RateLimitRequest,
+  SKIP_RATE_LIMIT_METADATA,
+} from './options'
+import { scopeFor } from './scope'
+
+/** Module options that are not a limit's: taken out before core checks the rest. */
+const MODULE_ONLY = ['backend', 'globalGuard', 'exceptionFilter'] as const
+
+function allow(): boolean {
+  return true
+}
+
+function deny(_req: unknown, _res: unknown, denial: HttpDenial): never {
+  throw new RateLimitException(denial)
+}
+
+type Target = Function
+
+/**
+ * Limits the requests of every handler it guards: with the handler's `@RateLimit`, else its
+ * controller's, else the module's options; `@SkipRateLimit` exempts. Installed for the whole app by
+ * `FastLimitModule` unless `globalGuard: false`; then use `@UseGuards(FastLimitGuard)`. Works on the
+ * Express and Fastify platforms and for GraphQL resolvers; other contexts (microservices,
+ * websockets) pass. A refused request throws a {@link RateLimitException}; errors of `key`, `cost`
+ * or `skip`, or of the backend under `onBackendError: 'throw'`, go to Nest's exception handling.
+ */
+@Injectable()
+export class FastLimitGuard implements CanActivate {
+  readonly #reflector: Reflector
+  readonly #base: RateLimitOptions
+  readonly #recorders = new Map<FastLimit, HandleRecorder>()
+  readonly #default: HttpLimiter<RateLimitRequest, unknown>
+  readonly #declared = new WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>()
+  readonly #limits = new Map<Target, Map<Target, HttpLimiter<RateLimitRequest, unknown> | null>>()
+
+  constructor(
+    @Inject(Reflector) reflector: Reflector,
+    @Inject(FASTLIMIT_OPTIONS) options: FastLimitModuleOptions,
+    @Inject(FASTLIMIT_LIMITER) limiter: FastLimit,
+  ) {
+    this.#reflector = reflector
+    const base: Record<string, unknown> = { ...options, limiter }
+    for (const name of MODULE_ONLY) delete base[name]
+    this.#base = base as RateLimitOptions
+    this.#default = this.#build(this.#base)
+  }
+
+  /** Decides one request; rejects with a {@link RateLimitException} when it is refused. */
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    const req = requestOf(context)
+    if (req === undefined || req === null) return true
+    const http = this.#limitOf(context.getHandler(), context.getClass())
+    if (http === null) return true
+    return http.run<boolean>(req, responseOf(context), allow, deny)
+  }
+
+  #limitOf(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {
+    let byController = this.#limits.get(handler)
+    if (byController === undefined) {
+      byController = new Map()
+      this.#limits.set(handler, byController)
+    }
+    let http = byController.get(controller)
+    if (http === undefined) {
+      http = this.#resolve(handler, controller)
+      byController.set(controller, http)
+    }
+    return http
+  }
+
+  #resolve(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {
+    for (const target of [handler, controller]) {
+      if (this.#reflector.get<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, target) === true) return null
+      const declared = this.#reflector.get<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, target)
+      if (declared !== undefined) {
+        let http = this.#declared.get(declared)
+        if (http === undefined) {
+          http = this.#build({
+            ...this.#base,
+            ...declared.options,
+            rules: declared.rules,
+            scope: declared.options.scope ?? scopeFor(declared.origin),
+          })
+          this.#declared.set(declared, http)
+        }
+        return http
+      }
+    }
+    return this.#default
+  }
+
+  #build(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
+    const real = options.limiter as FastLimit
+    // Anything that is not a limiter is left for core to refuse with its own message.
+    if (typeof (real as Partial<FastLimit> | undefined)?.check !== 'function') {
+      return createHttpLimiter(options, {
+        name: 'nestjs',
+        remoteAddress: () => undefined,
+        header: () => undefined,
+        setHeader,
+      })
+    }
+    let recorder = this.#recorders.get(real)
+    if (recorder === undefined) {
+      recorder = new HandleRecorder(real)
+      this.#recorders.set(real, recorder)
+    }
+    const handles = recorder
+    const adapter = {
+      name: 'nestjs',
+      extraOptions: MODULE_ONLY,
+      remoteAddress: (req: RateLimitRequest): string | undefined => req.socket?.remoteAddress,
+      header: (req: RateLimitRequest, name: string): string | undefined => {
+        const value = req.headers?.[name]
+        return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
+      },
+      method: (req: RateLimitRequest): string => req.method,
+      setHeader,
+      expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
+        req.rateLimit = decision
+        req.rateLimitHandle = handles.handleOf(decision)
+      },
+    }
+    const common: RateLimitCommonOptions<RateLimitRequest> = { ...options, limiter: recorder.limiter }
+    return createHttpLimiter(common, adapter)
+  }
+}
