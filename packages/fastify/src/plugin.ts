@@ -20,6 +20,7 @@ import type {
 } from 'fastify'
 import { fastifyPlugin } from 'fastify-plugin'
 import { HandleRecorder, type RateLimitHandle } from './handle'
+import { scopeFor } from './scope'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -37,9 +38,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /**
      * This route's limit: options that replace the plugin's for this route (`rules`, `key`, `cost`,
-     * `skip`, `scope`, ...; the others are inherited), `true` for the plugin's own options (with
-     * `global: false`), or `false` to exempt the route.
-     * @default the plugin's options (with `global: true`)
+     * `skip`, `scope`, ...; the others are inherited), `true` for the plugin's own limit (with
+     * `global: false`), or `false` to exempt the route. A route's own limit counts apart from every
+     * other, under a scope named after the route (`POST /login`), unless it gives a `scope`: routes
+     * with the same `scope` and rules share one count.
+     * @default the plugin's limit (with `global: true`), whose count every such route shares
      */
     rateLimit?: RouteRateLimitOptions | boolean
   }
@@ -276,8 +279,10 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
     }
     let c = compiled.get(config)
     if (c === undefined) {
+      // A route's own limit counts apart from every other unless it names a scope to share.
+      const own = config as RouteRateLimitOptions
       try {
-        c = compile(config as RouteRateLimitOptions)
+        c = compile(own.scope === undefined ? { ...own, scope: scopeFor(routeName(route)) } : own)
       } catch (err) {
         // Name the route: `[fastlimit] [fastify] GET /login: Rule "5/fortnight": ...`.
         if (err instanceof ConfigError) {
