@@ -32,12 +32,29 @@ export class RateLimitException extends HttpException {
   readonly contentType: string
   /** The refusal's body as every fastlimit adapter sends it. */
   readonly body: string
+  /**
+   * What a GraphQL error reports (GraphQL servers copy an error's `extensions`): `code`
+   * `'TOO_MANY_REQUESTS'`, the `status`, and `retryAfterMs` (`null` when the request can never pass).
+   */
+  readonly extensions: { code: 'TOO_MANY_REQUESTS'; status: number; retryAfterMs: number | null }
 
   constructor(denial: HttpDenial) {
-    super(responseOf(denial), denial.status, { description: 'Too Many Requests' })
+    const response = responseOf(denial)
+    super(response, denial.status, { description: 'Too Many Requests' })
+    // What GraphQL errors and logs show: the problem's detail (`Too many requests; retry in 30 seconds.`).
+    this.message =
+      typeof response === 'string'
+        ? response
+        : String(response.detail ?? response.message ?? response.title ?? 'Too Many Requests')
     this.decision = denial.decision
     this.contentType = denial.contentType
     this.body = denial.body
+    const wait = denial.decision.retryAfterMs
+    this.extensions = {
+      code: 'TOO_MANY_REQUESTS',
+      status: denial.status,
+      retryAfterMs: Number.isFinite(wait) ? wait : null,
+    }
   }
 }
 
