@@ -11,12 +11,16 @@ import {
   Module,
   type Type,
 } from '@nestjs/common'
-import { NestFactory } from '@nestjs/core'
+import { NestFactory, Reflector } from '@nestjs/core'
+import nestCore from '@nestjs/core/package.json' with { type: 'json' }
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
-import { RateLimitException, RateLimitExceptionFilter } from '../src/index'
+import { FastLimitGuard, RateLimitException, RateLimitExceptionFilter } from '../src/index'
 
 export type Platform = 'express' | 'fastify'
+
+/** The version of the @nestjs/core these tests run on (a NestJS 10 run resolves its own copy). */
+export const nestVersion: string = (nestCore as { version: string }).version
 
 /**
  * Answers errors as the adapter suite expects: 500 with the error's `code` as the body. Other
@@ -80,4 +84,10 @@ export async function client(app: INestApplication): Promise<AdapterClient> {
     },
     close: () => app.close(),
   }
+}
+
+/** Whether the library resolves the same @nestjs/core as the tests (its guard injects this Reflector). */
+export function sameNest(): boolean {
+  const deps = Reflect.getMetadata('self:paramtypes', FastLimitGuard) as { index: number; param: unknown }[]
+  return deps.some((d) => d.param === Reflector)
 }
