@@ -63,7 +63,6 @@ export class RateLimitException extends HttpException {
  * the module unless `exceptionFilter: false`). In a GraphQL operation it hands the exception back
  * to Nest, which reports it as a GraphQL error.
  */
-@Catch(RateLimitException)
 export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitException> {
   catch(exception: RateLimitException, host: ArgumentsHost): unknown {
     if (host.getType() !== 'http') return exception
@@ -81,3 +80,6 @@ export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitExcept
     return undefined
   }
 }
+
+// Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest).
+Catch(RateLimitException)(RateLimitExceptionFilter)

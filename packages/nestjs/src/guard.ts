@@ -46,7 +46,6 @@ type Target = Function
  * websockets) pass. A refused request throws a {@link RateLimitException}; errors of `key`, `cost`
  * or `skip`, or of the backend under `onBackendError: 'throw'`, go to Nest's exception handling.
  */
-@Injectable()
 export class FastLimitGuard implements CanActivate {
   readonly #reflector: Reflector
   readonly #base: RateLimitOptions
@@ -55,11 +54,7 @@ export class FastLimitGuard implements CanActivate {
   readonly #declared = new WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>()
   readonly #limits = new Map<Target, Map<Target, HttpLimiter<RateLimitRequest, unknown> | null>>()
 
-  constructor(
-    @Inject(Reflector) reflector: Reflector,
-    @Inject(FASTLIMIT_OPTIONS) options: FastLimitModuleOptions,
-    @Inject(FASTLIMIT_LIMITER) limiter: FastLimit,
-  ) {
+  constructor(reflector: Reflector, options: FastLimitModuleOptions, limiter: FastLimit) {
     this.#reflector = reflector
     const base: Record<string, unknown> = { ...options, limiter }
     for (const name of MODULE_ONLY) delete base[name]
@@ -147,3 +142,10 @@ export class FastLimitGuard implements CanActivate {
     return createHttpLimiter(common, adapter)
   }
 }
+
+// Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest),
+// and explicit tokens need no emitted design-type metadata.
+Injectable()(FastLimitGuard)
+Inject(Reflector)(FastLimitGuard, undefined, 0)
+Inject(FASTLIMIT_OPTIONS)(FastLimitGuard, undefined, 1)
+Inject(FASTLIMIT_LIMITER)(FastLimitGuard, undefined, 2)

@@ -66,12 +66,10 @@ function flag(value: unknown, name: string): boolean {
  * export class AppModule {}
  * ```
  */
-@Global()
-@Module({})
 export class FastLimitModule implements OnApplicationShutdown {
   readonly #limiter: FastLimit
 
-  constructor(@Inject(FASTLIMIT_LIMITER) limiter: FastLimit) {
+  constructor(limiter: FastLimit) {
     this.#limiter = limiter
   }
 
@@ -131,3 +129,8 @@ export class FastLimitModule implements OnApplicationShutdown {
     if (owned.has(this.#limiter)) await this.#limiter.close()
   }
 }
+
+// Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest).
+Global()(FastLimitModule)
+Module({})(FastLimitModule)
+Inject(FASTLIMIT_LIMITER)(FastLimitModule, undefined, 0)
