@@ -362,6 +362,13 @@ for (const [version, lib] of [
       expect(() => app.rateLimit({ rules: '1/x' })).toThrow(ConfigError)
     })
 
+    it('refuses to share a context with another plugin that decorated fastify.rateLimit', async () => {
+      const app = lib({ logger: false }) as unknown as FastifyInstance
+      apps.push(app)
+      app.decorate('rateLimit', (() => () => {}) as never)
+      await expect(app.register(rateLimit, {})).rejects.toThrow(/already decorated by another plugin/)
+    })
+
     it('closes the limiter it created when the app closes, and leaves yours open', async () => {
       const mine = frozen()
       const app = await build(lib, mine, 'app')

@@ -53,7 +53,7 @@ declare module 'fastify' {
      * limit on a route (`{ onRequest: fastify.rateLimit({ scope: 'burst', rules: '5/s' }) }`).
      * Options are checked now: a bad one throws a `ConfigError`.
      */
-    rateLimit: (options?: RouteRateLimitOptions) => onRequestHookHandler
+    rateLimit(options?: RouteRateLimitOptions): onRequestHookHandler
   }
 }
 
@@ -102,6 +102,9 @@ export type RouteRateLimitOptions = Omit<RateLimitOptions, 'global'>
 const REGISTER_OPTIONS = ['prefix', 'logLevel', 'logSerializers'] as const
 
 const HOOKS: readonly RateLimitHook[] = ['onRequest', 'preValidation', 'preHandler']
+
+/** Marks our `fastify.rateLimit`, to tell it from another plugin's. */
+const OURS = Symbol.for('fastlimit.fastify.rateLimit')
 
 type Done = (err?: unknown) => void
 
@@ -248,15 +251,30 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
 
   if (!fastify.hasRequestDecorator('rateLimit')) fastify.decorateRequest('rateLimit', undefined)
   if (!fastify.hasRequestDecorator('rateLimitHandle')) fastify.decorateRequest('rateLimitHandle', undefined)
-  if (!Object.hasOwn(fastify, 'rateLimit')) {
-    fastify.decorate('rateLimit', (options?: RouteRateLimitOptions) => {
+  // fastify.rateLimit(): the first registration in a context keeps it; another plugin's is an error.
+  const existing = Object.hasOwn(fastify, 'rateLimit')
+    ? (fastify as { rateLimit?: unknown }).rateLimit
+    : undefined
+  if (existing !== undefined && (existing as { [OURS]?: boolean })[OURS] !== true) {
+    done(
+      new ConfigError(
+        '[fastlimit] [fastify] fastify.rateLimit is already decorated by another plugin (@fastify/rate-limit?) in this context: register one rate limit plugin per context.',
+      ),
+    )
+    return
+  }
+  if (existing === undefined) {
+    const decorator = (options?: RouteRateLimitOptions) => {
       if (options !== undefined && !isPlainObject(options)) {
         throw new ConfigError(
           `[fastlimit] [fastify] fastify.rateLimit(options) takes an options object, got ${show(options)}.`,
         )
       }
       return options === undefined ? app.fn : compile(options).fn
-    })
+    }
+    Object.defineProperty(decorator, OURS, { value: true })
+    // Cast: with @fastify/rate-limit's types in the same program, fastify.rateLimit has its overload too.
+    fastify.decorate('rateLimit', decorator as never)
   }
 
   // One compiled limit per route options object (a GET route and its HEAD twin share it).
