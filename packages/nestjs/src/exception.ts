@@ -64,6 +64,7 @@ export class RateLimitException extends HttpException {
  * to Nest, which reports it as a GraphQL error.
  */
 export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitException> {
+  /** Sends the refusal (HTTP), or returns the exception for Nest to report (GraphQL). */
   catch(exception: RateLimitException, host: ArgumentsHost): unknown {
     if (host.getType() !== 'http') return exception
     // biome-ignore lint/suspicious/noExplicitAny: an Express response or a Fastify reply.
