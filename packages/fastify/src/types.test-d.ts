@@ -1,5 +1,5 @@
-// (Checked against Fastify 4's types too: tsconfig.fastify4.json maps `fastify` to the fastify4 alias.)
 // Type tests: the plugin's options, the route config and the request's decision and handle are typed.
+// (Checked against Fastify 4's types too: tsconfig.fastify4.json maps `fastify` to the fastify4 alias.)
 import type { Decision } from '@fastlimit/core'
 import Fastify, { type FastifyRequest, type onRequestHookHandler } from 'fastify'
 import { expectTypeOf } from 'vitest'

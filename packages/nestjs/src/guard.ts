@@ -114,6 +114,7 @@ export class FastLimitGuard implements CanActivate {
         name: 'nestjs',
         remoteAddress: () => undefined,
         header: () => undefined,
+        method: () => 'GET',
         setHeader,
       })
     }
