@@ -20,10 +20,7 @@ import type { CheckOptions, Decision, FastLimit, RuleSet, RulesInput } from '@fa
  * ```
  */
 export interface RateLimitHandle {
-  /**
-   * The identity that was counted, as the HTTP layer passed it to the limiter: what `key` returned,
-   * or the client's IP key (with the limit's scope in front, where the HTTP layer puts it there).
-   */
+  /** The identity that was counted: what `key` returned (normalized), or the client's IP key. */
   readonly identity: string
   /** The scope it was counted in, or `undefined`. */
   readonly scope: string | undefined
