@@ -35,11 +35,8 @@ function graphqlModule(platform: Platform) {
   const limiter = new FastLimit({ backend: new MemoryBackend({ clock: now, cleanupIntervalMs: 0 }) })
   const graphql =
     platform === 'express'
-      ? GraphQLModule.forRoot<ApolloDriverConfig>({
-          driver: ApolloDriver,
-          typeDefs,
-          context: ({ req, res }: { req: unknown; res: unknown }) => ({ req, res }),
-        })
+      ? // Apollo's default context ({ req }): the headers go to req.res.
+        GraphQLModule.forRoot<ApolloDriverConfig>({ driver: ApolloDriver, typeDefs })
       : GraphQLModule.forRoot<MercuriusDriverConfig>({ driver: MercuriusDriver, typeDefs })
   @Module({
     imports: [FastLimitModule.forRoot({ limiter, clock: now, rules: '10/min' }), graphql],
