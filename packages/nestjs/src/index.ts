@@ -1,4 +1,4 @@
-// @fastlimit/nestjs: FastLimitModule, its guard and decorators, for NestJS 10 and 11.
+// @fastlimit/nestjs: FastLimitModule, its guard and decorators, for NestJS 10, 11 and 12.
 
 export { RateLimit, RateLimitDecision, RateLimitHandle, SkipRateLimit } from './decorators'
 export { RateLimitException, RateLimitExceptionFilter } from './exception'

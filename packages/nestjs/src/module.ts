@@ -51,7 +51,7 @@ function flag(value: unknown, name: string): boolean {
 }
 
 /**
- * fastlimit for NestJS 10 and 11: `FastLimitModule.forRoot({ rules: '100/min' })` in your root
+ * fastlimit for NestJS 10, 11 and 12: `FastLimitModule.forRoot({ rules: '100/min' })` in your root
  * module limits every route (a global guard), `@RateLimit(...)` gives a controller or handler its
  * own limit, `@SkipRateLimit()` exempts one. The module is global: `FastLimitGuard`, the
  * `FastLimit` (by its class) and the options token can be injected anywhere. A limiter the module

@@ -1,5 +1,5 @@
 // What is Nest's own: decorators, parameter decorators, the exception and its filter, the module's forms.
-// Registered by nest.test.ts (Nest 11) and by apps/nestjs-compat (Nest 10).
+// Registered by nest.test.ts (Nest 11) and by apps/nestjs-compat10 and apps/nestjs-compat12 (Nest 10, 12).
 import { ConfigError, type Decision, FastLimit, MemoryBackend } from '@fastlimit/core'
 import type { AdapterClient } from '@fastlimit/core/testing'
 import {

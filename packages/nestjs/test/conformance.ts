@@ -1,5 +1,5 @@
 // The shared adapter suite, on Nest with the Express and the Fastify platform (real servers on 127.0.0.1).
-// Registered by conformance.test.ts (Nest 11) and by apps/nestjs-compat (Nest 10).
+// Registered by conformance.test.ts (Nest 11) and by apps/nestjs-compat10 and apps/nestjs-compat12 (Nest 10, 12).
 import { type AdapterAppOptions, adapterConformance, adaptOptions } from '@fastlimit/core/testing'
 import { All, Controller, Get, Module, UseGuards } from '@nestjs/common'
 import { afterEach, expect, it } from 'vitest'
