@@ -212,6 +212,30 @@ for (const [version, lib] of [
       for (let i = 0; i < 3; i++) expect((await client.request('/web')).status).toBe(200)
     })
 
+    it("counts a route's own limit once when the plugin is registered again below, with the inner options", async () => {
+      const app = lib({ logger: false }) as unknown as FastifyInstance
+      apps.push(app)
+      const outer = frozen()
+      const inner = frozen()
+      await app.register(rateLimit, { ...outer, rules: '100/min' })
+      await app.register(async (child) => {
+        await child.register(rateLimit, { ...inner, rules: '100/min', headers: 'draft-6' })
+        child.get('/own', { config: { rateLimit: { rules: '2/min' } } }, () => 'own')
+        child.get('/both', () => 'both')
+      })
+      const client = injector(app)
+      const own = []
+      for (let i = 0; i < 3; i++) own.push(await client.request('/own'))
+      expect(own.map((r) => r.status)).toEqual([200, 200, 429])
+      // The inner registration's options (draft-6 headers, its limiter) apply to the route's own limit.
+      expect(own[0]?.headers['ratelimit-remaining']).toBe('1')
+      expect(own[0]?.headers.ratelimit).toBeUndefined()
+      // Both app-wide limits apply to a route without its own: each registration adds its limit.
+      const both = await client.request('/both')
+      expect(both.headers['ratelimit-remaining']).toBe('99')
+      expect(both.headers.ratelimit).toBe('limit=100, remaining=99, reset=1')
+    })
+
     it('hands the decision and a handle to the handler, and resets the bucket on success', async () => {
       const app = await build(lib, { ...frozen(), rules: '3/min' }, 'app', (app) => {
         app.post(

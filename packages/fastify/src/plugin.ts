@@ -219,6 +219,20 @@ function attach(route: RouteOptions, compiled: Compiled): void {
         : [existing, compiled.fn]
 }
 
+/** Takes `compiled.fn` out of the route's hooks of its stage. */
+function detach(route: RouteOptions, compiled: Compiled): void {
+  const hooks = route as unknown as Record<RateLimitHook, unknown>
+  const existing = hooks[compiled.hook]
+  if (Array.isArray(existing)) hooks[compiled.hook] = existing.filter((fn) => fn !== compiled.fn)
+}
+
+/**
+ * The route-level limit attached to each route: when the plugin is registered in a context and again
+ * in one below it, both see the route's `config.rateLimit`; the innermost (the last to see it) wins,
+ * so the route's own limit is counted once.
+ */
+const routeLimits = new WeakMap<RouteOptions, Compiled>()
+
 const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done) => {
   let compile: (options: RouteRateLimitOptions) => Compiled
   let app: Compiled
@@ -313,6 +327,9 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
       }
       compiled.set(config, c)
     }
+    const previous = routeLimits.get(route)
+    if (previous !== undefined) detach(route, previous)
+    routeLimits.set(route, c)
     attach(route, c)
   })
 
