@@ -28,6 +28,17 @@ import { scopeFor } from './scope'
 /** Module options that are not a limit's: taken out before core checks the rest. */
 const MODULE_ONLY = ['backend', 'globalGuard', 'exceptionFilter'] as const
 
+/** What the guards of one module (one options object) have compiled. */
+interface Compiled {
+  readonly recorders: Map<FastLimit, HandleRecorder>
+  readonly declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
+  readonly default: HttpLimiter<RateLimitRequest, unknown>
+}
+const compiledBy = new WeakMap<object, Compiled>()
+
+/** On the platform request: the limits that counted it, each with its answer (`[limit, answer, ...]`). */
+const COUNTED = Symbol('fastlimit.counted')
+
 function allow(): boolean {
   return true
 }
@@ -49,9 +60,9 @@ type Target = Function
 export class FastLimitGuard implements CanActivate {
   readonly #reflector: Reflector
   readonly #base: RateLimitOptions
-  readonly #recorders = new Map<FastLimit, HandleRecorder>()
+  readonly #recorders: Map<FastLimit, HandleRecorder>
   readonly #default: HttpLimiter<RateLimitRequest, unknown>
-  readonly #declared = new WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>()
+  readonly #declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
   readonly #limits = new Map<Target, Map<Target, HttpLimiter<RateLimitRequest, unknown> | null>>()
 
   constructor(reflector: Reflector, options: FastLimitModuleOptions, limiter: FastLimit) {
@@ -59,7 +70,20 @@ export class FastLimitGuard implements CanActivate {
     const base: Record<string, unknown> = { ...options, limiter }
     for (const name of MODULE_ONLY) delete base[name]
     this.#base = base as RateLimitOptions
-    this.#default = this.#build(this.#base)
+    // Guards of one module (the global one, those of @UseGuards) share their compiled limits, so a
+    // request they both check is recognized as counted.
+    let shared = compiledBy.get(options)
+    if (shared === undefined) {
+      this.#recorders = new Map()
+      this.#declared = new WeakMap()
+      this.#default = this.#build(this.#base)
+      shared = { recorders: this.#recorders, declared: this.#declared, default: this.#default }
+      compiledBy.set(options, shared)
+    } else {
+      this.#recorders = shared.recorders
+      this.#declared = shared.declared
+      this.#default = shared.default
+    }
   }
 
   /** Decides one request; rejects with a {@link RateLimitException} when it is refused. */
@@ -68,7 +92,16 @@ export class FastLimitGuard implements CanActivate {
     if (req === undefined || req === null) return true
     const http = this.#limitOf(context.getHandler(), context.getClass())
     if (http === null) return true
-    return http.run<boolean>(req, responseOf(context), allow, deny)
+    // A request is counted once per limit: the guard run again for it (global and @UseGuards both,
+    // several resolvers of one GraphQL operation) answers as the first run did.
+    const memo: unknown[] | undefined = req[COUNTED]
+    if (memo !== undefined) {
+      for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
+    }
+    const result = http.run<boolean>(req, responseOf(context), allow, deny)
+    if (memo === undefined) req[COUNTED] = [http, result]
+    else memo.push(http, result)
+    return result
   }
 
   #limitOf(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {

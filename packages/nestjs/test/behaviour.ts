@@ -246,6 +246,20 @@ export function nestBehaviour(version: string): void {
         expect(await statuses(c, '/guarded', 2)).toEqual([200, 429])
       })
 
+      it('counts a request once when the guard runs twice for it (global and @UseGuards)', async () => {
+        @Controller('twice')
+        @UseGuards(FastLimitGuard)
+        class Twice {
+          @Get()
+          @RateLimit('2/min')
+          t() {
+            return 't'
+          }
+        }
+        const c = await app(frozen(), [Twice])
+        expect(await statuses(c, '/twice', 3)).toEqual([200, 200, 429])
+      })
+
       it('takes its options from forRootAsync, and builds a limiter on the backend given', async () => {
         @Injectable()
         class Settings {

@@ -81,8 +81,11 @@ for (const platform of ['express', 'fastify'] as Platform[]) {
       })
       expect(refused.headers.get('retry-after')).toBe('30')
       for (let i = 0; i < 3; i++) expect((await query('free')).json.data).toEqual({ free: 'free' })
+      // One operation counts once per limit, however many fields use it (aliases included).
+      const twice = await query('a: remaining b: remaining c: remaining')
+      expect(twice.json.data).toEqual({ a: 9, b: 9, c: 9 })
       // Undecorated resolvers get the module's default limit, and their decision.
-      expect((await query('remaining')).json.data).toEqual({ remaining: 9 })
+      expect((await query('remaining')).json.data).toEqual({ remaining: 8 })
     })
   })
 }
