@@ -386,12 +386,15 @@ for (const [version, lib] of [
         },
       )
       app.get('/burst', { onRequest: app.rateLimit({ scope: 'burst', rules: '2/min' }) }, () => 'ok')
+      // The plugin's own hook given again on a route it limits anyway: counted once.
+      app.get('/again', { onRequest: app.rateLimit() }, () => 'ok')
       const client = injector(app)
       expect((await client.request('/nope')).status).toBe(404)
       expect((await client.request('/nope2')).status).toBe(429)
       const statuses = []
       for (let i = 0; i < 4; i++) statuses.push((await client.request('/burst')).status)
       expect(statuses).toEqual([200, 200, 429, 429])
+      expect((await client.request('/again')).headers.ratelimit).toBe('limit=5, remaining=2, reset=36')
       expect(() => app.rateLimit({ rules: '1/x' })).toThrow(ConfigError)
     })
 

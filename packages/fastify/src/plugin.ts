@@ -207,10 +207,11 @@ function routeName(route: RouteOptions): string {
   return `${method} ${route.url}`
 }
 
-/** Adds `fn` to the route's hooks of its stage, after the route's own. */
+/** Adds `fn` to the route's hooks of its stage, after the route's own (once: not if the route already has it). */
 function attach(route: RouteOptions, compiled: Compiled): void {
   const hooks = route as unknown as Record<RateLimitHook, unknown>
   const existing = hooks[compiled.hook]
+  if (existing === compiled.fn || (Array.isArray(existing) && existing.includes(compiled.fn))) return
   hooks[compiled.hook] =
     existing === undefined || existing === null
       ? [compiled.fn]
