@@ -67,6 +67,17 @@ export interface PostgresBackendOptions {
    */
   cleanupIntervalMs?: number
   /**
+   * Whether each decision waits for its commit to reach the disk (`synchronous_commit` as the server
+   * has it, `on` by default). Off (the default), decisions commit with `synchronous_commit = off`: the
+   * commit returns without waiting for the WAL flush (the server flushes within about 3 ×
+   * `wal_writer_delay`, 600 ms by default), so a decision costs no fsync. A crash of the database
+   * server can then lose the decisions of that last moment (it admits those requests again), never
+   * corrupt anything; a crash of your app loses nothing. Set `true` to keep every committed decision
+   * across a server crash, at the price of a disk flush per decision (group-committed under load).
+   * @default false
+   */
+  durable?: boolean
+  /**
    * With a connection string: the most connections the backend's own `pg.Pool` opens. Decisions beyond
    * it wait for a free connection (within their deadline). Ignored for a pool you pass in.
    * @default 10
@@ -80,7 +91,15 @@ export interface PostgresBackendOptions {
   connectTimeoutMs?: number
 }
 
-const OPTIONS = ['schema', 'tableName', 'clock', 'cleanupIntervalMs', 'poolSize', 'connectTimeoutMs']
+const OPTIONS = [
+  'schema',
+  'tableName',
+  'clock',
+  'cleanupIntervalMs',
+  'durable',
+  'poolSize',
+  'connectTimeoutMs',
+]
 const MAX_TIMER_MS = 2 ** 31 - 1
 /**
  * How long past a call's deadline a statement may stay unanswered before its connection is dropped.
@@ -184,6 +203,7 @@ class Engine {
   readonly #makePool: (() => PostgresPool) | undefined
   readonly #clock: (() => number) | undefined
   readonly #cleanupIntervalMs: number
+  readonly #durable: boolean
   readonly #leases = new Set<Lease>()
   #pool: PostgresPool
   #ready: Promise<void> | undefined
@@ -199,7 +219,9 @@ class Engine {
     where: string,
     clock: (() => number) | undefined,
     cleanupIntervalMs: number,
+    durable: boolean,
   ) {
+    this.#durable = durable
     this.#pool = pool
     this.#makePool = makePool
     this.owned = makePool !== undefined
@@ -360,6 +382,20 @@ class Engine {
     }
   }
 
+  /**
+   * The transaction's own settings, as one statement: the time left before the deadline as
+   * `lock_timeout` and `statement_timeout`, and `synchronous_commit = off` unless `durable`.
+   */
+  #settings(deadline: number | undefined): string {
+    const set: string[] = []
+    if (deadline !== undefined) {
+      const ms = Math.max(1, deadline - Date.now())
+      set.push(`set_config('lock_timeout', '${ms}', true)`, `set_config('statement_timeout', '${ms}', true)`)
+    }
+    if (!this.#durable) set.push(`set_config('synchronous_commit', 'off', true)`)
+    return set.length === 0 ? '' : `SELECT ${set.join(', ')};`
+  }
+
   /** Ends the transaction after a failure: ROLLBACK on a connection that still works, else drops it. */
   async #abort(lease: Lease, err: unknown): Promise<void> {
     if (lease.done) return
@@ -410,11 +446,7 @@ class Engine {
         'ON CONFLICT DO NOTHING;' +
         `SELECT encode(bucket, 'hex'), state, expires_at::text FROM ${t} WHERE key = ${k} AND bucket ${bucketIs}${sorted.length === 1 ? '' : ' ORDER BY bucket'} FOR UPDATE;` +
         `SELECT ${NOW_MS}::text`
-      let text = 'BEGIN ISOLATION LEVEL READ COMMITTED;'
-      if (deadline !== undefined) {
-        const ms = Math.max(1, deadline - Date.now())
-        text += `SELECT set_config('lock_timeout', '${ms}', true), set_config('statement_timeout', '${ms}', true);`
-      }
+      const text = `BEGIN ISOLATION LEVEL READ COMMITTED;${this.#settings(deadline)}`
       let committing = false
       let open = true
       try {
@@ -515,11 +547,7 @@ class Engine {
 
   reset(key: string, deadline: number | undefined): Promise<void> {
     return this.run(deadline, async (lease) => {
-      let text = 'BEGIN;'
-      if (deadline !== undefined) {
-        const ms = Math.max(1, deadline - Date.now())
-        text += `SELECT set_config('lock_timeout', '${ms}', true), set_config('statement_timeout', '${ms}', true);`
-      }
+      const text = `BEGIN;${this.#settings(deadline)}`
       try {
         await lease.query(`${text}DELETE FROM ${this.names.state} WHERE key = ${keyLiteral(key)};COMMIT`)
       } catch (err) {
@@ -679,6 +707,7 @@ export class PostgresBackend implements Backend {
       cleanupIntervalMs = 60_000,
       poolSize = 10,
       connectTimeoutMs = 5000,
+      durable = false,
     } = options
     for (const [name, value, example] of [
       ['schema', schema, 'public'],
@@ -697,6 +726,9 @@ export class PostgresBackend implements Backend {
       throw new ConfigError(
         `[fastlimit] [postgres] poolSize must be a whole number of connections from 1 to 10000, got ${show(poolSize)}. For example 10.`,
       )
+    }
+    if (typeof durable !== 'boolean') {
+      throw new ConfigError(`[fastlimit] [postgres] durable must be true or false, got ${show(durable)}.`)
     }
     if (clock !== undefined && typeof clock !== 'function') {
       throw new ConfigError(
@@ -739,7 +771,7 @@ export class PostgresBackend implements Backend {
     this.schema = schema
     this.tableName = tableName
     Object.defineProperty(this, ENGINE, {
-      value: new Engine(pool, makePool, names(schema, tableName), where, clock, cleanupIntervalMs),
+      value: new Engine(pool, makePool, names(schema, tableName), where, clock, cleanupIntervalMs, durable),
     })
   }
 
