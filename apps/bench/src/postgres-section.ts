@@ -142,8 +142,8 @@ export async function postgresSection({ quick }: { quick: boolean }): Promise<Se
     const samples = new Map<string, { ops: number[]; unexpected: number }>()
     const slot = (c: PgCase, inFlight: number) => {
       const id = `${c.name}@${inFlight}`
-      let m = samples.get(id)
-      if (!m) samples.set(id, (m = { ops: [], unexpected: 0 }))
+      const m = samples.get(id) ?? { ops: [], unexpected: 0 }
+      samples.set(id, m)
       return m
     }
     for (let r = 0; r < rounds; r++) {
