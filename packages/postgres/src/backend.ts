@@ -107,6 +107,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * server or network that does not answer at all (frozen, black-holed) reaches this.
  */
 const GRACE_MS = 1000
+/** How much later than `lock_timeout` a statement is stopped: a lock wait reports itself first. */
+const STATEMENT_SLACK_MS = 20
 /** Time-outs of the statements that prepare the schema (no deadline applies to them). */
 const SCHEMA_TIMEOUT_MS = 10_000
 /** How often a decision reads its rows again when a concurrent sweep or reset deleted one it had seen. */
@@ -390,7 +392,11 @@ class Engine {
     const set: string[] = []
     if (deadline !== undefined) {
       const ms = Math.max(1, deadline - Date.now())
-      set.push(`set_config('lock_timeout', '${ms}', true)`, `set_config('statement_timeout', '${ms}', true)`)
+      // The lock wait ends first (a clearer error); the statement ends by the deadline all the same.
+      set.push(
+        `set_config('lock_timeout', '${ms}', true)`,
+        `set_config('statement_timeout', '${ms + STATEMENT_SLACK_MS}', true)`,
+      )
     }
     if (!this.#durable) set.push(`set_config('synchronous_commit', 'off', true)`)
     return set.length === 0 ? '' : `SELECT ${set.join(', ')};`

@@ -35,10 +35,17 @@ async function admin<T>(url: string, run: (client: pg.Client) => Promise<T>): Pr
   }
 }
 
-/** Creates `fastlimit_test_<random>` on the server of `adminUrl`. */
-export async function createDatabase(adminUrl = ADMIN_URL): Promise<TestDatabase> {
+/**
+ * Creates `fastlimit_test_<random>` on the server of `adminUrl`, in the server's default encoding or
+ * in `encoding` (e.g. `'LATIN1'`, `'SQL_ASCII'`: a database whose text cannot hold every key).
+ */
+export async function createDatabase(
+  adminUrl = ADMIN_URL,
+  { encoding }: { encoding?: string } = {},
+): Promise<TestDatabase> {
   const name = `fastlimit_test_${crypto.randomBytes(6).toString('hex')}`
-  await admin(adminUrl, (c) => c.query(`CREATE DATABASE "${name}"`))
+  const options = encoding ? ` ENCODING '${encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'` : ''
+  await admin(adminUrl, (c) => c.query(`CREATE DATABASE "${name}"${options}`))
   return {
     name,
     url: withDatabase(adminUrl, name),
