@@ -758,6 +758,13 @@ export class PostgresBackend implements Backend {
         // An idle connection that dies (a restart, pg_terminate_backend) is an 'error' of the pool;
         // the pool drops it, and without a listener Node would crash the process.
         own.on('error', () => undefined)
+        // pg's pool stops listening to a client's errors when it hands it out, and a server message
+        // that follows the handshake in the same packet (a FATAL from pg_terminate_backend) is emitted
+        // before the caller gets the client: an unheard 'error' that would crash the process. Every
+        // client of our pool listens for good; the failure still reaches the query that meets it.
+        own.on('connect', (client) => {
+          client.on('error', () => undefined)
+        })
         return own
       }
       pool = makePool()

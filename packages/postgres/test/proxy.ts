@@ -19,7 +19,7 @@ export function startDelayProxy(target: { host: string; port: number }): Promise
     // One chain per connection keeps the chunks in order when some are held.
     let chain = Promise.resolve()
     client.on('data', (chunk) => {
-      const hold = rule !== undefined && rule.match(chunk) ? rule.ms : 0
+      const hold = rule?.match(chunk) ? rule.ms : 0
       chain = chain.then(async () => {
         if (hold > 0) await new Promise((r) => setTimeout(r, hold))
         if (!upstream.destroyed) upstream.write(chunk)
