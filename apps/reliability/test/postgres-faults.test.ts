@@ -256,8 +256,11 @@ describe("PostgreSQL: the machine's server, a database of our own", () => {
     try {
       for (const l of limiters) expect((await l.limiter.check('locked-id', '5/h')).source).toBe('backend')
       // The rows of 'locked-id' under each limiter's prefix, locked as a long transaction elsewhere would.
-      const keys = limiters.map(
-        (l) => `E'\\\\x${Buffer.from(storageKey(l.policy, 'locked-id')).toString('hex')}'::bytea`,
+      const keys = await Promise.all(
+        limiters.map(
+          async (l) =>
+            `E'\\\\x${Buffer.from(await storageKey(l.policy, 'locked-id')).toString('hex')}'::bytea`,
+        ),
       )
       const locked = await holder.query(
         `BEGIN; SELECT key FROM locked WHERE key IN (${keys.join(',')}) FOR UPDATE`,
