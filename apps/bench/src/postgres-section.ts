@@ -78,6 +78,20 @@ export async function postgresSection({ quick }: { quick: boolean }): Promise<Se
         call: rotating(async (k) => (await limiter.check(k, rules)).reason === 'ok'),
       })
     }
+    {
+      // The same durability as the peer and the floor (the server's synchronous_commit: a WAL flush per commit).
+      const backend = new PostgresBackend(pool(), { tableName: 'fl_gcra_durable', durable: true })
+      await backend.ready()
+      closers.push(() => backend.close())
+      const limiter = new FastLimit({ backend })
+      const rules = limiter.rules({ limit: LIMIT, window: '1m' })
+      cases.push({
+        name: 'fastlimit gcra, durable: true',
+        kind: 'fastlimit',
+        call: rotating(async (k) => (await limiter.check(k, rules)).reason === 'ok'),
+        note: 'a WAL flush per commit, like the peer',
+      })
+    }
     if (gcra) {
       const backend = new PostgresBackend(pool(), { tableName: 'fl_backend_only' })
       await backend.ready()
@@ -186,9 +200,11 @@ function report(
     'case and concurrency, round-robin, the order rotating each round.',
     '',
     '- `fastlimit <algorithm>`: `FastLimit.check(identity, rule)` on `new PostgresBackend(pool)` (its defaults: the',
-    "  database's clock): one `READ COMMITTED` transaction per decision in two round trips (`BEGIN`, the deadline as",
-    '  `lock_timeout`/`statement_timeout`, a placeholder `INSERT ... ON CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`,',
-    '  the clock; then the core algorithm in the process and `UPDATE ...; COMMIT`, or `ROLLBACK`).',
+    "  database's clock, `durable: false`): one `READ COMMITTED` transaction per decision in two round trips (`BEGIN`,",
+    '  the deadline as `lock_timeout`/`statement_timeout`, `synchronous_commit = off`, a placeholder `INSERT ... ON',
+    '  CONFLICT DO NOTHING`, `SELECT ... FOR UPDATE`, the clock; then the core algorithm in the process and',
+    "  `UPDATE ...; COMMIT`, or `ROLLBACK`). The `durable: true` row keeps the server's `synchronous_commit` (a WAL",
+    '  flush per commit), as the peer and the floor do.',
     "- `rate-limiter-flexible`: `RateLimiterPostgres.consume` on a pg.Pool (`storeType: 'pool'`): one prepared",
     "  `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` per call, a fixed window on the app's clock.",
     '- the floor: one prepared `INSERT ... ON CONFLICT DO UPDATE SET count = count + 1 RETURNING count`',
@@ -220,11 +236,15 @@ function report(
     )
   }
   const headlines: Headline[] = []
-  const ours = cases.find((c) => c.name === 'fastlimit gcra')
-  if (ours && rlf) {
+  for (const [name, label] of [
+    ['fastlimit gcra', 'postgres gcra'],
+    ['fastlimit gcra, durable: true', 'postgres gcra durable'],
+  ] as const) {
+    const ours = cases.find((c) => c.name === name)
+    if (!ours || !rlf) continue
     for (const n of IN_FLIGHT) {
       headlines.push({
-        label: `postgres gcra vs RLF RateLimiterPostgres (${n} in flight)`,
+        label: `${label} vs RLF RateLimiterPostgres (${n} in flight)`,
         ratio: get(ours, n).opsPerSec.median / get(rlf, n).opsPerSec.median,
         detail: `${fmtOps(get(ours, n).opsPerSec.median)} vs ${fmtOps(get(rlf, n).opsPerSec.median)} decisions/s`,
       })
