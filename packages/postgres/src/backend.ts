@@ -437,6 +437,7 @@ class Engine {
    */
   decide(key: string, buckets: readonly BucketConfig[], cost: number, deadline: number | undefined) {
     checkCost(cost)
+    if (buckets.length === 0) return this.#closed ? Promise.reject(closedError()) : Promise.resolve([])
     return this.run(deadline, async (lease) => {
       const n = buckets.length
       const t = this.names.state

@@ -32,6 +32,8 @@ export const SCHEMA_GONE = new Set([
 
 /** Whether a failure left the connection unusable (a fatal server error, a closed socket). */
 export function isFatal(err: unknown): boolean {
+  // Ours (a deadline seen in this process): the connection is fine.
+  if (err instanceof FastlimitError) return false
   const e = err as { severity?: unknown; code?: unknown } | null
   if (e?.severity === 'FATAL' || e?.severity === 'PANIC') return true
   const code = pgCode(err)
