@@ -5,7 +5,7 @@ import pg from 'pg'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
 import { createDatabase, freePort, type TestDatabase } from '../test/databases'
 import { startDelayProxy } from '../test/proxy'
-import { PostgresBackend } from './index'
+import { PostgresBackend, type PostgresPool } from './index'
 import { encodeKey, MAX_RAW_KEY_BYTES } from './keys'
 
 let db: TestDatabase
@@ -127,6 +127,46 @@ describe('construction', () => {
     await own.close()
     expect(ownPool.ended).toBe(true)
     expect(ownPool.totalCount).toBe(0)
+  })
+})
+
+describe('pools', () => {
+  it('works on any pool of the same shape; durable leaves synchronous_commit to the server', async () => {
+    const texts: string[] = []
+    const wrap = (inner: pg.Pool): PostgresPool => ({
+      connect: async () => {
+        const c = await inner.connect()
+        return {
+          query: (config) => {
+            texts.push(config.text)
+            return c.query(config)
+          },
+          release: (err) => c.release(err),
+          on: (event, listener) => c.on(event, listener),
+          removeListener: (event, listener) => c.removeListener(event, listener),
+        }
+      },
+      end: () => Promise.resolve(),
+      get totalCount() {
+        return inner.totalCount
+      },
+      get idleCount() {
+        return inner.idleCount
+      },
+    })
+    for (const durable of [false, true]) {
+      texts.length = 0
+      const backend = new PostgresBackend(wrap(pool), { tableName: 'wrapped', durable, cleanupIntervalMs: 0 })
+      await backend.checkAndIncrement(`k-${durable}`, HOUR, 1, { deadline: Date.now() + 5000 })
+      expect(await backend.peek(`k-${durable}`, HOUR)).toMatchObject({ remaining: 2 })
+      const decision = texts.find((t) => t.includes('FOR UPDATE')) as string
+      expect(decision).toMatch(/set_config\('lock_timeout', '\d+', true\)/)
+      if (durable) expect(decision).not.toMatch(/synchronous_commit/)
+      else expect(decision).toMatch(/set_config\('synchronous_commit', 'off', true\)/)
+      await backend.close()
+    }
+    // The wrapped pool's connections all went back.
+    expect(pool.idleCount).toBe(pool.totalCount)
   })
 })
 
