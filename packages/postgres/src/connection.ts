@@ -6,9 +6,17 @@ import { ConfigError } from '@fastlimit/core'
  * clients have it.
  */
 export interface PostgresPoolClient {
+  /**
+   * Runs a simple query (one or several statements, no parameters) with rows as arrays; resolves to
+   * one result, or an array of results for several statements, as pg does. `query_timeout` (ms, set
+   * only on schema statements) fails the query when the server does not answer.
+   */
   query(config: { text: string; rowMode: 'array'; query_timeout?: number }): Promise<unknown>
+  /** Gives the client back to its pool; with an error, the pool closes its connection instead. */
   release(err?: Error | boolean): void
+  /** Listens for the connection's errors while PostgresBackend holds the client. */
   on(event: 'error', listener: (err: Error) => void): unknown
+  /** Stops listening, when PostgresBackend releases the client. */
   removeListener(event: 'error', listener: (err: Error) => void): unknown
 }
 
@@ -21,8 +29,9 @@ export interface PostgresPool {
   connect(): Promise<PostgresPoolClient>
   /** Closes the pool (PostgresBackend calls it only on a pool it created from a connection string). */
   end(): Promise<void>
-  /** Clients in the pool, busy or idle (a `pg.Client` has none: that tells them apart). */
+  /** Clients in the pool, busy or idle (a `pg.Client` has no such count: that tells them apart). */
   readonly totalCount: number
+  /** Clients waiting idle in the pool. */
   readonly idleCount: number
 }
 
