@@ -89,6 +89,30 @@ describe('PostgreSQL: our own server', () => {
     }
   })
 
+  it('every server process frozen (SIGSTOP) for 3 s: policy within timeoutMs, stuck connections dropped, then exact again', async () => {
+    const server = await OwnServer.start()
+    cleanups.push(() => server.stop())
+    const limiters = makeLimiters(server.url)
+    try {
+      await runFault({
+        fault: 'postgres: every server process SIGSTOPped for 3 s',
+        limiters,
+        recorder,
+        timeoutMs: TIMEOUT_MS,
+        marginMs: MARGIN_MS,
+        ratePerSec: 100,
+        beforeMs: 1500,
+        injure: async () => server.signalAll('SIGSTOP'),
+        outageMs: 3000,
+        heal: async () => server.signalAll('SIGCONT'),
+        afterMs: 1500,
+      })
+    } finally {
+      server.signalAll('SIGCONT')
+      await closeLimiters(limiters)
+    }
+  })
+
   it('a full disk (a tablespace on a 3 MB tmpfs): ERR_FASTLIMIT_STORE_FULL and the policy, nothing crashes, exact once there is room', async (ctx) => {
     if (process.getuid?.() !== 0) ctx.skip('mounting a tmpfs needs root')
     const server = await OwnServer.start()

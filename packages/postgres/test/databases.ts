@@ -192,8 +192,34 @@ export class OwnServer {
     }
   }
 
+  /**
+   * Sends `signal` to the postmaster and every process it started (SIGSTOP freezes the whole server:
+   * connections stay open and nothing answers; SIGCONT thaws it).
+   */
+  signalAll(signal: NodeJS.Signals): void {
+    const pid = this.#process?.pid
+    if (pid === undefined) return
+    let children: number[] = []
+    try {
+      children = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
+        .split('\n')
+        .filter(Boolean)
+        .map(Number)
+    } catch {
+      // pgrep exits 1 when there are none.
+    }
+    for (const p of [pid, ...children]) {
+      try {
+        process.kill(p, signal)
+      } catch {
+        // Gone already.
+      }
+    }
+  }
+
   /** Stops the server (fast shutdown) and removes its directory. */
   async stop(): Promise<void> {
+    this.signalAll('SIGCONT')
     await this.kill('SIGINT')
     fs.rmSync(this.dir, { recursive: true, force: true })
   }
