@@ -199,6 +199,15 @@ export class OwnServer {
   signalAll(signal: NodeJS.Signals): void {
     const pid = this.#process?.pid
     if (pid === undefined) return
+    const send = (p: number) => {
+      try {
+        process.kill(p, signal)
+      } catch {
+        // Gone already.
+      }
+    }
+    // The postmaster first: frozen, it forks no new backend while its children are listed.
+    send(pid)
     let children: number[] = []
     try {
       children = execFileSync('pgrep', ['-P', String(pid)], { encoding: 'utf8' })
@@ -208,13 +217,7 @@ export class OwnServer {
     } catch {
       // pgrep exits 1 when there are none.
     }
-    for (const p of [pid, ...children]) {
-      try {
-        process.kill(p, signal)
-      } catch {
-        // Gone already.
-      }
-    }
+    for (const p of children) send(p)
   }
 
   /** Stops the server (fast shutdown) and removes its directory. */
