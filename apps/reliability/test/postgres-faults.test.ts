@@ -26,10 +26,16 @@ afterAll(async () => {
   recorder.save()
 }, 60_000)
 
+/**
+ * Waits until every call of the 'before' phase has settled (each does by its deadline): a slow one, on
+ * this loaded machine, must not meet the fault and read as a failure of the healthy phase.
+ */
+const settleBefore = () => sleep(TIMEOUT_MS)
+
 /** The three limiters of a fault, each on its own PostgresBackend (its own pool) on `url`. */
 function makeLimiters(url: string, tableName = 'fastlimit'): PolicyLimiter[] {
   return POLICIES.map((policy) => {
-    const backend = new PostgresBackend(url, { tableName, poolSize: 5, connectTimeoutMs: 1000 })
+    const backend = new PostgresBackend(url, { tableName, poolSize: 10, connectTimeoutMs: 1000 })
     const fallback = policy === 'fallback' ? new MemoryBackend({ maxKeys: 10_000 }) : undefined
     const errors: Record<string, number> = {}
     const limiter = new FastLimit({
@@ -68,9 +74,12 @@ describe('PostgreSQL: our own server', () => {
         recorder,
         timeoutMs: TIMEOUT_MS,
         marginMs: MARGIN_MS,
-        ratePerSec: 100,
+        ratePerSec: 50,
         beforeMs: 2000,
-        injure: () => server.kill('SIGKILL'),
+        injure: async () => {
+          await settleBefore()
+          await server.kill('SIGKILL')
+        },
         outageMs: 3000,
         heal: async () => {
           // The killed postmaster's children may take a moment to exit and free its shared memory.
@@ -102,9 +111,12 @@ describe('PostgreSQL: our own server', () => {
         recorder,
         timeoutMs: TIMEOUT_MS,
         marginMs: MARGIN_MS,
-        ratePerSec: 100,
+        ratePerSec: 50,
         beforeMs: 1500,
-        injure: async () => server.signalAll('SIGSTOP'),
+        injure: async () => {
+          await settleBefore()
+          server.signalAll('SIGSTOP')
+        },
         outageMs: 3000,
         // A call started in the outage's last timeoutMs may be answered by the thawed server in time.
         outageGraceMs: TIMEOUT_MS,
@@ -234,9 +246,10 @@ describe("PostgreSQL: the machine's server, a database of our own", () => {
         recorder,
         timeoutMs: TIMEOUT_MS,
         marginMs: MARGIN_MS,
-        ratePerSec: 100,
+        ratePerSec: 50,
         beforeMs: 1500,
         injure: async () => {
+          await settleBefore()
           const admin = new pg.Client({ connectionString: db.url })
           admin.on('error', () => undefined)
           await admin.connect()
