@@ -325,6 +325,38 @@ describe('reconnect', () => {
     }
   })
 
+  it('a connection killed (pg_terminate_backend) mid-decision: ERR_FASTLIMIT_BACKEND, nothing charged, your pool works on', async () => {
+    const backend = new PostgresBackend(pool, { tableName: 'terminated', cleanupIntervalMs: 0 })
+    const holder = new pg.Client({ connectionString: db.url, application_name: 'holder' })
+    await holder.connect()
+    try {
+      await backend.checkAndIncrement('victim', HOUR, 1)
+      await holder.query(`BEGIN; SELECT 1 FROM terminated WHERE key = ${hex('victim')} FOR UPDATE`)
+      const inFlight = backend.checkAndIncrement('victim', HOUR, 1, { deadline: Date.now() + 20_000 })
+      // The decision's connection, waiting for the row lock inside its transaction.
+      let pid: number | undefined
+      for (let i = 0; i < 100 && pid === undefined; i++) {
+        const { rows } = await holder.query(
+          "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        pid = rows[0]?.pid
+        if (pid === undefined) await new Promise((r) => setTimeout(r, 20))
+      }
+      expect(pid).toBeDefined()
+      await holder.query(`SELECT pg_terminate_backend(${pid})`)
+      const err = await rejection(inFlight)
+      expect(err.code).toBe('ERR_FASTLIMIT_BACKEND')
+      expect((err.cause as { code?: string }).code).toBe('57P01')
+      await holder.query('COMMIT')
+      expect((await backend.peek('victim', HOUR)).remaining).toBe(2)
+      expect((await backend.checkAndIncrement('victim', HOUR, 1)).remaining).toBe(1)
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined)
+      await holder.end()
+      await backend.close()
+    }
+  })
+
   it('replaces a pool it opened itself', async () => {
     const backend = new PostgresBackend(db.url, { tableName: 'reconnect_own', cleanupIntervalMs: 0 })
     try {
