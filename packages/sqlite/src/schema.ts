@@ -10,8 +10,11 @@ import type Database from 'better-sqlite3'
  */
 export const SCHEMA_VERSION = 1
 
-/** How many expired rows one sweep statement deletes: a bound on how long it holds the write lock. */
-export const SWEEP_BATCH = 500
+/**
+ * How many rows one sweep or clear statement deletes: a bound on how long it holds the write lock (a few
+ * milliseconds). Each batch is its own transaction, and the event loop turns between batches.
+ */
+export const BATCH_ROWS = 500
 
 /**
  * The most a row's `expires_at` is set beyond the state's own expiry. A row is written with
@@ -39,11 +42,11 @@ export function statements(table: string) {
       `INSERT INTO ${t} (key, bucket, state, expires_at) VALUES (?, ?, ?, ?) ` +
       'ON CONFLICT (key, bucket) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at',
     reset: `DELETE FROM ${t} WHERE key = ?`,
-    clear: `DELETE FROM ${t}`,
-    // The subquery walks the expires_at index; LIMIT bounds the time the write lock is held.
+    // Both subqueries walk the expires_at index; LIMIT bounds the time the write lock is held.
+    clear: `DELETE FROM ${t} WHERE (key, bucket) IN (SELECT key, bucket FROM ${t} LIMIT ${BATCH_ROWS})`,
     sweep:
       `DELETE FROM ${t} WHERE (key, bucket) IN ` +
-      `(SELECT key, bucket FROM ${t} WHERE expires_at <= ? LIMIT ${SWEEP_BATCH})`,
+      `(SELECT key, bucket FROM ${t} WHERE expires_at <= ? LIMIT ${BATCH_ROWS})`,
   }
 }
 
