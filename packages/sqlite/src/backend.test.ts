@@ -456,31 +456,85 @@ describe('SQLiteBackend when another connection holds the write lock', () => {
     expect(other.prepare('SELECT count(*) FROM fastlimit').pluck().get()).toBe(0)
   })
 
-  it('lets FastLimit apply onBackendError, on the synchronous path', async () => {
+  it('through FastLimit: the policy within timeoutMs, nothing charged, and the fast path again once free', async () => {
     const file = path.join(tempDir(), 'policy.db')
-    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 5, cleanupIntervalMs: 0 }))
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 5000, cleanupIntervalMs: 0 }))
     expect(isSyncBackend(backend)).toBe(true)
     const asyncCheck = vi.spyOn(backend, 'checkAndIncrement')
     const asyncAll = vi.spyOn(backend, 'checkAndIncrementAll')
     const errors: FastlimitError[] = []
-    const closed = new FastLimit({ backend, onBackendError: 'fail-closed', onError: (e) => errors.push(e) })
-    const open = new FastLimit({ backend })
+    const closed = new FastLimit({
+      backend,
+      timeoutMs: 50,
+      onBackendError: 'fail-closed',
+      onError: (e) => errors.push(e),
+    })
+    const open = new FastLimit({ backend, timeoutMs: 50, onError: () => undefined })
     expect((await closed.check('ada', '2/min')).allowed).toBe(true)
     expect((await closed.check('ada', ['2/min', '10/h'])).allowed).toBe(true)
     expect(await closed.check('ada', '2/min')).toMatchObject({ allowed: false, reason: 'rate-limited' })
+    expect(asyncCheck).not.toHaveBeenCalled()
+    expect(asyncAll).not.toHaveBeenCalled()
     const other = track(new Database(file))
     other.exec('BEGIN IMMEDIATE')
+    const started = performance.now()
     expect(await closed.check('grace', '2/min')).toMatchObject({
       allowed: false,
       reason: 'fail-closed',
       source: 'policy',
     })
+    expect(await closed.check('grace', ['2/min', '10/h'])).toMatchObject({
+      allowed: false,
+      reason: 'fail-closed',
+    })
     expect(await open.check('grace', '2/min')).toMatchObject({ allowed: true, reason: 'fail-open' })
-    expect(errors.map((e) => e.code)).toEqual(['ERR_FASTLIMIT_BACKEND'])
+    // Three calls of timeoutMs 50 each, where each used to block for busyTimeoutMs (5000 ms).
+    expect(performance.now() - started).toBeLessThan(2500)
+    expect(errors.map((e) => e.code)).toEqual(['ERR_FASTLIMIT_TIMEOUT', 'ERR_FASTLIMIT_TIMEOUT'])
+    expect(asyncCheck).toHaveBeenCalledTimes(2)
+    expect(asyncAll).toHaveBeenCalledTimes(1)
     other.exec('ROLLBACK')
-    expect(await closed.check('grace', '2/min')).toMatchObject({ allowed: true, remaining: 1 })
-    expect(asyncCheck).not.toHaveBeenCalled()
-    expect(asyncAll).not.toHaveBeenCalled()
+    // Nothing the limiter gave up on was charged, even once the lock was free.
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(await closed.check('grace', '2/min')).toMatchObject({
+      allowed: true,
+      remaining: 1,
+      source: 'backend',
+    })
+    expect(await closed.check('grace', '10/h')).toMatchObject({ allowed: true, remaining: 9 })
+    expect(asyncCheck).toHaveBeenCalledTimes(2)
+  })
+})
+
+describe('SQLiteBackend behind a Proxy or a wrapper', () => {
+  it('works through new Proxy(backend, {}), fast path included', async () => {
+    const backend = track(new SQLiteBackend(':memory:', { cleanupIntervalMs: 0 }))
+    const proxy = new Proxy(backend, {})
+    expect(isSyncBackend(proxy)).toBe(true)
+    expect(proxy.kind).toBe('sqlite')
+    expect(proxy.database).toBe(backend.database)
+    const errors: FastlimitError[] = []
+    const limiter = new FastLimit({ backend: proxy, onError: (e) => errors.push(e) })
+    const ds = await Promise.all(Array.from({ length: 5 }, () => limiter.check('ada', '3/min')))
+    expect(ds.map((d) => [d.allowed, d.source])).toEqual([
+      [true, 'backend'],
+      [true, 'backend'],
+      [true, 'backend'],
+      [false, 'backend'],
+      [false, 'backend'],
+    ])
+    expect((await limiter.check('ada', ['3/min', '9/h'])).allowed).toBe(false)
+    expect((await limiter.peek('ada', '3/min')).remaining).toBe(0)
+    await limiter.reset('ada')
+    expect((await limiter.peek('ada', '3/min')).remaining).toBe(3)
+    expect(await proxy.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 1000 })).toMatchObject({
+      remaining: 2,
+    })
+    expect(await proxy.sweep()).toBe(0)
+    await proxy.clear()
+    expect(errors).toEqual([])
+    await proxy.close()
+    expect(backend.database.open).toBe(false)
   })
 })
 

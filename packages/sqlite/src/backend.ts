@@ -6,6 +6,7 @@ import {
   type Backend,
   type BackendResult,
   type BucketConfig,
+  type CallOptions,
   ConfigError,
   FastlimitError,
   type SyncBackend,
@@ -15,9 +16,6 @@ import { type Connection, connect, LOCK_SPIN_MS } from './connection'
 import { backendError, lockTimeout, openError, sqliteCode } from './errors'
 import { isBusyError, LockQueue } from './lock'
 import { BATCH_ROWS, ensureSchema, isTableName } from './schema'
-
-/** What FastLimit passes with each call: its deadline. (Core's `CallOptions`, not exported from its index yet.) */
-type CallOptions = NonNullable<Parameters<Backend['checkAndIncrement']>[3]>
 
 /** Options of {@link SQLiteBackend}. */
 export interface SQLiteBackendOptions {
