@@ -223,6 +223,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
   /** The file whose identity is watched, or undefined (in memory, or a Database whose file is unknown). */
   private readonly file: string | undefined
   private fileId: string | undefined
+  /** The identity of the -wal file beside it when it was opened (ours while we are connected). */
+  private walId: string | undefined
   /** Set while the file at the path is not the one open and it could not be reopened: every call fails with it. */
   private failure: FastlimitError | undefined
   private readonly where: string
@@ -344,6 +346,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     this.tableName = tableName
     this.file = file
     this.fileId = file === undefined ? undefined : identityOf(file)
+    this.walId = file === undefined ? undefined : identityOf(`${file}-wal`)
     this.where = where
     this.busyTimeoutMs = busyTimeoutMs
     this.now = now
@@ -622,6 +625,16 @@ export class SQLiteBackend implements Backend, SyncBackend {
   /** Opens the file at the path anew (creating it and its table if needed) in place of the one that moved. */
   private reopen(file: string): void {
     const old = this.conn
+    if (this.walId !== undefined && identityOf(`${file}-wal`) === this.walId) {
+      // Our -wal file is still at the path, holding pages of the old file: SQLite would read them as pages
+      // of the new one (a file renamed over ours would show our old state, or be corrupt). Write them into
+      // the old file, where they belong, and empty the log before the new file is opened.
+      try {
+        old.noWait(() => old.db.pragma('wal_checkpoint(TRUNCATE)'))
+      } catch {
+        // Another connection is reading the log: the new file is opened as SQLite finds it.
+      }
+    }
     let db: Database.Database | undefined
     try {
       db = new Database(file, { timeout: LOCK_SPIN_MS })
@@ -642,6 +655,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
       return
     }
     this.fileId = identityOf(file)
+    this.walId = identityOf(`${file}-wal`)
     this.failure = undefined
     // SQLite sees that this connection's file moved, and closes it without a checkpoint and without
     // deleting the -wal and -shm files at the path, which belong to the new file now.
