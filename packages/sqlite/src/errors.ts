@@ -22,9 +22,10 @@ export function isBusy(code: string): boolean {
 }
 
 /**
- * Whether an error code means the file system has no room left. SQLite reports `SQLITE_FULL` when a
- * write fails with ENOSPC (the -wal file or the database cannot grow), and `SQLITE_IOERR_SHMSIZE` when
- * the -shm file cannot grow, which on a local file system means the same.
+ * Whether an error code means the file system has no room left. SQLite's unix VFS turns a write that
+ * fails with ENOSPC into `SQLITE_FULL` (the -wal file or the database cannot grow; any other errno is
+ * `SQLITE_IOERR_WRITE`), and reports `SQLITE_IOERR_SHMSIZE` when the -shm file cannot be created or grown,
+ * as when a database is opened on a full disk (both seen on a full tmpfs).
  */
 export function isFull(code: string): boolean {
   return code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_SHMSIZE'
