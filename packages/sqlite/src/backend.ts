@@ -15,7 +15,7 @@ import Database from 'better-sqlite3'
 import { type Connection, connect, LOCK_SPIN_MS } from './connection'
 import { backendError, lockTimeout, openError, sqliteCode } from './errors'
 import { isBusyError, LockQueue } from './lock'
-import { BATCH_ROWS, ensureSchema, isTableName } from './schema'
+import { ensureSchema, isTableName, SWEEP_BATCH } from './schema'
 
 /** Options of {@link SQLiteBackend}. */
 export interface SQLiteBackendOptions {
@@ -522,19 +522,17 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * Empties this backend's table (nothing else in the database is touched), in transactions of at most 500
-   * rows with a pause between them, so that other processes' decisions never wait long for the lock. Each
-   * batch waits up to `busyTimeoutMs` for the lock. Rows written meanwhile by other processes may survive.
+   * Empties this backend's table (nothing else in the database is touched), in one statement that frees
+   * the table's pages rather than deleting rows one by one: it holds the write lock about 0.1 to 0.4 s per
+   * million rows. Waits for the lock as {@link checkAndIncrement} does, up to `busyTimeoutMs`.
    */
-  async clear(): Promise<void> {
-    this.usable()
-    for (;;) {
-      const started = performance.now()
-      const removed = await this.waitFor(() => this.conn.clearBatch(), undefined)
-      if (removed < BATCH_ROWS) return
-      // As long a pause as the batch held the lock: others get their turn.
-      await pause(Math.ceil(performance.now() - started))
+  clear(): Promise<void> {
+    try {
+      this.usable()
+    } catch (err) {
+      return Promise.reject(err)
     }
+    return this.waitFor(() => this.conn.clear(), undefined)
   }
 
   /**
@@ -569,7 +567,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * Deletes expired rows now, in transactions of at most 500 rows with a pause between them, so a large sweep
+   * Deletes expired rows now, in transactions of at most 100 rows with a pause between them, so a large sweep
    * never holds the write lock or the loop for long. Runs on its own every `cleanupIntervalMs`; a call while
    * a sweep runs joins it.
    * @returns a promise of how many rows were deleted
@@ -584,7 +582,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
         const started = performance.now()
         const changes = await this.waitFor(() => this.conn.sweepBatch(), undefined)
         removed += changes
-        if (changes < BATCH_ROWS) return removed
+        if (changes < SWEEP_BATCH) return removed
         await pause(Math.ceil(performance.now() - started))
       }
     })()

@@ -40,9 +40,9 @@ export interface Connection {
   peek(key: string, bucket: BucketConfig): BackendResult
   /** Deletes every row of `key`, unless `deadline` has passed. */
   reset(key: string, deadline: number | undefined): void
-  /** Deletes up to `batch` rows of the table; returns how many. */
-  clearBatch(): number
-  /** Deletes up to `batch` expired rows; returns how many. */
+  /** Deletes every row of the table, in one statement. */
+  clear(): void
+  /** Deletes up to `SWEEP_BATCH` expired rows; returns how many. */
   sweepBatch(): number
   /** Runs `run` with the connection's busy timeout at 0 (a retry off the event loop must never block it). */
   noWait<T>(run: () => T): T
@@ -142,7 +142,9 @@ export function connect(db: Database.Database, table: string, now: () => number)
         .result
     },
     reset: resetTx,
-    clearBatch: () => clear.run().changes,
+    clear: () => {
+      clear.run()
+    },
     sweepBatch: () => sweep.run(now()).changes,
     noWait<T>(run: () => T): T {
       // A PRAGMA takes effect when it is prepared, so each change prepares it anew (a few µs, only on retries).

@@ -11,10 +11,11 @@ import type Database from 'better-sqlite3'
 export const SCHEMA_VERSION = 1
 
 /**
- * How many rows one sweep or clear statement deletes: a bound on how long it holds the write lock (a few
- * milliseconds). Each batch is its own transaction, and the event loop turns between batches.
+ * How many expired rows one sweep statement deletes: a bound on how long it holds the write lock (about
+ * a millisecond: each row deleted touches a page of the table and one of the index). Each batch is its own
+ * transaction, with a pause between batches as long as the batch took.
  */
-export const BATCH_ROWS = 500
+export const SWEEP_BATCH = 100
 
 /**
  * The most a row's `expires_at` is set beyond the state's own expiry. A row is written with
@@ -42,11 +43,13 @@ export function statements(table: string) {
       `INSERT INTO ${t} (key, bucket, state, expires_at) VALUES (?, ?, ?, ?) ` +
       'ON CONFLICT (key, bucket) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at',
     reset: `DELETE FROM ${t} WHERE key = ?`,
-    // Both subqueries walk the expires_at index; LIMIT bounds the time the write lock is held.
-    clear: `DELETE FROM ${t} WHERE (key, bucket) IN (SELECT key, bucket FROM ${t} LIMIT ${BATCH_ROWS})`,
+    // No WHERE: SQLite frees the table's and the index's pages instead of deleting rows one by one (about
+    // 0.4 s per million rows on a loaded 2-core machine; deleting in batches took 100 times longer in all).
+    clear: `DELETE FROM ${t}`,
+    // The subquery walks the expires_at index; LIMIT bounds the time the write lock is held.
     sweep:
       `DELETE FROM ${t} WHERE (key, bucket) IN ` +
-      `(SELECT key, bucket FROM ${t} WHERE expires_at <= ? LIMIT ${BATCH_ROWS})`,
+      `(SELECT key, bucket FROM ${t} WHERE expires_at <= ? LIMIT ${SWEEP_BATCH})`,
   }
 }
 
