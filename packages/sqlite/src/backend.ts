@@ -13,7 +13,7 @@ import {
 } from '@fastlimit/core'
 import Database from 'better-sqlite3'
 import { type Connection, connect, LOCK_SPIN_MS } from './connection'
-import { backendError, lockTimeout, openError, sqliteCode } from './errors'
+import { backendError, isBusy, isFull, lockTimeout, openError, sqliteCode } from './errors'
 import { isBusyError, LockQueue } from './lock'
 import { ensureSchema, isTableName, SWEEP_BATCH } from './schema'
 
@@ -153,11 +153,19 @@ function checkPath(file: string): void {
   }
 }
 
-/** A file's identity: device and inode, or undefined when nothing is at the path. */
+/** A file's identity: device and inode, or undefined when nothing can be found at the path. */
 function identityOf(file: string): string | undefined {
-  const st = fs.statSync(file, { throwIfNoEntry: false, bigint: true })
-  return st === undefined ? undefined : `${st.dev}:${st.ino}`
+  try {
+    const st = fs.statSync(file, { throwIfNoEntry: false, bigint: true })
+    return st === undefined ? undefined : `${st.dev}:${st.ino}`
+  } catch {
+    // ENOTDIR, EACCES on a directory on the way: nothing we can open there either.
+    return undefined
+  }
 }
+
+/** How soon to try again to open a replaced file that was locked by another connection. */
+const REOPEN_RETRY_MS = 20
 
 /**
  * Prepares an open database for SQLiteBackend: WAL, `synchronous=NORMAL` when we own it, and the schema,
@@ -641,15 +649,17 @@ export class SQLiteBackend implements Backend, SyncBackend {
       this.conn = connect(db, this.tableName, this.now)
     } catch (err) {
       if (db?.open) db.close()
-      const cause = openError(err, `${this.where} was deleted or replaced while open, and`, LOCK_SPIN_MS)
-      const failed = backendError(err)
+      const code = sqliteCode(err)
+      const detail = code || (err instanceof Error ? err.message : String(err))
       this.failure = new FastlimitError(
-        failed.code === 'ERR_FASTLIMIT_STORE_FULL' ? failed.code : 'ERR_FASTLIMIT_BACKEND',
+        isFull(code) ? 'ERR_FASTLIMIT_STORE_FULL' : 'ERR_FASTLIMIT_BACKEND',
         `[fastlimit] [sqlite] ${this.where} was deleted or replaced while open, and opening the path anew ` +
-          `failed (${sqliteCode(err) || (err as Error).message}); SQLiteBackend tries again every ` +
-          'fileCheckIntervalMs. Until then every call fails and onBackendError applies.',
-        { cause: cause.cause ?? err },
+          `failed (${detail}); SQLiteBackend tries again every fileCheckIntervalMs. Until then every call ` +
+          'fails and onBackendError applies.',
+        { cause: err },
       )
+      // A new file another process is creating right now is locked for a moment only.
+      if (isBusy(code)) setTimeout(() => this.checkFile(), REOPEN_RETRY_MS).unref()
       return
     }
     this.fileId = identityOf(file)
@@ -657,6 +667,10 @@ export class SQLiteBackend implements Backend, SyncBackend {
     this.failure = undefined
     // SQLite sees that this connection's file moved, and closes it without a checkpoint and without
     // deleting the -wal and -shm files at the path, which belong to the new file now.
-    old.db.close()
+    try {
+      old.db.close()
+    } catch {
+      // Closed already: nothing to release.
+    }
   }
 }
