@@ -296,6 +296,21 @@ describe('SQLiteBackend with a Database you pass in', () => {
     expect(count(db, 'users')).toBe(1)
   })
 
+  it('a call waiting for the lock when its owner closes the Database fails with ERR_FASTLIMIT_BACKEND, no crash', async () => {
+    const file = path.join(tempDir(), 'owner-closes.db')
+    const db = new Database(file)
+    const backend = track(new SQLiteBackend(db, { cleanupIntervalMs: 0 }))
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const waiting = backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 10_000 })
+    db.close()
+    await expect(waiting).rejects.toMatchObject({
+      code: 'ERR_FASTLIMIT_BACKEND',
+      message: expect.stringMatching(/was closed by its owner/),
+    })
+    other.exec('ROLLBACK')
+  })
+
   it('reports its owner closing it first as a backend error, not a crash', async () => {
     const db = new Database(':memory:')
     const backend = track(new SQLiteBackend(db, { cleanupIntervalMs: 0 }))

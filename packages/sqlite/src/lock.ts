@@ -105,32 +105,38 @@ export class LockQueue {
     this.timer = undefined
     const started = performance.now()
     let yielded = false
-    this.hooks.noWait(() => {
-      this.expire()
-      while (this.waiters.length > 0) {
-        const w = this.waiters[0] as Waiter
-        let value: unknown
-        try {
-          value = w.attempt()
-        } catch (err) {
-          if (isBusyError(err)) {
-            w.busy = err
-            this.misses++
+    try {
+      this.hooks.noWait(() => {
+        this.expire()
+        while (this.waiters.length > 0) {
+          const w = this.waiters[0] as Waiter
+          let value: unknown
+          try {
+            value = w.attempt()
+          } catch (err) {
+            if (isBusyError(err)) {
+              w.busy = err
+              this.misses++
+              return
+            }
+            this.waiters.shift()
+            w.reject(this.hooks.failed(err))
+            continue
+          }
+          this.misses = 0
+          this.waiters.shift()
+          w.resolve(value as never)
+          if (performance.now() - started > TURN_BUDGET_MS) {
+            yielded = true
             return
           }
-          this.waiters.shift()
-          w.reject(this.hooks.failed(err))
-          continue
         }
-        this.misses = 0
-        this.waiters.shift()
-        w.resolve(value as never)
-        if (performance.now() - started > TURN_BUDGET_MS) {
-          yielded = true
-          return
-        }
-      }
-    })
+      })
+    } catch (err) {
+      // The connection itself failed (a Database closed by its owner): no waiting call can succeed.
+      this.drop(this.hooks.failed(err))
+      return
+    }
     if (this.waiters.length > 0) this.arm(yielded)
   }
 
