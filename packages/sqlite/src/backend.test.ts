@@ -453,6 +453,19 @@ describe('SQLiteBackend when another connection holds the write lock', () => {
     expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(1)
   })
 
+  it('busyTimeoutMs 0: a call tries the lock once and never waits for it', async () => {
+    const file = path.join(tempDir(), 'no-wait.db')
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 0, cleanupIntervalMs: 0 }))
+    expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(2)
+    expect((await backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 1000 })).remaining).toBe(1)
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const err = await rejection(backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 1000 }))
+    expect(err.message).toMatch(/write lock for busyTimeoutMs \(0 ms\)/)
+    other.exec('COMMIT')
+    expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(0)
+  })
+
   it('close rejects the calls still waiting with ERR_FASTLIMIT_CLOSED; reconnect drops them, uncharged', async () => {
     const file = path.join(tempDir(), 'drop.db')
     const backend = new SQLiteBackend(file, { cleanupIntervalMs: 0 })

@@ -455,20 +455,24 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * Runs `attempt` with its deadline, now or once the write lock is free, without blocking the event
-   * loop: the earlier of `options.deadline` and `busyTimeoutMs` from now.
+   * Runs `attempt` now or once the write lock is free, without blocking the event loop, waiting until the
+   * earlier of the caller's deadline and `busyTimeoutMs` from now. `attempt` gets the caller's deadline
+   * (checked inside the transaction: nothing is applied after it); busyTimeoutMs only bounds the wait.
    */
-  private waitFor<T>(attempt: (deadline: number) => T, options: CallOptions | undefined): Promise<T> {
-    const own = Date.now() + this.busyTimeoutMs
+  private waitFor<T>(
+    attempt: (deadline: number | undefined) => T,
+    options: CallOptions | undefined,
+  ): Promise<T> {
     const given = options?.deadline
-    const byDeadline = typeof given === 'number' && given <= own
-    const deadline = byDeadline ? given : own
+    const deadline = typeof given === 'number' && !Number.isNaN(given) ? given : undefined
+    const own = Date.now() + this.busyTimeoutMs
+    const byDeadline = deadline !== undefined && deadline <= own
     return this.lock.run(
       () => {
         this.usable()
         return attempt(deadline)
       },
-      deadline,
+      byDeadline ? (deadline as number) : own,
       byDeadline,
     )
   }
