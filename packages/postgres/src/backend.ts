@@ -237,10 +237,6 @@ class Engine {
     return this.#pool
   }
 
-  get closed(): boolean {
-    return this.#closed
-  }
-
   // --- connections, deadlines and the schema ---------------------------------------------------------
 
   /**
