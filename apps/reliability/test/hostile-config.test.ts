@@ -279,7 +279,7 @@ describe('options', () => {
         const s = parsesOrConfigError(() => new SQLiteBackend(file as string, sqlOptions as never))
         if (s.ok) {
           built++
-          expect(s.value.checkAndIncrementSync('k', parseRule('1/s'), 1).allowed).toBe(true)
+          expect(s.value.checkAndIncrementSync('k', parseRule('1/s'), 1)?.allowed).toBe(true)
           await s.value.clear()
           await s.value.close()
         } else refused++

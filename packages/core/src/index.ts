@@ -63,12 +63,14 @@ export {
 } from './http'
 export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix, validateScope } from './keys'
 export type {
+  BackendCallEvent,
   BackendErrorPolicy,
   BreakerEvent,
   BreakerOptions,
   BreakerState,
   CheckOptions,
   Decision,
+  DecisionEvent,
   DecisionReason,
   FastLimitEvents,
   FastLimitOptions,
