@@ -33,6 +33,9 @@ export interface RateLimitHandle {
   peek(): Promise<Decision>
 }
 
+/** Decisions awaiting their `expose` at most: far more than requests in flight between two microtasks. */
+const MAX_PENDING = 10_000
+
 class Handle implements RateLimitHandle {
   readonly identity: string
   readonly scope: string | undefined
@@ -68,12 +71,19 @@ class Handle implements RateLimitHandle {
 export class HandleRecorder {
   /** The limiter to give the HTTP layer in place of the real one. */
   readonly limiter: FastLimit
-  readonly #handles = new WeakMap<Decision, Handle>()
+  /**
+   * Handles of decisions not yet handed out. A Map, not a WeakMap: entries live a microtask (the HTTP
+   * layer hands every decision to `expose` as soon as it has it), and a WeakMap of short-lived keys
+   * costs the garbage collector about a microsecond per request. Capped so that decisions never
+   * handed out (a layer that stops exposing) cannot grow it.
+   */
+  readonly #handles = new Map<Decision, Handle>()
 
   constructor(real: FastLimit) {
     const handles = this.#handles
     const check = (identity: string, rules: RulesInput | RuleSet, options?: CheckOptions) =>
       real.check(identity, rules, options).then((decision) => {
+        if (handles.size >= MAX_PENDING) handles.clear()
         handles.set(decision, new Handle(real, identity, rules, options?.scope))
         return decision
       })
@@ -94,8 +104,10 @@ export class HandleRecorder {
     })
   }
 
-  /** The handle of a decision the recorded limiter made, or `undefined` (a decision made elsewhere). */
+  /** The handle of a decision the recorded limiter made (once), or `undefined` (a decision made elsewhere). */
   handleOf(decision: Decision): RateLimitHandle | undefined {
-    return this.#handles.get(decision)
+    const handle = this.#handles.get(decision)
+    if (handle !== undefined) this.#handles.delete(decision)
+    return handle
   }
 }
