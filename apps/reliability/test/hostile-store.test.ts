@@ -251,7 +251,7 @@ describe('a sliding-log filled to a limit of 100,000, one admission per millisec
       bound: REDIS_USEC_PER_CALL,
       perCall: serverUsec,
       stateIntegers: async (key, bucket) => {
-        const text = await raw.hget(`log:${key}`, bucketId(bucket))
+        const text = await raw.hget(`log::${key}`, bucketId(bucket))
         return text === null ? null : text.split(',').length
       },
     })

@@ -37,6 +37,7 @@ export type {
   ProxyTrust,
   RateLimitCommonOptions,
   SetHeader,
+  TrustProxySetting,
 } from './http'
 export {
   checkHandler,
@@ -45,11 +46,14 @@ export {
   createHttpLimiter,
   createIpMatcher,
   delaySeconds,
+  embeddedIPv4,
   formatIp,
   HEADER_FORMATS,
   HttpLimiter,
   IP_RANGES,
   ipKey,
+  isLocalAddress,
+  normalizeIdentity,
   parseCidr,
   parseForwarded,
   parseHop,
@@ -61,12 +65,14 @@ export {
 } from './http'
 export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix, validateScope } from './keys'
 export type {
+  BackendCallEvent,
   BackendErrorPolicy,
   BreakerEvent,
   BreakerOptions,
   BreakerState,
   CheckOptions,
   Decision,
+  DecisionEvent,
   DecisionReason,
   FastLimitEvents,
   FastLimitOptions,
