@@ -124,7 +124,19 @@ for (const tgz of tarballs) {
     `${path.basename(tgz)}: publint and attw`,
     () => {
       run('pnpm', ['exec', 'publint', 'run', tgz, '--strict'])
-      run('pnpm', ['exec', 'attw', tgz, '--profile', 'node16', '--format', 'table-flipped'])
+      // Subpaths with no `require` condition are ESM only on purpose (./testing imports vitest).
+      const exportsMap = manifestOf(tgz).exports ?? {}
+      const esmOnly = Object.keys(exportsMap).filter(
+        (sub) => typeof exportsMap[sub] === 'object' && !('require' in exportsMap[sub]),
+      )
+      const attw = ['exec', 'attw', tgz, '--format', 'table-flipped']
+      run('pnpm', [
+        ...attw,
+        '--profile',
+        'node16',
+        ...(esmOnly.length ? ['--exclude-entrypoints', ...esmOnly] : []),
+      ])
+      if (esmOnly.length) run('pnpm', [...attw, '--profile', 'esm-only', '--entrypoints', ...esmOnly])
     },
     'publint + attw',
   )
@@ -142,15 +154,24 @@ for (const f of ['tsconfig.node16.json', 'tsconfig.bundler.json']) {
   fs.copyFileSync(path.join(fixtures, f), path.join(consumer, f))
 }
 fs.mkdirSync(path.join(consumer, 'types'))
-for (const ext of ['mts', 'cts', 'ts']) {
-  fs.copyFileSync(path.join(fixtures, 'types', 'usage.ts'), path.join(consumer, 'types', `usage.${ext}`))
+for (const [file, exts] of [
+  ['usage', ['mts', 'cts', 'ts']],
+  ['testing', ['mts', 'ts']],
+]) {
+  for (const ext of exts) {
+    fs.copyFileSync(
+      path.join(fixtures, 'types', `${file}.ts`),
+      path.join(consumer, 'types', `${file}.${ext}`),
+    )
+  }
 }
 
 let installed = false
 step(
   `npm install the ${tarballs.length} tarballs in ${consumer}`,
   () => {
-    run('npm', ['install', '--no-package-lock', ...tarballs, ...USER_DEPS], consumer)
+    // better-sqlite3 has no prebuilt binary reachable from here: node-gyp compiles it, on every core.
+    run('npm', ['install', '--no-package-lock', ...tarballs, ...USER_DEPS], consumer, { JOBS: 'max' })
     installed = true
   },
   'npm install',

@@ -1,7 +1,6 @@
 // The README's usage, type-checked against the installed tarballs' declarations (copied to .mts,
 // .cts and .ts: node16 ESM, node16 CommonJS and bundler resolution).
 import { type Backend, type Decision, FastLimit, MemoryBackend } from '@fastlimit/core'
-import { backendConformance } from '@fastlimit/core/testing'
 import { rateLimit as expressLimit } from '@fastlimit/express'
 import { rateLimit as honoLimit } from '@fastlimit/hono'
 import { rateLimit as koaLimit } from '@fastlimit/koa'
@@ -28,5 +27,3 @@ export const backends: Backend[] = [
   new SQLiteBackend(':memory:'),
   RedisBackend.fromUrl('redis://localhost:6379'),
 ]
-
-backendConformance({ name: 'memory', make: (clock) => new MemoryBackend({ clock }) })
