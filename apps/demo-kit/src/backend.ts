@@ -1,52 +1,44 @@
 // Picks where the demo keeps its counts from FASTLIMIT_BACKEND: memory (default), sqlite:<path> or redis://...
-// and prints the startup lines every demo shares.
+// and prints the startup lines every demo shares. SQLite and Redis are imported only when chosen.
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { type Backend, FastLimit } from '@fastlimit/core'
-
-/** The backends' packages, imported only when chosen (so the memory demo needs neither Redis nor SQLite). */
-const SQLITE = '@fastlimit/sqlite'
-const REDIS = '@fastlimit/redis'
-
-interface SQLiteModule {
-  SQLiteBackend: new (path: string) => Backend
-}
-interface RedisModule {
-  RedisBackend: { fromUrl(url: string): Backend }
-}
+import { FastLimit } from '@fastlimit/core'
+// When core exports backendFromUrl, this import becomes `from '@fastlimit/core'` (the demos already
+// declare the backend packages it resolves from the application).
+import { backendFromUrl } from './backend-from-url'
 
 /** The limiter every route shares, on the backend FASTLIMIT_BACKEND names, and a label for the log. */
 export async function limiterFromEnv(
   setting = process.env.FASTLIMIT_BACKEND ?? 'memory',
 ): Promise<{ limiter: FastLimit; label: string; close: () => Promise<void> }> {
-  let backend: Backend | undefined
-  let label = 'memory'
-  if (setting === '' || setting === 'memory') {
-    backend = undefined
+  let url: string
+  let label: string
+  if (setting === '' || setting === 'memory' || setting === 'memory:') {
+    url = 'memory:'
+    label = 'memory'
   } else if (setting.startsWith('sqlite:')) {
     const path = setting.slice('sqlite:'.length)
     if (path === '')
       throw new Error('FASTLIMIT_BACKEND=sqlite:<path> needs a path, e.g. sqlite:./data/limits.db')
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
-    const { SQLiteBackend } = (await import(SQLITE)) as SQLiteModule
-    backend = new SQLiteBackend(path)
+    url = setting
     label = `SQLite at ${path}`
   } else if (/^rediss?:\/\//.test(setting)) {
-    const { RedisBackend } = (await import(REDIS)) as RedisModule
-    backend = RedisBackend.fromUrl(setting)
+    url = setting
     label = `Redis at ${setting.replace(/\/\/[^@/]*@/, '//***@')}`
   } else {
     throw new Error(
       `FASTLIMIT_BACKEND=${JSON.stringify(setting)} is not a backend: use memory, sqlite:./data/limits.db or redis://localhost:6379.`,
     )
   }
-  const limiter = new FastLimit(backend === undefined ? {} : { backend })
+  const backend = await backendFromUrl(url)
+  const limiter = new FastLimit({ backend })
   return {
     limiter,
     label,
     close: async () => {
       await limiter.close()
-      await backend?.close?.()
+      await backend.close?.()
     },
   }
 }
