@@ -430,11 +430,13 @@ export class FastLimit {
     this.#strings.set(key, set)
   }
 
-  /** The storage key of an identity in a scope. */
-  #key(identity: string, scope: string | undefined): string {
-    return scope === undefined
-      ? `${this.prefix}:{${identityName(identity)}}`
-      : storageKey(this.prefix, identity, scope)
+  /** The storage key of an identity in a scope; a promise only for an identity stored as its digest. */
+  #key(identity: string, scope: string | undefined): string | Promise<string> {
+    if (scope === undefined) {
+      const name = identityName(identity)
+      if (typeof name === 'string') return `${this.prefix}:{${name}}`
+    }
+    return storageKey(this.prefix, identity, scope)
   }
 
   /**
@@ -448,7 +450,7 @@ export class FastLimit {
    */
   check(identity: string, rules: RulesInput | RuleSet, options?: CheckOptions): Promise<Decision> {
     let list: readonly Rule[]
-    let key: string
+    let key: string | Promise<string>
     let cost = 1
     try {
       if (this.#closed) throw this.#closedError()
@@ -464,6 +466,14 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
+    if (typeof key !== 'string') {
+      return key.then((k) => this.#check(k, list, cost))
+    }
+    return this.#check(key, list, cost)
+  }
+
+  /** {@link check} once the key is known. */
+  #check(key: string, list: readonly Rule[], cost: number): Promise<Decision> {
     const sync = this.#sync
     if (sync !== undefined) {
       try {
@@ -520,7 +530,7 @@ export class FastLimit {
    */
   peek(identity: string, rules: RulesInput | RuleSet, options?: ScopeOptions): Promise<Decision> {
     let list: readonly Rule[]
-    let key: string
+    let key: string | Promise<string>
     try {
       if (this.#closed) throw this.#closedError()
       list = this.#parse(rules).rules
@@ -530,6 +540,11 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
+    return typeof key === 'string' ? this.#peek(key, list) : key.then((k) => this.#peek(k, list))
+  }
+
+  /** {@link peek} once the key is known. */
+  #peek(key: string, list: readonly Rule[]): Promise<Decision> {
     const sync = this.#sync
     if (sync?.peekSync !== undefined) {
       try {
@@ -562,7 +577,7 @@ export class FastLimit {
    * failure. Needs a backend with `reset`.
    */
   reset(identity: string, options?: ScopeOptions): Promise<void> {
-    let key: string
+    let key: string | Promise<string>
     const backend = this.backend
     try {
       if (this.#closed) throw this.#closedError()
@@ -572,9 +587,11 @@ export class FastLimit {
       return Promise.reject(err)
     }
     const reset = backend.reset as NonNullable<Backend['reset']>
-    return this.#call((o) => reset.call(backend, key, o)).catch((err) => {
-      throw this.#wrap(err)
-    })
+    return Promise.resolve(key)
+      .then((k) => this.#call((o) => reset.call(backend, k, o)))
+      .catch((err) => {
+        throw this.#wrap(err)
+      })
   }
 
   /**
