@@ -7,6 +7,7 @@
 // and there: requires one copy of better-sqlite3, imports every package as ESM and as CommonJS (on
 // this Node and on Node 18 for the packages that support it), type-checks a file that uses them
 // (node16 ESM and CommonJS, bundler), and runs @fastlimit/core/testing's suite on MemoryBackend.
+// Then installs them with pnpm too (strict node_modules) and imports them again.
 //
 //   node scripts/check-packages.mjs [--no-build] [--keep]    (--keep leaves the consumer folder)
 import { execFileSync } from 'node:child_process'
@@ -205,6 +206,43 @@ if (installed) {
   step('@fastlimit/core/testing: the conformance suite on MemoryBackend', () =>
     run('npx', ['vitest', 'run', '--reporter=dot'], consumer),
   )
+}
+
+// The same tarballs installed by pnpm, whose strict node_modules show any dependency a package uses
+// without declaring it (backendFromUrl's import of a backend package: an optional peer of core).
+const pnpmConsumer = path.join(work, 'consumer-pnpm')
+fs.mkdirSync(pnpmConsumer)
+fs.writeFileSync(
+  path.join(pnpmConsumer, 'package.json'),
+  `${JSON.stringify(
+    {
+      name: 'fastlimit-consumer-pnpm',
+      private: true,
+      version: '0.0.0',
+      pnpm: { onlyBuiltDependencies: ['better-sqlite3'] },
+    },
+    null,
+    2,
+  )}\n`,
+)
+for (const f of ['smoke.mjs', 'smoke.cjs', 'smoke-common.cjs']) {
+  fs.copyFileSync(path.join(fixtures, f), path.join(pnpmConsumer, f))
+}
+let pnpmInstalled = false
+step(
+  `pnpm add the ${tarballs.length} tarballs in ${pnpmConsumer}`,
+  () => {
+    const runtime = USER_DEPS.filter((d) => !/^(typescript|@types\/)/.test(d))
+    run('pnpm', ['add', ...tarballs, ...runtime], pnpmConsumer, { JOBS: 'max' })
+    pnpmInstalled = true
+  },
+  'pnpm install',
+)
+if (pnpmInstalled) {
+  step('pnpm layout: import as ESM and require as CommonJS', () => {
+    run('node', ['smoke.mjs'], pnpmConsumer)
+    run('node', ['smoke.cjs'], pnpmConsumer)
+  })
 }
 
 if (flags.has('--keep')) console.log(`\n[packages] kept ${work}`)

@@ -1,6 +1,7 @@
 // What a user does first with each installed tarball, shared by smoke.mjs (import) and smoke.cjs
 // (require): a limiter that refuses the second call, each adapter in a real app answering 200 then 429,
-// and (Node 20+) SQLite on a real file and a Redis backend built from a URL.
+// and (Node 20+) SQLite on a real file and a Redis backend built from a URL, directly and through
+// core's backendFromUrl (which imports the backend package only then).
 const assert = require('node:assert/strict')
 const fs = require('node:fs')
 const http = require('node:http')
@@ -64,6 +65,22 @@ async function run(mods, { label, native }) {
     })
     assert.equal(typeof redis.checkAndIncrement, 'function')
     await redis.close()
+
+    // backendFromUrl imports the backend package from core's place (an optional peer the app installed).
+    const fromUrl = fs.mkdtempSync(path.join(os.tmpdir(), 'fastlimit-consumer-url-'))
+    const chosen = await core.backendFromUrl(`sqlite:${path.join(fromUrl, 'limits.db')}`)
+    assert.match(chosen.constructor.name, /SQLiteBackend$/)
+    const ul = new core.FastLimit({ backend: chosen })
+    assert.equal((await ul.check('user', '1/min')).allowed, true)
+    assert.equal((await ul.check('user', '1/min')).allowed, false)
+    await ul.close()
+    await chosen.close()
+    fs.rmSync(fromUrl, { recursive: true, force: true })
+    const viaUrl = await core.backendFromUrl('redis://127.0.0.1:1', {
+      options: { redisOptions: { lazyConnect: true } },
+    })
+    assert.match(viaUrl.constructor.name, /RedisBackend$/) // esbuild may name it _RedisBackend
+    await viaUrl.close()
   }
   console.log(`[consumer] ${label} on Node ${process.versions.node}: every package works`)
 }

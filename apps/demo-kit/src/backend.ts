@@ -1,11 +1,16 @@
 // Picks where the demo keeps its counts from FASTLIMIT_BACKEND: memory (default), sqlite:<path> or redis://...
-// and prints the startup lines every demo shares. SQLite and Redis are imported only when chosen.
+// and prints the startup lines every demo shares. SQLite and Redis are imported only when chosen
+// (core's backendFromUrl), so the memory demo installs and runs without them.
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
-import { FastLimit } from '@fastlimit/core'
-// When core exports backendFromUrl, this import becomes `from '@fastlimit/core'` (the demos already
-// declare the backend packages it resolves from the application).
-import { backendFromUrl } from './backend-from-url'
+import { backendFromUrl, FastLimit } from '@fastlimit/core'
+
+/**
+ * Imports a backend package from here, where the full install puts @fastlimit/sqlite and
+ * @fastlimit/redis (devDependencies: the memory demo's install leaves them out). A workspace package
+ * does not get its optional peers linked, so core's own `import(name)` would not find them.
+ */
+const importer = (name: string): Promise<unknown> => import(name)
 
 /** The limiter every route shares, on the backend FASTLIMIT_BACKEND names, and a label for the log. */
 export async function limiterFromEnv(
@@ -31,7 +36,13 @@ export async function limiterFromEnv(
       `FASTLIMIT_BACKEND=${JSON.stringify(setting)} is not a backend: use memory, sqlite:./data/limits.db or redis://localhost:6379.`,
     )
   }
-  const backend = await backendFromUrl(url)
+  const backend = await backendFromUrl(url, { importer }).catch((err: Error) => {
+    if (!/not installed/.test(err.message)) throw err
+    throw new Error(
+      `${err.message} In this repository: run \`pnpm install\` at its root (the memory demo's install leaves SQLite and Redis out).`,
+      { cause: err },
+    )
+  })
   const limiter = new FastLimit({ backend })
   return {
     limiter,
