@@ -1,5 +1,6 @@
 // What a user does first with each installed tarball, shared by smoke.mjs (import) and smoke.cjs
-// (require): a limiter that refuses the second call, each adapter in a real app answering 200 then 429,
+// (require): a limiter that refuses the second call, each adapter in a real app answering 200 then 429
+// (NestJS: loaded only),
 // and (Node 20+) SQLite on a real file and a Redis backend built from a URL, directly and through
 // core's backendFromUrl (which imports the backend package only then).
 const assert = require('node:assert/strict')
@@ -52,6 +53,19 @@ async function run(mods, { label, native }) {
   assert.deepEqual([k1, k2], [200, 429], 'koa')
 
   if (native) {
+    const fapp = mods.fastifyLib()
+    await fapp.register(mods.fastify.rateLimit, { rules: '1/min' })
+    fapp.get('/', async () => 'ok')
+    const f1 = await fapp.inject({ url: '/' })
+    const f2 = await fapp.inject({ url: '/' })
+    assert.deepEqual([f1.statusCode, f2.statusCode], [200, 429], 'fastify')
+    await fapp.close()
+
+    // NestJS needs decorators compiled by the user's TypeScript; here only that the module loads whole.
+    for (const name of ['FastLimitModule', 'FastLimitGuard', 'RateLimit', 'SkipRateLimit']) {
+      assert.ok(mods.nestjs[name], `@fastlimit/nestjs exports ${name}`)
+    }
+
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastlimit-consumer-db-'))
     const backend = new mods.sqlite.SQLiteBackend(path.join(dir, 'limits.db'))
     const sl = new core.FastLimit({ backend })
@@ -81,6 +95,11 @@ async function run(mods, { label, native }) {
     })
     assert.match(viaUrl.constructor.name, /RedisBackend$/) // esbuild may name it _RedisBackend
     await viaUrl.close()
+    // A connection string opens nothing until the first decision.
+    const pgBackend = await core.backendFromUrl('postgres://fastlimit@127.0.0.1:1/fastlimit')
+    assert.match(pgBackend.constructor.name, /PostgresBackend$/)
+    assert.ok(mods.postgres.PostgresBackend)
+    await pgBackend.close()
   }
   console.log(`[consumer] ${label} on Node ${process.versions.node}: every package works`)
 }

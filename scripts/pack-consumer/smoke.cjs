@@ -2,8 +2,7 @@
 const assert = require('node:assert/strict')
 const { run } = require('./smoke-common.cjs')
 
-// On Node 18 (FASTLIMIT_CONSUMER_NODE18=1) only core and the adapters: ioredis 6, better-sqlite3 12 and
-// vitest 4 (which @fastlimit/core/testing imports) need Node 20.
+// On Node 18 (FASTLIMIT_CONSUMER_NODE18=1) only core and the Express, Hono and Koa adapters (see smoke.mjs).
 const native = process.env.FASTLIMIT_CONSUMER_NODE18 !== '1'
 const mods = {
   core: require('@fastlimit/core'),
@@ -15,8 +14,13 @@ const mods = {
   koaLib: require('koa'),
 }
 if (native) {
+  require('reflect-metadata')
+  mods.nestjs = require('@fastlimit/nestjs')
+  mods.fastify = require('@fastlimit/fastify')
+  mods.fastifyLib = require('fastify')
   mods.sqlite = require('@fastlimit/sqlite')
   mods.redis = require('@fastlimit/redis')
+  mods.postgres = require('@fastlimit/postgres')
 }
 // @fastlimit/core/testing is ESM only (it imports vitest, which cannot be require()d).
 assert.throws(() => require('@fastlimit/core/testing'), { code: 'ERR_PACKAGE_PATH_NOT_EXPORTED' })
