@@ -65,23 +65,17 @@ async function serve(
   }
 }
 
-/** The conformance suite's app: the middlewares as `mount` says, and its /info, /login and /peek routes. */
-function conformanceApp(
+/** The suite's two-middleware app: app-wide and route limits, and its /info, /login and /peek routes. */
+function layeredApp(
   lib: Express,
-  options: AdapterAppOptions,
-  mount: 'app' | 'route' | 'layered',
-  routeOptions: AdapterAppOptions | undefined,
+  appOptions: AdapterAppOptions,
+  routeOptions: AdapterAppOptions,
 ): Promise<AdapterClient> {
-  const appLimit = mount === 'route' ? undefined : rateLimit(adaptOptions(options, view))
-  const routeLimit =
-    mount === 'app'
-      ? (appLimit as RateLimitMiddleware)
-      : rateLimit(adaptOptions(mount === 'layered' ? (routeOptions ?? {}) : options, view))
-  const onRoute: RequestHandler[] = mount === 'app' ? [] : [routeLimit]
-  return serve(lib, appLimit, 'app', (app) => {
-    app.get('/limited', ...onRoute, (_req: Request, res: Response) => void res.send('ok'))
-    app.get('/info', ...onRoute, (req: Request, res: Response) => void res.json(req.rateLimit ?? null))
-    app.post('/login', ...onRoute, async (req: Request, res: Response, next) => {
+  const routeLimit: RateLimitMiddleware = rateLimit(adaptOptions(routeOptions, view))
+  return serve(lib, rateLimit(adaptOptions(appOptions, view)), 'app', (app) => {
+    app.get('/limited', routeLimit, (_req: Request, res: Response) => void res.send('ok'))
+    app.get('/info', routeLimit, (req: Request, res: Response) => void res.json(req.rateLimit ?? null))
+    app.post('/login', routeLimit, async (req: Request, res: Response, next) => {
       try {
         if (req.get('x-password') !== 'right') return void res.status(401).send('wrong')
         if (req.get('x-reset') === 'middleware') await routeLimit.reset(req)
@@ -108,7 +102,8 @@ for (const [version, lib] of [
 ] as const) {
   adapterConformance({
     name: `@fastlimit/express on ${version}`,
-    makeApp: (options, mount, routeOptions) => conformanceApp(lib, options, mount, routeOptions),
+    makeApp: (options: AdapterAppOptions, mount) => serve(lib, rateLimit(adaptOptions(options, view)), mount),
+    makeLayeredApp: (appOptions, routeOptions) => layeredApp(lib, appOptions, routeOptions),
   })
 
   describe(`@fastlimit/express on ${version}`, () => {

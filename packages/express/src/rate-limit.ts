@@ -6,6 +6,7 @@ import {
   type Decision,
   type HttpAdapter,
   type HttpDenial,
+  type HttpInvalidCost,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -123,14 +124,19 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const deny = handler === undefined ? sendDenial : denyWith(handler)
   // Not async: run() sends errors to next(err) itself, so nothing is left for Express 4 to drop.
   function fastlimit(req: Request, res: Response, next: NextFunction): void {
-    void http.run<void>(req, res, next, deny, next)
+    void http.run<void>(req, res, next, deny, next, sendDenial)
   }
   fastlimit.reset = (req: Request) => http.reset(req)
   fastlimit.peek = (req: Request) => http.peek(req)
   return fastlimit as RateLimitMiddleware
 }
 
-function sendDenial(_req: Request, res: Response, denial: HttpDenial, next: () => void): void {
+function sendDenial(
+  _req: Request,
+  res: Response,
+  denial: HttpDenial | HttpInvalidCost,
+  next: () => void,
+): void {
   try {
     res.statusCode = denial.status
     res.setHeader('content-type', denial.contentType)
@@ -142,7 +148,6 @@ function sendDenial(_req: Request, res: Response, denial: HttpDenial, next: () =
 
 function denyWith(handler: NonNullable<RateLimitOptions['handler']>) {
   return async (req: Request, res: Response, denial: HttpDenial, next: () => void): Promise<void> => {
-    if (denial.decision === undefined) return sendDenial(req, res, denial, next)
     try {
       await handler(req, res, next as NextFunction, denial.decision)
     } catch (err) {

@@ -36,22 +36,17 @@ function build(limit: MiddlewareHandler, mount: 'app' | 'route'): Hono {
   return app
 }
 
-/** The conformance suite's app: the middlewares as `mount` says, and its /info, /login and /peek routes. */
-function conformanceApp(
+/** The suite's two-middleware app: app-wide and route limits, and its /info, /login and /peek routes. */
+function layeredApp(
   make: (options: AdapterAppOptions) => RateLimitMiddleware,
-  options: AdapterAppOptions,
-  mount: 'app' | 'route' | 'layered',
-  routeOptions: AdapterAppOptions | undefined,
+  appOptions: AdapterAppOptions,
+  routeOptions: AdapterAppOptions,
 ): Hono {
   const app = new Hono()
   app.onError((err, c) => c.text(String((err as { code?: string }).code ?? 'error'), 500))
-  const appLimit = mount === 'route' ? undefined : make(options)
-  const routeLimit =
-    mount === 'app'
-      ? (appLimit as RateLimitMiddleware)
-      : make(mount === 'layered' ? (routeOptions ?? {}) : options)
-  if (appLimit !== undefined) app.use(appLimit)
-  if (mount !== 'app') for (const path of ['/limited', '/info', '/login']) app.use(path, routeLimit)
+  const routeLimit = make(routeOptions)
+  app.use(make(appOptions))
+  for (const path of ['/limited', '/info', '/login']) app.use(path, routeLimit)
   app.get('/info', (c) => c.json(c.var.rateLimit ?? null))
   app.post('/login', async (c) => {
     if (c.req.header('x-password') !== 'right') return c.text('wrong', 401)
@@ -93,31 +88,33 @@ async function overSocket(app: Hono): Promise<AdapterClient> {
   }
 }
 
-const make = (options: AdapterAppOptions) => rateLimit(adaptOptions(options, view))
+/** The middleware of the suite's options; with `connInfo`, finding the address through getConnInfo (as on Bun, Deno, Workers). */
+const make = (options: AdapterAppOptions, connInfo = false) =>
+  rateLimit({
+    ...adaptOptions(options, view),
+    ...(connInfo ? { getConnInfo: () => ({ remote: { address: '127.0.0.1' } }) } : {}),
+  })
 
 adapterConformance({
   name: '@fastlimit/hono in process (app.request)',
-  makeApp: (options, mount, routeOptions) => inProcess(conformanceApp(make, options, mount, routeOptions)),
+  makeApp: (options, mount) => inProcess(build(make(options), mount)),
+  makeLayeredApp: (appOptions, routeOptions) => inProcess(layeredApp(make, appOptions, routeOptions)),
 })
 
 adapterConformance({
   name: '@fastlimit/hono on @hono/node-server',
-  makeApp: (options, mount, routeOptions) => overSocket(conformanceApp(make, options, mount, routeOptions)),
+  makeApp: (options, mount) => overSocket(build(make(options), mount)),
+  makeLayeredApp: (appOptions, routeOptions) => overSocket(layeredApp(make, appOptions, routeOptions)),
 })
 
 adapterConformance({
   name: '@fastlimit/hono with getConnInfo (as on Bun, Deno, Workers)',
-  makeApp: (options, mount, routeOptions) => {
-    const app = conformanceApp(
-      (o) =>
-        rateLimit({
-          ...adaptOptions(o, view),
-          getConnInfo: () => ({ remote: { address: '127.0.0.1' } }),
-        }),
-      options,
-      mount,
-      routeOptions,
-    )
+  makeApp: (options, mount) => {
+    const app = build(make(options, true), mount)
+    return { request: async (path, init) => read(await app.request(path, init)) }
+  },
+  makeLayeredApp: (appOptions, routeOptions) => {
+    const app = layeredApp((o) => make(o, true), appOptions, routeOptions)
     return { request: async (path, init) => read(await app.request(path, init)) }
   },
 })

@@ -7,6 +7,7 @@ import {
   type Decision,
   type HttpAdapter,
   type HttpDenial,
+  type HttpInvalidCost,
   type HttpLimiter,
   type RateLimitCommonOptions,
   type RateLimitInfo,
@@ -164,8 +165,7 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const deny =
     handler === undefined
       ? sendDenial
-      : (c: Context, sink: HeaderSink, denial: HttpDenial) =>
-          denial.decision === undefined ? sendDenial(c, sink, denial) : handler(c, denial.decision)
+      : (c: Context, _: HeaderSink, denial: HttpDenial) => handler(c, denial.decision)
   const fastlimit: MiddlewareHandler = function fastlimit(c, next) {
     const outgoing = nodeBindings(c)?.outgoing
     if (outgoing !== undefined && typeof outgoing.setHeader === 'function') {
@@ -174,6 +174,8 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
         outgoing as NodeOutgoing,
         next as () => Promise<undefined>,
         deny,
+        undefined,
+        sendDenial,
       )
     }
     return viaHono(http, c, next, deny)
@@ -187,8 +189,16 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
 type NodeOutgoing = Exclude<HeaderSink, string[]>
 type Deny = (c: Context, sink: HeaderSink, denial: HttpDenial) => Response | Promise<Response>
 
-function sendDenial(c: Context, _: HeaderSink, denial: HttpDenial): Response {
+function sendDenial(c: Context, _: HeaderSink, denial: HttpDenial | HttpInvalidCost): Response {
   return c.body(denial.body, denial.status as 429, { 'content-type': denial.contentType })
+}
+
+function passThrough(): undefined {
+  return undefined
+}
+
+function refusal<D>(_c: Context, _sink: HeaderSink, denial: D): D {
+  return denial
 }
 
 /** Off @hono/node-server: headers go through Hono's context, and survive a Response the handler builds. */
@@ -199,9 +209,18 @@ async function viaHono(
   deny: Deny,
 ): Promise<Response | undefined> {
   const sink: string[] = []
-  const denial = await http.handle(c, sink)
+  const denial = await http.run<HttpDenial | HttpInvalidCost | undefined>(
+    c,
+    sink,
+    passThrough,
+    refusal,
+    undefined,
+    refusal,
+  )
   copyHeaders(c, sink)
-  if (denial !== undefined) return deny(c, sink, denial)
+  if (denial !== undefined) {
+    return denial.kind === 'invalid-cost' ? sendDenial(c, sink, denial) : deny(c, sink, denial)
+  }
   await next()
   // A handler that returns a Response of its own drops headers set before it: set them again.
   if (sink.length > 0 && c.res.headers.get(sink[0] as string) === null) {

@@ -73,21 +73,18 @@ async function serve(
   }
 }
 
-/** The conformance suite's app: the middlewares as `mount` says, and its /info, /login and /peek routes. */
-function conformanceApp(
+/** The suite's two-middleware app: app-wide and route limits, and its /info, /login and /peek routes. */
+function layeredApp(
   App: typeof Koa,
-  options: AdapterAppOptions,
-  mount: 'app' | 'route' | 'layered',
-  routeOptions: AdapterAppOptions | undefined,
+  appOptions: AdapterAppOptions,
+  routeOptions: AdapterAppOptions,
 ): Promise<AdapterClient> {
-  const appLimit = mount === 'route' ? undefined : rateLimit(adaptOptions(options, view))
-  const routeLimit =
-    mount === 'app'
-      ? (appLimit as RateLimitMiddleware)
-      : rateLimit(adaptOptions(mount === 'layered' ? (routeOptions ?? {}) : options, view))
-  const onRoute = (handler: (ctx: Context) => Promise<void> | void): Middleware =>
-    mount === 'app' ? handler : (ctx) => routeLimit(ctx, async () => handler(ctx))
-  return serve(App, appLimit, 'app', {
+  const routeLimit: RateLimitMiddleware = rateLimit(adaptOptions(routeOptions, view))
+  const onRoute =
+    (handler: (ctx: Context) => Promise<void> | void): Middleware =>
+    (ctx) =>
+      routeLimit(ctx, async () => handler(ctx))
+  return serve(App, rateLimit(adaptOptions(appOptions, view)), 'app', {
     'GET /limited': onRoute((ctx) => {
       ctx.body = 'ok'
     }),
@@ -117,7 +114,8 @@ for (const [version, App] of [
 ] as const) {
   adapterConformance({
     name: `@fastlimit/koa on ${version}`,
-    makeApp: (options, mount, routeOptions) => conformanceApp(App, options, mount, routeOptions),
+    makeApp: (options, mount) => serve(App, rateLimit(adaptOptions(options, view)), mount),
+    makeLayeredApp: (appOptions, routeOptions) => layeredApp(App, appOptions, routeOptions),
   })
 
   describe(`@fastlimit/koa on ${version}`, () => {

@@ -6,6 +6,7 @@ import {
   type Decision,
   type HttpAdapter,
   type HttpDenial,
+  type HttpInvalidCost,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -106,10 +107,9 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const deny =
     handler === undefined
       ? sendDenial
-      : (ctx: Context, _: Context, denial: HttpDenial) =>
-          denial.decision === undefined ? sendDenial(ctx, ctx, denial) : handler(ctx, denial.decision)
+      : (ctx: Context, _: Context, denial: HttpDenial) => handler(ctx, denial.decision)
   const fastlimit: Middleware = function fastlimit(ctx, next) {
-    return http.run<unknown>(ctx, ctx, next, deny)
+    return http.run<unknown>(ctx, ctx, next, deny, undefined, sendDenial)
   }
   return Object.assign(fastlimit, {
     reset: (ctx: Context) => http.reset(ctx),
@@ -117,7 +117,7 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   })
 }
 
-function sendDenial(ctx: Context, _: Context, denial: HttpDenial): void {
+function sendDenial(ctx: Context, _: Context, denial: HttpDenial | HttpInvalidCost): void {
   ctx.status = denial.status
   ctx.set('content-type', denial.contentType)
   ctx.body = denial.body

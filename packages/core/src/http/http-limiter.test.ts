@@ -4,7 +4,7 @@ import { ConfigError, FastlimitError } from '../errors'
 import { type BackendErrorPolicy, type Decision, FastLimit } from '../limiter'
 import { MemoryBackend } from '../memory'
 import { fakeClock } from '../testing'
-import { createHttpLimiter, type HttpAdapter, problemDetails } from './http-limiter'
+import { createHttpLimiter, type HttpAdapter, InvalidCostError, problemDetails } from './http-limiter'
 import type { RateLimitInfo } from './info'
 import type { RateLimitCommonOptions } from './options'
 
@@ -320,7 +320,7 @@ describe('createHttpLimiter: per request', () => {
     try {
       ;(globalThis as Record<symbol, Set<string> | undefined>)[Symbol.for('fastlimit.warnings')]?.clear()
       let value: unknown
-      const { send, limiter } = make({ rules: '3/min', cost: () => value as number })
+      const { http, limiter } = make({ rules: '3/min', cost: () => value as number })
       const bad = [
         Number.NaN,
         -1,
@@ -336,15 +336,36 @@ describe('createHttpLimiter: per request', () => {
       ]
       for (const v of bad) {
         value = v
-        const { res, denial } = await send()
-        expect(denial, String(v)).toMatchObject({
+        const res: Res = {}
+        // With an invalid callback (what the adapters pass), the 400 to send as it is.
+        const sent = await http.run<unknown>(
+          { remote: '203.0.113.7' },
+          res,
+          () => 'next',
+          () => 'deny',
+          undefined,
+          (_req, _res, refusal) => refusal,
+        )
+        expect(sent, String(v)).toEqual({
           kind: 'invalid-cost',
           status: 400,
           contentType: 'application/problem+json',
-          decision: undefined,
+          body: expect.any(String),
         })
-        expect(JSON.parse(denial?.body ?? '')).toMatchObject({ title: 'Bad Request', status: 400 })
+        expect(JSON.parse((sent as { body: string }).body)).toMatchObject({
+          title: 'Bad Request',
+          status: 400,
+        })
         expect(res).toEqual({})
+        // Without one (handle(), or an adapter that passes none): an error with status 400 for the framework.
+        const error = await http.handle({ remote: '203.0.113.7' }, {}).catch((err: unknown) => err)
+        expect(error, String(v)).toBeInstanceOf(InvalidCostError)
+        expect(error).toMatchObject({
+          code: 'ERR_FASTLIMIT_ARGUMENT',
+          status: 400,
+          statusCode: 400,
+          expose: true,
+        })
       }
       expect((await limiter.peek('203.0.113.7', '3/min')).remaining).toBe(3)
       // A cost that is not a number at all is the application's bug: said once.
@@ -354,7 +375,7 @@ describe('createHttpLimiter: per request', () => {
       )
       // An async cost is read the same way.
       const asyncBad = make({ rules: '3/min', cost: async () => Number.NaN })
-      expect((await asyncBad.send()).denial?.status).toBe(400)
+      await expect(asyncBad.send()).rejects.toMatchObject({ status: 400, cost: Number.NaN })
       // In shadow mode nothing is refused: the request goes on, uncounted.
       const shadow = make({ rules: '3/min', cost: () => -1, mode: 'shadow' })
       expect(await shadow.send()).toEqual({ res: {}, denial: undefined })

@@ -1,6 +1,6 @@
 // The framework-neutral HTTP limiter: options checked once, then one lean path per request.
 
-import { ConfigError, show } from '../errors'
+import { ConfigError, FastlimitError, show } from '../errors'
 import { type CheckOptions, type Decision, FastLimit } from '../limiter'
 import type { RuleSet } from '../rules'
 import {
@@ -85,16 +85,12 @@ function headerName(name: ProxyHeader): string {
 }
 
 /**
- * A refusal the adapter must send: the headers are already set on the response. `kind` says which:
- * over the limit (`'limit'`, `statusCode`, 429 by default), the limiter's store unavailable under
- * `'fail-closed'` (`'outage'`, `outageStatusCode`, 503 by default), or a `cost` function that gave
- * no usable cost (`'invalid-cost'`, 400, with no decision). An application's own `handler` gets the
- * first two; the third is always sent as it is.
+ * A refusal the limiter decided, which the adapter must send (the headers are already set on the
+ * response): over the limit (`kind: 'limit'`, `statusCode`, 429 by default), or the limiter's store
+ * unavailable under `'fail-closed'` (`kind: 'outage'`, `outageStatusCode`, 503 by default). An
+ * application's own `handler` gets both.
  */
-export type HttpDenial = HttpLimitDenial | HttpInvalidCostDenial
-
-/** A refusal decided by the limiter: over the limit, or the store unavailable under `'fail-closed'`. */
-export interface HttpLimitDenial {
+export interface HttpDenial {
   /** `'limit'`: over the limit (or a cost the limit can never admit); `'outage'`: the store could not decide. */
   readonly kind: 'limit' | 'outage'
   /** The status to send: `statusCode` (429 by default) or, for an outage, `outageStatusCode` (503 by default). */
@@ -107,8 +103,12 @@ export interface HttpLimitDenial {
   readonly decision: Decision
 }
 
-/** A request refused before any decision because `cost` gave no usable cost (`invalidCost: 'reject'`). */
-export interface HttpInvalidCostDenial {
+/**
+ * A request refused with 400 before any decision, because `cost` gave no usable cost
+ * (`invalidCost: 'reject'`). Given to the `invalid` callback of {@link HttpLimiter.run}; without one,
+ * the request fails with an {@link InvalidCostError} instead.
+ */
+export interface HttpInvalidCost {
   readonly kind: 'invalid-cost'
   /** 400. */
   readonly status: number
@@ -116,8 +116,32 @@ export interface HttpInvalidCostDenial {
   readonly contentType: string
   /** RFC 9457 problem details saying the request cannot be weighed. */
   readonly body: string
-  /** No decision was made. */
-  readonly decision: undefined
+}
+
+/**
+ * The error a request fails with when `cost` gave no usable cost and the adapter passed no `invalid`
+ * callback to {@link HttpLimiter.run} (or used {@link HttpLimiter.handle}). It carries `status` and
+ * `statusCode` 400 and `expose: true`, which Express's, Koa's and Fastify's default error handling
+ * read, so the client gets a 400, not a 500.
+ */
+export class InvalidCostError extends FastlimitError {
+  /** 400. */
+  readonly status = 400
+  /** 400. */
+  readonly statusCode = 400
+  /** The message may be shown to the client. */
+  readonly expose = true
+  /** The value `cost` gave. */
+  readonly cost: unknown
+
+  constructor(adapter: string, cost: unknown) {
+    super(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [${adapter}] This request cannot be weighed: cost gave ${show(cost)}, not a whole number of 0 or more (invalidCost: 'reject').`,
+    )
+    this.name = 'InvalidCostError'
+    this.cost = cost
+  }
 }
 
 function passThrough(): undefined {
@@ -127,6 +151,9 @@ function passThrough(): undefined {
 function refusal<Req, Res>(_req: Req, _res: Res, denial: HttpDenial): HttpDenial {
   return denial
 }
+
+/** The `invalid` callback of {@link HttpLimiter.handle}: none, so the request fails with InvalidCostError. */
+const NO_INVALID = undefined
 
 const OPTION_NAMES = [
   'limiter',
@@ -196,12 +223,11 @@ export function problemDetails(status: number, decision: Decision): string {
 }
 
 /** The refusal of a request whose cost is unusable. */
-const INVALID_COST: HttpInvalidCostDenial = Object.freeze({
+const INVALID_COST: HttpInvalidCost = Object.freeze({
   kind: 'invalid-cost',
   status: 400,
   contentType: PROBLEM_JSON,
   body: '{"type":"about:blank","title":"Bad Request","status":400,"detail":"This request cannot be weighed: its rate-limit cost is not a whole number of 0 or more."}',
-  decision: undefined,
 })
 
 /** Where the HTTP layer links the infos of a request when the adapter gives no `attach`/`attached`. */
@@ -672,22 +698,25 @@ export class HttpLimiter<Req, Res> {
   /**
    * Decides one request: sets the RateLimit headers on `res` and resolves with the refusal to send,
    * or `undefined` to let the request through (allowed, skipped, allow-listed, or in shadow mode).
-   * Rejects with the error of a `key`, `cost` or `skip` function, or of the backend under
-   * `onBackendError: 'throw'`: the adapter hands it to the framework's error handling.
+   * Rejects with the error of a `key`, `cost` or `skip` function, of the backend under
+   * `onBackendError: 'throw'`, or an {@link InvalidCostError} (status 400) for an unusable cost: the
+   * adapter hands it to the framework's error handling.
    */
   handle(req: Req, res: Res): Promise<HttpDenial | undefined> {
-    return this.run(req, res, passThrough, refusal)
+    return this.run(req, res, passThrough, refusal, undefined, NO_INVALID)
   }
 
   /**
    * {@link handle} for middleware, in one step: decides, then returns `next()` when the request may
    * proceed or `deny(req, res, denial, next)` when it must be refused (no closure per request). An error while deciding rejects,
    * or goes to `fail` when given (for frameworks, like Express 4, that ignore a rejected promise).
-   * Errors of `next` and `deny` are theirs: they are not caught here.
+   * A request whose `cost` is unusable goes to `invalid(req, res, refusal, next)` when given (send
+   * `refusal` as it is: 400, problem details), otherwise it fails with an {@link InvalidCostError}.
+   * Errors of `next`, `deny` and `invalid` are theirs: they are not caught here.
    *
    * @example
    * ```ts
-   * const middleware = (req, res, next) => http.run(req, res, next, sendDenial, next)
+   * const middleware = (req, res, next) => http.run(req, res, next, sendDenial, next, sendDenial)
    * ```
    */
   async run<T>(
@@ -696,8 +725,10 @@ export class HttpLimiter<Req, Res> {
     next: () => T | Promise<T>,
     deny: (req: Req, res: Res, denial: HttpDenial, next: () => T | Promise<T>) => T | Promise<T>,
     fail?: (error: unknown) => T,
+    invalid?: (req: Req, res: Res, refusal: HttpInvalidCost, next: () => T | Promise<T>) => T | Promise<T>,
   ): Promise<T> {
     let denial: HttpDenial | undefined
+    let unusable = false
     try {
       let proceed = true
       const skipMethods = this.#skipMethods
@@ -734,13 +765,17 @@ export class HttpLimiter<Req, Res> {
           decision = await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
-          let cost: number | undefined = typeof c === 'number' ? c : await c
+          const given = typeof c === 'number' ? c : await c
+          let cost: number | undefined = given
           // 0 is "not counted"; anything else that is not a whole number of 1 or more follows invalidCost.
           if (typeof cost !== 'number' || !(cost > 0) || !Number.isSafeInteger(cost)) {
             cost = cost === 0 ? 0 : this.#unusableCost(cost)
           }
           if (cost === undefined) {
-            if (this.mode !== 'shadow') denial = INVALID_COST
+            if (this.mode !== 'shadow') {
+              if (invalid === undefined) throw new InvalidCostError(this.#name, given)
+              unusable = true
+            }
           } else if (cost !== 0) {
             decision = await this.limiter.check(identity, this.rules, { cost, scope: this.#scope })
           }
@@ -771,6 +806,7 @@ export class HttpLimiter<Req, Res> {
       if (fail === undefined) throw err
       return fail(err)
     }
+    if (unusable) return (invalid as NonNullable<typeof invalid>)(req, res, INVALID_COST, next)
     return denial === undefined ? next() : deny(req, res, denial, next)
   }
 
@@ -793,7 +829,7 @@ export class HttpLimiter<Req, Res> {
     return this.#invalidCost === 'reject' ? undefined : this.#invalidCost
   }
 
-  async #deny(req: Req, decision: Decision): Promise<HttpLimitDenial> {
+  async #deny(req: Req, decision: Decision): Promise<HttpDenial> {
     const outage = decision.reason === 'fail-closed'
     const kind = outage ? 'outage' : 'limit'
     const status = outage ? this.outageStatusCode : this.statusCode

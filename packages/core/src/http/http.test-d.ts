@@ -73,8 +73,8 @@ describe('HTTP layer types', () => {
     expectTypeOf<RateLimitInfo['reset']>().toEqualTypeOf<() => Promise<void>>()
     expectTypeOf<RateLimitInfo['peek']>().toEqualTypeOf<() => Promise<RateLimitInfo>>()
     const denial = {} as HttpDenial
-    if (denial.kind === 'invalid-cost') expectTypeOf(denial.decision).toEqualTypeOf<undefined>()
-    else expectTypeOf(denial.decision).toEqualTypeOf<Decision>()
+    expectTypeOf(denial.kind).toEqualTypeOf<'limit' | 'outage'>()
+    expectTypeOf(denial.decision).toEqualTypeOf<Decision>()
     const options: RateLimitCommonOptions<Req> = { invalidCost: 'reject', outageStatusCode: 503 }
     expectTypeOf(options.invalidCost).toEqualTypeOf<'reject' | number | undefined>()
   })

@@ -2,8 +2,14 @@
 
 export type { HeaderEntry, HeaderFormat, SetHeader } from './headers'
 export { applyCombined, delaySeconds, HEADER_FORMATS, RateLimitHeaders, retryAfterValue } from './headers'
-export type { HttpAdapter, HttpDenial, HttpInvalidCostDenial, HttpLimitDenial } from './http-limiter'
-export { checkHandler, createHttpLimiter, HttpLimiter, problemDetails } from './http-limiter'
+export type { HttpAdapter, HttpDenial, HttpInvalidCost } from './http-limiter'
+export {
+  checkHandler,
+  createHttpLimiter,
+  HttpLimiter,
+  InvalidCostError,
+  problemDetails,
+} from './http-limiter'
 export type { RateLimitInfo, RateLimitInfoJSON } from './info'
 export type {
   Cidr,
