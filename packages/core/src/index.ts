@@ -92,3 +92,5 @@ export {
   parseRules,
   parseWindow,
 } from './rules'
+export type { Throttled, ThrottleOptions, WaitOptions } from './wait'
+export { throttle } from './wait'
