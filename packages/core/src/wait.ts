@@ -544,13 +544,22 @@ export class Waits {
       w.expired = true
       return
     }
-    const wasHead = w.queue.head === w
-    const known = w.queue.known
+    const queue = w.queue
+    const wasHead = queue.head === w
+    if (wasHead && queue.wake !== undefined && queue.wake.at <= w.deadline) {
+      // Its retry time is its deadline: the check it was sleeping for still counts.
+      this.#timers.cancel(queue.wake)
+      queue.wake = undefined
+      w.expired = true
+      this.#check(queue, w, performance.now())
+      return
+    }
+    const known = queue.known
     this.#settle(w)
     w.reject(
       tooLong(
         `not admitted within maxWaitMs ${w.maxWaitMs}.`,
-        known !== undefined && known.decision === undefined ? w.queue.lastError : undefined,
+        known !== undefined && known.decision === undefined ? queue.lastError : undefined,
       ),
     )
     this.#left(w, wasHead)
