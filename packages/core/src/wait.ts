@@ -345,6 +345,8 @@ export class Waits {
   readonly #queues = new Map<string, Queue>()
   readonly #timers = new Timers()
   #closed: FastlimitError | undefined
+  /** The shortest round trip of a store call seen so far, in ms (Infinity before the first). */
+  #minRtt = Number.POSITIVE_INFINITY
 
   constructor(limiter: FastLimit) {
     this.#limiter = limiter
@@ -651,7 +653,13 @@ export class Waits {
         )
       }
     } else {
-      const retryAt = now + d.retryAfterMs
+      // Aim for the check to reach the store at the exact retry time: leave half a round trip early
+      // (half the shortest one seen, so a busy event loop does not make it early). A process far from
+      // the store is then not beaten to every unit by nearer ones; a check that still arrives early is
+      // denied, charges nothing and gives the exact time left.
+      const rtt = now - sentAt
+      if (rtt < this.#minRtt) this.#minRtt = rtt
+      const retryAt = now + d.retryAfterMs - this.#minRtt / 2
       queue.known = { sentAt, retryAt, cost: w.cost, decision: d }
       if (!w.done && (w.expired || retryAt > w.deadline)) {
         this.#settle(w)
