@@ -320,6 +320,60 @@ describe('limiter.wait', () => {
     expect(vi.getTimerCount()).toBe(0)
   })
 
+  it('many queues with random deadlines, costs and aborts: each settles by its deadline, in order, with no timer left', async () => {
+    let seed = 42
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed / 2 ** 31
+    }
+    const l = limiter()
+    const rule = { limit: 3, window: '1s', burst: 2 }
+    const calls = Array.from({ length: 400 }, (_, i) => {
+      const controller = new AbortController()
+      const identity = `k${Math.floor(random() * 15)}`
+      const maxWaitMs = random() < 0.5 ? Math.floor(random() * 8000) : Number.POSITIVE_INFINITY
+      const abortAt = random() < 0.2 ? Math.floor(random() * 8000) : undefined
+      if (abortAt !== undefined) setTimeout(() => controller.abort(), abortAt)
+      const cost = 1 + Math.floor(random() * 2)
+      return {
+        i,
+        identity,
+        maxWaitMs,
+        abortAt,
+        cost,
+        p: l.wait(identity, rule, { cost, maxWaitMs, signal: controller.signal }),
+      }
+    })
+    const out = track(calls.map((c) => c.p))
+    await vi.advanceTimersByTimeAsync(400_000)
+    const admittedAt = new Map<string, Array<[number, number]>>()
+    for (const c of calls) {
+      const o = out[c.i] as Tracked<Decision>
+      expect(o.at, `call ${c.i} settled`).toBeDefined()
+      expect(o.at as number).toBeLessThanOrEqual(Math.min(c.maxWaitMs, c.abortAt ?? Number.POSITIVE_INFINITY))
+      if (o.value !== undefined) {
+        const list = admittedAt.get(c.identity) ?? []
+        list.push([o.at as number, c.i])
+        admittedAt.set(c.identity, list)
+      } else if (c.abortAt === undefined || (o.at as number) < c.abortAt) {
+        expect(['ERR_FASTLIMIT_WAIT_TOO_LONG']).toContain(errorOf(o).code)
+      }
+    }
+    const settled = out.map((o) =>
+      o.value !== undefined ? 'ok' : o.error instanceof FastlimitError ? o.error.code : 'abort',
+    )
+    // Each way out happens (this seed: 235 admitted, 32 aborted, 133 refused).
+    expect(settled.filter((x) => x === 'ok').length).toBeGreaterThan(100)
+    expect(settled.filter((x) => x === 'abort').length).toBeGreaterThan(10)
+    expect(settled.filter((x) => x === 'ERR_FASTLIMIT_WAIT_TOO_LONG').length).toBeGreaterThan(50)
+    // First in, first out per identity: admission times never decrease in call order.
+    for (const list of admittedAt.values()) {
+      for (let k = 1; k < list.length; k++)
+        expect((list[k] as [number, number])[0]).toBeGreaterThanOrEqual((list[k - 1] as [number, number])[0])
+    }
+    expect(vi.getTimerCount()).toBe(0)
+  })
+
   it('rejects bad arguments with ERR_FASTLIMIT_ARGUMENT and bad rules with ERR_FASTLIMIT_CONFIG', async () => {
     const l = limiter()
     const code = (p: Promise<unknown>) =>

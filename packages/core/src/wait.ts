@@ -91,8 +91,13 @@ class Timers {
   }
 
   cancel(timer: Timer): void {
+    if (timer.index < 0) return
+    this.#remove(timer)
+    this.#arm()
+  }
+
+  #remove(timer: Timer): void {
     const i = timer.index
-    if (i < 0) return
     timer.index = -1
     const heap = this.#heap
     const last = heap.pop() as Timer
@@ -102,7 +107,6 @@ class Timers {
       this.#down(i)
       this.#up(last.index)
     }
-    this.#arm()
   }
 
   /** Forgets every timer and clears the handle. */
@@ -135,7 +139,7 @@ class Timers {
     const heap = this.#heap
     while (heap.length > 0 && (heap[0] as Timer).at <= now) {
       const t = heap[0] as Timer
-      this.cancel(t)
+      this.#remove(t)
       due.push(t)
     }
     // Timers may fire a fraction of a millisecond before their time: those wait for the next round.
@@ -350,13 +354,6 @@ export class Waits {
 
   constructor(limiter: FastLimit) {
     this.#limiter = limiter
-  }
-
-  /** Waiters pending in every queue (for tests and metrics). */
-  get pending(): number {
-    let n = 0
-    for (const q of this.#queues.values()) n += q.size
-    return n
   }
 
   /** See {@link FastLimit.wait}. */
