@@ -93,4 +93,4 @@ export {
   parseWindow,
 } from './rules'
 export type { Throttled, ThrottleOptions, WaitOptions } from './wait'
-export { throttle } from './wait'
+export { throttle, WaitTooLongError } from './wait'

@@ -10,6 +10,7 @@ import {
   MemoryBackend,
   type RulesInput,
   throttle,
+  WaitTooLongError,
 } from './index'
 
 const ALGORITHMS: readonly Algorithm[] = [
@@ -169,6 +170,7 @@ describe('limiter.wait', () => {
     expect(err).toBeInstanceOf(FastlimitError)
     expect((err as FastlimitError).code).toBe('ERR_FASTLIMIT_WAIT_TOO_LONG')
     expect((err as FastlimitError).message).toMatch(/cost 11 can never pass rule "10\/1s".*holds at most 10/)
+    expect((err as WaitTooLongError).retryAfterMs).toBe(Number.POSITIVE_INFINITY)
   })
 
   it('refuses at once, with no time passing, a wait the store says would end after maxWaitMs', async () => {
@@ -179,6 +181,11 @@ describe('limiter.wait', () => {
     expect(performance.now() - start).toBe(0)
     expect((err as FastlimitError).code).toBe('ERR_FASTLIMIT_WAIT_TOO_LONG')
     expect((err as FastlimitError).message).toMatch(/no earlier than in 1000 ms, after maxWaitMs 999/)
+    // What a 429 needs: the wait known at the refusal, and the store's decision for its headers.
+    expect(err).toBeInstanceOf(WaitTooLongError)
+    expect((err as WaitTooLongError).retryAfterMs).toBe(1000)
+    expect((err as WaitTooLongError).decision?.allowed).toBe(false)
+    expect((err as WaitTooLongError).decision?.resetMs).toBe(Date.now() + 1000)
     // 1000 ms is enough.
     const out = track([l.wait('u', '1/s', { maxWaitMs: 1000 })])
     await vi.advanceTimersByTimeAsync(1000)
@@ -198,6 +205,8 @@ describe('limiter.wait', () => {
       expect(o.at).toBe(0)
       expect((o.error as FastlimitError).code).toBe('ERR_FASTLIMIT_WAIT_TOO_LONG')
     }
+    // Each would have come 12th (the refused leave no place behind): 1100 ms at the earliest.
+    for (const o of refusedAtOnce) expect((o.error as WaitTooLongError).retryAfterMs).toBe(1100)
     await vi.advanceTimersByTimeAsync(1000)
     expect(out.slice(0, 11).map((o) => o.at)).toEqual([0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000])
     expect(vi.getTimerCount()).toBe(0)

@@ -286,10 +286,50 @@ function projection(queue: Queue, units: number, now: number): number {
   return (usable === undefined ? now : usable.sentAt) + ms
 }
 
-function tooLong(message: string, cause?: unknown): FastlimitError {
-  return new FastlimitError(
-    'ERR_FASTLIMIT_WAIT_TOO_LONG',
+/**
+ * The rejection of a `wait` (or a throttled call) that cannot be admitted within its `maxWaitMs`, or whose
+ * cost can never pass: code `ERR_FASTLIMIT_WAIT_TOO_LONG`, with what was known when it was refused, so
+ * that an HTTP 429 can carry `Retry-After` and the rate-limit headers.
+ */
+export class WaitTooLongError extends FastlimitError {
+  /**
+   * Milliseconds from the refusal until the cost could be admitted at the earliest, as far as this
+   * process knew (the store's retry time, or its projection over the cost queued ahead); `Infinity` when
+   * it can never pass; `undefined` when nothing was known (the store failing, or a wait for a
+   * concurrency slot). A lower bound: other processes can only make it later.
+   */
+  readonly retryAfterMs: number | undefined
+  /**
+   * The store's last decision for this identity and rules in this process, if any (a denial, or the
+   * admission of the waiter ahead): the limit, remaining and reset figures for rate-limit headers.
+   */
+  readonly decision: Decision | undefined
+
+  constructor(
+    message: string,
+    retryAfterMs: number | undefined,
+    decision: Decision | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super('ERR_FASTLIMIT_WAIT_TOO_LONG', message, options)
+    this.name = 'WaitTooLongError'
+    this.retryAfterMs = retryAfterMs
+    this.decision = decision
+  }
+}
+
+function tooLong(
+  message: string,
+  retryAfterMs: number | undefined,
+  decision: Decision | undefined,
+  cause?: unknown,
+): WaitTooLongError {
+  return new WaitTooLongError(
     `[fastlimit] [core] wait: ${message}`,
+    retryAfterMs === undefined || retryAfterMs === Number.POSITIVE_INFINITY
+      ? retryAfterMs
+      : Math.max(0, Math.ceil(retryAfterMs)),
+    decision,
     cause === undefined ? undefined : { cause },
   )
 }
@@ -407,6 +447,8 @@ export class Waits {
         throw tooLong(
           `cost ${cost} can never pass rule ${show(rule.name)}, which holds at most ${cap}: however long it waits. ` +
             'Lower the cost, or raise the rule (its limit, or burst).',
+          Number.POSITIVE_INFINITY,
+          undefined,
         )
       }
       const id = `${scope ?? ''}\n${set.rules.map((r) => r.id).join('\n')}\n${identity}`
@@ -440,6 +482,8 @@ export class Waits {
           tooLong(
             `admitting cost ${cost} takes at least ${Math.ceil(earliest - now)} ms (the rules' last answer and ` +
               `the ${queue.units} units queued ahead in this process), more than maxWaitMs ${maxWaitMs}: refused at once.`,
+            earliest - now,
+            queue.known?.decision,
           ),
         )
       }
@@ -554,10 +598,19 @@ export class Waits {
       return
     }
     const known = queue.known
+    const now = performance.now()
+    let retryAfterMs: number | undefined
+    if (known?.decision !== undefined) {
+      let units = 0
+      for (let x = queue.head; x !== undefined && x !== w.next; x = x.next) units += x.cost
+      retryAfterMs = Math.max(wasHead ? known.retryAt : 0, projection(queue, units, now)) - now
+    }
     this.#settle(w)
     w.reject(
       tooLong(
         `not admitted within maxWaitMs ${w.maxWaitMs}.`,
+        retryAfterMs,
+        known?.decision,
         known !== undefined && known.decision === undefined ? queue.lastError : undefined,
       ),
     )
@@ -588,6 +641,8 @@ export class Waits {
             tooLong(
               `the rules admit cost ${w.cost} no earlier than in ${Math.ceil(known.retryAt - now)} ms, ` +
                 `after maxWaitMs ${w.maxWaitMs} ends: refused without waiting.`,
+              known.retryAt - now,
+              known.decision,
             ),
           )
           continue
@@ -637,7 +692,14 @@ export class Waits {
       queue.known = { sentAt, retryAt: now + d.retryAfterMs, cost: w.cost, decision: undefined }
       if (!w.done && w.expired) {
         this.#settle(w)
-        w.reject(tooLong(`not admitted within maxWaitMs ${w.maxWaitMs}: the store is failing.`, d.error))
+        w.reject(
+          tooLong(
+            `not admitted within maxWaitMs ${w.maxWaitMs}: the store is failing.`,
+            undefined,
+            undefined,
+            d.error,
+          ),
+        )
       }
     } else if (!Number.isFinite(d.retryAfterMs)) {
       queue.known = undefined
@@ -646,6 +708,8 @@ export class Waits {
         w.reject(
           tooLong(
             `cost ${w.cost} can never pass rule ${show(d.rule.name)} (the store says so), however long it waits.`,
+            Number.POSITIVE_INFINITY,
+            d,
           ),
         )
       }
@@ -664,6 +728,8 @@ export class Waits {
           tooLong(
             `the rules admit cost ${w.cost} no earlier than in ${d.retryAfterMs} ms, after maxWaitMs ${w.maxWaitMs} ends: ` +
               'refused without waiting.',
+            retryAt - now,
+            d,
           ),
         )
       }
@@ -700,6 +766,8 @@ export class Waits {
             tooLong(
               `admitting cost ${w.cost} takes at least ${Math.ceil(earliest - now)} ms more (the rules' last answer and ` +
                 `the units queued ahead in this process), after maxWaitMs ${w.maxWaitMs} ends: refused without waiting.`,
+              earliest - now,
+              queue.known?.decision,
             ),
           )
         }
@@ -908,7 +976,13 @@ export function throttle<F extends (...args: never[]) => unknown>(
         entry.timer = setTimeout(
           () => {
             entry.gone = true
-            reject(tooLong(`no concurrency slot (concurrency ${cap}) freed within maxWaitMs ${maxWaitMs}.`))
+            reject(
+              tooLong(
+                `no concurrency slot (concurrency ${cap}) freed within maxWaitMs ${maxWaitMs}.`,
+                undefined,
+                undefined,
+              ),
+            )
           },
           Math.max(0, Math.ceil(deadline - performance.now())),
         )
