@@ -380,6 +380,18 @@ function capacityOf(rules: readonly Rule[]): { cap: number; rule: Rule } {
   return { cap, rule: pick }
 }
 
+/** The ids of a rule set's rules, joined once per set (sets are frozen, and cached by the limiter). */
+const RULE_IDS = new WeakMap<RuleSet, string>()
+
+function ruleIds(set: RuleSet): string {
+  let ids = RULE_IDS.get(set)
+  if (ids === undefined) {
+    ids = set.rules.map((r) => r.id).join('\n')
+    RULE_IDS.set(set, ids)
+  }
+  return ids
+}
+
 /**
  * The waits of one {@link FastLimit}: its queues and their timers. Internal; reached through
  * `limiter.wait()` and {@link throttle}.
@@ -451,7 +463,7 @@ export class Waits {
           undefined,
         )
       }
-      const id = `${scope ?? ''}\n${set.rules.map((r) => r.id).join('\n')}\n${identity}`
+      const id = `${scope ?? ''}\n${ruleIds(set)}\n${identity}`
       let q = this.#queues.get(id)
       if (q === undefined) {
         q = new Queue(id, identity, scope, set)
