@@ -304,9 +304,14 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
 
 /**
  * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: cost (1 when
- * left out; 0 peeks), now ('' or left out reads the server's TIME), configuration
+ * left out; 0 peeks), deadline, now ('' or left out reads the server's TIME), configuration
  * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets: cost,
- * now, then the field and the configuration of each.
+ * deadline, now, then the field and the configuration of each.
+ *
+ * deadline: epoch ms on the server's clock ('' or left out for none). A call that runs at or after it
+ * reads and writes nothing and returns `late:<server now>:<deadline>`. It is compared with the server's
+ * TIME, also when `now` is given (then read with pcall: a server that refuses TIME in scripts cannot
+ * drop late calls, and runs them).
  *
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
  * retryAfterMs (-1 for never). Several buckets are all or nothing, as core's stepAll.
@@ -317,18 +322,27 @@ local MAX = 9007199254740991
 local MARGIN = ${margin}
 local key = KEYS[1]
 local argc = #ARGV
-local cost, now
-if argc <= 4 then cost, now = ARGV[2], ARGV[3] else cost, now = ARGV[1], ARGV[2] end
+local cost, deadline, now
+if argc <= 5 then cost, deadline, now = ARGV[2], ARGV[3], ARGV[4] else cost, deadline, now = ARGV[1], ARGV[2], ARGV[3] end
 if cost == nil or cost == '1' then cost = 1 else cost = cost + 0 end
 if now == nil or now == '' then
   local time = call('TIME')
   now = time[1] * 1000 + floor(time[2] / 1000)
+  -- Past its deadline the caller has given up on this call: nothing is read or written.
+  if deadline and deadline ~= '' and now >= deadline + 0 then return fmt('late:%d:%d', now, deadline) end
 else
   now = now + 0
+  if deadline and deadline ~= '' then
+    local time = redis.pcall('TIME')
+    if time[2] then
+      local t = time[1] * 1000 + floor(time[2] / 1000)
+      if t >= deadline + 0 then return fmt('late:%d:%d', t, deadline) end
+    end
+  end
 end
-if argc <= 4 then
+if argc <= 5 then
   local field = ARGV[1]
-  local conf = ARGV[4]
+  local conf = ARGV[5]
   if conf == nil or conf == '' then conf = field end
   local text = call('HGET', key, field)
   local c = cost
@@ -344,12 +358,12 @@ if argc <= 4 then
   return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
 end
 -- Several buckets, all or nothing (core's stepAll).
-local n = (argc - 2) / 2
+local n = (argc - 3) / 2
 local fields, confs = {}, {}
 for i = 1, n do
-  local field = ARGV[1 + 2 * i]
+  local field = ARGV[2 + 2 * i]
   fields[i] = field
-  local conf = ARGV[2 + 2 * i]
+  local conf = ARGV[3 + 2 * i]
   if conf == '' then conf = field end
   confs[i] = conf
 end
