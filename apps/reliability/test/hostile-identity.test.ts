@@ -39,7 +39,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const b of backends) await b.backend.close()
+  for (const b of backends) await b.backend.close?.()
   await stopAll()
   fs.rmSync(dir, { recursive: true, force: true })
   recorder.save()
@@ -233,7 +233,7 @@ describe('identities', () => {
     })
   })
 
-  it('fast-check: escapeIdentity is injective and its output is safe (no braces or control characters, no lone surrogates, ≤ 200 units)', () => {
+  it('fast-check: escapeIdentity is injective and its output is safe (no braces or control characters, no lone surrogates, ≤ 200 units)', async () => {
     const seen = new Map<string, string>()
     const arb = fc.oneof(
       fc.string({ unit: 'binary', maxLength: 20 }),
@@ -244,10 +244,10 @@ describe('identities', () => {
       fc.string({ unit: fc.constantFrom('a', '%', '{'), minLength: 60, maxLength: 260 }),
     )
     let cases = 0
-    fc.assert(
-      fc.property(arb, (id) => {
+    await fc.assert(
+      fc.asyncProperty(arb, async (id) => {
         cases++
-        const e = escapeIdentity(id)
+        const e = await escapeIdentity(id)
         const before = seen.get(e)
         if (before !== undefined)
           expect(before, `${JSON.stringify(id)} and ${JSON.stringify(before)} share a key`).toBe(id)

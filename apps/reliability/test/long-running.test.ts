@@ -118,7 +118,7 @@ beforeAll(async () => {
 })
 
 afterAll(async () => {
-  for (const b of backends) await b.backend.close()
+  for (const b of backends) await b.backend.close?.()
   await stopAll()
   const rows = [...stats.entries()].map(([name, s]) => ({
     class: name,

@@ -98,7 +98,12 @@ export interface Backend {
    *   `retryAfterMs: Infinity`.
    * @param options the call's deadline ({@link CallOptions}); may be absent.
    */
-  checkAndIncrement(key: string, bucket: BucketConfig, cost: number, options?: CallOptions): Promise<BackendResult>
+  checkAndIncrement(
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    options?: CallOptions,
+  ): Promise<BackendResult>
   /**
    * Checks several buckets of one key all-or-nothing: either every bucket admits `cost` and all are
    * charged, or none is charged. Results come in the order of `buckets`. Atomic as a whole.

@@ -15,10 +15,12 @@ export {
   stepAll,
   tokenBucket,
 } from './algorithms'
-export type { Algorithm, Backend, BackendResult, BucketConfig, SyncBackend } from './backend'
+export type { Algorithm, Backend, BackendResult, BucketConfig, CallOptions, SyncBackend } from './backend'
 export { bucketId, isSyncBackend, RETRY_NEVER } from './backend'
 export type { FastlimitErrorCode } from './errors'
 export { ConfigError, FastlimitError } from './errors'
+export type { BackendFromUrlOptions } from './from-url'
+export { backendFromUrl } from './from-url'
 export type {
   Cidr,
   HeaderFormat,
@@ -55,14 +57,19 @@ export {
   resolveClientIp,
   retryAfterValue,
 } from './http'
-export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix } from './keys'
+export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix, validateScope } from './keys'
 export type {
   BackendErrorPolicy,
+  BreakerEvent,
+  BreakerOptions,
+  BreakerState,
   CheckOptions,
   Decision,
   DecisionReason,
+  FastLimitEvents,
   FastLimitOptions,
   RuleResult,
+  ScopeOptions,
 } from './limiter'
 export { checkCost, FastLimit } from './limiter'
 export type { MemoryBackendOptions } from './memory'

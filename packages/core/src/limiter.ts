@@ -1,11 +1,18 @@
-// FastLimit: rules + keys + backend + error policy + timeout -> Decision.
+// FastLimit: rules + keys + backend + error policy + timeout + circuit breaker -> Decision.
 
 import { ALGORITHMS } from './algorithms'
-import { type Algorithm, type Backend, type BackendResult, isSyncBackend, type SyncBackend } from './backend'
+import {
+  type Algorithm,
+  type Backend,
+  type BackendResult,
+  type CallOptions,
+  isSyncBackend,
+  type SyncBackend,
+} from './backend'
 import { Deadlines } from './deadline'
 import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } from './errors'
 import { identityName, storageKey, validatePrefix } from './keys'
-import { checkAllIn, checkIn, MemoryBackend, spaceOf } from './memory'
+import { MemoryBackend } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
 
 /**
@@ -14,14 +21,50 @@ import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from 
  * - `'fail-closed'`: deny it (`reason: 'fail-closed'`, `retryAfterMs: 1000`). Protects what is behind.
  * - `'throw'`: reject the promise with the {@link FastlimitError}.
  * - `{ fallback }`: decide with another backend, typically a `MemoryBackend` (`source: 'fallback'`):
- *   per-process limits until the store is back.
+ *   per-process limits until the store is back. The call the store missed is never charged there
+ *   later (it carries its deadline), so each decision is charged once.
  */
 export type BackendErrorPolicy = 'fail-open' | 'fail-closed' | 'throw' | { readonly fallback: Backend }
+
+/** Options of the circuit breaker in front of an asynchronous backend ({@link FastLimitOptions.breaker}). */
+export interface BreakerOptions {
+  /**
+   * Failures or timeouts in a row that open the breaker.
+   * @default 5
+   */
+  failures?: number
+  /**
+   * Milliseconds the breaker stays open before one probe call may go to the store (half-open).
+   * @default 1000
+   */
+  openMs?: number
+}
+
+/** The state of the circuit breaker: see {@link FastLimitOptions.breaker}. */
+export type BreakerState = 'closed' | 'open' | 'half-open'
+
+/** A change of the circuit breaker's state, given to `limiter.on('breaker', ...)`. */
+export interface BreakerEvent {
+  /** The new state. */
+  readonly state: BreakerState
+  /** The failure that opened the breaker (or that the probe met); absent when it closes or half-opens. */
+  readonly cause?: FastlimitError
+  /** The backend the breaker guards. */
+  readonly backend: Backend
+}
+
+/** The events of a {@link FastLimit}, by name, with what each listener receives. */
+export interface FastLimitEvents {
+  /** The circuit breaker opened, half-opened (one probe goes to the store) or closed. */
+  breaker: BreakerEvent
+  /** A backend call failed or timed out (the same errors `onError` receives). */
+  error: FastlimitError
+}
 
 /** Options of {@link FastLimit}. */
 export interface FastLimitOptions {
   /**
-   * Where state lives.
+   * Where state lives. Only `checkAndIncrement` is required of it; see {@link Backend}.
    * @default a new `MemoryBackend()`
    */
   backend?: Backend
@@ -37,22 +80,43 @@ export interface FastLimitOptions {
    */
   algorithm?: Algorithm
   /**
-   * What a backend failure or timeout gives. See {@link BackendErrorPolicy}.
+   * What a backend failure, a timeout, an open breaker or too many calls in flight give.
+   * See {@link BackendErrorPolicy}.
    * @default 'fail-open'
    */
   onBackendError?: BackendErrorPolicy
   /**
    * The most milliseconds any backend call may take before it counts as failed (then
-   * `onBackendError` applies). Not applied to backends with a synchronous fast path
-   * ({@link SyncBackend}: `MemoryBackend`, `SQLiteBackend`), whose calls cannot hang.
+   * `onBackendError` applies). The deadline travels with the call ({@link CallOptions.deadline}), so a
+   * store that receives it late charges nothing. Calls decided on the synchronous fast path
+   * ({@link SyncBackend}: `MemoryBackend`, `SQLiteBackend` when it needs no lock wait) take no timer.
    * @default 1000
    */
   timeoutMs?: number
   /**
    * Called with every backend failure (including timeouts), whatever the policy: log it here.
+   * Calls refused by an open breaker or by `maxInFlight` are not failures and do not come here.
    * @default undefined
    */
   onError?: (error: FastlimitError) => void
+  /**
+   * The circuit breaker in front of an asynchronous backend: after `failures` failures or timeouts in
+   * a row it opens, and for `openMs` every decision takes `onBackendError` at once without touching
+   * the store (`error.code` `'ERR_FASTLIMIT_CIRCUIT_OPEN'`), so a stalled store cannot pile up calls.
+   * On opening it calls `backend.reconnect(cause)` when the backend has it (RedisBackend drops the
+   * stalled connection and its queued commands). Then one probe call goes to the store: success closes
+   * the breaker, failure opens it again. `false` turns it off.
+   * @default { failures: 5, openMs: 1000 }
+   */
+  breaker?: BreakerOptions | false
+  /**
+   * The most calls to an asynchronous backend that may be unanswered at once (calls that timed out
+   * count until the store answers or fails them). Calls over it take `onBackendError` at once without
+   * touching the store (`error.code` `'ERR_FASTLIMIT_OVERLOADED'`). It bounds the memory a stalled
+   * store can cost: about 4 KB per call queued in ioredis, so 40 MB at the default.
+   * @default 10000
+   */
+  maxInFlight?: number
 }
 
 /** Options of one {@link FastLimit.check}. */
@@ -62,6 +126,18 @@ export interface CheckOptions {
    * @default 1
    */
   cost?: number
+  /**
+   * A key space of its own: the same identity under another scope (or none) has separate counts, and
+   * no identity can reach into a scope. 1 to 64 of `A-Z a-z 0-9 _ . : -`.
+   * @default none
+   */
+  scope?: string
+}
+
+/** Options of {@link FastLimit.peek} and {@link FastLimit.reset}. */
+export interface ScopeOptions {
+  /** The scope the identity was checked in ({@link CheckOptions.scope}). @default none */
+  scope?: string
 }
 
 /**
@@ -108,8 +184,22 @@ export interface Decision {
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
+const DEFAULT_BREAKER: Required<BreakerOptions> = { failures: 5, openMs: 1000 }
 /** Ends the message of a bad cost given to FastLimit. */
 const COST_HINT = ': e.g. { cost: 5 }'
+const OPTION_NAMES = [
+  'backend',
+  'prefix',
+  'algorithm',
+  'onBackendError',
+  'timeoutMs',
+  'onError',
+  'breaker',
+  'maxInFlight',
+]
+
+/** Whether a full store was warned about in this process (once, when nobody listens for errors). */
+let warnedStoreFull = false
 
 function ruleResult(rule: Rule, r: BackendResult): RuleResult {
   return {
@@ -120,6 +210,17 @@ function ruleResult(rule: Rule, r: BackendResult): RuleResult {
     resetMs: r.resetMs,
     retryAfterMs: r.retryAfterMs,
   }
+}
+
+/** The optional backend methods a feature needs, for the error that names the missing one. */
+type Method = 'checkAndIncrementAll' | 'peek' | 'reset'
+
+function missing(backend: Backend, method: Method, feature: string): ConfigError {
+  const kind = typeof backend.kind === 'string' ? ` (${backend.kind})` : ''
+  return new ConfigError(
+    `[fastlimit] [core] The backend${kind} has no ${method}(), which ${feature} needs. ` +
+      `Implement ${method} on it (see Backend in @fastlimit/core), or use a backend that has it (MemoryBackend, RedisBackend, SQLiteBackend).`,
+  )
 }
 
 /**
@@ -144,27 +245,34 @@ export class FastLimit {
   readonly algorithm: Algorithm
   /** The milliseconds any backend call may take. */
   readonly timeoutMs: number
+  /** The most calls that may be unanswered at once ({@link FastLimitOptions.maxInFlight}). */
+  readonly maxInFlight: number
 
   readonly #policy: BackendErrorPolicy
   readonly #onError: ((error: FastlimitError) => void) | undefined
   readonly #sync: SyncBackend | undefined
-  readonly #memory: MemoryBackend | undefined
-  readonly #space: Map<string, number> | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
   readonly #deadlines: Deadlines
   readonly #objects = new WeakMap<object, RuleSet>()
+  readonly #breaker: Required<BreakerOptions> | undefined
+  #state: BreakerState = 'closed'
+  #failures = 0
+  /** `performance.now()` before which an open breaker sends nothing to the store. */
+  #openUntil = 0
+  #probing = false
+  #inFlight = 0
+  #listeners: { [K in keyof FastLimitEvents]?: Array<(event: FastLimitEvents[K]) => void> } = {}
   #closed = false
 
   constructor(options: FastLimitOptions = {}) {
     if (typeof options !== 'object' || options === null) {
       throw new ConfigError(`[fastlimit] [core] FastLimit options must be an object, got ${show(options)}.`)
     }
-    const known = ['backend', 'prefix', 'algorithm', 'onBackendError', 'timeoutMs', 'onError']
     for (const key of Object.keys(options)) {
-      if (!known.includes(key)) {
+      if (!OPTION_NAMES.includes(key)) {
         throw new ConfigError(
-          `[fastlimit] [core] Unknown FastLimit option ${show(key)}: it takes ${known.join(', ')}.`,
+          `[fastlimit] [core] Unknown FastLimit option ${show(key)}: it takes ${OPTION_NAMES.join(', ')}.`,
         )
       }
     }
@@ -175,11 +283,13 @@ export class FastLimit {
       onBackendError = 'fail-open',
       timeoutMs = 1000,
       onError,
+      breaker = DEFAULT_BREAKER,
+      maxInFlight = 10_000,
     } = options
     if (backend !== undefined && !isBackend(backend)) {
       throw new ConfigError(
-        `[fastlimit] [core] backend ${show(backend)} does not implement Backend (checkAndIncrement, checkAndIncrementAll, ` +
-          'peek, reset, clear, close): pass e.g. new MemoryBackend() or a RedisBackend.',
+        `[fastlimit] [core] backend ${show(backend)} does not implement Backend: it needs at least ` +
+          'checkAndIncrement(key, bucket, cost). Pass e.g. new MemoryBackend() or a RedisBackend.',
       )
     }
     this.prefix = validatePrefix(prefix)
@@ -206,19 +316,84 @@ export class FastLimit {
       throw new ConfigError(`[fastlimit] [core] onError must be a function, got ${show(onError)}.`)
     }
     this.#onError = onError
+    this.#breaker = breakerOptions(breaker)
+    if (!Number.isSafeInteger(maxInFlight) || maxInFlight < 1 || maxInFlight > 2 ** 31 - 1) {
+      throw new ConfigError(
+        `[fastlimit] [core] maxInFlight must be a whole number from 1 to 2147483647, got ${show(maxInFlight)}. For example 10000.`,
+      )
+    }
+    this.maxInFlight = maxInFlight
     this.#ownsBackend = backend === undefined
     this.backend = backend ?? new MemoryBackend()
     this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
-    this.#memory = this.backend instanceof MemoryBackend ? this.backend : undefined
-    this.#space = this.#memory === undefined ? undefined : spaceOf(this.#memory, this.prefix)
+  }
+
+  /** The circuit breaker's state: `'closed'` (calls go to the store), `'open'` or `'half-open'`. */
+  get breakerState(): BreakerState {
+    return this.#state
+  }
+
+  /** Calls to the backend not yet answered, timed-out ones included. */
+  get inFlight(): number {
+    return this.#inFlight
+  }
+
+  /**
+   * Listens to an event: `'breaker'` (the circuit breaker changed state) or `'error'` (a backend call
+   * failed or timed out). Costs nothing while nobody listens.
+   * @returns a function that removes the listener
+   */
+  on<K extends keyof FastLimitEvents>(type: K, listener: (event: FastLimitEvents[K]) => void): () => void {
+    if (type !== 'breaker' && type !== 'error') {
+      throw new ConfigError(`[fastlimit] [core] Unknown event ${show(type)}: listen to 'breaker' or 'error'.`)
+    }
+    if (typeof listener !== 'function') {
+      throw new ConfigError(`[fastlimit] [core] A listener must be a function, got ${show(listener)}.`)
+    }
+    let list = this.#listeners[type] as Array<(event: FastLimitEvents[K]) => void> | undefined
+    if (list === undefined) {
+      list = []
+      this.#listeners[type] = list as never
+    }
+    list.push(listener)
+    return () => {
+      const i = list.indexOf(listener)
+      if (i !== -1) list.splice(i, 1)
+    }
+  }
+
+  #emit<K extends keyof FastLimitEvents>(type: K, event: FastLimitEvents[K]): void {
+    const list = this.#listeners[type]
+    if (list === undefined) return
+    for (const listener of [...list]) {
+      try {
+        listener(event)
+      } catch {
+        // A throwing listener must not turn a decision into a crash.
+      }
+    }
   }
 
   /**
    * Validates rules once and caches them: strings and arrays of strings by value, objects by identity
-   * (treat rule objects as immutable once used). Use it at startup to fail fast on a bad rule.
+   * (treat rule objects as immutable once used). Use it at startup to fail fast on a bad rule, or on
+   * several rules with a backend that cannot check several at once.
    * @throws ConfigError
    */
   rules(input: RulesInput | RuleSet): RuleSet {
+    const set = this.#parse(input)
+    if (set.rules.length > 1 && !this.#canCheckAll()) {
+      throw missing(this.backend, 'checkAndIncrementAll', 'checking several rules at once')
+    }
+    return set
+  }
+
+  #canCheckAll(): boolean {
+    const b = this.backend as SyncBackend
+    return typeof b.checkAndIncrementAll === 'function' || typeof b.checkAndIncrementAllSync === 'function'
+  }
+
+  #parse(input: RulesInput | RuleSet): RuleSet {
     if (isRuleSet(input)) return input
     if (typeof input === 'string') {
       let set = this.#strings.get(input)
@@ -255,6 +430,15 @@ export class FastLimit {
     this.#strings.set(key, set)
   }
 
+  /** The storage key of an identity in a scope; a promise only for an identity stored as its digest. */
+  #key(identity: string, scope: string | undefined): string | Promise<string> {
+    if (scope === undefined) {
+      const name = identityName(identity)
+      if (typeof name === 'string') return `${this.prefix}:{${name}}`
+    }
+    return storageKey(this.prefix, identity, scope)
+  }
+
   /**
    * Charges `cost` (default 1) to `identity` under every rule, all-or-nothing, and says whether the
    * request may proceed. Being over the limit is `allowed: false`, never an error.
@@ -265,74 +449,76 @@ export class FastLimit {
    * @returns the decision; rejects only for bad arguments, or for backend failures under `'throw'`
    */
   check(identity: string, rules: RulesInput | RuleSet, options?: CheckOptions): Promise<Decision> {
-    let set: RuleSet
-    let name: string
+    let list: readonly Rule[]
+    let key: string | Promise<string>
     let cost = 1
     try {
       if (this.#closed) throw this.#closedError()
-      set = this.rules(rules)
-      if (options !== undefined && options.cost !== undefined)
-        cost = checkPositiveCost('core', options.cost, COST_HINT)
-      name = identityName(identity)
+      list = this.#parse(rules).rules
+      let scope: string | undefined
+      if (options !== undefined) {
+        if (options.cost !== undefined) cost = checkPositiveCost('core', options.cost, COST_HINT)
+        scope = options.scope
+      }
+      key = this.#key(identity, scope)
+      if (list.length > 1 && !this.#canCheckAll())
+        throw missing(this.backend, 'checkAndIncrementAll', 'checking several rules at once')
     } catch (err) {
       return Promise.reject(err)
     }
-    const list = set.rules
-    const memory = this.#memory
-    if (memory !== undefined) {
-      // The default backend: decided in this turn, keyed by (prefix, identity) with no key string built.
-      try {
-        return Promise.resolve(
-          list.length === 1
-            ? decideOne(
-                list,
-                checkIn(memory, this.#space as Map<string, number>, name, list[0] as Rule, cost),
-                cost,
-                'backend',
-                undefined,
-              )
-            : decide(
-                list,
-                checkAllIn(memory, this.#space as Map<string, number>, name, list, cost),
-                cost,
-                'backend',
-                undefined,
-              ),
-        )
-      } catch (err) {
-        return this.#failed(`${this.prefix}:{${name}}`, list, cost, err)
-      }
+    if (typeof key !== 'string') {
+      return key.then((k) => this.#check(k, list, cost))
     }
-    const key = `${this.prefix}:{${name}}`
+    return this.#check(key, list, cost)
+  }
+
+  /** {@link check} once the key is known. */
+  #check(key: string, list: readonly Rule[], cost: number): Promise<Decision> {
     const sync = this.#sync
     if (sync !== undefined) {
       try {
         if (list.length === 1) {
           const result = sync.checkAndIncrementSync(key, list[0] as Rule, cost)
-          if (!isResult(result)) throw malformed()
-          return Promise.resolve(decideOne(list, result, cost, 'backend', undefined))
+          if (result !== undefined) {
+            if (!isResult(result)) throw malformed()
+            return Promise.resolve(decideOne(list, result, cost, 'backend', undefined))
+          }
+        } else if (sync.checkAndIncrementAllSync !== undefined) {
+          const results = sync.checkAndIncrementAllSync(key, list, cost)
+          if (results !== undefined) {
+            if (!areResults(results, list.length)) throw malformed()
+            return Promise.resolve(decide(list, results, cost, 'backend', undefined))
+          }
         }
-        const results = sync.checkAndIncrementAllSync!(key, list, cost)
-        if (!areResults(results, list.length)) throw malformed()
-        return Promise.resolve(decide(list, results, cost, 'backend', undefined))
       } catch (err) {
         return this.#failed(key, list, cost, err)
       }
+      // The fast path could not decide without waiting: the asynchronous call, with its deadline.
     }
+    const backend = this.backend
     if (list.length === 1) {
-      return this.#bounded(() => this.backend.checkAndIncrement(key, list[0] as Rule, cost)).then(
+      const rule = list[0] as Rule
+      return this.#call((o) => backend.checkAndIncrement(key, rule, cost, o)).then(
         (result) =>
           isResult(result)
             ? decideOne(list, result, cost, 'backend', undefined)
-            : this.#failed(key, list, cost, malformed()),
+            : this.#failed(key, list, cost, this.#failure(malformed())),
         (err) => this.#failed(key, list, cost, err),
       )
     }
-    return this.#bounded(() => this.backend.checkAndIncrementAll!(key, list, cost)).then(
+    return this.#call((o) =>
+      (backend.checkAndIncrementAll as NonNullable<Backend['checkAndIncrementAll']>).call(
+        backend,
+        key,
+        list,
+        cost,
+        o,
+      ),
+    ).then(
       (results) =>
         areResults(results, list.length)
           ? decide(list, results, cost, 'backend', undefined)
-          : this.#failed(key, list, cost, malformed()),
+          : this.#failed(key, list, cost, this.#failure(malformed())),
       (err) => this.#failed(key, list, cost, err),
     )
   }
@@ -340,50 +526,72 @@ export class FastLimit {
   /**
    * Reads where `identity` stands under the rules without charging anything: `allowed` says whether a
    * request of cost 1 would pass now. Backend failures follow `onBackendError` as for `check`.
+   * Needs a backend with `peek`.
    */
-  peek(identity: string, rules: RulesInput | RuleSet): Promise<Decision> {
-    let set: RuleSet
-    let key: string
+  peek(identity: string, rules: RulesInput | RuleSet, options?: ScopeOptions): Promise<Decision> {
+    let list: readonly Rule[]
+    let key: string | Promise<string>
     try {
       if (this.#closed) throw this.#closedError()
-      set = this.rules(rules)
-      key = storageKey(this.prefix, identity)
+      list = this.#parse(rules).rules
+      key = this.#key(identity, options?.scope)
+      if (typeof this.backend.peek !== 'function' && typeof this.#sync?.peekSync !== 'function')
+        throw missing(this.backend, 'peek', 'peek()')
     } catch (err) {
       return Promise.reject(err)
     }
-    const list = set.rules
+    return typeof key === 'string' ? this.#peek(key, list) : key.then((k) => this.#peek(k, list))
+  }
+
+  /** {@link peek} once the key is known. */
+  #peek(key: string, list: readonly Rule[]): Promise<Decision> {
     const sync = this.#sync
-    if (sync !== undefined) {
+    if (sync?.peekSync !== undefined) {
       try {
-        const results = list.map((rule) => sync.peekSync!(key, rule))
-        if (!areResults(results, list.length)) throw malformed()
-        return Promise.resolve(decide(list, results, 0, 'backend', undefined))
+        const results: Array<BackendResult | undefined> = list.map((rule) =>
+          (sync.peekSync as NonNullable<SyncBackend['peekSync']>).call(sync, key, rule),
+        )
+        if (results.every((r) => r !== undefined)) {
+          if (!areResults(results, list.length)) throw malformed()
+          return Promise.resolve(decide(list, results, 0, 'backend', undefined))
+        }
       } catch (err) {
         return this.#failed(key, list, 0, err)
       }
     }
-    const all = Promise.all(list.map((rule) => this.#bounded(() => this.backend.peek!(key, rule))))
+    const backend = this.backend
+    if (typeof backend.peek !== 'function') return Promise.reject(missing(backend, 'peek', 'peek()'))
+    const peek = backend.peek
+    const all = this.#call((o) => Promise.all(list.map((rule) => peek.call(backend, key, rule, o))))
     return all.then(
       (results) =>
         areResults(results, list.length)
           ? decide(list, results, 0, 'backend', undefined)
-          : this.#failed(key, list, 0, malformed()),
+          : this.#failed(key, list, 0, this.#failure(malformed())),
       (err) => this.#failed(key, list, 0, err),
     )
   }
 
-  /** Forgets `identity` under every rule (for example after a successful login). Rejects on backend failure. */
-  reset(identity: string): Promise<void> {
-    let key: string
+  /**
+   * Forgets `identity` under every rule (for example after a successful login). Rejects on backend
+   * failure. Needs a backend with `reset`.
+   */
+  reset(identity: string, options?: ScopeOptions): Promise<void> {
+    let key: string | Promise<string>
+    const backend = this.backend
     try {
       if (this.#closed) throw this.#closedError()
-      key = storageKey(this.prefix, identity)
+      key = this.#key(identity, options?.scope)
+      if (typeof backend.reset !== 'function') throw missing(backend, 'reset', 'reset()')
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#bounded(() => this.backend.reset!(key)).catch((err) => {
-      throw this.#wrap(err)
-    })
+    const reset = backend.reset as NonNullable<Backend['reset']>
+    return Promise.resolve(key)
+      .then((k) => this.#call((o) => reset.call(backend, k, o)))
+      .catch((err) => {
+        throw this.#wrap(err)
+      })
   }
 
   /**
@@ -393,7 +601,7 @@ export class FastLimit {
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
-    if (this.#ownsBackend) await this.backend.close!()
+    if (this.#ownsBackend) await this.backend.close?.()
   }
 
   #closedError(): FastlimitError {
@@ -404,34 +612,123 @@ export class FastLimit {
   }
 
   /**
-   * Calls the backend, bounded by `timeoutMs`: a late answer or failure after the timeout is ignored,
-   * and a backend that throws instead of rejecting is treated as a rejection.
+   * Calls the store through the breaker and the cap on calls in flight, bounded by `timeoutMs`: a late
+   * answer or failure after the timeout is ignored (the call carries its deadline, so the store
+   * charges nothing past it), and a backend that throws instead of rejecting is treated as a rejection.
+   * Failures come back already wrapped and counted ({@link #failure}).
    */
-  #bounded<T>(call: () => Promise<T>): Promise<T> {
+  #call<T>(call: (options: CallOptions) => Promise<T>): Promise<T> {
+    const refused = this.#admit()
+    if (refused !== undefined) return Promise.reject(refused)
+    const probe = this.#state !== 'closed'
+    this.#inFlight++
     let promise: Promise<T>
     try {
-      promise = call()
+      promise = call({ deadline: Date.now() + this.timeoutMs })
     } catch (err) {
-      return Promise.reject(err)
+      promise = Promise.reject(err)
     }
     return new Promise<T>((resolve, reject) => {
       const pending = this.#deadlines.add(() => {
         reject(
-          new FastlimitError(
-            'ERR_FASTLIMIT_TIMEOUT',
-            `[fastlimit] [core] The backend did not answer within ${this.timeoutMs} ms (timeoutMs); onBackendError applies.`,
+          this.#failure(
+            new FastlimitError(
+              'ERR_FASTLIMIT_TIMEOUT',
+              `[fastlimit] [core] The backend did not answer within ${this.timeoutMs} ms (timeoutMs); onBackendError applies.`,
+            ),
+            probe,
           ),
         )
       })
       Promise.resolve(promise).then(
         (value) => {
-          if (pending.settle()) resolve(value)
+          this.#inFlight--
+          if (pending.settle()) {
+            this.#success(probe)
+            resolve(value)
+          }
         },
         (err) => {
-          if (pending.settle()) reject(err)
+          this.#inFlight--
+          if (pending.settle()) reject(this.#failure(err, probe))
         },
       )
     })
+  }
+
+  /** The reason not to call the store now (open breaker, too many in flight), or undefined to call it. */
+  #admit(): FastlimitError | undefined {
+    if (this.#state !== 'closed') {
+      if (this.#probing || performance.now() < this.#openUntil) {
+        return new FastlimitError(
+          'ERR_FASTLIMIT_CIRCUIT_OPEN',
+          '[fastlimit] [core] The circuit breaker is open after repeated backend failures: the store was not ' +
+            'called and onBackendError applies. It lets one call through to test the store every breaker.openMs.',
+        )
+      }
+      // Half-open: this call is the one probe.
+      this.#probing = true
+      if (this.#state !== 'half-open') {
+        this.#state = 'half-open'
+        this.#emit('breaker', { state: 'half-open', backend: this.backend })
+      }
+    }
+    if (this.#inFlight >= this.maxInFlight) {
+      if (this.#probing && this.#state === 'half-open') this.#probing = false
+      return new FastlimitError(
+        'ERR_FASTLIMIT_OVERLOADED',
+        `[fastlimit] [core] ${this.#inFlight} backend calls are already unanswered (maxInFlight ${this.maxInFlight}): ` +
+          'the store was not called and onBackendError applies.',
+      )
+    }
+    return undefined
+  }
+
+  #success(probe: boolean): void {
+    this.#failures = 0
+    if (probe && this.#state === 'half-open') {
+      this.#probing = false
+      this.#state = 'closed'
+      this.#emit('breaker', { state: 'closed', backend: this.backend })
+    }
+  }
+
+  /** Wraps a failure of a store call and counts it towards opening the breaker. */
+  #failure(err: unknown, probe = false): FastlimitError {
+    const error = this.#wrap(err)
+    const code = error.code
+    if (
+      code === 'ERR_FASTLIMIT_ARGUMENT' ||
+      code === 'ERR_FASTLIMIT_CONFIG' ||
+      code === 'ERR_FASTLIMIT_CLOSED'
+    ) {
+      if (probe) this.#probing = false
+      return error
+    }
+    const breaker = this.#breaker
+    if (breaker === undefined) return error
+    this.#failures++
+    if (probe && this.#state === 'half-open') {
+      this.#probing = false
+      this.#open(breaker, error)
+    } else if (this.#state === 'closed' && this.#failures >= breaker.failures) {
+      this.#open(breaker, error)
+    }
+    return error
+  }
+
+  #open(breaker: Required<BreakerOptions>, cause: FastlimitError): void {
+    this.#state = 'open'
+    this.#openUntil = performance.now() + breaker.openMs
+    this.#emit('breaker', { state: 'open', cause, backend: this.backend })
+    const backend = this.backend
+    if (typeof backend.reconnect === 'function') {
+      try {
+        backend.reconnect(cause)
+      } catch {
+        // The breaker is open either way; the next probe tells whether the store is back.
+      }
+    }
   }
 
   #wrap(err: unknown): FastlimitError {
@@ -442,36 +739,41 @@ export class FastLimit {
     })
   }
 
-  #failed(key: string, rules: readonly Rule[], cost: number, err: unknown): Promise<Decision> {
-    const error = this.#wrap(err)
-    if (error.code === 'ERR_FASTLIMIT_CLOSED' || error.code === 'ERR_FASTLIMIT_ARGUMENT')
-      return Promise.reject(error)
-    if (this.#onError) {
+  /** Reports a failure (onError, listeners, the once-per-process warning of a full store). */
+  #report(error: FastlimitError): void {
+    const code = error.code
+    if (code === 'ERR_FASTLIMIT_CIRCUIT_OPEN' || code === 'ERR_FASTLIMIT_OVERLOADED') return
+    const onError = this.#onError
+    if (onError !== undefined) {
       try {
-        this.#onError(error)
+        onError(error)
       } catch {
         // A throwing logger must not turn a decision into a crash.
       }
     }
-    const policy = this.#policy
-    if (policy === 'throw') return Promise.reject(error)
-    if (typeof policy === 'object') {
-      const fallback = policy.fallback
-      const call = this.#bounded(() =>
-        cost === 0
-          ? Promise.all(rules.map((rule) => fallback.peek!(key, rule)))
-          : rules.length === 1
-            ? fallback.checkAndIncrement(key, rules[0] as Rule, cost).then((r) => [r])
-            : fallback.checkAndIncrementAll!(key, rules, cost),
-      )
-      return call.then(
-        (results) =>
-          areResults(results, rules.length)
-            ? decide(rules, results, cost, 'fallback', error)
-            : Promise.reject(this.#wrap(malformed())),
-        (fallbackErr) => Promise.reject(this.#wrap(fallbackErr)),
+    const listeners = this.#listeners.error
+    if (listeners !== undefined && listeners.length > 0) this.#emit('error', error)
+    else if (onError === undefined && code === 'ERR_FASTLIMIT_STORE_FULL' && !warnedStoreFull) {
+      warnedStoreFull = true
+      console.warn(
+        `${error.message} Limits are not kept while the store is full (onBackendError applies); ` +
+          'pass onError to FastLimit to handle this yourself. (Warned once per process.)',
       )
     }
+  }
+
+  #failed(key: string, rules: readonly Rule[], cost: number, err: unknown): Promise<Decision> {
+    const error = this.#wrap(err)
+    if (
+      error.code === 'ERR_FASTLIMIT_CLOSED' ||
+      error.code === 'ERR_FASTLIMIT_ARGUMENT' ||
+      error.code === 'ERR_FASTLIMIT_CONFIG'
+    )
+      return Promise.reject(error)
+    this.#report(error)
+    const policy = this.#policy
+    if (policy === 'throw') return Promise.reject(error)
+    if (typeof policy === 'object') return this.#fallback(policy.fallback, key, rules, cost, error)
     const open = policy === 'fail-open'
     const now = Date.now()
     const results = rules.map((rule) => ({
@@ -495,6 +797,139 @@ export class FastLimit {
       ),
     )
   }
+
+  /** Decides on the fallback backend (its sync path when it has one), bounded by `timeoutMs`. */
+  #fallback(
+    fallback: Backend,
+    key: string,
+    rules: readonly Rule[],
+    cost: number,
+    error: FastlimitError,
+  ): Promise<Decision> {
+    const done = (results: unknown): Decision | Promise<Decision> =>
+      areResults(results, rules.length)
+        ? decide(rules, results, cost, 'fallback', error)
+        : Promise.reject(this.#wrap(malformed()))
+    let results: BackendResult[] | undefined
+    try {
+      if (isSyncBackend(fallback)) results = decideSync(fallback, key, rules, cost)
+    } catch (fallbackErr) {
+      return Promise.reject(this.#wrap(fallbackErr))
+    }
+    if (results !== undefined) return Promise.resolve(done(results))
+    let call: Promise<BackendResult[]>
+    try {
+      call = decideAsync(fallback, key, rules, cost, { deadline: Date.now() + this.timeoutMs })
+    } catch (fallbackErr) {
+      return Promise.reject(this.#wrap(fallbackErr))
+    }
+    return new Promise<Decision>((resolve, reject) => {
+      const pending = this.#deadlines.add(() => {
+        reject(
+          new FastlimitError(
+            'ERR_FASTLIMIT_TIMEOUT',
+            `[fastlimit] [core] Neither the backend nor the fallback answered within ${this.timeoutMs} ms (timeoutMs).`,
+            { cause: error },
+          ),
+        )
+      })
+      call.then(
+        (r) => {
+          if (pending.settle()) resolve(done(r))
+        },
+        (fallbackErr) => {
+          if (pending.settle()) reject(this.#wrap(fallbackErr))
+        },
+      )
+    })
+  }
+}
+
+/** Checks and validates the breaker option. */
+function breakerOptions(value: unknown): Required<BreakerOptions> | undefined {
+  if (value === false) return undefined
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new ConfigError(
+      `[fastlimit] [core] breaker must be an object or false, got ${show(value)}. For example { failures: 5, openMs: 1000 }.`,
+    )
+  }
+  const o = value as Record<string, unknown>
+  for (const key of Object.keys(o)) {
+    if (key !== 'failures' && key !== 'openMs') {
+      throw new ConfigError(
+        `[fastlimit] [core] Unknown breaker option ${show(key)}: it takes failures and openMs.`,
+      )
+    }
+  }
+  const failures = o.failures ?? DEFAULT_BREAKER.failures
+  const openMs = o.openMs ?? DEFAULT_BREAKER.openMs
+  if (
+    typeof failures !== 'number' ||
+    !Number.isSafeInteger(failures) ||
+    failures < 1 ||
+    failures > 1_000_000
+  ) {
+    throw new ConfigError(
+      `[fastlimit] [core] breaker.failures must be a whole number from 1 to 1000000, got ${show(failures)}. For example 5.`,
+    )
+  }
+  checkTimerMs('core', 'breaker.openMs', openMs as number, false, '1000')
+  return { failures, openMs: openMs as number }
+}
+
+/** Decides `cost` on a synchronous backend, or undefined when it cannot decide without waiting. */
+function decideSync(
+  backend: SyncBackend,
+  key: string,
+  rules: readonly Rule[],
+  cost: number,
+): BackendResult[] | undefined {
+  if (cost === 0) {
+    const peekSync = backend.peekSync
+    if (peekSync === undefined) return undefined
+    const out: BackendResult[] = []
+    for (const rule of rules) {
+      const r = peekSync.call(backend, key, rule)
+      if (r === undefined) return undefined
+      out.push(r)
+    }
+    return out
+  }
+  if (rules.length === 1) {
+    const r = backend.checkAndIncrementSync(key, rules[0] as Rule, cost)
+    return r === undefined ? undefined : [r]
+  }
+  return backend.checkAndIncrementAllSync?.call(backend, key, rules, cost)
+}
+
+/** Decides `cost` (0: peek) on a backend's asynchronous methods. */
+function decideAsync(
+  backend: Backend,
+  key: string,
+  rules: readonly Rule[],
+  cost: number,
+  options: CallOptions,
+): Promise<BackendResult[]> {
+  if (cost === 0) {
+    const peek = backend.peek
+    if (peek === undefined) return Promise.reject(missing(backend, 'peek', 'peek() on the fallback'))
+    return Promise.all(rules.map((rule) => peek.call(backend, key, rule, options)))
+  }
+  if (rules.length === 1)
+    return backend.checkAndIncrement(key, rules[0] as Rule, cost, options).then((r) => [r])
+  const all = backend.checkAndIncrementAll
+  if (all === undefined)
+    return Promise.reject(missing(backend, 'checkAndIncrementAll', 'checking several rules on the fallback'))
+  return all.call(backend, key, rules, cost, options)
+}
+
+/** Whether a value implements the one required method of {@link Backend}. */
+function isBackend(value: unknown): value is Backend {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as Record<string, unknown>).checkAndIncrement === 'function'
+  )
 }
 
 /** Whether a backend's answer has the shape of a {@link BackendResult}. */
@@ -521,14 +956,6 @@ function malformed(): FastlimitError {
     'ERR_FASTLIMIT_BACKEND',
     '[fastlimit] [core] The backend answered with something that is not a BackendResult (allowed, limit, ' +
       'remaining, resetMs, retryAfterMs) per bucket: check the backend with backendConformance from @fastlimit/core/testing.',
-  )
-}
-
-function isBackend(value: unknown): value is Backend {
-  if (typeof value !== 'object' || value === null) return false
-  const b = value as Record<string, unknown>
-  return ['checkAndIncrement', 'checkAndIncrementAll', 'peek', 'reset', 'clear', 'close'].every(
-    (m) => typeof b[m] === 'function',
   )
 }
 

@@ -323,9 +323,10 @@ describe('Cluster hash slots', () => {
       const keys = await scanKeys(raw, 'slots:*')
       expect(keys).toHaveLength(identities.length)
       for (const identity of identities) {
-        const key = `slots:app:{${escapeIdentity(identity)}}`
+        const name = await escapeIdentity(identity)
+        const key = `slots:app:{${name}}`
         expect(keys.map(String)).toContain(key)
-        expect(await raw.cluster('KEYSLOT', key)).toBe(await raw.cluster('KEYSLOT', escapeIdentity(identity)))
+        expect(await raw.cluster('KEYSLOT', key)).toBe(await raw.cluster('KEYSLOT', name))
       }
     } finally {
       await backend.clear()
