@@ -5,6 +5,7 @@ import {
   type BackendResult,
   type BucketConfig,
   bucketId,
+  type CallOptions,
   ConfigError,
   FastlimitError,
   RETRY_NEVER,
@@ -105,12 +106,6 @@ export interface RedisBackendOptions {
    * @default false (asynchronous replication, as Redis does by default)
    */
   waitReplicas?: RedisWaitReplicas | false
-}
-
-/** The options of one call (core's `CallOptions`). */
-interface CallOptions {
-  /** Epoch ms on this process's Date.now() clock after which the caller has given up on the call. */
-  readonly deadline?: number
 }
 
 const KNOWN = [
