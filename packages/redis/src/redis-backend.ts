@@ -97,12 +97,13 @@ export interface RedisBackendOptions {
   /**
    * After the calls that may charge, wait until `replicas` replicas have their writes (Redis
    * `WAIT replicas timeoutMs`, one per connection for the calls written together), at most `timeoutMs`,
-   * before answering. An admission answered after its replicas acknowledged it survives a failover to
-   * one of them (Sentinel promotes the most up-to-date replica). `WAIT` does not make Redis strongly
-   * consistent: after `timeoutMs` the call is answered anyway (its write stays on the master and a
-   * failover may still lose it), and a replica that restarts empty loses what it had acknowledged.
-   * Each call takes about one replica round trip longer (see the README: Sentinel failover). Not
-   * available with auto-pipelining.
+   * before answering. An admission that fewer replicas acknowledged in time rejects with
+   * `ERR_FASTLIMIT_BACKEND` (the master charged it, but a failover now could lose that), so FastLimit
+   * applies `onBackendError`; a denial stands. An admission answered after its replicas acknowledged it
+   * survives a failover to one of them (Sentinel promotes the most up-to-date replica). `WAIT` does not
+   * make Redis strongly consistent: a replica that restarts empty loses what it acknowledged, and a
+   * failover may promote another one. Each call takes about one replica round trip longer (see the
+   * README: Failover and replication). Not available with auto-pipelining.
    * @default false (asynchronous replication, as Redis does by default)
    */
   waitReplicas?: RedisWaitReplicas | false
@@ -336,8 +337,17 @@ function drop(node: Redis): boolean {
 /** This tick's `WAIT` on one connection, sent when the tick ends (after every call written in it). */
 interface Wait {
   readonly node: Redis
-  readonly promise: Promise<void>
-  resolve(): void
+  /** How many replicas acknowledged (WAIT's reply); -1 when WAIT failed. */
+  readonly promise: Promise<number>
+  resolve(acked: number): void
+}
+
+/** Whether a script reply admitted (and so charged): one bucket, or all of several (all or nothing). */
+function admitted(reply: unknown): boolean {
+  if (typeof reply !== 'string') return false
+  const parts = reply.split(',')
+  for (let i = 0; i < parts.length; i += 4) if (parts[i] !== '1') return false
+  return parts.length >= 4
 }
 
 /**
@@ -713,7 +723,10 @@ export class RedisBackend implements Backend {
     if (waits !== undefined) {
       const { replicas, timeoutMs } = this.waitReplicas as RedisWaitReplicas
       for (const w of waits.values()) {
-        w.node.call('WAIT', String(replicas), String(timeoutMs)).then(w.resolve, w.resolve)
+        w.node.call('WAIT', String(replicas), String(timeoutMs)).then(
+          (acked) => w.resolve(Number(acked)),
+          () => w.resolve(-1),
+        )
       }
     }
     const corked = this.corked
@@ -722,7 +735,7 @@ export class RedisBackend implements Backend {
   }
 
   /** This tick's WAIT on the connection `socket`, to follow the calls written on it (undefined if gone). */
-  private waitOn(socket: object | undefined): Promise<void> | undefined {
+  private waitOn(socket: object | undefined): Promise<number> | undefined {
     if (socket === undefined) return undefined
     let w = this.waits?.get(socket)
     if (w !== undefined) return w.promise
@@ -733,8 +746,8 @@ export class RedisBackend implements Backend {
         ? (client as Redis)
         : undefined
     if (node === undefined) return undefined
-    let resolve = (): void => undefined
-    const promise = new Promise<void>((r) => {
+    let resolve = (_acked: number): void => undefined
+    const promise = new Promise<number>((r) => {
       resolve = r
     })
     w = { node, promise, resolve }
@@ -802,7 +815,7 @@ export class RedisBackend implements Backend {
       }
       if (this.script !== undefined) return await this.sendDefined(args, slot)
       this.cork()
-      return await this.call(args, slot, charges)
+      return await this.call(args, slot, charges, what)
     } catch (err) {
       throw this.wrap(err, what)
     }
@@ -811,12 +824,14 @@ export class RedisBackend implements Backend {
   /**
    * One call through our own command; once more on NOSCRIPT. A reply from a node that is no longer the
    * master drops that connection. With `waitReplicas`, a call that may charge is answered after the
-   * WAIT that follows it on its connection.
+   * WAIT that follows it on its connection, and an admission that too few replicas acknowledged is a
+   * failure (the master charged it, and a failover could lose that).
    */
   private async call(
     args: Array<string | Buffer>,
     slot: DeadlineSlot | undefined,
     charges: boolean,
+    what: string,
   ): Promise<unknown> {
     let call: ScriptCall = this.runner.send(this.redis, args, slot)
     const wait = this.waitReplicas !== undefined && charges ? this.waitOn(call.socket) : undefined
@@ -829,12 +844,29 @@ export class RedisBackend implements Backend {
         call = this.runner.send(this.redis, args, slot)
         reply = await call.promise
       }
-      if (wait !== undefined) await wait
+      if (wait !== undefined) {
+        const acked = await wait
+        const want = (this.waitReplicas as RedisWaitReplicas).replicas
+        // A denial wrote nothing: only an admission can be lost in a failover.
+        if (acked < want && admitted(reply)) throw this.unreplicated(acked, what)
+      }
       return reply
     } catch (err) {
       this.failed(err, call.socket)
       throw err
     }
+  }
+
+  /** The error of an admission that too few replicas acknowledged in time. */
+  private unreplicated(acked: number, what: string): FastlimitError {
+    const { replicas, timeoutMs } = this.waitReplicas as RedisWaitReplicas
+    const got = acked < 0 ? 'WAIT failed' : `only ${acked} of ${replicas} replicas acknowledged the write`
+    return new FastlimitError(
+      'ERR_FASTLIMIT_BACKEND',
+      `[fastlimit] [redis] ${what} was admitted by the master, but ${got} within ${timeoutMs} ms (waitReplicas): ` +
+        'a failover now could lose the charge, so it is reported as a failure and FastLimit applies its ' +
+        'onBackendError policy. Check the replicas (INFO replication: their link and lag).',
+    )
   }
 
   /** After a call failed on `socket`: a node that is no longer the master loses its connection. */

@@ -395,6 +395,33 @@ describe('waitReplicas', () => {
     ).toThrow(/waitReplicas needs a client without enableAutoPipelining/)
   })
 
+  it('reports an admission that too few replicas acknowledged as a failure; a denial stands', async () => {
+    // The Sentinel group has one replica: two never acknowledge.
+    const backend = backendOn('sentinel', {
+      keyPrefix: 'unreplicated:',
+      waitReplicas: { replicas: 2, timeoutMs: 30 },
+    })
+    try {
+      const err = await rejection(backend.checkAndIncrement('a', bucket, LIMIT))
+      expect(err.code).toBe('ERR_FASTLIMIT_BACKEND')
+      expect(err.message).toMatch(
+        /^\[fastlimit\] \[redis\] checkAndIncrement was admitted by the master, but only 1 of 2 replicas acknowledged the write within 30 ms \(waitReplicas\)/,
+      )
+      expect((await rejection(backend.checkAndIncrementAll('b', [bucket, other], 1))).code).toBe(
+        'ERR_FASTLIMIT_BACKEND',
+      )
+      // The master did charge 'a' (the failure says so): a denial writes nothing and stands.
+      expect(await backend.checkAndIncrement('a', bucket, 1)).toMatchObject({ allowed: false, remaining: 0 })
+      expect(await backend.checkAndIncrementAll('a', [bucket, other], 1)).toMatchObject([
+        { allowed: false },
+        { allowed: true },
+      ])
+    } finally {
+      await backend.clear()
+      await backend.close()
+    }
+  })
+
   it('sends one WAIT after the calls written together that may charge, none after a peek', async () => {
     const masterPort = inject('redis').sentinel.masterPort
     const waits = async () => {
