@@ -11,6 +11,13 @@ export interface Proxy {
   moveTo(port: number): void
   /** How many connections it accepted. */
   readonly accepted: number
+  /**
+   * From now on, bytes in either direction are read and dropped (the connections stay open): a link
+   * that stopped delivering, with no error on either side. `thaw()` forwards again (what was dropped
+   * is lost).
+   */
+  freeze(): void
+  thaw(): void
   close(): Promise<void>
 }
 
@@ -18,7 +25,7 @@ export interface Proxy {
 export async function startProxy(target: number): Promise<Proxy> {
   const sockets = new Set<net.Socket>()
   let accepted = 0
-  const state = { target }
+  const state = { target, frozen: false }
   const server = net.createServer((client) => {
     accepted++
     const upstream = net.connect(state.target, '127.0.0.1')
@@ -32,8 +39,12 @@ export async function startProxy(target: number): Promise<Proxy> {
     }
     client.on('error', end).on('close', end)
     upstream.on('error', end).on('close', end)
-    client.pipe(upstream)
-    upstream.pipe(client)
+    client.on('data', (chunk: Buffer) => {
+      if (!state.frozen) upstream.write(chunk)
+    })
+    upstream.on('data', (chunk: Buffer) => {
+      if (!state.frozen) client.write(chunk)
+    })
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()))
   const port = (server.address() as net.AddressInfo).port
@@ -50,6 +61,12 @@ export async function startProxy(target: number): Promise<Proxy> {
     },
     get accepted() {
       return accepted
+    },
+    freeze() {
+      state.frozen = true
+    },
+    thaw() {
+      state.frozen = false
     },
     close: () =>
       new Promise<void>((resolve) => {
