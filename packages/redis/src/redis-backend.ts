@@ -312,6 +312,9 @@ function drop(node: Redis): boolean {
   const stream = node.stream as
     | { destroyed?: boolean; connecting?: boolean; destroy(): void; resetAndDestroy?: () => void }
     | undefined
+  // The next attempt comes after the first delay of the retry strategy, not after a backoff grown by
+  // earlier attempts: the breaker already paces these (one per breaker.openMs at most).
+  ;(node as unknown as { retryAttempts?: number }).retryAttempts = 0
   if (stream === undefined || stream.destroyed === true) {
     node.disconnect(true)
     return true
