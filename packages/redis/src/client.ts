@@ -67,6 +67,9 @@ export function createClient(
       ...common,
       sentinels: url.hosts.map((h) => ({ host: h.host, port: h.port })),
       name: url.masterName as string,
+      // Listen to the sentinels' +switch-master and reconnect at once: after a failover the old master may
+      // stay a master (and take writes that its demotion then discards) until the sentinels reconfigure it.
+      failoverDetector: true,
       ...(url.sentinelUsername === undefined ? {} : { sentinelUsername: url.sentinelUsername }),
       ...(url.sentinelPassword === undefined ? {} : { sentinelPassword: url.sentinelPassword }),
       ...(url.tls ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),

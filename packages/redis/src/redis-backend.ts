@@ -1106,6 +1106,9 @@ export class RedisBackend implements Backend {
         }),
       ])
       clearTimeout(timer)
+      // QUIT ends the connection but not a Sentinel client's failover detector (its subscriptions to
+      // the sentinels): disconnect() does.
+      if (!client.isCluster && 'sentinels' in client.options && client.options.sentinels) client.disconnect()
     })()
     return this.closing
   }

@@ -3,7 +3,7 @@
 // connections already open stay with the server they reached, as they do behind most load balancers.
 import net from 'node:net'
 
-export interface Proxy {
+export interface TcpProxy {
   readonly port: number
   /** Where new connections go. */
   target: number
@@ -22,7 +22,7 @@ export interface Proxy {
 }
 
 /** Starts a proxy to `127.0.0.1:target`. */
-export async function startProxy(target: number): Promise<Proxy> {
+export async function startProxy(target: number): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>()
   let accepted = 0
   const state = { target, frozen: false }
