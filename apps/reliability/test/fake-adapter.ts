@@ -5,6 +5,8 @@ import type { HttpAdapter } from '@fastlimit/core'
 export interface FakeReq {
   readonly remote: string | undefined
   readonly headers: Record<string, string>
+  /** @default 'GET' */
+  readonly method?: string
 }
 
 /** Reads `remote` and `headers`; writes headers into a plain object. */
@@ -12,6 +14,7 @@ export const fakeAdapter: HttpAdapter<FakeReq, Record<string, string>> = {
   name: 'fake',
   remoteAddress: (req) => req.remote,
   header: (req, name) => req.headers[name],
+  method: (req) => req.method ?? 'GET',
   setHeader: (res, name, value) => {
     res[name] = value
   },

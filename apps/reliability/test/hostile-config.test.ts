@@ -376,7 +376,9 @@ describe('options', () => {
     })
     await fc.assert(
       fc.asyncProperty(url, options, async (u, o) => {
-        const cluster = typeof u === 'string' && /^rediss?\+cluster:/i.test(u)
+        // Several hosts in a redis:// URL are a Cluster too.
+        const cluster =
+          typeof u === 'string' && (/^rediss?\+cluster:/i.test(u) || /^rediss?:\/\/[^/?#]*,/i.test(u))
         const lazy = cluster
           ? { clusterOptions: { lazyConnect: true } }
           : { redisOptions: { lazyConnect: true } }

@@ -1,7 +1,7 @@
 // Hostile input at the adapters: every rateLimit() fuzzed with option objects (ConfigError at construction or a
 // working middleware), hostile identities from the request (each its own limit), and hostile costs (a clear
 // ERR_FASTLIMIT_ARGUMENT to the framework's error handling; nothing charged), over real HTTP.
-import { ConfigError, createHttpLimiter, FastLimit, FastlimitError } from '@fastlimit/core'
+import { ConfigError, createHttpLimiter, FastLimit, FastlimitError, normalizeIdentity } from '@fastlimit/core'
 import fc from 'fast-check'
 import { afterAll, describe, expect, it } from 'vitest'
 import { type FakeReq, fakeAdapter } from './fake-adapter'
@@ -92,7 +92,25 @@ const optionsArb = mutated(fc.constant({ rules: '10/s' }), {
       ['bad'],
       [],
       [1],
+      { hops: 1, from: ['loopback'] },
+      { hops: 2, from: 'private' },
+      { hops: 1, from: 'any' },
+      { from: ['10.0.0.0/8'] },
+      { hops: 1 },
+      { from: 'any' },
+      { hops: 0, from: ['loopback'] },
+      { hops: 1, from: ['bad'] },
+      { hops: 1, from: [], more: 1 },
     ),
+    hostileValue,
+  ),
+  skipMethods: fc.oneof(
+    fc.constantFrom<unknown>([], ['OPTIONS'], ['options', 'HEAD'], 'OPTIONS', ['GET POST'], [''], [1]),
+    hostileValue,
+  ),
+  normalize: fc.oneof(
+    fc.constant((s: string) => s.toLowerCase()),
+    fc.constant(normalizeIdentity),
     hostileValue,
   ),
   proxyHeader: fc.oneof(
@@ -284,6 +302,140 @@ describe('hostile identities and costs through the adapters (real HTTP)', () => 
           class: `${adapter}: hostile costs from the request`,
           cases: 12,
           result: `${formatTally(seen)}; nothing charged (3 of 4 admitted after)`,
+        })
+      } finally {
+        await app.close()
+        await limiter.close()
+      }
+    },
+  )
+})
+
+describe('methods that are not counted, and identities spelled many ways (real HTTP)', () => {
+  it.each(ADAPTERS)(
+    '%s: a browser sending a CORS preflight before each request gets its whole budget',
+    async (adapter) => {
+      const admitted: Record<string, number> = {}
+      for (const [name, options] of [
+        ['default (OPTIONS not counted)', {}],
+        ['skipMethods: [] (every method counted)', { skipMethods: [] }],
+      ] as const) {
+        const app = await startApp(adapter, { rules: '10/h', ...options })
+        try {
+          let ok = 0
+          for (let i = 0; i < 10; i++) {
+            const preflight = await get(
+              app,
+              '/api',
+              { origin: 'https://app.example', 'access-control-request-method': 'POST' },
+              { method: 'OPTIONS' },
+            )
+            expect(preflight.status).not.toBe(500)
+            if (
+              (await get(app, '/api', { origin: 'https://app.example' }, { method: 'POST' })).status === 200
+            )
+              ok++
+          }
+          admitted[name] = ok
+        } finally {
+          await app.close()
+        }
+      }
+      expect(admitted).toEqual({
+        'default (OPTIONS not counted)': 10,
+        'skipMethods: [] (every method counted)': 5,
+      })
+      recorder.add({
+        class: `${adapter}: 10 POSTs each after a CORS preflight, limit 10`,
+        cases: 40,
+        result: `POSTs admitted: ${formatTally(admitted)}`,
+      })
+    },
+  )
+
+  /** Seven spellings of one user name, as a client would send them (percent-encoded in the query). */
+  const ADMIN = ['admin', 'Admin', 'ADMIN', 'ａｄｍｉｎ', 'admin\u200b', 'ad\u00admin', 'admın']
+
+  it.each(ADAPTERS)(
+    '%s: seven spellings of "admin" share one login limit with normalize: normalizeIdentity',
+    async (adapter) => {
+      const admitted: Record<string, number> = {}
+      for (const [name, options] of [
+        ['no normalize', {}],
+        ['normalize: normalizeIdentity', { normalize: normalizeIdentity }],
+      ] as const) {
+        const app = await startApp(adapter, { rules: '3/15m', key: keyFromQuery(adapter), ...options })
+        try {
+          let ok = 0
+          for (let round = 0; round < 3; round++) {
+            for (const user of ADMIN) {
+              if (
+                (await get(app, `/login?u=${encodeURIComponent(user)}`, {}, { method: 'POST' })).status ===
+                200
+              )
+                ok++
+            }
+          }
+          admitted[name] = ok
+        } finally {
+          await app.close()
+        }
+      }
+      expect(admitted).toEqual({ 'no normalize': 21, 'normalize: normalizeIdentity': 3 })
+      recorder.add({
+        class: `${adapter}: 21 login attempts with 7 spellings of "admin", limit 3`,
+        cases: 42,
+        result: `admitted: ${formatTally(admitted)}`,
+      })
+    },
+  )
+})
+
+describe('scoped and unscoped identities on one limiter (real HTTP)', () => {
+  /** A key function reading the `x-user` header, in each framework's terms. */
+  function keyFromHeader(adapter: AdapterName): (req: never) => string {
+    if (adapter === 'express')
+      return ((req: { get(n: string): string | undefined }) => req.get('x-user') ?? 'anon') as never
+    if (adapter === 'koa') return ((ctx: { get(n: string): string }) => ctx.get('x-user') || 'anon') as never
+    return ((c: { req: { header(n: string): string | undefined } }) =>
+      c.req.header('x-user') ?? 'anon') as never
+  }
+
+  it.each(ADAPTERS)(
+    '%s: a client-chosen unscoped key "login|<victim ip>" cannot use up the victim’s scope: login budget',
+    async (adapter) => {
+      const limiter = new FastLimit()
+      // App-wide, keyed by a header the client chooses; then the login limit, scoped, keyed by IP.
+      const app = await startApp(adapter, [
+        { limiter, rules: '5/h', key: keyFromHeader(adapter) },
+        { limiter, rules: '5/h', scope: 'login', trustProxy: { hops: 1, from: ['loopback'] } },
+      ])
+      try {
+        const victim = '203.0.113.50'
+        for (let i = 0; i < 5; i++) {
+          // The attacker's requests pass the first limiter and count against its own IP at the second.
+          await get(
+            app,
+            '/login',
+            { 'x-user': `login|${victim}`, 'x-forwarded-for': '198.51.100.66' },
+            { method: 'POST' },
+          )
+        }
+        let ok = 0
+        for (let i = 0; i < 5; i++) {
+          const r = await get(
+            app,
+            '/login',
+            { 'x-user': 'victim', 'x-forwarded-for': victim },
+            { method: 'POST' },
+          )
+          if (r.status === 200) ok++
+        }
+        expect(ok).toBe(5)
+        recorder.add({
+          class: `${adapter}: unscoped key "login|${victim}" used up (5), then the victim on the scope: 'login' route, limit 5`,
+          cases: 10,
+          result: `victim admitted ${ok} of 5`,
         })
       } finally {
         await app.close()

@@ -169,16 +169,16 @@ describe('identities', () => {
       const keys: Buffer[] = []
       let cursor = '0'
       do {
-        const [next, batch] = await client.scanBuffer(cursor, 'MATCH', 'hostile:keys:*', 'COUNT', 1000)
+        const [next, batch] = await client.scanBuffer(cursor, 'MATCH', 'hostile::keys:*', 'COUNT', 1000)
         cursor = next.toString()
         keys.push(...batch)
       } while (cursor !== '0')
       expect(keys).toHaveLength(ids.length)
       for (const key of keys) {
         const text = key.toString('latin1')
-        expect(text.indexOf('{')).toBe('hostile:keys:'.length)
+        expect(text.indexOf('{')).toBe('hostile::keys:'.length)
         expect(text.indexOf('}')).toBe(text.length - 1)
-        expect(key.length).toBeLessThanOrEqual('hostile:keys:{}'.length + MAX_IDENTITY_LENGTH * 3)
+        expect(key.length).toBeLessThanOrEqual('hostile::keys:{}'.length + MAX_IDENTITY_LENGTH * 3)
       }
     } finally {
       client.disconnect()

@@ -4,6 +4,7 @@
 import {
   compileTrust,
   createHttpLimiter,
+  embeddedIPv4,
   FastLimit,
   formatIp,
   type IPv6Address,
@@ -16,7 +17,7 @@ import fc from 'fast-check'
 import { afterAll, describe, expect, it } from 'vitest'
 import { fakeAdapter } from './fake-adapter'
 import { formatTally, Recorder } from './helpers'
-import { ADAPTERS, get, rawGet, startApp } from './http-apps'
+import { ADAPTERS, captureWarnings, get, rawGet, startApp, startProxy } from './http-apps'
 
 const recorder = new Recorder('hostile-ip', 'hostile')
 afterAll(() => recorder.save())
@@ -191,7 +192,7 @@ describe('X-Forwarded-For and Forwarded: core resolution (fast-check)', () => {
     ),
   )
 
-  it('fast-check: parseForwarded never throws, and a malformed Forwarded header never yields an address the trusted proxy did not append', () => {
+  it('fast-check: parseForwarded never throws, and whatever a client writes, the element the trusted proxy appended gives the client', () => {
     let cases = 0
     const seen: Record<string, number> = {}
     const trust = compileTrust(TRUSTED)
@@ -204,10 +205,9 @@ describe('X-Forwarded-For and Forwarded: core resolution (fast-check)', () => {
         const header = junk === '' ? element : `${junk}, ${element}`
         const ip = resolveClientIp(peer, header, trust, 'forwarded')
         const got = ip === undefined ? 'none' : formatIp(ip)
-        const ok = got === canonical(client) || got === canonical(peer)
-        expect(ok, `${JSON.stringify(header)} from ${peer} gave ${got}`).toBe(true)
-        const k = got === canonical(client) ? 'client' : 'peer (header distrusted)'
-        seen[k] = (seen[k] ?? 0) + 1
+        // Read from the right, the element the proxy appended is the client, whatever lies to its left.
+        expect(got, `${JSON.stringify(header)} from ${peer}`).toBe(canonical(client))
+        seen.client = (seen.client ?? 0) + 1
       }),
       { numRuns: 10_000 },
     )
@@ -222,7 +222,7 @@ describe('X-Forwarded-For and Forwarded: core resolution (fast-check)', () => {
     recorder.add({
       class: 'malformed Forwarded headers (fast-check)',
       cases,
-      result: `never threw; resolved to ${formatTally(seen)}; never an attacker-chosen address`,
+      result: `never threw; resolved to ${formatTally(seen)}: the address the proxy appended, every time`,
     })
   })
 })
@@ -311,11 +311,11 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
         expect(await rawGet(xff, ['X-Forwarded-For: 198.51.100.66', 'X-Forwarded-For: 203.0.113.9'])).toBe(
           200,
         )
-        expect((await limiter.peek('xff|203.0.113.9', '1000/h')).remaining).toBe(999)
-        expect((await limiter.peek('xff|198.51.100.66', '1000/h')).remaining).toBe(1000)
+        expect((await limiter.peek('203.0.113.9', '1000/h', { scope: 'xff' })).remaining).toBe(999)
+        expect((await limiter.peek('198.51.100.66', '1000/h', { scope: 'xff' })).remaining).toBe(1000)
         expect(await rawGet(fwd, ['Forwarded: for=198.51.100.66', 'Forwarded: for=203.0.113.9'])).toBe(200)
-        expect((await limiter.peek('fwd|203.0.113.9', '1000/h')).remaining).toBe(999)
-        expect((await limiter.peek('fwd|198.51.100.66', '1000/h')).remaining).toBe(1000)
+        expect((await limiter.peek('203.0.113.9', '1000/h', { scope: 'fwd' })).remaining).toBe(999)
+        expect((await limiter.peek('198.51.100.66', '1000/h', { scope: 'fwd' })).remaining).toBe(1000)
         recorder.add({
           class: `${adapter}: XFF / Forwarded on two header lines, trustProxy 1`,
           cases: 2,
@@ -330,7 +330,7 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
   )
 
   it.each(ADAPTERS)(
-    '%s: malformed Forwarded headers never 500 and never charge an address the proxy did not append',
+    '%s: malformed Forwarded headers never 500 and the client the proxy appended is charged every time',
     async (adapter) => {
       const limiter = new FastLimit()
       const app = await startApp(adapter, {
@@ -372,11 +372,10 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
           const beforePeer = (await limiter.peek('127.0.0.1', '1000/h')).remaining
           const r = await get(app, '/', { forwarded: header })
           expect(r.status, header).toBe(200)
-          const client1 = (await limiter.peek(client, '1000/h')).remaining === beforeClient - 1
-          const peer1 = (await limiter.peek('127.0.0.1', '1000/h')).remaining === beforePeer - 1
-          expect(client1 !== peer1, `${header}: charged the client or the peer, exactly one`).toBe(true)
-          const k = client1 ? 'client' : 'peer (header distrusted)'
-          seen[k] = (seen[k] ?? 0) + 1
+          // What the proxy appended is read whatever the client wrote to its left.
+          expect((await limiter.peek(client, '1000/h')).remaining, header).toBe(beforeClient - 1)
+          expect((await limiter.peek('127.0.0.1', '1000/h')).remaining, header).toBe(beforePeer)
+          seen.client = (seen.client ?? 0) + 1
         }
         recorder.add({
           class: `${adapter}: malformed Forwarded headers over HTTP`,
@@ -391,9 +390,12 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
   )
 })
 
-/** The identity the default key gives an address: IPv4 as is, IPv6 by its /56. */
+/** The identity the default key gives an address: IPv4 as is (embedded in IPv6 too), other IPv6 by its /56. */
 function keyOf(ip: string, subnet: number | false = 56): string {
   const parsed = parseIp(ip) as IpAddress
+  if (parsed.version === 6 && embeddedIPv4(parsed.groups) >= 0) {
+    return formatIp({ version: 4, value: embeddedIPv4(parsed.groups) })
+  }
   if (parsed.version === 4 || subnet === false) return formatIp(parsed)
   const groups = [...parsed.groups]
   for (let i = 0; i < 8; i++) {
@@ -495,4 +497,236 @@ describe('IPv6 rotation', () => {
       result: `admitted of 40 (limit 5): ${formatTally(results)}`,
     })
   })
+})
+
+// A real reverse proxy connects to the app from 127.0.0.2; an attacker who reaches the app port directly
+// connects from 127.0.0.3; clients of the proxy connect to it from 127.0.1.x. Linux routes all of
+// 127.0.0.0/8 to loopback, so each is a distinct peer address the app really sees.
+const PROXY_ADDRESS = '127.0.0.2'
+const ATTACKER = '127.0.0.3'
+const clientAddress = (i: number) => `127.0.1.${i + 1}`
+const RECOMMENDED = { hops: 1, from: [PROXY_ADDRESS] }
+
+describe('proxy trust that a direct client cannot spoof (a real proxy in front, the app port reachable too)', () => {
+  it.each(ADAPTERS)(
+    '%s: rotating X-Forwarded-For straight to the app gets the limit, not one budget per request',
+    async (adapter) => {
+      const admitted: Record<string, number> = {}
+      for (const [name, trustProxy] of [
+        ['trustProxy: 1 (believes any peer; warned)', 1],
+        ["trustProxy: { hops: 1, from: ['127.0.0.2'] }", RECOMMENDED],
+      ] as const) {
+        const warnings = captureWarnings()
+        const limiter = new FastLimit()
+        const app = await startApp(adapter, { limiter, rules: '5/h', trustProxy })
+        const proxy = await startProxy(app, { from: PROXY_ADDRESS })
+        try {
+          let ok = 0
+          const spoofs = fc.sample(publicV4, { numRuns: 1000, seed: 12 })
+          for (const ip of spoofs) {
+            const r = await get(app, '/', { 'x-forwarded-for': ip }, { from: ATTACKER })
+            if (r.status === 200) ok++
+          }
+          admitted[name] = ok
+          // Clients of the proxy are still told apart, each with its own budget.
+          for (let i = 0; i < 20; i++) {
+            const r = await get(proxy, '/', {}, { from: clientAddress(i) })
+            expect(r.status, `client ${clientAddress(i)} through the proxy`).toBe(200)
+          }
+          expect((await limiter.peek(clientAddress(0), '5/h')).remaining).toBe(4)
+          if (typeof trustProxy === 'number') {
+            expect(ok).toBe(1000)
+            const warned = warnings.messages.filter((m) => m.includes('trustProxy'))
+            expect(warned, warnings.messages.join('\n')).toHaveLength(1)
+            expect(warned[0]).toMatch(/^\[fastlimit\] \[[a-z]+\] trustProxy: 1 believes/)
+            expect(warned[0]).toContain('trustProxy: { hops: 1, from: [')
+          } else {
+            expect(ok).toBe(5)
+            expect(warnings.messages.filter((m) => m.includes('trustProxy: 1'))).toEqual([])
+          }
+        } finally {
+          warnings.stop()
+          await proxy.close()
+          await app.close()
+          await limiter.close()
+        }
+      }
+      recorder.add({
+        class: `${adapter}: 1000 requests straight to the app, X-Forwarded-For rotated, limit 5`,
+        cases: 2000,
+        result: `admitted: ${formatTally(admitted)}`,
+      })
+    },
+  )
+
+  it.each(ADAPTERS)(
+    '%s: X-Forwarded-For: 127.0.0.1 sent straight to the app does not pass an allow list',
+    async (adapter) => {
+      const admitted: Record<string, number> = {}
+      for (const [name, trustProxy, expected] of [
+        ['trustProxy: 1', 1, 100],
+        ['trustProxy: { hops: 1, from: [proxy] }', RECOMMENDED, 5],
+      ] as const) {
+        const warnings = captureWarnings()
+        const limiter = new FastLimit()
+        const app = await startApp(adapter, {
+          limiter,
+          rules: '5/h',
+          trustProxy,
+          allowList: ['127.0.0.1'],
+        })
+        const proxy = await startProxy(app, { from: PROXY_ADDRESS })
+        try {
+          let ok = 0
+          for (let i = 0; i < 100; i++) {
+            const r = await get(app, '/', { 'x-forwarded-for': '127.0.0.1' }, { from: ATTACKER })
+            if (r.status === 200) ok++
+          }
+          admitted[name] = ok
+          expect(ok, name).toBe(expected)
+          // The allow-listed host, through the proxy, is never limited.
+          for (let i = 0; i < 10; i++) {
+            expect((await get(proxy, '/', {}, { from: '127.0.0.1' })).status).toBe(200)
+          }
+        } finally {
+          warnings.stop()
+          await proxy.close()
+          await app.close()
+          await limiter.close()
+        }
+      }
+      recorder.add({
+        class: `${adapter}: allowList ['127.0.0.1'], 100 direct requests with X-Forwarded-For: 127.0.0.1, limit 5`,
+        cases: 200,
+        result: `admitted: ${formatTally(admitted)}`,
+      })
+    },
+  )
+
+  it.each(ADAPTERS)(
+    '%s: behind a proxy that is not trusted, 100 clients share one budget and the app says so once, with the fix',
+    async (adapter) => {
+      const admitted: Record<string, number> = {}
+      for (const [name, trustProxy] of [
+        ['trustProxy off', false],
+        ['the fix the warning gives', RECOMMENDED],
+      ] as const) {
+        const warnings = captureWarnings()
+        const limiter = new FastLimit()
+        const app = await startApp(adapter, { limiter, rules: '5/h', trustProxy })
+        const proxy = await startProxy(app, { from: PROXY_ADDRESS })
+        try {
+          let ok = 0
+          for (let i = 0; i < 100; i++) {
+            if ((await get(proxy, '/', {}, { from: clientAddress(i) })).status === 200) ok++
+          }
+          admitted[name] = ok
+          if (trustProxy === false) {
+            expect(ok).toBe(5)
+            expect(warnings.messages, warnings.messages.join('\n')).toHaveLength(1)
+            expect(warnings.messages[0]).toMatch(
+              /^\[fastlimit\] \[[a-z]+\] Requests from 127\.0\.0\.2 carry X-Forwarded-For/,
+            )
+            expect(warnings.messages[0]).toContain("trustProxy: { hops: 1, from: ['127.0.0.2'] }")
+          } else {
+            expect(ok).toBe(100)
+            expect(warnings.messages).toEqual([])
+          }
+        } finally {
+          warnings.stop()
+          await proxy.close()
+          await app.close()
+          await limiter.close()
+        }
+      }
+      recorder.add({
+        class: `${adapter}: 100 clients behind an untrusted proxy (127.0.0.2), one request each, limit 5`,
+        cases: 200,
+        result: `admitted: ${formatTally(admitted)}; trust off: warned once, naming the fix`,
+      })
+    },
+  )
+})
+
+describe('IPv6 addresses that embed an IPv4 address', () => {
+  const v4 = (i: number) => `198.51.${100 + (i >> 8)}.${i & 255}`
+  const FORMS: readonly [string, (ip: string) => string][] = [
+    ['NAT64 64:ff9b::a.b.c.d', (ip) => `64:ff9b::${ip}`],
+    ['IPv4-compatible ::a.b.c.d', (ip) => `::${ip}`],
+    ['IPv4-translated ::ffff:0:a.b.c.d', (ip) => `::ffff:0:${ip}`],
+  ]
+
+  it.each(ADAPTERS)(
+    '%s: 100 clients behind a NAT64 (or the older embeddings) each get their own limit, shared with their IPv4',
+    async (adapter) => {
+      const admitted: Record<string, number> = {}
+      for (const [name, form] of FORMS) {
+        const limiter = new FastLimit()
+        const app = await startApp(adapter, { limiter, rules: '5/h', trustProxy: ['loopback'] })
+        try {
+          let ok = 0
+          for (let i = 0; i < 100; i++) {
+            if ((await get(app, '/', { 'x-forwarded-for': form(v4(i)) })).status === 200) ok++
+          }
+          admitted[name] = ok
+          expect(ok, name).toBe(100)
+          // The same client over native IPv4 shares the budget it used through the translator.
+          for (let i = 0; i < 4; i++) {
+            expect((await get(app, '/', { 'x-forwarded-for': v4(7) })).status).toBe(200)
+          }
+          expect((await get(app, '/', { 'x-forwarded-for': v4(7) })).status).toBe(429)
+        } finally {
+          await app.close()
+          await limiter.close()
+        }
+      }
+      recorder.add({
+        class: `${adapter}: 100 IPv4 clients seen through an IPv6 embedding, limit 5 each`,
+        cases: 300,
+        result: `admitted of 100: ${formatTally(admitted)}; each shares its budget with its native IPv4`,
+      })
+    },
+  )
+})
+
+describe('Forwarded: the last elements are read whatever the client wrote to their left', () => {
+  it.each(ADAPTERS)(
+    '%s: 100 clients sending an unterminated quote through the proxy are each keyed as themselves',
+    async (adapter) => {
+      const limiter = new FastLimit()
+      const app = await startApp(adapter, {
+        limiter,
+        rules: '5/h',
+        trustProxy: [PROXY_ADDRESS],
+        proxyHeader: 'forwarded',
+      })
+      const proxy = await startProxy(app, { from: PROXY_ADDRESS, header: 'forwarded' })
+      try {
+        let ok = 0
+        for (let i = 0; i < 100; i++) {
+          const junk = ['for="unterminated', 'for="1.2.3.4', 'for=\\', 'proto=https;for', '"'][
+            i % 5
+          ] as string
+          if ((await get(proxy, '/', { forwarded: junk }, { from: clientAddress(i) })).status === 200) ok++
+        }
+        expect(ok).toBe(100)
+        // Requests through the proxy without a Forwarded header of their own are not refused either.
+        let plain = 0
+        for (let i = 100; i < 110; i++) {
+          if ((await get(proxy, '/', {}, { from: clientAddress(i) })).status === 200) plain++
+        }
+        expect(plain).toBe(10)
+        expect((await limiter.peek(PROXY_ADDRESS, '5/h')).remaining).toBe(5)
+        recorder.add({
+          class: `${adapter}: Forwarded with an unterminated quote from 100 clients, through a real proxy, limit 5`,
+          cases: 110,
+          result: `${ok} of 100 admitted, each keyed as itself; then ${plain} of 10 header-less requests`,
+        })
+      } finally {
+        await proxy.close()
+        await app.close()
+        await limiter.close()
+      }
+    },
+  )
 })

@@ -50,13 +50,20 @@ function closer(server: http.Server): () => Promise<void> {
     })
 }
 
-/** Starts a minimal app of `adapter` with `rateLimit(options)` in front of `GET /` (answers `ok`). */
-export async function startApp(adapter: AdapterName, options: AnyOptions): Promise<App> {
+/**
+ * Starts a minimal app of `adapter` with `rateLimit(options)` in front of every path (answers `ok` to any
+ * method): several option objects give several middlewares, in order.
+ */
+export async function startApp(
+  adapter: AdapterName,
+  options: AnyOptions | readonly AnyOptions[],
+): Promise<App> {
+  const list = Array.isArray(options) ? options : [options]
   let server: http.Server
   if (adapter === 'express') {
     const app = express()
-    app.use(expressRateLimit(options as never))
-    app.get('/', (_req, res) => {
+    for (const o of list) app.use(expressRateLimit(o as never))
+    app.use((_req, res) => {
       res.send('ok')
     })
     app.use((err: unknown, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
@@ -74,15 +81,15 @@ export async function startApp(adapter: AdapterName, options: AnyOptions): Promi
         ctx.body = { error: errorCode(err) }
       }
     })
-    app.use(koaRateLimit(options as never))
+    for (const o of list) app.use(koaRateLimit(o as never))
     app.use((ctx) => {
       ctx.body = 'ok'
     })
     server = http.createServer(app.callback()).listen(0, '127.0.0.1')
   } else {
     const app = new Hono()
-    app.use(honoRateLimit(options as never))
-    app.get('/', (c) => c.text('ok'))
+    for (const o of list) app.use(honoRateLimit(o as never))
+    app.all('*', (c) => c.text('ok'))
     app.onError((err, c) => c.json({ error: errorCode(err) }, 500))
     server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as http.Server
   }
@@ -97,11 +104,32 @@ export interface Reply {
   readonly headers: Record<string, string>
 }
 
+/** How {@link get} sends: the method, and the loopback address to connect from (127.0.0.0/8 all works on Linux). */
+export interface Send {
+  /** @default 'GET' */
+  readonly method?: string
+  /** The local address of the connection, which the server sees as its peer. @default the OS's choice (127.0.0.1) */
+  readonly from?: string
+}
+
 /** GET `path` with `headers` (a fresh connection each time, so nothing is shared between requests). */
-export function get(app: App, path: string, headers: Record<string, string> = {}): Promise<Reply> {
+export function get(
+  app: { readonly port: number },
+  path: string,
+  headers: Record<string, string> = {},
+  send: Send = {},
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = http.request(
-      { host: '127.0.0.1', port: app.port, path, method: 'GET', headers, agent: false },
+      {
+        host: '127.0.0.1',
+        port: app.port,
+        path,
+        method: send.method ?? 'GET',
+        headers,
+        agent: false,
+        ...(send.from === undefined ? {} : { localAddress: send.from }),
+      },
       (res) => {
         let body = ''
         res.setEncoding('utf8')
@@ -139,4 +167,76 @@ export function rawGet(app: App, headerLines: readonly string[]): Promise<number
       `GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n${headerLines.map((l) => `${l}\r\n`).join('')}\r\n`,
     )
   })
+}
+
+/** A running reverse proxy in front of an app. */
+export interface Proxy {
+  readonly port: number
+  close(): Promise<void>
+}
+
+/**
+ * Starts a real reverse proxy on 127.0.0.1 in front of `app`, connecting to it from `from` (e.g. 127.0.0.2,
+ * so the app sees the proxy at an address of its own) and appending the address of the connection it received
+ * to the forwarding header, as nginx's `$proxy_add_x_forwarded_for` does (`header: 'forwarded'` appends an RFC
+ * 7239 element `for=...` instead). Whatever the client sent is kept as it is, to the left.
+ */
+export async function startProxy(
+  app: App,
+  options: { readonly from: string; readonly header?: 'x-forwarded-for' | 'forwarded' },
+): Promise<Proxy> {
+  const name = options.header ?? 'x-forwarded-for'
+  const server = http.createServer((req, res) => {
+    const client = req.socket.remoteAddress ?? ''
+    const hop = name === 'forwarded' ? (client.includes(':') ? `for="[${client}]"` : `for=${client}`) : client
+    const headers = { ...req.headers }
+    const sent = headers[name]
+    const before = Array.isArray(sent) ? sent.join(', ') : sent
+    headers[name] = before === undefined || before === '' ? hop : `${before}, ${hop}`
+    const upstream = http.request(
+      {
+        host: '127.0.0.1',
+        port: app.port,
+        path: req.url,
+        method: req.method,
+        headers,
+        agent: false,
+        localAddress: options.from,
+      },
+      (answer) => {
+        res.writeHead(answer.statusCode ?? 502, answer.headers)
+        answer.pipe(res)
+      },
+    )
+    upstream.on('error', () => {
+      res.statusCode = 502
+      res.end()
+    })
+    req.pipe(upstream)
+  })
+  server.listen(0, '127.0.0.1')
+  const port = await listen(server)
+  return { port, close: closer(server) }
+}
+
+/** The registry core's HTTP layer keeps its once-per-process warnings in. */
+const WARNINGS = Symbol.for('fastlimit.warnings')
+
+/**
+ * Records `console.warn` calls from now on, after forgetting which once-per-process warnings core already
+ * gave (so each test sees its own). `stop()` puts `console.warn` back.
+ */
+export function captureWarnings(): { readonly messages: string[]; stop(): void } {
+  ;((globalThis as Record<symbol, unknown>)[WARNINGS] as Set<string> | undefined)?.clear()
+  const messages: string[] = []
+  const original = console.warn
+  console.warn = (...args: unknown[]) => {
+    messages.push(args.map(String).join(' '))
+  }
+  return {
+    messages,
+    stop: () => {
+      console.warn = original
+    },
+  }
 }

@@ -165,7 +165,7 @@ describe('failover under load: decisions back on the store', () => {
       })
       // The decisions after the failover were written on the promoted replica.
       expect(
-        await command(replica.port, 'EXISTS', 'fastlimit:sentinel:{sentinel: SENTINEL FAILOVER-exact}'),
+        await command(replica.port, 'EXISTS', 'fastlimit::sentinel:{sentinel: SENTINEL FAILOVER-exact}'),
       ).toBe(1)
     } finally {
       await limiter.close()

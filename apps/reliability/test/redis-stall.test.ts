@@ -39,8 +39,8 @@ async function scriptCalls(port: number): Promise<number> {
   return calls
 }
 
-/** Keys of the identities whose calls started during the outage (none may exist). */
-async function outageKeys(port: number, id: string): Promise<number> {
+/** How many keys the identities of one phase have in Redis. */
+async function phaseKeys(port: number, id: string, phase: string): Promise<number> {
   let cursor = '0'
   let n = 0
   do {
@@ -49,7 +49,7 @@ async function outageKeys(port: number, id: string): Promise<number> {
       'SCAN',
       cursor,
       'MATCH',
-      `fastlimit:stall:{${id}-outage-*`,
+      `fastlimit::stall:{${id}-${phase}-*`,
       'COUNT',
       10_000,
     )) as [string, string[]]
@@ -122,7 +122,9 @@ async function runStall(o: Stall): Promise<void> {
     // Every script the server ran from the fault on that no decision of the backend came from: sent
     // before the breaker dropped the connection, run when the server woke, past its deadline.
     const late = (await scriptCalls(s.port)) - scriptsBefore - backendDecided
-    const keys = await outageKeys(s.port, o.id)
+    const keys = await phaseKeys(s.port, o.id, 'outage')
+    // The same count finds the identities of the phase before the fault: it can see a charge.
+    const keysBefore = await phaseKeys(s.port, o.id, 'before')
     const probe = await Promise.all(
       Array.from({ length: 2 * LIMIT }, () => limiter.check(`${o.id}-exact`, RULE)),
     )
@@ -160,6 +162,7 @@ async function runStall(o: Stall): Promise<void> {
     // Nothing piles up while the server is stopped: a few MB at most (the issue saw +162 MB in 15 s).
     expect(heapDuring - heapBefore, 'heap growth during the outage (MB)').toBeLessThan(20)
     // No call the limiter gave up on was charged when the server woke.
+    expect(keysBefore, 'identities charged before the fault').toBeGreaterThan(0)
     expect(keys, 'outage identities charged after the server woke').toBe(0)
     expect(Number.isFinite(recoveryMs), 'the limiter decided on Redis again').toBe(true)
     expect(probe.filter((d) => d.allowed)).toHaveLength(LIMIT)

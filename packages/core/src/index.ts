@@ -35,6 +35,7 @@ export type {
   ProxyTrust,
   RateLimitCommonOptions,
   SetHeader,
+  TrustProxySetting,
 } from './http'
 export {
   checkHandler,
@@ -43,11 +44,14 @@ export {
   createHttpLimiter,
   createIpMatcher,
   delaySeconds,
+  embeddedIPv4,
   formatIp,
   HEADER_FORMATS,
   HttpLimiter,
   IP_RANGES,
   ipKey,
+  isLocalAddress,
+  normalizeIdentity,
   parseCidr,
   parseForwarded,
   parseHop,
@@ -59,12 +63,14 @@ export {
 } from './http'
 export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix, validateScope } from './keys'
 export type {
+  BackendCallEvent,
   BackendErrorPolicy,
   BreakerEvent,
   BreakerOptions,
   BreakerState,
   CheckOptions,
   Decision,
+  DecisionEvent,
   DecisionReason,
   FastLimitEvents,
   FastLimitOptions,

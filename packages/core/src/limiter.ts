@@ -53,13 +53,52 @@ export interface BreakerEvent {
   readonly backend: Backend
 }
 
+/** A decision made by `check` or `peek`, given to `limiter.on('decision', ...)`. */
+export interface DecisionEvent {
+  /** Which call made it. */
+  readonly operation: 'check' | 'peek'
+  /** The decision, as the caller receives it. */
+  readonly decision: Decision
+  /**
+   * The identity as the caller gave it. A metric must never use it as an attribute (unbounded
+   * cardinality); a log may.
+   */
+  readonly identity: string
+  /** The scope of the call, if any. */
+  readonly scope: string | undefined
+  /** `'shadow'` when the caller only observes (an HTTP middleware in shadow mode), else `'enforce'`. */
+  readonly mode: 'enforce' | 'shadow'
+  /** The backend's `kind` (`'memory'`, `'redis'`, ...), or `'custom'`. */
+  readonly backend: string
+}
+
+/** One call to the store, given to `limiter.on('call', ...)` when it settles (or times out). */
+export interface BackendCallEvent {
+  /** What the limiter asked of the store. */
+  readonly operation: 'check' | 'peek' | 'reset'
+  /** Milliseconds from the call to its answer, failure or timeout (`performance.now()`). */
+  readonly durationMs: number
+  /** Whether it went through the synchronous fast path (no promise, no timer). */
+  readonly sync: boolean
+  /** The failure, when it failed or timed out. */
+  readonly error?: FastlimitError
+  /** The backend's `kind`, or `'custom'`. */
+  readonly backend: string
+}
+
 /** The events of a {@link FastLimit}, by name, with what each listener receives. */
 export interface FastLimitEvents {
+  /** A `check` or `peek` decided (by the store, the fallback or the policy). */
+  decision: DecisionEvent
+  /** A call to the store settled: its duration and outcome. Calls the breaker or `maxInFlight` kept off the store are not calls. */
+  call: BackendCallEvent
   /** The circuit breaker opened, half-opened (one probe goes to the store) or closed. */
   breaker: BreakerEvent
   /** A backend call failed or timed out (the same errors `onError` receives). */
   error: FastlimitError
 }
+
+const EVENTS: ReadonlySet<string> = new Set(['decision', 'call', 'breaker', 'error'])
 
 /** Options of {@link FastLimit}. */
 export interface FastLimitOptions {
@@ -132,6 +171,13 @@ export interface CheckOptions {
    * @default none
    */
   scope?: string
+  /**
+   * For observers only: `'shadow'` marks a check whose refusal the caller will not enforce (an HTTP
+   * middleware in shadow mode), so `'decision'` listeners can tell "would have denied" from "denied".
+   * The decision itself is the same.
+   * @default 'enforce'
+   */
+  mode?: 'enforce' | 'shadow'
 }
 
 /** Options of {@link FastLimit.peek} and {@link FastLimit.reset}. */
@@ -263,6 +309,9 @@ export class FastLimit {
   #probing = false
   #inFlight = 0
   #listeners: { [K in keyof FastLimitEvents]?: Array<(event: FastLimitEvents[K]) => void> } = {}
+  #watchDecisions = false
+  #watchCalls = false
+  readonly #kind: string
   #closed = false
 
   constructor(options: FastLimitOptions = {}) {
@@ -326,6 +375,8 @@ export class FastLimit {
     this.#ownsBackend = backend === undefined
     this.backend = backend ?? new MemoryBackend()
     this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
+    const kind = this.backend.kind
+    this.#kind = typeof kind === 'string' && kind !== '' ? kind : 'custom'
   }
 
   /** The circuit breaker's state: `'closed'` (calls go to the store), `'open'` or `'half-open'`. */
@@ -344,8 +395,10 @@ export class FastLimit {
    * @returns a function that removes the listener
    */
   on<K extends keyof FastLimitEvents>(type: K, listener: (event: FastLimitEvents[K]) => void): () => void {
-    if (type !== 'breaker' && type !== 'error') {
-      throw new ConfigError(`[fastlimit] [core] Unknown event ${show(type)}: listen to 'breaker' or 'error'.`)
+    if (!EVENTS.has(type)) {
+      throw new ConfigError(
+        `[fastlimit] [core] Unknown event ${show(type)}: listen to 'decision', 'call', 'breaker' or 'error'.`,
+      )
     }
     if (typeof listener !== 'function') {
       throw new ConfigError(`[fastlimit] [core] A listener must be a function, got ${show(listener)}.`)
@@ -356,10 +409,44 @@ export class FastLimit {
       this.#listeners[type] = list as never
     }
     list.push(listener)
+    this.#watch()
     return () => {
       const i = list.indexOf(listener)
       if (i !== -1) list.splice(i, 1)
+      this.#watch()
     }
+  }
+
+  /** Keeps the two flags the hot path reads: whether anyone listens to decisions, to calls. */
+  #watch(): void {
+    this.#watchDecisions = (this.#listeners.decision?.length ?? 0) > 0
+    this.#watchCalls = (this.#listeners.call?.length ?? 0) > 0
+  }
+
+  /** Emits the decision of a `check` or `peek` once it settles (only while someone listens). */
+  #observe(
+    promise: Promise<Decision>,
+    operation: 'check' | 'peek',
+    identity: string,
+    scope: string | undefined,
+    mode: 'enforce' | 'shadow',
+  ): Promise<Decision> {
+    return promise.then((decision) => {
+      this.#emit('decision', { operation, decision, identity, scope, mode, backend: this.#kind })
+      return decision
+    })
+  }
+
+  /** Emits a settled store call (only while someone listens). */
+  #called(operation: 'check' | 'peek' | 'reset', start: number, sync: boolean, error?: FastlimitError): void {
+    const event: { -readonly [K in keyof BackendCallEvent]: BackendCallEvent[K] } = {
+      operation,
+      durationMs: performance.now() - start,
+      sync,
+      backend: this.#kind,
+    }
+    if (error !== undefined) event.error = error
+    this.#emit('call', event)
   }
 
   #emit<K extends keyof FastLimitEvents>(type: K, event: FastLimitEvents[K]): void {
@@ -466,31 +553,41 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
-    if (typeof key !== 'string') {
-      return key.then((k) => this.#check(k, list, cost))
-    }
-    return this.#check(key, list, cost)
+    const decided =
+      typeof key === 'string' ? this.#check(key, list, cost) : key.then((k) => this.#check(k, list, cost))
+    if (!this.#watchDecisions) return decided
+    return this.#observe(
+      decided,
+      'check',
+      identity,
+      options?.scope,
+      options?.mode === 'shadow' ? 'shadow' : 'enforce',
+    )
   }
 
   /** {@link check} once the key is known. */
   #check(key: string, list: readonly Rule[], cost: number): Promise<Decision> {
     const sync = this.#sync
     if (sync !== undefined) {
+      const start = this.#watchCalls ? performance.now() : -1
       try {
         if (list.length === 1) {
           const result = sync.checkAndIncrementSync(key, list[0] as Rule, cost)
           if (result !== undefined) {
             if (!isResult(result)) throw malformed()
+            if (start >= 0) this.#called('check', start, true)
             return Promise.resolve(decideOne(list, result, cost, 'backend', undefined))
           }
         } else if (sync.checkAndIncrementAllSync !== undefined) {
           const results = sync.checkAndIncrementAllSync(key, list, cost)
           if (results !== undefined) {
             if (!areResults(results, list.length)) throw malformed()
+            if (start >= 0) this.#called('check', start, true)
             return Promise.resolve(decide(list, results, cost, 'backend', undefined))
           }
         }
       } catch (err) {
+        if (start >= 0) this.#called('check', start, true, this.#wrap(err))
         return this.#failed(key, list, cost, err)
       }
       // The fast path could not decide without waiting: the asynchronous call, with its deadline.
@@ -498,7 +595,7 @@ export class FastLimit {
     const backend = this.backend
     if (list.length === 1) {
       const rule = list[0] as Rule
-      return this.#call((o) => backend.checkAndIncrement(key, rule, cost, o)).then(
+      return this.#call('check', (o) => backend.checkAndIncrement(key, rule, cost, o)).then(
         (result) =>
           isResult(result)
             ? decideOne(list, result, cost, 'backend', undefined)
@@ -506,7 +603,7 @@ export class FastLimit {
         (err) => this.#failed(key, list, cost, err),
       )
     }
-    return this.#call((o) =>
+    return this.#call('check', (o) =>
       (backend.checkAndIncrementAll as NonNullable<Backend['checkAndIncrementAll']>).call(
         backend,
         key,
@@ -540,7 +637,9 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
-    return typeof key === 'string' ? this.#peek(key, list) : key.then((k) => this.#peek(k, list))
+    const decided = typeof key === 'string' ? this.#peek(key, list) : key.then((k) => this.#peek(k, list))
+    if (!this.#watchDecisions) return decided
+    return this.#observe(decided, 'peek', identity, options?.scope, 'enforce')
   }
 
   /** {@link peek} once the key is known. */
@@ -562,7 +661,7 @@ export class FastLimit {
     const backend = this.backend
     if (typeof backend.peek !== 'function') return Promise.reject(missing(backend, 'peek', 'peek()'))
     const peek = backend.peek
-    const all = this.#call((o) => Promise.all(list.map((rule) => peek.call(backend, key, rule, o))))
+    const all = this.#call('peek', (o) => Promise.all(list.map((rule) => peek.call(backend, key, rule, o))))
     return all.then(
       (results) =>
         areResults(results, list.length)
@@ -588,7 +687,7 @@ export class FastLimit {
     }
     const reset = backend.reset as NonNullable<Backend['reset']>
     return Promise.resolve(key)
-      .then((k) => this.#call((o) => reset.call(backend, k, o)))
+      .then((k) => this.#call('reset', (o) => reset.call(backend, k, o)))
       .catch((err) => {
         throw this.#wrap(err)
       })
@@ -617,10 +716,11 @@ export class FastLimit {
    * charges nothing past it), and a backend that throws instead of rejecting is treated as a rejection.
    * Failures come back already wrapped and counted ({@link #failure}).
    */
-  #call<T>(call: (options: CallOptions) => Promise<T>): Promise<T> {
+  #call<T>(operation: 'check' | 'peek' | 'reset', call: (options: CallOptions) => Promise<T>): Promise<T> {
     const refused = this.#admit()
     if (refused !== undefined) return Promise.reject(refused)
     const probe = this.#state !== 'closed'
+    const start = this.#watchCalls ? performance.now() : -1
     this.#inFlight++
     let promise: Promise<T>
     try {
@@ -630,27 +730,32 @@ export class FastLimit {
     }
     return new Promise<T>((resolve, reject) => {
       const pending = this.#deadlines.add(() => {
-        reject(
-          this.#failure(
-            new FastlimitError(
-              'ERR_FASTLIMIT_TIMEOUT',
-              `[fastlimit] [core] The backend did not answer within ${this.timeoutMs} ms (timeoutMs); onBackendError applies.`,
-            ),
-            probe,
+        const error = this.#failure(
+          new FastlimitError(
+            'ERR_FASTLIMIT_TIMEOUT',
+            `[fastlimit] [core] The backend did not answer within ${this.timeoutMs} ms (timeoutMs); onBackendError applies.`,
           ),
+          probe,
         )
+        if (start >= 0) this.#called(operation, start, false, error)
+        reject(error)
       })
       Promise.resolve(promise).then(
         (value) => {
           this.#inFlight--
           if (pending.settle()) {
             this.#success(probe)
+            if (start >= 0) this.#called(operation, start, false)
             resolve(value)
           }
         },
         (err) => {
           this.#inFlight--
-          if (pending.settle()) reject(this.#failure(err, probe))
+          if (pending.settle()) {
+            const error = this.#failure(err, probe)
+            if (start >= 0) this.#called(operation, start, false, error)
+            reject(error)
+          }
         },
       )
     })

@@ -73,6 +73,8 @@ export let checkAllIn: (
  * ```
  */
 export class MemoryBackend implements SyncBackend {
+  /** The kind of store, for messages and metrics. */
+  readonly kind = 'memory'
   readonly #spaces = new Map<string, Space>()
   readonly #maxKeys: number
   readonly #clock: () => number

@@ -328,3 +328,58 @@ describe('{ fallback }', () => {
     )
   })
 })
+
+describe('events', () => {
+  it('reports every decision with its mode, scope and backend kind, and stops when unsubscribed', async () => {
+    const limiter = new FastLimit()
+    const seen: Array<[string, boolean, string | undefined, string, string]> = []
+    const off = limiter.on('decision', (e) =>
+      seen.push([e.operation, e.decision.allowed, e.scope, e.mode, e.backend]),
+    )
+    await limiter.check('u', '1/min')
+    await limiter.check('u', '1/min', { mode: 'shadow' })
+    await limiter.check('u', '1/min', { scope: 'login' })
+    await limiter.peek('u', '1/min')
+    off()
+    await limiter.check('u', '1/min')
+    expect(seen).toEqual([
+      ['check', true, undefined, 'enforce', 'memory'],
+      ['check', false, undefined, 'shadow', 'memory'],
+      ['check', true, 'login', 'enforce', 'memory'],
+      ['peek', false, undefined, 'enforce', 'memory'],
+    ])
+  })
+
+  it('reports each store call with its duration and outcome, sync or not', async () => {
+    const sync = new FastLimit()
+    const syncCalls: Array<{ sync: boolean; durationMs: number }> = []
+    sync.on('call', (e) => syncCalls.push(e))
+    await sync.check('u', '5/s')
+    expect(syncCalls).toHaveLength(1)
+    expect(syncCalls[0]?.sync).toBe(true)
+    expect(syncCalls[0]?.durationMs).toBeGreaterThanOrEqual(0)
+
+    const { backend, state } = controlled()
+    const limiter = new FastLimit({ backend, timeoutMs: 20, breaker: false })
+    const calls: Array<{ operation: string; sync: boolean; backend: string; code: string | undefined }> = []
+    limiter.on('call', (e) =>
+      calls.push({ operation: e.operation, sync: e.sync, backend: e.backend, code: e.error?.code }),
+    )
+    await limiter.check('u', '5/s')
+    state.mode = 'reject'
+    await limiter.check('u', '5/s')
+    state.mode = 'hang'
+    await limiter.check('u', '5/s')
+    expect(calls).toEqual([
+      { operation: 'check', sync: false, backend: 'test', code: undefined },
+      { operation: 'check', sync: false, backend: 'test', code: 'ERR_FASTLIMIT_BACKEND' },
+      { operation: 'check', sync: false, backend: 'test', code: 'ERR_FASTLIMIT_TIMEOUT' },
+    ])
+  })
+
+  it('refuses an unknown event or a listener that is not a function', () => {
+    const limiter = new FastLimit()
+    expect(() => limiter.on('decisions' as never, () => undefined)).toThrow(/Unknown event "decisions"/)
+    expect(() => limiter.on('decision', 5 as never)).toThrow(/must be a function/)
+  })
+})

@@ -56,7 +56,7 @@ async function serve(
   const agent = request(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
   return {
     async request(path, init = {}) {
-      const method = (init.method ?? 'GET').toLowerCase() as 'get' | 'post'
+      const method = (init.method ?? 'GET').toLowerCase() as 'get' | 'post' | 'options'
       const res = await agent[method](path).set(init.headers ?? {})
       return { status: res.status, headers: res.headers as Record<string, string>, body: res.text }
     },

@@ -41,6 +41,7 @@ const adapter: HttpAdapter<Request, Response> = {
     const value = req.headers[name]
     return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
   },
+  method: (req) => req.method,
   setHeader: (res, name, value) => {
     res.setHeader(name, value)
   },

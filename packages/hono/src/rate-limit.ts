@@ -62,6 +62,10 @@ function header(c: Context, name: string): string | undefined {
   return c.req.header(name)
 }
 
+function method(c: Context): string {
+  return c.req.method
+}
+
 /**
  * Where the limiter writes headers: Node's response on @hono/node-server (no Headers object to
  * build, and Node merges them into whatever Response the handler returns), otherwise a list of
@@ -115,6 +119,7 @@ export function rateLimit(options: RateLimitOptions = {}): MiddlewareHandler {
         ? nodeRemoteAddress
         : (c) => getConnInfo(c).remote.address ?? nodeRemoteAddress(c),
     header,
+    method,
     setHeader,
     expose,
   }

@@ -39,6 +39,7 @@ const adapter: HttpAdapter<Context, Context> = {
     const value = ctx.req.headers[name]
     return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
   },
+  method: (ctx) => ctx.req.method ?? '',
   // Straight to Node's response: Koa reads its headers from there, and skips ctx.set's checks.
   setHeader: (ctx, name, value) => {
     ctx.res.setHeader(name, value)

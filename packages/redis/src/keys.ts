@@ -1,4 +1,43 @@
-// Backend key -> Redis key: the prefix plus the key, as bytes that never collide, and the SCAN pattern of a prefix.
+// Backend key -> Redis key: the keyPrefix, the separator "::" and the key, as bytes that never collide
+// (within one backend or across two with different keyPrefixes), and the SCAN pattern of one backend's keys.
+import { ConfigError } from '@fastlimit/core'
+
+function show(value: unknown): string {
+  const text = typeof value === 'string' ? JSON.stringify(value) : typeof value
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text
+}
+
+/**
+ * What RedisBackend puts between its keyPrefix and each key. A keyPrefix may not hold it (nor end with
+ * ":"), so the first "::" of a Redis key ends the keyPrefix: two backends with different keyPrefixes
+ * never share a key, and no backend's keys start with another's `keyPrefix + "::"`, which is what
+ * `clear()` deletes.
+ */
+export const KEY_SEPARATOR = '::'
+
+/**
+ * The text a backend puts before each key: `keyPrefix` (one trailing ":" dropped, so `'myapp:'` and
+ * `'myapp'` are the same) and {@link KEY_SEPARATOR}.
+ *
+ * @throws ConfigError unless `keyPrefix` is 1 to 64 printable ASCII characters without spaces, braces or "::"
+ */
+export function keyNamespace(keyPrefix: unknown): string {
+  const name = typeof keyPrefix === 'string' && keyPrefix.endsWith(':') ? keyPrefix.slice(0, -1) : keyPrefix
+  if (typeof keyPrefix !== 'string' || !/^[\x21-\x7a\x7c\x7e]{1,64}$/.test(keyPrefix)) {
+    throw new ConfigError(
+      `[fastlimit] [redis] keyPrefix must be 1 to 64 printable ASCII characters without spaces or braces ` +
+        `(braces would become the Cluster hash tag), got ${show(keyPrefix)}. For example "fastlimit" or "myapp:rl".`,
+    )
+  }
+  if (keyPrefix.includes(KEY_SEPARATOR) || name === '') {
+    throw new ConfigError(
+      `[fastlimit] [redis] keyPrefix ${show(keyPrefix)} holds "::" (or is only ":"): RedisBackend writes ` +
+        `keyPrefix + "::" + key, and a "::" inside keyPrefix would let another backend's keys start like this ` +
+        `one's (its clear() would delete them). Use single ":" as a separator, e.g. "myapp:rl".`,
+    )
+  }
+  return `${name as string}${KEY_SEPARATOR}`
+}
 
 // A lone surrogate has no UTF-8 form: Node would turn every one into U+FFFD, so '\ud800' and '\udc00'
 // would share a Redis key. Such keys are sent as WTF-8 bytes instead (a lone surrogate as its 3-byte
@@ -32,15 +71,18 @@ export function wtf8(text: string): Buffer {
 }
 
 /**
- * The Redis key of a backend key: `prefix + key`, a string when the key is well-formed (ioredis sends
- * it as UTF-8), else the same bytes with WTF-8 for the lone surrogates.
+ * The Redis key of a backend key: `namespace + key` (`namespace` from {@link keyNamespace}), a string when
+ * the key is well-formed (ioredis sends it as UTF-8), else the same bytes with WTF-8 for the lone surrogates.
  */
 export function redisKey(prefix: string, key: string): string | Buffer {
   const full = prefix + key
   return hasLoneSurrogate(key) ? wtf8(full) : full
 }
 
-/** A SCAN MATCH pattern for every key that starts with `prefix` (glob characters escaped). */
+/**
+ * A SCAN MATCH pattern for every key that starts with `prefix` (glob characters escaped). With a
+ * namespace from {@link keyNamespace}, exactly the keys of the backends with that keyPrefix.
+ */
 export function prefixPattern(prefix: string): string {
   return `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`
 }

@@ -56,11 +56,7 @@ describe('options', () => {
       { client: new Redis({ lazyConnect: true }), redisOptions: {} },
       /apply only to the client created from url/,
     ],
-    [
-      'clusterOptions without a cluster URL',
-      { url, clusterOptions: {} },
-      /only to a redis\+cluster:\/\/ URL/,
-    ],
+    ['clusterOptions without a cluster URL', { url, clusterOptions: {} }, /only to a Cluster URL/],
     ['a bad URL', { url: 'redis://h:port' }, /Invalid Redis URL "redis:\/\/h:port": the port "port"/],
   ]
   it.each(cases)('rejects %s with a ConfigError at construction', (_what, options, message) => {
@@ -253,27 +249,27 @@ describe('calls', () => {
     const long: BucketConfig = { algorithm: 'fixed-window', limit: 3, windowMs: 600_000 }
     const raw = backend.client as Redis
     await backend.checkAndIncrement('ttl', long, 1)
-    const first = await raw.pttl('calls:ttl')
+    const first = await raw.pttl('calls::ttl')
     expect(first).toBeGreaterThan(1000)
     expect(first).toBeLessThanOrEqual(600_000 + 1000)
     await backend.checkAndIncrement('ttl', short, 1)
-    expect(await raw.pttl('calls:ttl')).toBeGreaterThan(1000)
+    expect(await raw.pttl('calls::ttl')).toBeGreaterThan(1000)
     await backend.checkAndIncrement('ttl-short', short, 1)
-    const ttl = await raw.pttl('calls:ttl-short')
+    const ttl = await raw.pttl('calls::ttl-short')
     expect(ttl).toBeGreaterThan(0)
     // The window's end plus at most twice the margin.
     expect(ttl).toBeLessThanOrEqual(1000 + 2 * 1000)
     // Peeks and denied calls write nothing.
     await backend.peek('ttl-peeked', short)
     await backend.checkAndIncrement('ttl-denied', short, 4)
-    expect(await raw.exists('calls:ttl-peeked', 'calls:ttl-denied')).toBe(0)
+    expect(await raw.exists('calls::ttl-peeked', 'calls::ttl-denied')).toBe(0)
   })
 
   it('keeps a bucket with an id of its own under that id, and reads a mutable bucket at every call', async () => {
     const raw = backend.client as Redis
     const custom = { algorithm: 'fixed-window', limit: 2, windowMs: 60_000, id: 'my-rule' } as BucketConfig
     expect((await backend.checkAndIncrement('custom', custom, 1)).remaining).toBe(1)
-    expect(await raw.hkeys('calls:custom')).toEqual(['my-rule'])
+    expect(await raw.hkeys('calls::custom')).toEqual(['my-rule'])
     expect(await backend.peek('custom', custom)).toMatchObject({ allowed: true, limit: 2, remaining: 1 })
     expect(
       (await backend.checkAndIncrementAll('custom', [custom, bucket], 1)).map((r) => [r.limit, r.remaining]),
@@ -289,7 +285,7 @@ describe('calls', () => {
     expect((await backend.checkAndIncrement('mutable', mutable, 1)).remaining).toBe(4)
     mutable.limit = 10
     expect((await backend.checkAndIncrement('mutable', mutable, 1)).remaining).toBe(9)
-    expect((await raw.hkeys('calls:mutable')).sort()).toEqual([
+    expect((await raw.hkeys('calls::mutable')).sort()).toEqual([
       'fixed-window:10:60000:10',
       'fixed-window:5:60000:5',
     ])
@@ -324,7 +320,7 @@ describe('Cluster hash slots', () => {
       expect(keys).toHaveLength(identities.length)
       for (const identity of identities) {
         const name = await escapeIdentity(identity)
-        const key = `slots:app:{${name}}`
+        const key = `slots::app:{${name}}`
         expect(keys.map(String)).toContain(key)
         expect(await raw.cluster('KEYSLOT', key)).toBe(await raw.cluster('KEYSLOT', name))
       }
@@ -349,8 +345,8 @@ describe('keys with lone surrogates (no UTF-8 form)', () => {
         for (const key of keys)
           expect((await backend.checkAndIncrement(key, one, 1)).allowed, key).toBe(false)
         const stored = (await scanKeys(backend.client, 'wtf8:*')).map((k) => k.toString('hex')).sort()
-        expect(stored).toContain(Buffer.from('wtf8:\xed\xa0\x80', 'latin1').toString('hex'))
-        expect(stored).toContain(Buffer.from('wtf8:\xed\xb0\x80', 'latin1').toString('hex'))
+        expect(stored).toContain(Buffer.from('wtf8::\xed\xa0\x80', 'latin1').toString('hex'))
+        expect(stored).toContain(Buffer.from('wtf8::\xed\xb0\x80', 'latin1').toString('hex'))
         expect(stored).toHaveLength(keys.length)
         await backend.reset('{\ud800}')
         expect((await backend.peek('{\ud800}', one)).remaining).toBe(1)
@@ -372,11 +368,11 @@ describe('clear()', () => {
   it.each<Topology>(['standalone', 'cluster'])(
     'deletes only keys under its prefix (%s)',
     async (topology) => {
-      // Glob characters in the prefix are matched literally.
-      const prefix = 'c*e?r[x]\\:'
-      const backend = backendOn(topology, { keyPrefix: prefix })
+      // Glob characters in the prefix are matched literally; the keys are 'c*e?r[x]\\::...'.
+      const prefix = 'c*e?r[x]\\::'
+      const backend = backendOn(topology, { keyPrefix: 'c*e?r[x]\\:' })
       const raw = rawClient(topology)
-      const others = ['cZZeYrx\\:1', 'cleanup-other:1', 'c*e?r[x]\\', `{tag}${prefix}`]
+      const others = ['cZZeYrx\\::1', 'cleanup-other:1', 'c*e?r[x]\\:1', 'c*e?r[x]\\', `{tag}${prefix}`]
       try {
         for (const key of others) await raw.set(key, 'theirs')
         for (let i = 0; i < 50; i++) await backend.checkAndIncrement(`fl:{user${i}}`, bucket, 1)
@@ -432,7 +428,7 @@ describe('failures', () => {
       const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'failures:' })
       try {
         await backend.peek('warm', bucket)
-        await raw.set('failures:theirs', 'a string, not a hash')
+        await raw.set('failures::theirs', 'a string, not a hash')
         await raw.config('RESETSTAT')
         const err = await rejection(backend.checkAndIncrement('theirs', bucket, 1))
         expect(err.code).toBe('ERR_FASTLIMIT_BACKEND')

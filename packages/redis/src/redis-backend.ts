@@ -9,15 +9,14 @@ import {
   ConfigError,
   FastlimitError,
   RETRY_NEVER,
-  validatePrefix,
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
-import { createClient } from './client'
+import { connectionProblem, createClient, explain } from './client'
 import { hasSample, refresh, release, retain, sampleAll, serverDeadline, watch } from './clock'
 import { type DeadlineSlot, runnerFor, type ScriptCall, type ScriptRunner } from './command'
-import { prefixPattern, redisKey } from './keys'
+import { keyNamespace, prefixPattern, redisKey } from './keys'
 import { type ScriptDefinition, scriptFor } from './scripts'
-import { parseRedisUrl, redactUrl } from './url'
+import { parseRedisUrl } from './url'
 
 /**
  * Where the scripts read the time: `'server'`, the Redis server's `TIME` (one clock for every app
@@ -46,24 +45,34 @@ export interface RedisBackendOptions {
    */
   client?: Redis | Cluster
   /**
-   * Where to connect, when you give no `client`: `redis://[[user]:password@]host[:port][/db]`,
-   * `rediss://...` (TLS), `redis+sentinel://h1:26379,h2:26379/mymaster[/db]` or
-   * `redis+cluster://n1:7000,n2:7001` (`rediss+sentinel://` and `rediss+cluster://` for TLS).
-   * RedisBackend creates the client, and `close()` closes it.
+   * Where to connect, when you give no `client`: `redis://[[user]:password@]host[:port][/db]` (one
+   * server), `redis://n1:7000,n2:7001,n3:7002` (a Cluster), `redis://s1:26379,s2:26379/0?sentinelMasterName=mymaster`
+   * (Sentinel), `redis+sentinel://s1:26379,s2:26379/mymaster[/db]`, `redis+cluster://n1:7000,n2:7001`,
+   * and `rediss...` of each for TLS. Percent-encode `@ / ? # % :` in a password. RedisBackend creates
+   * the client, and `close()` closes it. A one-host `redis://` URL that reaches a Cluster node or a
+   * sentinel, or a database the server lacks, fails every call with a ConfigError saying what to write.
    * @default undefined (give `client` instead)
    */
   url?: string
   /**
-   * Prepended to every Redis key this backend writes, and the only keys `clear()` deletes:
-   * 1 to 64 printable ASCII characters without spaces or braces.
-   * @default 'fastlimit:'
+   * The Sentinel master name, for a `redis://` URL whose hosts are sentinels (the URL may give it as
+   * `?sentinelMasterName=` or `?sentinel_master=` instead). Only with `url`.
+   * @default undefined (the URL says whether it is Sentinel)
+   */
+  sentinelMasterName?: string
+  /**
+   * Names this backend's keys: each Redis key is `keyPrefix + "::" + key` (one trailing ":" of keyPrefix
+   * is dropped, so `'myapp:'` is `'myapp'`). 1 to 64 printable ASCII characters without spaces, braces or
+   * "::". Backends with different keyPrefixes never share a key, and `clear()` deletes only this one's.
+   * @default 'fastlimit'
    */
   keyPrefix?: string
   /**
    * `'server'`: scripts read the Redis server's `TIME`, so app servers whose clocks disagree still
    * share one limit exactly. `'client'`: each call passes `clock()`; for tests with a fake clock, and
-   * for managed Redis services that refuse `TIME` in scripts (then keep your servers' clocks in sync).
-   * Either way a call's deadline is compared with the server's `TIME` (see the README: Deadlines).
+   * for managed Redis services that refuse `TIME` in scripts. Then app servers whose clocks are up to
+   * `maxClockSkewMs` apart share one limit within a stated bound (see `maxClockSkewMs`). Either way a
+   * call's deadline is compared with the server's `TIME` (see the README: Deadlines).
    * @default 'server'
    */
   timeSource?: RedisTimeSource
@@ -73,12 +82,25 @@ export interface RedisBackendOptions {
    */
   clock?: () => number
   /**
+   * With `timeSource: 'client'`: how far apart your app servers' clocks may be. A state that another
+   * server wrote up to this far ahead of this server's clock is kept as it lies (this server counts
+   * from it and waits on its own clock); one further ahead means this clock stepped back, and it moves
+   * back to now. Clocks `S <= maxClockSkewMs` apart share one limit with at most, over any `d` ms, what
+   * one clock would admit over `d + S` ms (gcra, token and leaky bucket: `burst + limit * (d + S) /
+   * windowMs`; fixed and sliding window: `limit` per aligned window, `limit * (ceil((d + S) / windowMs)
+   * + 1)`); beyond it the limit does not hold. A clock that steps back by less than this makes its
+   * server wait up to the step on full keys. Keys also outlive their state by at least this much (it
+   * raises `expiryMarginMs`). 0 to 3,600,000; not allowed with `'server'`.
+   * @default 300000 (5 minutes)
+   */
+  maxClockSkewMs?: number
+  /**
    * Milliseconds a key outlives at least its last bucket: a write that finds the key's expiry less than
    * this margin past the time its longest-lived bucket is empty extends it to twice the margin past
    * that time (so most writes skip the `PEXPIRE`); an expiry is never shortened. A state kept longer
    * is harmless (an expired state reads as empty), one dropped early would forget counts; the margin
    * absorbs the difference between the clock that computed the state and Redis's own expiry clock.
-   * With `timeSource: 'client'`, keep it above the largest clock skew between your app servers.
+   * With `timeSource: 'client'`, the margin used is at least `maxClockSkewMs`.
    * @default 1000
    */
   expiryMarginMs?: number
@@ -112,9 +134,11 @@ export interface RedisBackendOptions {
 const KNOWN = [
   'client',
   'url',
+  'sentinelMasterName',
   'keyPrefix',
   'timeSource',
   'clock',
+  'maxClockSkewMs',
   'expiryMarginMs',
   'redisOptions',
   'clusterOptions',
@@ -122,6 +146,8 @@ const KNOWN = [
 ]
 
 const MAX_MARGIN_MS = 24 * 60 * 60 * 1000
+const MAX_SKEW_MS = 60 * 60 * 1000
+const DEFAULT_SKEW_MS = 5 * 60 * 1000
 
 /** Formats a value for an error message. */
 function show(value: unknown): string {
@@ -377,7 +403,14 @@ function admitted(reply: unknown): boolean {
  * ```
  */
 export class RedisBackend implements Backend {
-  /** Creates a backend that connects to `url` (and closes that connection on `close()`). */
+  /**
+   * Creates a backend that connects to `url` (and closes that connection on `close()`). Takes every form
+   * of the `url` option: `redis://` and `rediss://` with one host (a server), several hosts (a Cluster),
+   * or sentinels with `?sentinelMasterName=` / `?sentinel_master=` / the `sentinelMasterName` option;
+   * `redis+sentinel://`, `redis+cluster://` and their `rediss+` forms; `valkey...` as `redis...`.
+   *
+   * @throws ConfigError for a bad URL or option (naming the wrong part, never the password)
+   */
   static fromUrl(url: string, options: Omit<RedisBackendOptions, 'url' | 'client'> = {}): RedisBackend {
     return new RedisBackend({ ...options, url })
   }
@@ -429,23 +462,17 @@ export class RedisBackend implements Backend {
     const {
       client,
       url,
-      keyPrefix = 'fastlimit:',
+      sentinelMasterName,
+      keyPrefix = 'fastlimit',
       timeSource = 'server',
       clock,
+      maxClockSkewMs,
       expiryMarginMs = 1000,
       redisOptions,
       clusterOptions,
       waitReplicas = false,
     } = options
-    try {
-      this.prefix = validatePrefix(keyPrefix, 'redis')
-    } catch (err) {
-      throw new ConfigError(
-        `[fastlimit] [redis] keyPrefix must be 1 to 64 printable ASCII characters without spaces or braces ` +
-          `(braces would become the Cluster hash tag), got ${show(keyPrefix)}. For example "fastlimit:" or "myapp:rl:".`,
-        { cause: err },
-      )
-    }
+    this.prefix = keyNamespace(keyPrefix)
     if (timeSource !== 'server' && timeSource !== 'client') {
       throw new ConfigError(
         `[fastlimit] [redis] timeSource must be 'server' or 'client', got ${show(timeSource)}. ` +
@@ -462,6 +489,25 @@ export class RedisBackend implements Backend {
         `[fastlimit] [redis] clock is used only with timeSource: 'client' (the scripts read the Redis server's TIME ` +
           `by default). Add timeSource: 'client', or remove clock.`,
       )
+    }
+    if (maxClockSkewMs !== undefined) {
+      if (timeSource !== 'client') {
+        throw new ConfigError(
+          `[fastlimit] [redis] maxClockSkewMs is used only with timeSource: 'client' (with the Redis server's TIME ` +
+            `every call reads one clock). Add timeSource: 'client', or remove maxClockSkewMs.`,
+        )
+      }
+      if (
+        typeof maxClockSkewMs !== 'number' ||
+        !Number.isSafeInteger(maxClockSkewMs) ||
+        maxClockSkewMs < 0 ||
+        maxClockSkewMs > MAX_SKEW_MS
+      ) {
+        throw new ConfigError(
+          `[fastlimit] [redis] maxClockSkewMs must be a whole number of milliseconds from 0 to ${MAX_SKEW_MS}, ` +
+            `got ${show(maxClockSkewMs)}. For example 300000 (5 minutes).`,
+        )
+      }
     }
     if (
       typeof expiryMarginMs !== 'number' ||
@@ -481,6 +527,12 @@ export class RedisBackend implements Backend {
       )
     }
     if (client !== undefined) {
+      if (sentinelMasterName !== undefined) {
+        throw new ConfigError(
+          '[fastlimit] [redis] sentinelMasterName applies only to the client created from url; ' +
+            'give your own client its sentinels and name instead.',
+        )
+      }
       if (redisOptions !== undefined || clusterOptions !== undefined) {
         throw new ConfigError(
           '[fastlimit] [redis] redisOptions and clusterOptions apply only to the client created from url; ' +
@@ -505,7 +557,7 @@ export class RedisBackend implements Backend {
       this.owned = false
       this.where = client.isCluster ? 'the Redis Cluster' : 'Redis'
     } else if (url !== undefined) {
-      const parsed = parseRedisUrl(url)
+      const parsed = parseRedisUrl(url, { sentinelMasterName })
       if (redisOptions !== undefined && (typeof redisOptions !== 'object' || redisOptions === null)) {
         throw new ConfigError(
           `[fastlimit] [redis] redisOptions must be an object, got ${show(redisOptions)}.`,
@@ -519,13 +571,14 @@ export class RedisBackend implements Backend {
         }
         if (parsed.topology !== 'cluster') {
           throw new ConfigError(
-            '[fastlimit] [redis] clusterOptions apply only to a redis+cluster:// URL; use redisOptions instead.',
+            '[fastlimit] [redis] clusterOptions apply only to a Cluster URL (redis+cluster://, or redis:// with ' +
+              'several hosts); use redisOptions instead.',
           )
         }
       }
       this.redis = createClient(parsed, redisOptions, clusterOptions)
       this.owned = true
-      this.where = redactUrl(url)
+      this.where = parsed.redacted
       // Errors surface through the calls that fail; keep the last one for their messages.
       this.redis.on('error', (err: Error) => {
         this.lastError = err
@@ -549,7 +602,9 @@ export class RedisBackend implements Backend {
       watch(redis as Redis, redis)
     }
     // One script for every call, with the expiry margin in its text.
-    const script: ScriptDefinition = scriptFor(expiryMarginMs)
+    // With client time, states from clocks up to maxClockSkewMs ahead are kept, and so are their keys.
+    const skew = timeSource === 'client' ? (maxClockSkewMs ?? DEFAULT_SKEW_MS) : 0
+    const script: ScriptDefinition = scriptFor(Math.max(expiryMarginMs, skew), skew)
     this.name = script.name
     this.sha = script.sha
     this.runner = runnerFor(script)
@@ -617,6 +672,9 @@ export class RedisBackend implements Backend {
 
   private wrap(err: unknown, what: string): FastlimitError {
     if (err instanceof FastlimitError) return err
+    // A URL that does not fit its server (a database it lacks, a Cluster node, a sentinel); passwords hidden.
+    const misfit = explain(this.redis, err, this.where)
+    if (misfit !== undefined) return misfit
     const message = (err instanceof Error ? err.message : String(err)).replace(/\.+$/, '')
     let hint = `Check that ${this.where} is reachable; FastLimit applies its onBackendError policy meanwhile.`
     if (/\bOOM\b/.test(message)) {
@@ -660,6 +718,10 @@ export class RedisBackend implements Backend {
   private ready(): Promise<void> | undefined {
     if (this.everReady) return undefined
     const client = this.redis
+    if (this.owned) {
+      const problem = connectionProblem(client)
+      if (problem !== undefined) return Promise.reject(problem)
+    }
     if (client.status === 'ready' && mastersReady(client) && hasSample(client)) {
       this.everReady = true
       return undefined

@@ -25,7 +25,8 @@ import { createHash } from 'node:crypto'
  * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
  * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, `enc`
  * (the new state as text, set only when `ok` and `c > 0`), and `norm` (set only when the stored state lay
- * ahead of now, core's `rebased`: the uncharged state moved back to now, as text).
+ * further ahead of now than SKEW allows, core's `rebased`: the uncharged state moved back to now, as text).
+ * A state ahead by no more than SKEW is another clock's and is counted from as it lies (core's `skewMs`).
  */
 const STEP = `
 local alg, L, W, B = match(conf, '^(%l[%l-]*):(%d+):(%d+):(%d+)$')
@@ -52,37 +53,46 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
     end
   end
   if s2 then
+    -- The level of a state lying \`ahead\` ms in the future (core: levelAhead): \`ahead * L\` fuller; kept
+    -- within SKEW of a full bucket (another clock's), else -1: this clock stepped back.
+    local ahead, stored = -1, s2
     if alg == 'gcra' then
-      local ahead = s1 - now
-      if ahead >= 0 then
-        if ahead > floor(cap / L) then level = cap + 1 else level = ahead * L + s2 end
-        if level > cap then
-          -- Only a clock that stepped back puts the TAT this far ahead: back to now, full.
-          level = cap
-          rebased = true
+      ahead = s1 - now
+    else
+      -- [tokens, last] or [level, last].
+      if alg == 'token-bucket' then
+        stored = 0
+        if s1 < cap then stored = cap - s1 end
+      else
+        stored = s1
+      end
+      if s2 > t then
+        ahead = s2 - t
+        if stored < 0 then stored = 0 end
+      else
+        -- drain(stored, t - last, L)
+        local elapsed = t - s2
+        level = stored
+        if level <= 0 or elapsed <= 0 then
+          if level < 0 then level = 0 end
+        else
+          local q = floor(level / L)
+          if q * L < level then q = q + 1 end
+          if elapsed >= q then level = 0 else level = level - elapsed * L end
         end
       end
-    else
-      -- [tokens, last] or [level, last]; a state from ahead of now moves back to now, nothing drained.
-      local last = s2
-      if last > t then
-        last = t
+    end
+    if ahead >= 0 then
+      if ahead > floor(cap / L) + SKEW then
+        level = -1
+      else
+        level = ahead * L + stored
+        if level > cap + SKEW * L then level = -1 end
+      end
+      if level < 0 then
+        -- Only a clock that stepped back puts the state this far ahead: back to now, full.
+        level = cap
         rebased = true
-      end
-      if alg == 'token-bucket' then
-        level = 0
-        if s1 < cap then level = cap - s1 end
-      else
-        level = s1
-      end
-      local elapsed = t - last
-      -- drain(level, elapsed, L)
-      if level <= 0 or elapsed <= 0 then
-        if level < 0 then level = 0 end
-      else
-        local q = floor(level / L)
-        if q * L < level then q = q + 1 end
-        if elapsed >= q then level = 0 else level = level - elapsed * L end
       end
     end
   end
@@ -102,7 +112,8 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
       retry = floor(over / L)
       if retry * L < over then retry = retry + 1 end
     end
-    ok, rem = c == 0 and level + W <= cap, floor((cap - level) / W)
+    ok, rem = c == 0 and level + W <= cap, 0
+    if level <= cap then rem = floor((cap - level) / W) end
   end
   -- resetMs = t + ceilDiv(after, L); ttl = drainMs(after, L)
   local q = floor(after / L)
@@ -129,10 +140,13 @@ elseif alg == 'fixed-window' then
     local s1, s2 = match(text, '^(%-?%d+),(%-?%d+)$')
     if s2 then
       s1, s2 = s1 + 0, s2 + 0
-      -- The same window; or a later one, when the clock stepped back: its count moves to this window.
+      -- The same window; or a later one: another clock's (counted in), or this clock stepped back (the
+      -- count moves to this window).
       if s1 <= MAX and s1 >= -MAX and s2 <= MAX and s2 >= -MAX and s1 >= start then
         count = s2
-        if s1 > start then norm = fmt('%d,%d', start, count) end
+        if s1 > start then
+          if s1 - now > SKEW then norm = fmt('%d,%d', start, count) else start = s1 end
+        end
       end
     end
   end
@@ -163,16 +177,21 @@ elseif alg == 'sliding-window' then
     if s3 then s1, s2, s3 = s1 + 0, s2 + 0, s3 + 0 end
     if s3 and s1 <= MAX and s1 >= -MAX and s2 <= MAX and s2 >= -MAX and s3 <= MAX and s3 >= -MAX then
       if s1 >= start then
-        -- The same window; or a later one, when the clock stepped back: its counts move to this window.
+        -- The same window; or a later one: another clock's (counted in), or this clock stepped back (the
+        -- counts move to this window).
         prev, curr = s2, s3
-        if s1 > start then norm = fmt('%d,%d,%d', start, prev, curr) end
+        if s1 > start then
+          if s1 - now > SKEW then norm = fmt('%d,%d,%d', start, prev, curr) else start = s1 end
+        end
       elseif s1 == start - W then
         prev = s3
       end
     end
   end
   local t = now
-  local elapsed = t - start
+  -- Before the start of another clock's window, estimate as at its start.
+  local elapsed = 0
+  if t >= start then elapsed = t - start end
   local weighted = 0
   if prev ~= 0 then
     local a = prev * (W - elapsed)
@@ -316,10 +335,15 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
  * retryAfterMs (-1 for never). Several buckets are all or nothing, as core's stepAll.
  */
-const lua = (margin: number) => `-- fastlimit: one atomic step of a rate limit (see @fastlimit/redis)
+const lua = (
+  margin: number,
+  skew: number,
+) => `-- fastlimit: one atomic step of a rate limit (see @fastlimit/redis)
 local call, floor, fmt, match, find, byte = redis.call, math.floor, string.format, string.match, string.find, string.byte
 local MAX = 9007199254740991
 local MARGIN = ${margin}
+-- How far ahead of now a state may lie and be another clock's (core's skewMs); 0 with the server's TIME.
+local SKEW = ${skew}
 local key = KEYS[1]
 local argc = #ARGV
 local cost, deadline, now
@@ -435,17 +459,19 @@ function define(prefix: string, lua: string): ScriptDefinition {
   return { name: `${prefix}_${sha.slice(0, 12)}`, lua, sha }
 }
 
-const scripts = new Map<number, ScriptDefinition>()
+const scripts = new Map<string, ScriptDefinition>()
 
 /**
  * The script of every call (checkAndIncrement, checkAndIncrementAll, and peek with cost 0) for an
- * expiry margin, which is part of its text: one argument less per call.
+ * expiry margin and a clock skew tolerance (core's `skewMs`; 0 for the server's TIME), which are part
+ * of its text: no argument more per call.
  */
-export function scriptFor(expiryMarginMs: number): ScriptDefinition {
-  let script = scripts.get(expiryMarginMs)
+export function scriptFor(expiryMarginMs: number, skewMs = 0): ScriptDefinition {
+  const id = `${expiryMarginMs}:${skewMs}`
+  let script = scripts.get(id)
   if (script === undefined) {
-    script = define('fastlimit', lua(expiryMarginMs))
-    scripts.set(expiryMarginMs, script)
+    script = define('fastlimit', lua(expiryMarginMs, skewMs))
+    scripts.set(id, script)
   }
   return script
 }

@@ -1,6 +1,7 @@
 // URL parsing: every form, the ioredis options each one becomes, and bad URLs giving a ConfigError that
-// names the wrong part (never the password).
+// names the wrong part (never the password, for any password, however the URL breaks).
 import { ConfigError } from '@fastlimit/core'
+import fc from 'fast-check'
 import { Cluster, Redis } from 'ioredis'
 import { describe, expect, it } from 'vitest'
 import { createClient } from './client'
@@ -13,6 +14,7 @@ describe('parseRedisUrl', () => {
       topology: 'standalone',
       tls: false,
       hosts: [{ host: 'localhost', port: 6380 }],
+      redacted: 'redis://localhost:6380',
     })
     expect(parseRedisUrl('redis://10.0.0.7')).toMatchObject({ hosts: [{ host: '10.0.0.7', port: 6379 }] })
     expect(parseRedisUrl('redis://cache.internal/')).toMatchObject({
@@ -26,6 +28,7 @@ describe('parseRedisUrl', () => {
       topology: 'standalone',
       tls: true,
       hosts: [{ host: 'cache.example.com', port: 6380 }],
+      redacted: 'rediss://cache.example.com:6380',
     })
   })
 
@@ -34,6 +37,7 @@ describe('parseRedisUrl', () => {
       topology: 'standalone',
       tls: false,
       hosts: [{ host: 'localhost', port: 6380 }],
+      redacted: 'redis://:***@localhost:6380/2',
       password: 's3cret',
       db: 2,
     })
@@ -42,6 +46,9 @@ describe('parseRedisUrl', () => {
       password: 'p@ss:w/rd',
       db: 0,
     })
+    expect(
+      parseRedisUrl(`redis://:${encodeURIComponent('Kq1@Kq2/Kq3?Kq4#Kq5%Kq6:Kq7&=+ ')}@h`),
+    ).toMatchObject({ password: 'Kq1@Kq2/Kq3?Kq4#Kq5%Kq6:Kq7&=+ ' })
     // An empty password is no password.
     expect(parseRedisUrl('redis://:@h')).not.toHaveProperty('password')
   })
@@ -54,6 +61,7 @@ describe('parseRedisUrl', () => {
         { host: 'h1', port: 26379 },
         { host: 'h2', port: 26380 },
       ],
+      redacted: 'redis+sentinel://h1:26379,h2:26380/mymaster',
       masterName: 'mymaster',
     })
     expect(
@@ -65,6 +73,7 @@ describe('parseRedisUrl', () => {
         { host: 'h1', port: 26379 },
         { host: 'h2', port: 1 },
       ],
+      redacted: 'rediss+sentinel://:***@h1,h2:1/my%20master/3?sentinelPassword=***',
       password: 'pw',
       masterName: 'my master',
       db: 3,
@@ -81,8 +90,90 @@ describe('parseRedisUrl', () => {
         { host: 'n1', port: 7000 },
         { host: 'n2', port: 7001 },
       ],
+      redacted: 'redis+cluster://n1:7000,n2:7001',
     })
     expect(parseRedisUrl('rediss+cluster://:pw@n1/0')).toMatchObject({ tls: true, password: 'pw' })
+  })
+
+  it('reads redis://n1:7000,n2:7001,n3:7002/0 (several hosts) as a Cluster', () => {
+    expect(parseRedisUrl('redis://n1:7000,n2:7001,n3/0')).toEqual({
+      topology: 'cluster',
+      tls: false,
+      hosts: [
+        { host: 'n1', port: 7000 },
+        { host: 'n2', port: 7001 },
+        { host: 'n3', port: 6379 },
+      ],
+      redacted: 'redis://n1:7000,n2:7001,n3/0',
+    })
+    expect(parseRedisUrl('rediss://u:pw@n1,n2')).toMatchObject({
+      topology: 'cluster',
+      tls: true,
+      username: 'u',
+      password: 'pw',
+    })
+  })
+
+  it('reads redis:// with a Sentinel master name (query or option) as Sentinel: the hosts are sentinels', () => {
+    const expected = {
+      topology: 'sentinel',
+      tls: false,
+      hosts: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26380 },
+      ],
+      masterName: 'mymaster',
+      db: 0,
+    }
+    expect(parseRedisUrl('redis://s1,s2:26380/0?sentinelMasterName=mymaster')).toMatchObject(expected)
+    expect(parseRedisUrl('redis://s1,s2:26380/0?sentinel_master=mymaster')).toMatchObject(expected)
+    expect(parseRedisUrl('redis://s1,s2:26380/0', { sentinelMasterName: 'mymaster' })).toMatchObject(expected)
+    expect(
+      parseRedisUrl('redis://s1/0?sentinel_master=mymaster', { sentinelMasterName: 'mymaster' }),
+    ).toMatchObject({ topology: 'sentinel', masterName: 'mymaster' })
+    expect(
+      parseRedisUrl('redis://:pw@s1/2?sentinelMasterName=m%201&sentinel_username=su&sentinel_password=sp'),
+    ).toMatchObject({
+      topology: 'sentinel',
+      password: 'pw',
+      db: 2,
+      masterName: 'm 1',
+      sentinelUsername: 'su',
+      sentinelPassword: 'sp',
+    })
+    // The option agrees with a redis+sentinel:// path.
+    expect(parseRedisUrl('redis+sentinel://s1/m', { sentinelMasterName: 'm' })).toMatchObject({
+      masterName: 'm',
+    })
+  })
+
+  it('reads valkey:// URLs as their redis:// twins', () => {
+    for (const [valkey, redis] of [
+      ['valkey://:pw@h:1/2', 'redis://:pw@h:1/2'],
+      ['valkeys://h1,h2/0', 'rediss://h1,h2/0'],
+      ['valkey+sentinel://s1/m/1', 'redis+sentinel://s1/m/1'],
+      ['valkeys+cluster://n1:7000', 'rediss+cluster://n1:7000'],
+      ['VALKEY://s1?sentinel_master=m', 'redis://s1?sentinel_master=m'],
+    ] as const) {
+      const { redacted: _v, ...v } = parseRedisUrl(valkey)
+      const { redacted: _r, ...r } = parseRedisUrl(redis)
+      expect(v, valkey).toEqual(r)
+    }
+  })
+
+  it('rejects a master name that disagrees, is empty, or comes with a Cluster URL', () => {
+    const cases: Array<[string, string | undefined, RegExp]> = [
+      ['redis://s1?sentinelMasterName=a', 'b', /differs from the sentinelMasterName option "b"/],
+      ['redis+sentinel://s1/a', 'b', /master name "a" differs from "b"/],
+      ['redis+cluster://n1', 'm', /a Sentinel master name was given for a redis\+cluster:\/\/ URL/],
+      ['redis://s1', '', /sentinelMasterName must be the name of the master group/],
+      ['redis://s1?sentinel_master=', undefined, /query parameter sentinel_master must be the name/],
+      ['redis://h1?sentinelPassword=x', undefined, /apply only to Sentinel, and the URL names no master/],
+      ['redis://h1,h2?sentinelUsername=x', undefined, /apply only to Sentinel/],
+    ]
+    for (const [url, sentinelMasterName, message] of cases) {
+      expect(() => parseRedisUrl(url, { sentinelMasterName }), url).toThrow(message)
+    }
   })
 
   const bad: Array<[string, RegExp]> = [
@@ -104,9 +195,12 @@ describe('parseRedisUrl', () => {
     ['redis://h/x', /the database "x" is not a whole number/],
     ['redis://h/-1', /the database "-1"/],
     ['redis://h/0/extra', /more than a database number/],
-    ['redis://h1:1,h2:2', /redis:\/\/ takes one host, got 2/],
+    ['redis://h1:1,h2:2/2', /Redis Cluster has only database 0/],
     ['redis://h1:1,,h2:2', /empty entry/],
     ['redis://user@h', /the user info has no password/],
+    ['redis://:p@ss@h', /holds "@", "\/", "\?" or "#" that are not percent-encoded/],
+    ['redis://:p/ss@h', /not percent-encoded/],
+    ['redis://h/0?sentinelPassword=a@b', /not percent-encoded/],
     ['redis://:%E0%A4%A@h', /the password is not valid percent-encoding/],
     ['redis://h#frag', /a fragment/],
     ['redis://h?family=6', /the query parameter "family" is not supported/],
@@ -138,9 +232,91 @@ describe('parseRedisUrl', () => {
     expect(redactUrl('redis://h')).toBe('redis://h')
   })
 
+  it('redacts up to the last "@", and secret query values to the end', () => {
+    expect(redactUrl('redis://app:p@ss/w?rd#x@cache:6379/0')).toBe('redis://app:***@cache:6379/0')
+    expect(redactUrl('redis://:p@ss@cache')).toBe('redis://:***@cache')
+    expect(redactUrl('redis://secret@cache')).toBe('redis://***@cache')
+    expect(redactUrl('redis://a/b:pw@cache')).toBe('redis://***@cache')
+    expect(redactUrl('redis+sentinel://s1/m?sentinelPassword=a@b&c#d')).toBe(
+      'redis+sentinel://s1/m?sentinelPassword=***',
+    )
+    expect(redactUrl('redis://:x@h/0?sentinel_password=y&sentinel_master=m')).toBe(
+      'redis://:***@h/0?sentinel_password=***',
+    )
+    expect(redactUrl('user:pw@host')).toBe('user:***@host')
+  })
+
+  it('never shows any part of any password in an error, encoded or not, wherever the URL is wrong', () => {
+    // Passwords made of distinct pieces ("Zq0", "Zq1", ...) joined by every delimiter a URL has.
+    const password = fc
+      .array(fc.constantFrom('@', '/', '?', '#', '%', ':', '&', '=', '+', ' ', '%4', '[', ']', ','), {
+        minLength: 1,
+        maxLength: 6,
+      })
+      .map((seps) => `${seps.map((sep, i) => `Zq${i}${sep}`).join('')}Zq9`)
+    const url = fc.record({
+      password,
+      encode: fc.boolean(),
+      where: fc.constantFrom('user', 'sentinel'),
+      scheme: fc.constantFrom('redis', 'rediss', 'redis+sentinel', 'redis+cluster', 'http'),
+      hosts: fc.constantFrom('h', 'h:1', 'h1,h2', 'h:x', '', '[::1', 'h:99999'),
+      path: fc.constantFrom('', '/0', '/m', '/m/0', '/x', '/0/1/2'),
+      query: fc.constantFrom('', '?sentinelMasterName=m', '?a=b', '?sentinelUsername=u'),
+    })
+    fc.assert(
+      fc.property(url, ({ password, encode, where, scheme, hosts, path, query }) => {
+        const pw = encode ? encodeURIComponent(password) : password
+        const text =
+          where === 'user'
+            ? `${scheme}://user:${pw}@${hosts}${path}${query}`
+            : `${scheme}://${hosts}${path}${query}${query === '' ? '?' : '&'}sentinelPassword=${pw}`
+        expect(redactUrl(text)).not.toMatch(/Zq/)
+        try {
+          parseRedisUrl(text)
+        } catch (err) {
+          expect(err).toBeInstanceOf(ConfigError)
+          expect((err as Error).message, text).not.toMatch(/Zq/)
+        }
+      }),
+      { numRuns: 3000 },
+    )
+  })
+
+  it('fromUrl takes every form: standalone, Cluster and Sentinel, plain and TLS', async () => {
+    // Nothing connects: lazyConnect for Redis and Sentinel clients, and for a Cluster.
+    const lazy = { redisOptions: { lazyConnect: true } }
+    const lazyCluster = { clusterOptions: { lazyConnect: true } }
+    const forms: Array<[string, object, 'Redis' | 'Cluster', boolean]> = [
+      ['redis://h:6380/2', lazy, 'Redis', false],
+      ['rediss://:pw@h', lazy, 'Redis', false],
+      ['valkey://h', lazy, 'Redis', false],
+      ['redis://n1:7000,n2:7001,n3:7002/0', lazyCluster, 'Cluster', false],
+      ['rediss://n1,n2', lazyCluster, 'Cluster', false],
+      ['redis+cluster://n1:7000', lazyCluster, 'Cluster', false],
+      ['rediss+cluster://n1:7000', lazyCluster, 'Cluster', false],
+      ['redis+sentinel://s1,s2/mymaster/1', lazy, 'Redis', true],
+      ['rediss+sentinel://s1/mymaster', lazy, 'Redis', true],
+      ['redis://s1:26379,s2/0?sentinelMasterName=mymaster', lazy, 'Redis', true],
+      ['redis://s1/0?sentinel_master=mymaster', lazy, 'Redis', true],
+      ['redis://s1,s2', { ...lazy, sentinelMasterName: 'mymaster' }, 'Redis', true],
+    ]
+    for (const [url, options, kind, sentinel] of forms) {
+      const backend = RedisBackend.fromUrl(url, options)
+      try {
+        expect(backend.client, url).toBeInstanceOf(kind === 'Cluster' ? Cluster : Redis)
+        expect(Boolean((backend.client.options as { sentinels?: unknown[] }).sentinels?.length), url).toBe(
+          sentinel,
+        )
+      } finally {
+        await backend.close()
+      }
+    }
+  })
+
   it('gives the same ConfigError through the constructor and fromUrl', () => {
     expect(() => RedisBackend.fromUrl('redis://h:99999')).toThrow(ConfigError)
     expect(() => new RedisBackend({ url: 'redis+cluster://n1/5' })).toThrow(/only database 0/)
+    expect(() => RedisBackend.fromUrl('redis://s1', { sentinelMasterName: '' })).toThrow(/sentinelMasterName/)
   })
 })
 
@@ -185,6 +361,29 @@ describe('the client a URL creates', () => {
       db: 1,
       enableOfflineQueue: false,
     })
+    client.disconnect()
+  })
+
+  it('sentinel from a redis:// URL and a master name: the hosts are sentinels', () => {
+    const client = createClient(
+      parseRedisUrl('redis://s1,s2:26380/3?sentinelMasterName=primary'),
+      lazy,
+    ) as Redis
+    expect(client.options).toMatchObject({
+      sentinels: [
+        { host: 's1', port: 26379 },
+        { host: 's2', port: 26380 },
+      ],
+      name: 'primary',
+      db: 3,
+    })
+    client.disconnect()
+  })
+
+  it('cluster from a redis:// URL with several hosts', () => {
+    const client = createClient(parseRedisUrl('redis://:pw@n1:7000,n2:7001/0'), {}, lazy) as Cluster
+    expect(client).toBeInstanceOf(Cluster)
+    expect(client.options.redisOptions).toMatchObject({ password: 'pw' })
     client.disconnect()
   })
 

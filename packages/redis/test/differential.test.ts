@@ -2,7 +2,8 @@
 // (client time source) and through the TypeScript step from core; every result must be identical field by
 // field, and so must the stored state, down to its text. Covers peek (cost 0), costs above the capacity,
 // checkAndIncrementAll with mixed algorithms, bursts, fractional emission intervals (7 per 1000 ms),
-// clocks running backwards, long gaps and large timestamps.
+// clocks running backwards (within and beyond the clock skew tolerance: 0 as with the server's TIME,
+// 2 s, and the default 5 minutes of timeSource 'client'), long gaps and large timestamps.
 import {
   ALGORITHMS,
   type Algorithm,
@@ -63,6 +64,7 @@ function dtArb(windowMs: number): fc.Arbitrary<number> {
     { weight: 3, arbitrary: fc.integer({ min: 0, max: 2 * windowMs }) },
     { weight: 1, arbitrary: fc.integer({ min: 0, max: Math.min(60 * windowMs, 40 * 86_400_000) }) },
     { weight: 1, arbitrary: fc.integer({ min: -Math.min(windowMs, 5000), max: -1 }) },
+    { weight: 1, arbitrary: fc.integer({ min: -400_000, max: -1 }) },
   )
 }
 
@@ -88,10 +90,14 @@ const START_TIMES = [
   8_000_000_000_000_007, // near the largest Date
 ]
 
+/** The clock skew tolerances (maxClockSkewMs) the script is run with, each on a backend of its own. */
+const SKEWS = [0, 2000, 300_000]
+
 const scenario = (algorithm: Algorithm) =>
   bucketArb(algorithm).chain((bucket) =>
     fc.record({
       bucket: fc.constant(bucket),
+      skew: fc.constantFrom(...SKEWS),
       other: fc.constantFrom(...ALGORITHMS).chain(bucketArb),
       ops: opsArb(bucket),
       start: fc.constantFrom(...START_TIMES).chain((t) => fc.integer({ min: t, max: t + 100_000 })),
@@ -115,16 +121,23 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
       // A prefix per test: clear() at the end must not touch the tests running beside it.
       const prefix = `${PREFIX}${algorithm}:`
       // No expiry during the test: the TypeScript side keeps its states forever too.
-      const backend = RedisBackend.fromUrl(urlOf('standalone'), {
-        keyPrefix: prefix,
-        timeSource: 'client',
-        clock: () => now,
-        expiryMarginMs: 86_400_000,
-      })
+      const backends = new Map(
+        SKEWS.map((skew) => [
+          skew,
+          RedisBackend.fromUrl(urlOf('standalone'), {
+            keyPrefix: prefix,
+            timeSource: 'client',
+            clock: () => now,
+            maxClockSkewMs: skew,
+            expiryMarginMs: 86_400_000,
+          }),
+        ]),
+      )
       let run = 0
       try {
         await fc.assert(
-          fc.asyncProperty(scenario(algorithm), async ({ bucket, other, ops, start }) => {
+          fc.asyncProperty(scenario(algorithm), async ({ bucket, skew, other, ops, start }) => {
+            const backend = backends.get(skew) as RedisBackend
             const key = String(run++)
             await backend.reset(key)
             const states = new Map<string, State>()
@@ -134,10 +147,10 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
               now = Math.max(0, now + op.dt)
               const where = `op ${i} (${JSON.stringify(op)}) at ${now} of ${JSON.stringify(bucket)}`
               if (op.kind === 'peek') {
-                const expected = step(states.get(ids[0] as string), now, bucket, 0).result
+                const expected = step(states.get(ids[0] as string), now, bucket, 0, skew).result
                 expect(await backend.peek(key, bucket), where).toEqual(expected)
               } else if (op.kind === 'check') {
-                const out = step(states.get(ids[0] as string), now, bucket, op.cost)
+                const out = step(states.get(ids[0] as string), now, bucket, op.cost, skew)
                 if (out.result.allowed || out.rebased) states.set(ids[0] as string, out.state)
                 expect(await backend.checkAndIncrement(key, bucket, op.cost), where).toEqual(out.result)
               } else {
@@ -147,6 +160,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                   now,
                   buckets,
                   op.cost,
+                  skew,
                 )
                 for (const [j, o] of all.outputs.entries()) {
                   if (all.allowed || o.rebased) states.set(ids[j] as string, o.state)
@@ -154,7 +168,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                 expect(await backend.checkAndIncrementAll(key, buckets, op.cost), where).toEqual(all.results)
               }
               // The stored state, as text: the same integers, printed in full (never 1.7e+12).
-              const stored = await raw.hmget(prefix + key, ...ids)
+              const stored = await raw.hmget(`${prefix}:${key}`, ...ids)
               expect(stored, `${where}: stored state`).toEqual(
                 ids.map((id) => (states.has(id) ? encodeState(states.get(id) as State) : null)),
               )
@@ -163,8 +177,10 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
           { numRuns: 150 },
         )
       } finally {
-        await backend.clear()
-        await backend.close()
+        for (const backend of backends.values()) {
+          await backend.clear()
+          await backend.close()
+        }
       }
     })
   }
@@ -178,7 +194,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
     try {
       const bucket: BucketConfig = { algorithm: 'sliding-window', limit: 5, windowMs: MAX_WINDOW_MS }
       await backend.checkAndIncrement('big', bucket, 2)
-      const text = await raw.hget(`${PREFIX}big:big`, bucketId(bucket))
+      const text = await raw.hget(`${PREFIX}big::big`, bucketId(bucket))
       const start = 8_640_000_000_000_000 - 1 - ((8_640_000_000_000_000 - 1) % MAX_WINDOW_MS)
       expect(text).toBe(`${start},0,2`)
       expect(await backend.peek('big', bucket)).toMatchObject({
@@ -200,12 +216,12 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
     try {
       const bucket: BucketConfig = { algorithm: 'fixed-window', limit: 3, windowMs: 1000 }
       for (const junk of ['', 'x', '1,2,', '5000,abc', '1.5,2', '99999999999999999999,1', '5000']) {
-        await raw.hset(`${PREFIX}junk:junk`, bucketId(bucket), junk)
+        await raw.hset(`${PREFIX}junk::junk`, bucketId(bucket), junk)
         expect(await backend.peek('junk', bucket), JSON.stringify(junk)).toEqual(
           step(undefined, 5000, bucket, 0).result,
         )
       }
-      await raw.hset(`${PREFIX}junk:junk`, bucketId(bucket), '5000,2')
+      await raw.hset(`${PREFIX}junk::junk`, bucketId(bucket), '5000,2')
       expect((await backend.peek('junk', bucket)).remaining).toBe(1)
     } finally {
       await backend.clear()

@@ -122,7 +122,7 @@ describe('on a Redis of its own (DEBUG SLEEP)', () => {
         for (const key of ['a', 'b', 'c'])
           expect((await backend.peek(key, bucket)).remaining, key).toBe(LIMIT)
         expect((await backend.peek('c', other)).remaining).toBe(10)
-        expect(await raw.exists('late:a', 'late:b', 'late:c')).toBe(0)
+        expect(await raw.exists('late::a', 'late::b', 'late::c')).toBe(0)
       } finally {
         await backend.close()
       }
@@ -324,7 +324,7 @@ describe('failover behind a virtual IP (REPLICAOF)', () => {
       // One READONLY reply: then the connection was dropped, and calls failed fast until the new one was ready.
       expect(failures.filter((f) => /READONLY/.test(f))).toHaveLength(1)
       // Written on B.
-      expect(await command(b.port, 'HLEN', 'vip:user')).toBe(1)
+      expect(await command(b.port, 'HLEN', 'vip::user')).toBe(1)
     } finally {
       await backend.close()
       await vip.close()
@@ -448,7 +448,7 @@ describe('waitReplicas', () => {
       const replica = Number(
         infoField(await command(masterPort, 'INFO', 'replication'), 'slave0')?.match(/port=(\d+)/)?.[1],
       )
-      expect(await command(replica, 'HGET', 'waited:k0', 'fixed-window:10:60000:10')).toMatch(/,1$/)
+      expect(await command(replica, 'HGET', 'waited::k0', 'fixed-window:10:60000:10')).toMatch(/,1$/)
     } finally {
       await backend.clear()
       await backend.close()

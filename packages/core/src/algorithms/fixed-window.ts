@@ -14,20 +14,29 @@ import type { StepFunction } from './types'
  *   choose `'sliding-window'` or `'gcra'` when boundary bursts matter. `burst` does not apply.
  * - `resetMs` is the end of the window (or now when nothing is counted); a denied call's
  *   `retryAfterMs` is the time to that end.
+ * - Clocks (`skewMs`): a later window, starting no more than `skewMs` after now, is another clock's:
+ *   this process counts in it, and waits for its end on its own clock. A window starting further
+ *   ahead means this clock stepped back: the count moves to this clock's window (`rebased`). Shared by
+ *   clocks up to `S <= skewMs` apart, each aligned window holds at most `limit`, and over any `d` ms at
+ *   most `limit * (ceil((d + S) / windowMs) + 1)` is admitted.
  */
-export const fixedWindow: StepFunction = (state, now, bucket, cost) => {
+export const fixedWindow: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
   const L = bucket.limit
   const W = bucket.windowMs
   // floor(now / W) * W rather than now - now % W: the same integer, without a slow fmod.
-  const start = Math.floor(now / W) * W
+  let start = Math.floor(now / W) * W
   let count = 0
   let rebased = false
   if (state !== undefined && state.length === 2) {
     const s0 = state[0] as number
     if (s0 >= start) {
-      // The same window; or a later one, when the clock stepped back: its count moves to this window.
+      // The same window; or a later one: another clock's (counted in), or this clock stepped back (the
+      // count moves to this window).
       count = state[1] as number
-      rebased = s0 > start
+      if (s0 > start) {
+        if (s0 - now > skewMs) rebased = true
+        else start = s0
+      }
     }
   }
   const t = now

@@ -1,5 +1,5 @@
 // GCRA: the generic cell rate algorithm, one theoretical arrival time per key.
-import { charge, chargedLevel, drainMs } from './meter'
+import { charge, chargedLevel, drainMs, levelAhead } from './meter'
 import type { StepFunction } from './types'
 
 /**
@@ -12,10 +12,14 @@ import type { StepFunction } from './types'
  * - Bound: over any interval of length `d` ms, at most `burst + limit * d / windowMs` is admitted.
  * - Trade-offs: smooth (no window boundaries), constant space, exact `retryAfterMs`, and no background
  *   work; the best default. It admits exactly what `'token-bucket'` and `'leaky-bucket'` admit.
- *   When the clock steps backwards, a TAT left further ahead than a full bucket is moved back to
- *   now, full (`rebased`), so `retryAfterMs` never exceeds `burst * windowMs / limit` and holds.
+ * - Clocks (`skewMs`, see `StepFunction`): a TAT further ahead than a full bucket was written by a
+ *   clock ahead of this one; while within `skewMs` of that it is kept, this process sees the bucket
+ *   over-full and waits, on its own clock, until it has room (`retryAfterMs` holds). Further ahead,
+ *   this clock stepped back: the TAT moves back to now, full (`rebased`), so `retryAfterMs` never
+ *   exceeds `(burst * windowMs / limit) + skewMs`. Shared by clocks up to `S <= skewMs` apart, at most
+ *   `burst + limit * (d + S) / windowMs` is admitted over any `d` ms.
  */
-export const gcra: StepFunction = (state, now, bucket, cost) => {
+export const gcra: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
   const L = bucket.limit
   const cap = (bucket.burst ?? L) * bucket.windowMs
   let level = 0
@@ -23,9 +27,8 @@ export const gcra: StepFunction = (state, now, bucket, cost) => {
   if (state !== undefined && state.length === 2) {
     const ahead = (state[0] as number) - now
     if (ahead >= 0) {
-      // ahead * L stays below 2^53 only while ahead is bounded by the capacity: clamp first.
-      level = ahead > Math.floor(cap / L) ? cap + 1 : ahead * L + (state[1] as number)
-      if (level > cap) {
+      level = levelAhead(state[1] as number, ahead, cap, L, skewMs)
+      if (level < 0) {
         // Only a clock that stepped back puts the TAT this far ahead: the bucket moves back to now, full.
         level = cap
         rebased = true

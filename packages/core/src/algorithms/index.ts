@@ -39,8 +39,9 @@ export function step(
   nowMs: number,
   bucket: BucketConfig,
   cost: number,
+  skewMs = 0,
 ): StepOutput {
-  return algorithms[bucket.algorithm](state, nowMs, bucket, cost)
+  return algorithms[bucket.algorithm](state, nowMs, bucket, cost, skewMs)
 }
 
 /** Serialises a state for a text column or a Redis value: integers joined by commas. */
@@ -82,19 +83,20 @@ export interface StepAllOutput {
 
 /**
  * The all-or-nothing step behind `checkAndIncrementAll`: applies `cost` to every bucket of one key
- * and admits only if every bucket admits. Pure, like {@link step}.
+ * and admits only if every bucket admits. Pure, like {@link step} (`skewMs` as there).
  */
 export function stepAll(
   states: ReadonlyArray<State | undefined>,
   nowMs: number,
   buckets: readonly BucketConfig[],
   cost: number,
+  skewMs = 0,
 ): StepAllOutput {
   const outputs: StepOutput[] = new Array(buckets.length)
   let allowed = true
   for (let i = 0; i < buckets.length; i++) {
     const bucket = buckets[i] as BucketConfig
-    const out = algorithms[bucket.algorithm](states[i], nowMs, bucket, cost)
+    const out = algorithms[bucket.algorithm](states[i], nowMs, bucket, cost, skewMs)
     outputs[i] = out
     if (!out.result.allowed) allowed = false
   }
@@ -105,7 +107,7 @@ export function stepAll(
     else {
       // This bucket would have admitted, but nothing is charged: report (and keep) its uncharged state.
       const bucket = buckets[i] as BucketConfig
-      const peek = algorithms[bucket.algorithm](states[i], nowMs, bucket, 0)
+      const peek = algorithms[bucket.algorithm](states[i], nowMs, bucket, 0, skewMs)
       outputs[i] = peek
       const r = peek.result
       results[i] = {

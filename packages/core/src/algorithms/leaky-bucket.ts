@@ -1,5 +1,5 @@
 // Leaky bucket as a meter: a level that drains at a constant rate.
-import { charge, chargedLevel, drain, drainMs } from './meter'
+import { charge, chargedLevel, drain, drainMs, levelAhead } from './meter'
 import type { StepFunction } from './types'
 
 /**
@@ -13,19 +13,26 @@ import type { StepFunction } from './types'
  *   `'token-bucket'` and `'gcra'` admit (they are the same meter seen three ways); it is here for
  *   users who think in levels. `'gcra'` keeps a single timestamp instead.
  * - `resetMs` is when the bucket is empty; `retryAfterMs` is exact to the millisecond.
+ * - Clocks (`skewMs`): a state from ahead of now is seen with its level plus what leaks until its
+ *   time, exactly as `'gcra'` sees its TAT; kept within `skewMs`, else moved back to now, full
+ *   (`rebased`). The same bound as `'gcra'`.
  */
-export const leakyBucket: StepFunction = (state, now, bucket, cost) => {
+export const leakyBucket: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
   let level = 0
   const t = now
   let rebased = false
   if (state !== undefined && state.length === 2) {
-    let last = state[1] as number
-    // A state from ahead of now (the clock stepped back): it moves back to now, nothing drained.
+    const last = state[1] as number
+    const stored = state[0] as number
     if (last > t) {
-      last = t
-      rebased = true
-    }
-    level = drain(state[0] as number, t - last, bucket.limit)
+      const cap = (bucket.burst ?? bucket.limit) * bucket.windowMs
+      level = levelAhead(stored < 0 ? 0 : stored, last - t, cap, bucket.limit, skewMs)
+      if (level < 0) {
+        // Only a clock that stepped back puts the state this far ahead: back to now, full.
+        level = cap
+        rebased = true
+      }
+    } else level = drain(stored, t - last, bucket.limit)
   }
   const result = charge(level, t, bucket, cost)
   const after = chargedLevel

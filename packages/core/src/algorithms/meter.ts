@@ -15,6 +15,20 @@ export function drain(level: number, elapsed: number, rate: number): number {
 }
 
 /**
+ * The level, seen from now, of a meter whose state lies `ahead` ms in the future (written by a clock
+ * ahead of this one, or before this clock stepped back) holding `level` units then: `ahead * rate` units
+ * fuller, what drains meanwhile. The three meters see one state alike (GCRA's TAT is such a state).
+ * Kept while no fuller than `skewMs` of draining past a full bucket (`cap`); beyond that only a clock
+ * that stepped back explains it, and this returns -1: the caller moves the state back to now, full.
+ */
+export function levelAhead(level: number, ahead: number, cap: number, rate: number, skewMs: number): number {
+  // ahead * rate stays below 2^53 only while ahead is bounded: compare the times first.
+  if (ahead > Math.floor(cap / rate) + skewMs) return -1
+  const seen = ahead * rate + level
+  return seen > cap + skewMs * rate ? -1 : seen
+}
+
+/**
  * The level after the last {@link charge} (unchanged when it denied or peeked). A module variable
  * rather than a returned pair: the step functions read it right after the call, in the same turn,
  * and the hot path allocates one object less.
@@ -38,7 +52,9 @@ export function charge(level: number, t: number, bucket: BucketConfig, cost: num
   if (cost > B) retry = RETRY_NEVER
   else if (level + want * W > cap) retry = ceilDiv(level + want * W - cap, L)
   const allowed = cost === 0 ? level + W <= cap : false
-  return result(allowed, B, Math.floor((cap - level) / W), t + ceilDiv(level, L), retry)
+  // A level above capacity (a state ahead of this clock) has nothing remaining.
+  const remaining = level > cap ? 0 : Math.floor((cap - level) / W)
+  return result(allowed, B, remaining, t + ceilDiv(level, L), retry)
 }
 
 /** Milliseconds until a meter at `level` is empty (at least 1). */

@@ -15,28 +15,38 @@ import type { StepFunction } from './types'
  *   that assumes cost in the previous window was spread evenly. Use `'sliding-log'` for an exact
  *   window. `burst` does not apply.
  * - `resetMs` is when the estimate reaches 0; `retryAfterMs` is exact for the estimate.
+ * - Clocks (`skewMs`): a later window, starting no more than `skewMs` after now, is another clock's:
+ *   this process counts in it, estimating as at its start (the previous window weighs in full) and
+ *   timing its waits on its own clock. Further ahead, this clock stepped back: the counts move to this
+ *   clock's window (`rebased`). Shared by clocks up to `S <= skewMs` apart, each aligned window holds
+ *   at most `limit`, and over any `d` ms at most `limit * (ceil((d + S) / windowMs) + 1)` is admitted.
  */
-export const slidingWindow: StepFunction = (state, now, bucket, cost) => {
+export const slidingWindow: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
   const L = bucket.limit
   const W = bucket.windowMs
   // floor(now / W) * W rather than now - now % W: the same integer, without a slow fmod.
-  const start = Math.floor(now / W) * W
+  let start = Math.floor(now / W) * W
   let prev = 0
   let curr = 0
   let rebased = false
   if (state !== undefined && state.length === 3) {
     const s0 = state[0] as number
     if (s0 >= start) {
-      // The same window; or a later one, when the clock stepped back: its counts move to this window.
+      // The same window; or a later one: another clock's (counted in), or this clock stepped back (the
+      // counts move to this window).
       prev = state[1] as number
       curr = state[2] as number
-      rebased = s0 > start
+      if (s0 > start) {
+        if (s0 - now > skewMs) rebased = true
+        else start = s0
+      }
     } else if (s0 === start - W) {
       prev = state[2] as number
     }
   }
   const t = now
-  const elapsed = t - start
+  // Before the start of another clock's window, estimate as at its start.
+  const elapsed = t < start ? 0 : t - start
   const weighted = prev === 0 ? 0 : ceilDiv(prev * (W - elapsed), W)
   let used = weighted + curr
   if (used > L) used = L

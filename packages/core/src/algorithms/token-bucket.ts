@@ -1,5 +1,5 @@
 // Token bucket: tokens refill at a constant rate up to a capacity; each call spends its cost.
-import { charge, chargedLevel, drain, drainMs } from './meter'
+import { charge, chargedLevel, drain, drainMs, levelAhead } from './meter'
 import type { StepFunction } from './types'
 
 /**
@@ -12,21 +12,27 @@ import type { StepFunction } from './types'
  * - Trade-offs: the classic way to allow a burst (`burst`) on top of a steady rate (`limit` per
  *   `windowMs`). It admits exactly what `'leaky-bucket'` and `'gcra'` admit.
  * - `resetMs` is when the bucket is full again; `retryAfterMs` is when enough tokens have refilled.
+ * - Clocks (`skewMs`): a state from ahead of now is seen with the tokens it lacks plus those that
+ *   refill until its time, exactly as `'gcra'` sees its TAT; kept within `skewMs`, else moved back to
+ *   now, empty (`rebased`). The same bound as `'gcra'`.
  */
-export const tokenBucket: StepFunction = (state, now, bucket, cost) => {
+export const tokenBucket: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
   const cap = (bucket.burst ?? bucket.limit) * bucket.windowMs
   let missing = 0
   const t = now
   let rebased = false
   if (state !== undefined && state.length === 2) {
-    let last = state[1] as number
-    // A state from ahead of now (the clock stepped back): it moves back to now, nothing refilled.
-    if (last > t) {
-      last = t
-      rebased = true
-    }
+    const last = state[1] as number
     const tokens = state[0] as number
-    missing = drain(tokens >= cap ? 0 : cap - tokens, t - last, bucket.limit)
+    const lacking = tokens >= cap ? 0 : cap - tokens
+    if (last > t) {
+      missing = levelAhead(lacking, last - t, cap, bucket.limit, skewMs)
+      if (missing < 0) {
+        // Only a clock that stepped back puts the state this far ahead: back to now, empty.
+        missing = cap
+        rebased = true
+      }
+    } else missing = drain(lacking, t - last, bucket.limit)
   }
   const result = charge(missing, t, bucket, cost)
   const after = chargedLevel

@@ -19,9 +19,10 @@ export interface StepOutput {
   /** Milliseconds after which the state is equivalent to no state at all and may be deleted (>= 1). */
   readonly ttlMs: number
   /**
-   * The stored state lay ahead of `nowMs` (the clock stepped backwards, or another writer's runs
-   * ahead) and `state` is that state moved back to now, with its counts kept. Write it back even
-   * when nothing was charged, so that the next call continues from it and `retryAfterMs` holds.
+   * The stored state lay further ahead of `nowMs` than `skewMs` allows (the clock stepped backwards)
+   * and `state` is that state moved back to now. Write it back even when nothing was charged, so that
+   * the next call continues from it and `retryAfterMs` holds. A state ahead by no more than `skewMs`
+   * is another clock's and is never moved: the step counts from it as it lies.
    */
   readonly rebased: boolean
 }
@@ -34,10 +35,19 @@ export interface StepOutput {
  * @param bucket the validated configuration
  * @param cost a positive integer to charge, or `0` to only read (`peek`): then `allowed` says whether
  *   a cost of 1 would pass, `retryAfterMs` when it would, and nothing is charged.
+ * @param skewMs how far apart the clocks of the processes sharing the state may be (a whole number of
+ *   milliseconds, 0 by default: one clock). A state lying ahead of `nowMs` by up to `skewMs` (plus what
+ *   it holds) is another process's, written by a clock ahead of this one: it is kept as it lies, and
+ *   this process counts from it, the meters seeing it as full as it will be at `nowMs`, the windows
+ *   counting in its (later) window; durations (`retryAfterMs`) stay true on this process's clock. A
+ *   state further ahead means this clock stepped back: it is moved back to now (`rebased`). Shared by
+ *   clocks at most `S <= skewMs` apart (and kept at least `S` past its empty time), a limit admits over
+ *   any `d` ms at most what one clock admits over `d + S` ms.
  */
 export type StepFunction = (
   state: State | undefined,
   nowMs: number,
   bucket: BucketConfig,
   cost: number,
+  skewMs?: number,
 ) => StepOutput

@@ -10,6 +10,7 @@ import type { RateLimitCommonOptions } from './options'
 interface Req {
   remote?: string | undefined
   headers?: Record<string, string>
+  method?: string
   user?: string
   weight?: number
 }
@@ -20,6 +21,7 @@ const adapter: HttpAdapter<Req, Res> = {
   extraOptions: ['handler'],
   remoteAddress: (req) => req.remote,
   header: (req, name) => req.headers?.[name],
+  method: (req) => req.method ?? 'GET',
   setHeader: (res, name, value) => {
     res[name] = value
   },
@@ -100,6 +102,21 @@ describe('createHttpLimiter: per request', () => {
     expect((await by64.send({ remote: '2001:db8:0:ab01::2' })).denial?.status).toBe(429)
   })
 
+  it('keys IPv6 that embeds an IPv4 client as that client (NAT64, translated, compatible, 6to4, Teredo)', async () => {
+    const { send } = make({ rules: '1/min' })
+    expect((await send({ remote: '64:ff9b::203.0.113.7' })).denial).toBeUndefined()
+    expect((await send({ remote: '203.0.113.7' })).denial?.status).toBe(429)
+    expect((await send({ remote: '::ffff:0:203.0.113.7' })).denial?.status).toBe(429)
+    expect((await send({ remote: '64:ff9b::203.0.113.8' })).denial).toBeUndefined()
+    expect((await send({ remote: '::203.0.113.9' })).denial).toBeUndefined()
+    expect((await send({ remote: '2002:cb00:710a::1' })).denial).toBeUndefined()
+    expect((await send({ remote: '2002:cb00:710a:ff00::1' })).denial?.status).toBe(429)
+    // clientAddress gives the address as it is, not the key.
+    const proxied = make({ trustProxy: ['loopback'] })
+    const req = { remote: '127.0.0.1', headers: { 'x-forwarded-for': '64:ff9b::203.0.113.7' } }
+    expect(proxied.http.clientAddress(req)).toBe('64:ff9b::cb00:7107')
+  })
+
   it('keeps its key cache bounded', async () => {
     const { send, limiter } = make({ rules: '1/min' })
     for (let i = 0; i < 10_050; i++) await send({ remote: `2001:db8:${i.toString(16)}::1` })
@@ -127,6 +144,27 @@ describe('createHttpLimiter: per request', () => {
     expect((await forwarded.send(fwd('for="[2001:db8:0:ab00::1]:4711"'))).denial).toBeUndefined()
     expect((await forwarded.send(fwd('for="[2001:db8:0:abcd::2]"'))).denial?.status).toBe(429)
     expect((await forwarded.send(fwd('for=198.51.100.1'))).denial).toBeUndefined()
+  })
+
+  it('believes { hops, from } only from a peer in from: a direct client is its own address', async () => {
+    const { send } = make({ rules: '1/min', trustProxy: { hops: 1, from: ['10.0.0.0/8'] } })
+    const direct = (xff: string) => ({ remote: '203.0.113.5', headers: { 'x-forwarded-for': xff } })
+    expect((await send(direct('198.51.100.1'))).denial).toBeUndefined()
+    expect((await send(direct('198.51.100.2'))).denial?.status).toBe(429)
+    const via = (xff: string) => ({ remote: '10.0.0.1', headers: { 'x-forwarded-for': xff } })
+    expect((await send(via('198.51.100.1'))).denial).toBeUndefined()
+    expect((await send(via('198.51.100.2'))).denial).toBeUndefined()
+    // An allow list is matched against what trust found, never against a direct client's header.
+    const allowed = make({
+      rules: '1/min',
+      allowList: ['127.0.0.1'],
+      trustProxy: { hops: 1, from: ['10.0.0.0/8'] },
+    })
+    const claim = { remote: '203.0.113.5', headers: { 'x-forwarded-for': '127.0.0.1' } }
+    expect((await allowed.send(claim)).denial).toBeUndefined()
+    expect((await allowed.send(claim)).denial?.status).toBe(429)
+    const ops = { remote: '10.0.0.1', headers: { 'x-forwarded-for': '127.0.0.1' } }
+    for (let i = 0; i < 3; i++) expect(await allowed.send(ops)).toEqual({ res: {} })
   })
 
   it('fails clearly when it cannot find an address, and counts a non-IP peer as it is', async () => {
@@ -161,6 +199,39 @@ describe('createHttpLimiter: per request', () => {
     expect((await asyncSkip.send({ remote: '1.1.1.1' })).denial).toBeUndefined()
   })
 
+  it('does not count OPTIONS (CORS preflights) unless told to, and skips the methods given', async () => {
+    const { send } = make({ rules: '2/min' })
+    for (let i = 0; i < 5; i++) {
+      expect(await send({ remote: '203.0.113.7', method: 'OPTIONS' })).toEqual({ res: {} })
+    }
+    expect((await send({ remote: '203.0.113.7', method: 'HEAD' })).denial).toBeUndefined()
+    expect((await send({ remote: '203.0.113.7' })).denial).toBeUndefined()
+    expect((await send({ remote: '203.0.113.7' })).denial?.status).toBe(429)
+    const all = make({ rules: '1/min', skipMethods: [] })
+    expect((await all.send({ remote: '203.0.113.7', method: 'OPTIONS' })).denial).toBeUndefined()
+    expect((await all.send({ remote: '203.0.113.7', method: 'OPTIONS' })).denial?.status).toBe(429)
+    const reads = make({ rules: '1/min', skipMethods: ['get', 'HEAD'] })
+    for (let i = 0; i < 3; i++)
+      expect((await reads.send({ remote: '1.1.1.1', method: 'GET' })).res).toEqual({})
+    expect((await reads.send({ remote: '1.1.1.1', method: 'OPTIONS' })).denial).toBeUndefined()
+    expect((await reads.send({ remote: '1.1.1.1', method: 'POST' })).denial?.status).toBe(429)
+  })
+
+  it('normalizes identities from key with normalize', async () => {
+    const seen: string[] = []
+    const { send } = make({
+      rules: '1/min',
+      key: (req) => req.user ?? '',
+      normalize: (id) => {
+        seen.push(id)
+        return id.toLowerCase()
+      },
+    })
+    expect((await send({ remote: '1.1.1.1', user: 'Admin' })).denial).toBeUndefined()
+    expect((await send({ remote: '2.2.2.2', user: 'ADMIN' })).denial?.status).toBe(429)
+    expect(seen).toEqual(['Admin', 'ADMIN'])
+  })
+
   it('never limits the allow list, matched after the proxy walk', async () => {
     const { send } = make({ rules: '1/min', allowList: ['10.0.0.0/8', '2001:db8::/32'], trustProxy: 1 })
     const via = (ip: string) => ({ remote: '127.0.0.1', headers: { 'x-forwarded-for': ip } })
@@ -184,6 +255,14 @@ describe('createHttpLimiter: per request', () => {
     expect(await a.handle(req, {})).toBeUndefined()
     expect(await b.handle(req, {})).toBeUndefined()
     expect((await a.handle(req, {}))?.status).toBe(429)
+    // The scope is the limiter's, not a prefix: no unscoped identity reaches it, with or without a cost.
+    const open = createHttpLimiter<Req, Res>({ limiter, rules: '1/min', key: (r) => r.user ?? '' }, adapter)
+    expect(await open.handle({ user: 'c|2.2.2.2' }, {})).toBeUndefined()
+    const c = createHttpLimiter<Req, Res>({ limiter, rules: '1/min', scope: 'c', cost: () => 1 }, adapter)
+    expect(await c.handle({ remote: '2.2.2.2' }, {})).toBeUndefined()
+    expect((await c.handle({ remote: '2.2.2.2' }, {}))?.status).toBe(429)
+    expect((await limiter.peek('2.2.2.2', '1/min', { scope: 'c' })).remaining).toBe(0)
+    expect((await limiter.peek('c|2.2.2.2', '1/min')).remaining).toBe(0)
   })
 
   it('charges a cost (sync or async) and refuses a cost that can never pass without Retry-After', async () => {
@@ -345,6 +424,74 @@ describe('createHttpLimiter: per request', () => {
   })
 })
 
+describe('createHttpLimiter: warnings, once per process', () => {
+  const registry = (globalThis as Record<symbol, unknown>)[Symbol.for('fastlimit.warnings')] as Set<string>
+  const capture = () => {
+    registry.clear()
+    return vi.spyOn(console, 'warn').mockImplementation(() => undefined)
+  }
+
+  it('warns once about a trustProxy that believes any peer, naming the fix', () => {
+    const warn = capture()
+    try {
+      make({ trustProxy: 2 })
+      make({ trustProxy: 1 })
+      expect(warn).toHaveBeenCalledTimes(1)
+      expect(warn.mock.calls[0]?.[0]).toBe(
+        '[fastlimit] [test] trustProxy: 2 believes X-Forwarded-For from any peer: a client that reaches the app ' +
+          'directly, not through your proxy, picks its own address, so its own limit and a way past allowList. ' +
+          "Say where your proxies are: trustProxy: { hops: 2, from: ['10.0.0.0/8'] } (their addresses or " +
+          "networks; 'private' and 'loopback' work too), or trustProxy: { hops: 2, from: 'any' } if nothing " +
+          'but your proxies can reach the app.',
+      )
+      registry.clear()
+      make({ trustProxy: { hops: 1, from: 'any' } })
+      make({ trustProxy: { hops: 1, from: ['private'] } })
+      make({ trustProxy: ['loopback'] })
+      expect(warn).toHaveBeenCalledTimes(1)
+      make({ trustProxy: ['0.0.0.0/0'] })
+      expect(warn).toHaveBeenCalledTimes(2)
+    } finally {
+      warn.mockRestore()
+    }
+  })
+
+  it('warns once when a local peer sends forwarding headers that trust does not cover', async () => {
+    const warn = capture()
+    try {
+      const { send } = make({ rules: '100/min' })
+      // A public peer with forwarding headers is a client that sent them: nothing to say.
+      await send({ remote: '203.0.113.7', headers: { 'x-forwarded-for': '6.6.6.6' } })
+      // A local peer without them is a local client.
+      for (let i = 0; i < 200; i++) await send({ remote: '10.0.0.5' })
+      expect(warn).not.toHaveBeenCalled()
+      // Looked at one request in 64: within 64 requests from the proxy.
+      for (let i = 0; i < 64; i++)
+        await send({ remote: '10.0.0.5', headers: { 'x-forwarded-for': `198.51.100.${i}` } })
+      expect(warn).toHaveBeenCalledTimes(1)
+      expect(warn.mock.calls[0]?.[0]).toBe(
+        '[fastlimit] [test] Requests from 10.0.0.5 carry X-Forwarded-For but trustProxy is off, so every client ' +
+          "behind that proxy shares one limit. If it is your proxy, set trustProxy: { hops: 1, from: ['10.0.0.5'] } " +
+          "(or its network, e.g. 'private').",
+      )
+      const other = make({ rules: '100/min', trustProxy: { hops: 1, from: ['10.0.0.0/8'] } })
+      for (let i = 0; i < 200; i++) await other.send({ remote: '::1', headers: { forwarded: 'for=1.2.3.4' } })
+      expect(warn).toHaveBeenCalledTimes(1)
+      registry.clear()
+      const third = make({ rules: '100/min', trustProxy: { hops: 1, from: ['10.0.0.0/8'] } })
+      for (let i = 0; i < 64; i++) await third.send({ remote: '::1', headers: { forwarded: 'for=1.2.3.4' } })
+      expect(warn).toHaveBeenCalledTimes(2)
+      expect(warn.mock.calls[1]?.[0]).toBe(
+        '[fastlimit] [test] Requests from ::1 carry Forwarded but trustProxy does not trust ::1, so every client ' +
+          "behind that proxy shares one limit. If it is your proxy, set trustProxy: { hops: 1, from: ['::1'] }, " +
+          "proxyHeader: 'forwarded' (or its network, e.g. 'private').",
+      )
+    } finally {
+      warn.mockRestore()
+    }
+  })
+})
+
 describe('createHttpLimiter: options are checked at construction', () => {
   const bad: [string, Record<string, unknown>, RegExp][] = [
     ['an unknown option', { max: 5 }, /Unknown option "max": rateLimit\(\) takes limiter, rules/],
@@ -357,7 +504,12 @@ describe('createHttpLimiter: options are checked at construction', () => {
     ['a clock that is not a function', { clock: 1 }, /clock must be a function/],
     ['a bad allow list entry', { allowList: ['10.0.0.0/8', 'nope'] }, /allowList has "nope"/],
     ['an allow list that is not a list', { allowList: '10.0.0.0/8' }, /allowList must be an array/],
-    ['a bad trustProxy', { trustProxy: true }, /trustProxy must be false, a number/],
+    ['a bad trustProxy', { trustProxy: true }, /trustProxy must be false, \{ hops, from \}/],
+    ['trustProxy hops without from', { trustProxy: { hops: 1 } }, /trustProxy \{ hops \} needs from/],
+    ['a bad skipMethods', { skipMethods: 'OPTIONS' }, /skipMethods must be a list of HTTP methods/],
+    ['a bad skipMethods entry', { skipMethods: ['GET POST'] }, /skipMethods must be a list of HTTP methods/],
+    ['a normalize that is not a function', { normalize: 'nfkc' }, /normalize must be a function/],
+    ['a normalize without key', { normalize: (s: string) => s }, /normalize applies to what key returns/],
     [
       'a bad proxyHeader',
       { proxyHeader: 'x-real-ip' },

@@ -1,7 +1,7 @@
 // The framework-neutral HTTP limiter: options checked once, then one lean path per request.
 
 import { ConfigError, show } from '../errors'
-import { type Decision, FastLimit } from '../limiter'
+import { type CheckOptions, type Decision, FastLimit } from '../limiter'
 import type { RuleSet } from '../rules'
 import {
   HEADER_FORMATS,
@@ -13,15 +13,19 @@ import {
 import {
   compileTrust,
   createIpMatcher,
+  formatIp,
   type IpAddress,
   ipKey,
+  isLocalAddress,
+  isLocalIPv4,
   type ProxyHeader,
   type ProxyTrust,
   parseIPv4Range,
   parseIp,
-  resolveClientIp,
+  walkProxies,
 } from './ip'
 import type { MessageBody, RateLimitCommonOptions } from './options'
+import { warned, warnOnce } from './warn'
 
 /**
  * How an adapter reads its framework's request and writes its response. Plain functions, called
@@ -43,6 +47,8 @@ export interface HttpAdapter<Req, Res> {
   remoteAddress(req: Req): string | undefined
   /** A request header by lower-case name, or `undefined`. Repeated headers joined with `', '`. */
   header(req: Req, name: string): string | undefined
+  /** The request's method as sent, in upper case for the standard ones (`'GET'`, `'OPTIONS'`). */
+  method(req: Req): string
   /** Sets a response header. */
   setHeader: SetHeader<Res>
   /**
@@ -51,6 +57,11 @@ export interface HttpAdapter<Req, Res> {
    * Not called for requests that were skipped or allow-listed.
    */
   expose?(req: Req, res: Res, decision: Decision): void
+}
+
+/** How warnings write a header's name. */
+function headerName(name: ProxyHeader): string {
+  return name === 'forwarded' ? 'Forwarded' : 'X-Forwarded-For'
 }
 
 /** A refusal the adapter must send: the headers are already set on the response. */
@@ -91,7 +102,18 @@ const OPTION_NAMES = [
   'ipv6Subnet',
   'scope',
   'clock',
+  'skipMethods',
+  'normalize',
 ] as const
+
+/** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
+const FORWARDING_HEADERS = [
+  ['x-forwarded-for', 'X-Forwarded-For'],
+  ['forwarded', 'Forwarded'],
+] as const
+
+/** Requests looked at for forwarding headers from a local peer while trust does not cover it: one in 64. */
+const SNIFF_MASK = 63
 
 const PROBLEM_JSON = 'application/problem+json'
 const TEXT = 'text/plain; charset=utf-8'
@@ -158,6 +180,10 @@ export class HttpLimiter<Req, Res> {
   readonly #setHeader: SetHeader<Res>
   readonly #expose: ((req: Req, res: Res, decision: Decision) => void) | undefined
   readonly #key: ((req: Req) => string | Promise<string>) | undefined
+  readonly #normalize: ((identity: string) => string) | undefined
+  readonly #method: (req: Req) => string
+  /** Methods never counted (`skipMethods`), or `undefined` for none. */
+  readonly #skipMethods: readonly string[] | undefined
   readonly #cost: ((req: Req) => number | Promise<number>) | undefined
   readonly #skip: ((req: Req) => boolean | Promise<boolean>) | undefined
   readonly #onLimit: ((req: Req, decision: Decision) => void) | undefined
@@ -166,6 +192,8 @@ export class HttpLimiter<Req, Res> {
   readonly #proxyHeader: ProxyHeader
   readonly #subnet: number | false
   readonly #scope: string | undefined
+  /** `{ scope }` for every check without a cost function, built once; `undefined` when unscoped. */
+  readonly #scoped: CheckOptions | undefined
   readonly #clock: () => number
   readonly #writeHeaders: boolean
   readonly #messageFn: ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>) | undefined
@@ -175,6 +203,9 @@ export class HttpLimiter<Req, Res> {
   readonly #direct: boolean
   readonly #needIp: boolean
   readonly #cache = new Map<string, string>()
+  /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
+  #sniff = true
+  #sniffCount = 0
 
   constructor(options: RateLimitCommonOptions<Req>, adapter: HttpAdapter<Req, Res>) {
     const where = typeof adapter?.name === 'string' ? adapter.name : 'core'
@@ -215,6 +246,10 @@ export class HttpLimiter<Req, Res> {
     this.rules = this.limiter.rules(o.rules ?? '100/min')
 
     this.#key = fn('key', o.key)
+    this.#normalize = fn('normalize', o.normalize)
+    if (this.#normalize !== undefined && this.#key === undefined) {
+      fail('normalize applies to what key returns (client addresses are canonical already): pass key too.')
+    }
     this.#cost = fn('cost', o.cost)
     this.#skip = fn('skip', o.skip)
     this.#onLimit = fn('onLimit', o.onLimit)
@@ -231,6 +266,29 @@ export class HttpLimiter<Req, Res> {
       fail(`proxyHeader must be 'x-forwarded-for' or 'forwarded', got ${show(proxyHeader)}.`)
     }
     this.#proxyHeader = proxyHeader
+    if (this.#trust.anyPeer) {
+      const hops = typeof o.trustProxy === 'number' ? o.trustProxy : 1
+      const setting = typeof o.trustProxy === 'number' ? `${o.trustProxy}` : show(o.trustProxy)
+      warnOnce(
+        'trust-any-peer',
+        `[fastlimit] [${where}] trustProxy: ${setting} believes ${headerName(proxyHeader)} from any peer: a client ` +
+          'that reaches the app directly, not through your proxy, picks its own address, so its own limit and a ' +
+          `way past allowList. Say where your proxies are: trustProxy: { hops: ${hops}, from: ['10.0.0.0/8'] } ` +
+          `(their addresses or networks; 'private' and 'loopback' work too), or trustProxy: { hops: ${hops}, ` +
+          "from: 'any' } if nothing but your proxies can reach the app.",
+      )
+    }
+
+    const skipMethods = o.skipMethods ?? ['OPTIONS']
+    if (
+      !Array.isArray(skipMethods) ||
+      !skipMethods.every((m) => typeof m === 'string' && /^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,32}$/.test(m))
+    ) {
+      fail(
+        `skipMethods must be a list of HTTP methods, got ${show(skipMethods)}: e.g. ['OPTIONS'], or [] to count every request.`,
+      )
+    }
+    this.#skipMethods = skipMethods.length === 0 ? undefined : skipMethods.map((m) => m.toUpperCase())
 
     const subnet = o.ipv6Subnet ?? 56
     if (subnet !== false && (!Number.isInteger(subnet) || subnet < 1 || subnet > 128)) {
@@ -241,7 +299,8 @@ export class HttpLimiter<Req, Res> {
     if (o.scope !== undefined && (typeof o.scope !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(o.scope))) {
       fail(`scope must be 1 to 64 of A-Z a-z 0-9 _ . : -, got ${show(o.scope)}: e.g. 'login'.`)
     }
-    this.#scope = o.scope === undefined ? undefined : `${o.scope}|`
+    this.#scope = o.scope
+    this.#scoped = o.scope === undefined ? undefined : Object.freeze({ scope: o.scope })
 
     const headers = o.headers ?? true
     let format: HeaderFormat | false
@@ -288,9 +347,14 @@ export class HttpLimiter<Req, Res> {
       fail(`mode must be 'enforce' or 'shadow', got ${show(mode)}.`)
     this.mode = mode
 
-    if (typeof adapter.remoteAddress !== 'function' || typeof adapter.header !== 'function') {
-      fail('The adapter must provide remoteAddress(req) and header(req, name).')
+    if (
+      typeof adapter.remoteAddress !== 'function' ||
+      typeof adapter.header !== 'function' ||
+      typeof adapter.method !== 'function'
+    ) {
+      fail('The adapter must provide remoteAddress(req), header(req, name) and method(req).')
     }
+    this.#method = adapter.method
     if (typeof adapter.setHeader !== 'function') fail('The adapter must provide setHeader(res, name, value).')
     this.#remoteAddress = adapter.remoteAddress
     this.#header = adapter.header
@@ -301,8 +365,7 @@ export class HttpLimiter<Req, Res> {
     const hint = adapter.noAddressHint
     if (hint !== undefined && typeof hint !== 'string') fail('The adapter noAddressHint must be a string.')
     this.#noAddressHint = hint === undefined ? '' : `, or ${hint}`
-    const trustsNone = this.#trust.hops === 0 && this.#trust.match === undefined
-    this.#direct = trustsNone && this.#allow === undefined
+    this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
   }
 
@@ -312,16 +375,50 @@ export class HttpLimiter<Req, Res> {
    */
   clientAddress(req: Req): string | undefined {
     const ip = this.#resolve(req)
-    if (ip === undefined) return undefined
-    return ipKey(ip, false)
+    return ip === undefined ? undefined : formatIp(ip)
   }
 
   #resolve(req: Req): IpAddress | undefined {
     const remote = this.#remoteAddress(req)
+    const peer = remote === undefined ? undefined : parseIp(remote)
     const trust = this.#trust
-    if (trust.hops === 0 && trust.match === undefined)
-      return remote === undefined ? undefined : parseIp(remote)
-    return resolveClientIp(remote, this.#header(req, this.#proxyHeader), trust, this.#proxyHeader)
+    // A peer with an address that is not an IP: nothing to walk from.
+    if (peer === undefined && remote !== undefined) return undefined
+    if (peer !== undefined && (trust.hops === 0 || (trust.match !== undefined && !trust.match(peer)))) {
+      if (this.#sniff && (this.#sniffCount++ & SNIFF_MASK) === 0) this.#sniffProxy(req, peer)
+      return peer
+    }
+    if (trust.hops === 0) return peer
+    return walkProxies(peer, this.#header(req, this.#proxyHeader), trust, this.#proxyHeader)
+  }
+
+  /**
+   * Warns once per process when a request from a local peer (loopback, private) carries a forwarding
+   * header that trust does not let us read: the app is most likely behind a proxy it does not trust, and
+   * every client behind it shares the proxy's limit.
+   */
+  #sniffProxy(req: Req, peer: IpAddress): void {
+    if (warned('untrusted-proxy')) {
+      this.#sniff = false
+      return
+    }
+    if (!isLocalAddress(peer)) return
+    for (const [name, label] of FORWARDING_HEADERS) {
+      const value = this.#header(req, name)
+      if (value === undefined || value === '') continue
+      const address = formatIp(peer)
+      const off = this.#trust.hops === 0
+      const header = name === this.#proxyHeader ? '' : `, proxyHeader: '${name}'`
+      warnOnce(
+        'untrusted-proxy',
+        `[fastlimit] [${this.#name}] Requests from ${address} carry ${label} but ` +
+          (off ? 'trustProxy is off' : `trustProxy does not trust ${address}`) +
+          ', so every client behind that proxy shares one limit. If it is your proxy, set ' +
+          `trustProxy: { hops: 1, from: ['${address}'] }${header} (or its network, e.g. 'private').`,
+      )
+      this.#sniff = false
+      return
+    }
   }
 
   #noAddress(): never {
@@ -340,7 +437,17 @@ export class HttpLimiter<Req, Res> {
       if (remote === undefined || remote === '') return this.#noAddress()
       const n = remote.length
       // Fast path: the peer address as the OS gives it, canonical dotted-quad IPv4 (or IPv4-mapped).
-      if (parseIPv4Range(remote, 0, n) >= 0) return remote
+      const v4 = parseIPv4Range(remote, 0, n)
+      if (v4 >= 0) {
+        if (this.#sniff && (this.#sniffCount++ & SNIFF_MASK) === 0 && isLocalIPv4(v4)) {
+          this.#sniffProxy(req, { version: 4, value: v4 })
+        }
+        return remote
+      }
+      if (this.#sniff && (this.#sniffCount++ & SNIFF_MASK) === 0) {
+        const ip = parseIp(remote)
+        if (ip !== undefined) this.#sniffProxy(req, ip)
+      }
       if (
         n > 7 &&
         remote.charCodeAt(0) === 58 &&
@@ -398,8 +505,18 @@ export class HttpLimiter<Req, Res> {
     let denial: HttpDenial | undefined
     try {
       let proceed = true
+      const skipMethods = this.#skipMethods
+      if (skipMethods !== undefined) {
+        const method = this.#method(req)
+        for (let i = 0; i < skipMethods.length; i++) {
+          if (skipMethods[i] === method) {
+            proceed = false
+            break
+          }
+        }
+      }
       const skip = this.#skip
-      if (skip !== undefined) {
+      if (proceed && skip !== undefined) {
         const s = skip(req)
         if (s === true || (s !== false && (await s) === true)) proceed = false
       }
@@ -414,16 +531,17 @@ export class HttpLimiter<Req, Res> {
         if (keyFn !== undefined) {
           const k = keyFn(req)
           identity = typeof k === 'string' ? k : await k
+          if (this.#normalize !== undefined) identity = this.#normalize(identity)
         }
-        if (this.#scope !== undefined) identity = this.#scope + identity
         const costFn = this.#cost
         let decision: Decision
         if (costFn === undefined) {
-          decision = await this.limiter.check(identity, this.rules)
+          decision = await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
           decision = await this.limiter.check(identity, this.rules, {
             cost: typeof c === 'number' ? c : await c,
+            scope: this.#scope,
           })
         }
         if (this.#expose !== undefined) this.#expose(req, res, decision)

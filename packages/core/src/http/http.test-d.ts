@@ -28,6 +28,23 @@ describe('HTTP layer types', () => {
     expectTypeOf(options).toMatchTypeOf<RateLimitCommonOptions<Req>>()
   })
 
+  it('types trustProxy, skipMethods and normalize', () => {
+    const options: RateLimitCommonOptions<Req> = {
+      trustProxy: { hops: 1, from: ['10.0.0.0/8', 'loopback'] },
+      skipMethods: ['OPTIONS', 'HEAD'],
+      normalize: (id) => id.toLowerCase(),
+    }
+    expectTypeOf(options.normalize).toEqualTypeOf<((identity: string) => string) | undefined>()
+    const any: RateLimitCommonOptions<Req> = { trustProxy: { hops: 2, from: 'any' } }
+    expectTypeOf(any).toMatchTypeOf<RateLimitCommonOptions<Req>>()
+    // @ts-expect-error: from is required with hops
+    const noFrom: RateLimitCommonOptions<Req> = { trustProxy: { hops: 1 } }
+    expectTypeOf(noFrom).toMatchTypeOf<RateLimitCommonOptions<Req>>()
+    // @ts-expect-error: true would trust everything
+    const yes: RateLimitCommonOptions<Req> = { trustProxy: true }
+    expectTypeOf(yes).toMatchTypeOf<RateLimitCommonOptions<Req>>()
+  })
+
   it('infers the request and response types from the adapter', () => {
     const http = createHttpLimiter(
       {},
@@ -35,6 +52,7 @@ describe('HTTP layer types', () => {
         name: 'test',
         remoteAddress: (req: Req) => req.user,
         header: () => undefined,
+        method: () => 'GET',
         setHeader: (res: Res, name, value) => {
           res.set(name, value)
         },

@@ -5,10 +5,12 @@ import {
   cidrContains,
   compileTrust,
   createIpMatcher,
+  embeddedIPv4,
   formatIPv6,
   formatIp,
   type IpAddress,
   ipKey,
+  isLocalAddress,
   parseCidr,
   parseForwarded,
   parseHop,
@@ -124,8 +126,40 @@ describe('ipKey', () => {
     ['2001:db8:0:ab12:1:2:3:4', 128, '2001:db8:0:ab12:1:2:3:4'],
     ['2001:db8:0:ab12:1:2:3:4', false, '2001:db8:0:ab12:1:2:3:4'],
     ['2001:db8::1', 127, '2001:db8::/127'],
+    // IPv6 that stands for an IPv4 client is keyed as that client, whatever the subnet.
+    ['64:ff9b::203.0.113.7', 56, '203.0.113.7'],
+    ['64:ff9b::cb00:7107', false, '203.0.113.7'],
+    ['::203.0.113.7', 56, '203.0.113.7'],
+    ['::ffff:0:203.0.113.7', 56, '203.0.113.7'],
+    ['2002:cb00:7107:ab12::1', 56, '203.0.113.7'], // 6to4: the site's router
+    ['2001:0:4136:e378:8000:63bf:34ff:8ef8', 56, '203.0.113.7'], // Teredo: the client, inverted
+    // Not embeddings: loopback, unspecified, ::/104, other prefixes.
+    ['::1', 56, '::/56'],
+    ['::1', false, '::1'],
+    ['::ffff', false, '::ffff'],
+    ['::ff:ffff', false, '::ff:ffff'],
+    ['64:ff9b:1::203.0.113.7', 56, '64:ff9b:1::/56'],
+    ['64:ff9b::1:203.0.113.7', 56, '64:ff9b::/56'],
+    ['2001:db8::203.0.113.7', 56, '2001:db8::/56'],
   ] as const)('%s /%s -> %s', (input, subnet, expected) => {
     expect(ipKey(parseIp(input) as IpAddress, subnet)).toBe(expected)
+  })
+
+  it('reads the embedded IPv4 of each form, and nothing else', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0x1000000, max: 0xffffffff }), (v4) => {
+        const hi = v4 >>> 16
+        const lo = v4 & 0xffff
+        expect(embeddedIPv4([0x64, 0xff9b, 0, 0, 0, 0, hi, lo])).toBe(v4)
+        expect(embeddedIPv4([0, 0, 0, 0, 0, 0, hi, lo])).toBe(v4)
+        expect(embeddedIPv4([0, 0, 0, 0, 0xffff, 0, hi, lo])).toBe(v4)
+        expect(embeddedIPv4([0x2002, hi, lo, 7, 0, 0, 0, 1])).toBe(v4)
+        expect(embeddedIPv4([0x2001, 0, 1, 2, 0, 0, hi ^ 0xffff, lo ^ 0xffff])).toBe(v4)
+        expect(embeddedIPv4([0x2001, 0xdb8, 0, 0, 0, 0, hi, lo])).toBe(-1)
+        expect(embeddedIPv4([0x64, 0xff9b, 0, 0, 1, 0, hi, lo])).toBe(-1)
+      }),
+      { numRuns: 500 },
+    )
   })
 
   it('gives every address of a /56 the same key and the next /56 another', () => {
@@ -215,6 +249,29 @@ describe('parseHop', () => {
   })
 })
 
+describe('isLocalAddress', () => {
+  it.each([
+    ['127.0.0.1', true],
+    ['10.255.0.1', true],
+    ['172.16.0.1', true],
+    ['172.31.255.255', true],
+    ['172.32.0.1', false],
+    ['192.168.1.1', true],
+    ['169.254.1.1', true],
+    ['100.64.0.1', true],
+    ['100.127.255.255', true],
+    ['100.128.0.1', false],
+    ['203.0.113.7', false],
+    ['::1', true],
+    ['fd12::1', true],
+    ['fe80::1', true],
+    ['2001:db8::1', false],
+    ['::', false],
+  ] as const)('%s -> %s', (ip, expected) => {
+    expect(isLocalAddress(parseIp(ip) as IpAddress)).toBe(expected)
+  })
+})
+
 describe('parseForwarded (RFC 7239)', () => {
   it.each([
     ['for=192.0.2.60;proto=http;by=203.0.113.43', ['192.0.2.60']],
@@ -233,12 +290,13 @@ describe('parseForwarded (RFC 7239)', () => {
     ['for=1.1.1.1 ; proto=http', ['1.1.1.1']],
     ['', []],
     [' , ', []],
+    ['for=1.1.1.1;;proto=http;', ['1.1.1.1']],
+    ['for="\\\\", for="a\\\\\\"b"', ['\\', 'a\\"b']],
   ] as const)('%j', (input, expected) => {
     expect(parseForwarded(input)).toEqual(expected)
   })
 
   it.each([
-    'for="x, for=9.9.9.9, for=5.6.7.8',
     'for=1.1.1.1 for=2.2.2.2',
     'for',
     'for=',
@@ -246,8 +304,67 @@ describe('parseForwarded (RFC 7239)', () => {
     'for=1.1.1.1;x="a\\',
     'for = 1.1.1.1',
     'for=a"b',
+    '"',
+    'for="a\\\\"b"',
+    'for="a\u0001"',
   ])('treats malformed %j as one unusable hop', (input) => {
     expect(parseForwarded(input)).toEqual([null])
+  })
+
+  it.each([
+    ['for="x, for=9.9.9.9, for=5.6.7.8', [null, '9.9.9.9', '5.6.7.8']],
+    ['for="unterminated, for=198.51.100.7', [null, '198.51.100.7']],
+    ['for=\\, for="[2001:db8::1]:80"', [null, '[2001:db8::1]:80']],
+    ['"a,b", , for=1.1.1.1;proto=https', [null, '1.1.1.1']],
+    ['for=1.1.1.1 for=2.2.2.2, for=3.3.3.3', [null, '3.3.3.3']],
+  ] as const)('reads the well-formed elements right of malformed syntax: %j', (input, expected) => {
+    expect(parseForwarded(input)).toEqual(expected)
+  })
+
+  /** One well-formed element, and what its `for=` is. */
+  const elementArb = fc
+    .tuple(
+      fc.array(
+        fc.tuple(
+          fc.constantFrom('for', 'For', 'FOR', 'by', 'proto', 'host', 'x-y'),
+          fc.oneof(
+            fc.stringMatching(/^[A-Za-z0-9.:_[\]-]{1,12}$/),
+            fc.string({ maxLength: 12 }).filter((t) => !/[\u0000-\u0008\u000a-\u001f\u007f]/.test(t)),
+          ),
+          fc.boolean(),
+        ),
+        { minLength: 1, maxLength: 3 },
+      ),
+      fc.constantFrom(';', ' ; ', ';;'),
+    )
+    .map(([pairs, sep]) => {
+      let value: string | null | undefined
+      const text = pairs
+        .map(([name, v, quote]) => {
+          if (name.toLowerCase() === 'for') value = value === undefined ? v : null
+          const token = /^[A-Za-z0-9.:_[\]-]+$/.test(v)
+          return `${name}=${token && !quote ? v : `"${v.replace(/[\\"]/g, (c) => `\\${c}`)}"`}`
+        })
+        .join(sep)
+      return { text, value: value ?? null }
+    })
+
+  it('fast-check: reads any well-formed header exactly, and its last elements whatever lies left of them', () => {
+    fc.assert(
+      fc.property(
+        fc.array(elementArb, { minLength: 1, maxLength: 4 }),
+        fc.string({ maxLength: 30 }),
+        fc.constantFrom(', ', ',', ' , ', ',,'),
+        (elements, junk, comma) => {
+          const tail = elements.map((e) => e.text).join(comma)
+          const values = elements.map((e) => e.value)
+          expect(parseForwarded(tail)).toEqual(values)
+          const read = parseForwarded(`${junk}, ${tail}`)
+          expect(read.slice(-values.length)).toEqual(values)
+        },
+      ),
+      { numRuns: 5000 },
+    )
   })
 })
 
@@ -274,6 +391,30 @@ describe('resolveClientIp', () => {
     expect(resolve('10.0.0.1', '', 1)).toBe('10.0.0.1')
   })
 
+  it('believes hops only from the addresses given with them', () => {
+    const lb = { hops: 1, from: ['10.0.0.0/8'] }
+    expect(resolve('10.0.0.1', '6.6.6.6, 198.51.100.9', lb)).toBe('198.51.100.9')
+    // A client that reaches the app directly is its own address, whatever it sends.
+    expect(resolve('203.0.113.5', '127.0.0.1', lb)).toBe('203.0.113.5')
+    // A client inside the trusted range is not skipped past: one hop is one hop.
+    expect(resolve('10.0.0.1', '6.6.6.6, 10.9.9.9', lb)).toBe('10.9.9.9')
+    expect(resolve('10.0.0.1', '6.6.6.6, 10.9.9.9', ['10.0.0.0/8'])).toBe('6.6.6.6')
+    // Two hops: the second proxy must be in from too, else it is the client.
+    const two = { hops: 2, from: ['10.0.0.0/8', '192.0.2.0/24'] }
+    expect(resolve('10.0.0.1', '6.6.6.6, 198.51.100.9, 192.0.2.4', two)).toBe('198.51.100.9')
+    expect(resolve('10.0.0.1', '6.6.6.6, 198.51.100.9, 203.0.113.4', two)).toBe('203.0.113.4')
+    expect(resolve('10.0.0.1', '198.51.100.9', two)).toBe('198.51.100.9')
+    // from: 'any' with hops: the old number, said on purpose.
+    expect(resolve('203.0.113.5', '6.6.6.6, 198.51.100.9', { hops: 1, from: 'any' })).toBe('198.51.100.9')
+    // from without hops: a list.
+    expect(resolve('10.0.0.1', '6.6.6.6, 198.51.100.9, 10.2.2.2', { from: ['10.0.0.0/8'] })).toBe(
+      '198.51.100.9',
+    )
+    expect(resolve('10.0.0.1', '6.6.6.6, 198.51.100.9', { hops: 1, from: 'private' } as never)).toBe(
+      '198.51.100.9',
+    )
+  })
+
   it('walks right to left through trusted addresses', () => {
     expect(resolve('127.0.0.1', '6.6.6.6, 2001:db8::5, 127.0.0.2', ['loopback'])).toBe('2001:db8::5')
     expect(resolve('10.1.1.1', '6.6.6.6, 198.51.100.9, 10.2.2.2', ['10.0.0.0/8'])).toBe('198.51.100.9')
@@ -287,7 +428,9 @@ describe('resolveClientIp', () => {
     expect(resolve('127.0.0.1', 'for=6.6.6.6, for=unknown', ['loopback'], 'forwarded')).toBe('127.0.0.1')
     expect(resolve('127.0.0.1', 'for=6.6.6.6, for=_hidden', ['loopback'], 'forwarded')).toBe('127.0.0.1')
     expect(resolve('127.0.0.1', 'for=6.6.6.6, proto=http', ['loopback'], 'forwarded')).toBe('127.0.0.1')
-    expect(resolve('127.0.0.1', 'for="6.6.6.6, for=5.6.7.8', ['loopback'], 'forwarded')).toBe('127.0.0.1')
+    // Malformed syntax left of what the proxy appended does not matter: its element is read.
+    expect(resolve('127.0.0.1', 'for="6.6.6.6, for=5.6.7.8', ['loopback'], 'forwarded')).toBe('5.6.7.8')
+    expect(resolve('127.0.0.1', 'for="6.6.6.6, for=127.0.0.5', ['loopback'], 'forwarded')).toBe('127.0.0.5')
   })
 
   it('reads RFC 7239 Forwarded with quotes and ports', () => {
@@ -324,6 +467,7 @@ describe('resolveClientIp', () => {
     fc.constant(['loopback']),
     fc.constant(['10.0.0.0/8', '::1']),
     fc.constant(['0.0.0.0/0']),
+    fc.record({ hops: fc.integer({ min: 1, max: 4 }), from: fc.constant(['loopback', '10.0.0.0/8']) }),
   )
 
   it('never throws and never returns a hop that is not behind trusted hops only (XFF fuzz)', () => {
@@ -344,7 +488,7 @@ describe('resolveClientIp', () => {
         const isTrusted = (i: number) => {
           const ip = chain[i]
           if (ip === undefined) return false
-          return trust.match !== undefined ? trust.match(ip) : i < trust.hops
+          return i < trust.hops && (trust.match === undefined || trust.match(ip))
         }
         let ok = false
         for (let i = 0; i < chain.length && !ok; i++) {
@@ -370,20 +514,48 @@ describe('resolveClientIp', () => {
         (spoof, kind) => {
           // The client sends `spoof`; the one trusted proxy (127.0.0.1) appends the client's real address.
           const header = kind === 'forwarded' ? `${spoof}, for=198.51.100.9` : `${spoof}, 198.51.100.9`
-          const got = text(resolveClientIp('127.0.0.1', header, loopback, kind))
-          expect(['198.51.100.9', '127.0.0.1']).toContain(got)
-          const byCount = text(resolveClientIp('127.0.0.1', header, compileTrust(1), kind))
-          expect(['198.51.100.9', '127.0.0.1']).toContain(byCount)
+          expect(text(resolveClientIp('127.0.0.1', header, loopback, kind))).toBe('198.51.100.9')
+          expect(text(resolveClientIp('127.0.0.1', header, compileTrust(1), kind))).toBe('198.51.100.9')
+          const recommended = compileTrust({ hops: 1, from: ['loopback'] })
+          expect(text(resolveClientIp('127.0.0.1', header, recommended, kind))).toBe('198.51.100.9')
         },
       ),
       { numRuns: 5000 },
     )
   })
 
+  it('says which settings believe any peer without saying so', () => {
+    expect(compileTrust(1).anyPeer).toBe(true)
+    expect(compileTrust(['0.0.0.0/0']).anyPeer).toBe(true)
+    expect(compileTrust({ hops: 1, from: ['10.0.0.0/8', '::/0'] }).anyPeer).toBe(true)
+    expect(compileTrust({ hops: 1, from: 'any' }).anyPeer).toBe(false)
+    expect(compileTrust({ hops: 1, from: ['private'] }).anyPeer).toBe(false)
+    expect(compileTrust(['loopback']).anyPeer).toBe(false)
+    expect(compileTrust(false).anyPeer).toBe(false)
+  })
+
   it('rejects bad trustProxy settings with a ConfigError', () => {
-    for (const bad of [-1, 1.5, 101, 'yes', { hops: 1 }, [42], ['10.0.0.0/33'], true]) {
+    for (const bad of [
+      -1,
+      1.5,
+      101,
+      'yes',
+      { hops: 1 },
+      { hops: 0, from: ['loopback'] },
+      { hops: 1.5, from: ['loopback'] },
+      { from: 'any' },
+      { hops: 1, from: ['nope'] },
+      { hops: 1, from: 42 },
+      { hops: 1, from: [], extra: 1 },
+      new Map(),
+      [42],
+      ['10.0.0.0/33'],
+      true,
+    ]) {
       expect(() => compileTrust(bad, 'koa')).toThrow(ConfigError)
     }
+    expect(() => compileTrust({ hops: 1 }, 'koa')).toThrow(/needs from/)
+    expect(() => compileTrust({ from: 'any' }, 'koa')).toThrow(/needs hops/)
     expect(() => compileTrust(-1, 'koa')).toThrow(/^\[fastlimit\] \[koa\] trustProxy/)
     expect(compileTrust('loopback').match?.(parseIp('::1') as IpAddress)).toBe(true)
   })

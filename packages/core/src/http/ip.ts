@@ -209,13 +209,38 @@ function maskV4(value: number, prefix: number): number {
 }
 
 /**
- * The rate-limit identity of an address. IPv4 addresses stand alone (`203.0.113.7`); IPv6 addresses
- * are grouped by their `/ipv6Subnet` network (`2001:db8:0:ab00::/56`), because one subscriber
- * usually holds a whole /56 (or /48, /64) and can pick any address in it. `false` (or 128) keys
- * each IPv6 address alone.
+ * The IPv4 address an IPv6 address stands for, as an unsigned 32-bit value, or -1 when it embeds none:
+ * - NAT64 well-known prefix `64:ff9b::a.b.c.d` (RFC 6052): how an IPv4 client reaches an IPv6-only service
+ *   through a translator (SIIT, NAT46);
+ * - IPv4-translated `::ffff:0:a.b.c.d` (RFC 2765) and IPv4-compatible `::a.b.c.d` (RFC 4291, deprecated; `::`,
+ *   `::1` and the rest of `::/104` are not read as IPv4);
+ * - 6to4 `2002:AABB:CCDD::/48` (RFC 3056): the whole /48 of the site whose router is `AA.BB.CC.DD`;
+ * - Teredo `2001:0::/32` (RFC 4380): the client's public IPv4, stored inverted in the last 32 bits.
+ * (IPv4-mapped `::ffff:a.b.c.d` is already parsed as IPv4 by {@link parseIp}.)
+ */
+export function embeddedIPv4(groups: readonly number[]): number {
+  const g0 = groups[0] as number
+  const low = (groups[6] as number) * 65536 + (groups[7] as number)
+  if (g0 === 0x2002) return (groups[1] as number) * 65536 + (groups[2] as number)
+  if (g0 === 0x2001) return groups[1] === 0 ? ~low >>> 0 : -1
+  if (groups[2] !== 0 || groups[3] !== 0 || groups[5] !== 0) return -1
+  if (g0 === 0x64) return groups[1] === 0xff9b && groups[4] === 0 ? low : -1
+  if (g0 !== 0 || groups[1] !== 0) return -1
+  if (groups[4] === 0xffff) return low // ::ffff:0:a.b.c.d
+  return groups[4] === 0 && low >= 0x1000000 ? low : -1 // ::a.b.c.d, but not ::/104 (::, ::1, ...)
+}
+
+/**
+ * The rate-limit identity of an address. IPv4 addresses stand alone (`203.0.113.7`), and so do IPv6
+ * addresses that embed one (NAT64 `64:ff9b::203.0.113.7`, 6to4, Teredo, ...: see {@link embeddedIPv4}),
+ * keyed as that IPv4 address. Other IPv6 addresses are grouped by their `/ipv6Subnet` network
+ * (`2001:db8:0:ab00::/56`), because one subscriber usually holds a whole /56 (or /48, /64) and can pick
+ * any address in it. `false` (or 128) keys each IPv6 address alone.
  */
 export function ipKey(ip: IpAddress, ipv6Subnet: number | false = 56): string {
   if (ip.version === 4) return formatIPv4(ip.value)
+  const v4 = embeddedIPv4(ip.groups)
+  if (v4 >= 0) return formatIPv4(v4)
   if (ipv6Subnet === false || ipv6Subnet === 128) return formatIPv6(ip.groups)
   return `${formatIPv6(maskGroups(ip.groups, ipv6Subnet))}/${ipv6Subnet}`
 }
@@ -373,117 +398,247 @@ function isToken(c: number): boolean {
   return c < 128 && TOKEN[c] === 1
 }
 
+/** Where the last `prev*Hop` call stopped: the end of the next hop to the left, or -1 when there is none. */
+let cursor = -1
+
+/**
+ * The X-Forwarded-For hop that ends before `end` (the last one when `end` is the length), skipping empty
+ * entries; `undefined` when there is none. Sets {@link cursor}.
+ */
+function prevXffHop(header: string, end: number): string | undefined {
+  while (end > 0) {
+    const comma = header.lastIndexOf(',', end - 1)
+    for (let i = comma + 1; i < end; i++) {
+      if (!isOws(header.charCodeAt(i))) {
+        cursor = comma
+        return header.slice(comma + 1, end)
+      }
+    }
+    end = comma
+  }
+  cursor = -1
+  return undefined
+}
+
+/** An unusable element: nothing to its left can be located either, so reading stops. */
+function malformed(): null {
+  cursor = -1
+  return null
+}
+
+/** Unescapes the content of a quoted string (RFC 9110 quoted-pair). */
+function unquote(text: string): string {
+  let out = ''
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i] as string
+    if (ch === '\\') i++
+    out += text[i] ?? ''
+  }
+  return out
+}
+
+/**
+ * The `for=` value of the RFC 7239 `Forwarded` element that ends before `end`, parsed from the right:
+ * a string, `null` when the element has no `for=`, two of them, or malformed syntax, and `undefined` when
+ * there is no element left. Empty elements and empty pairs are skipped. Sets {@link cursor}; after a
+ * malformed element it is -1, since what lies further left cannot be told apart reliably.
+ *
+ * Reading from the right is what makes this robust: the last elements are written by the trusted proxies
+ * and are well formed, so whatever a client wrote to their left (an unterminated quote, stray commas)
+ * cannot change how they are read. A quote is an opening one when the run of backslashes before it has
+ * even length, which is exactly how a left-to-right reading of a well-formed quoted string ends.
+ */
+function prevForwardedFor(header: string, end: number): string | null | undefined {
+  let i = end - 1
+  while (i >= 0) {
+    const c = header.charCodeAt(i)
+    if (isOws(c) || c === 44 || c === 59) i--
+    else break
+  }
+  if (i < 0) {
+    cursor = -1
+    return undefined
+  }
+  let value: string | null | undefined // undefined: no `for` yet; null: two of them
+  while (true) {
+    // A pair ends at i: token "=" ( token / quoted-string )
+    let v: string
+    if (header.charCodeAt(i) === 34) {
+      let j = i - 1
+      let escaped = false
+      while (true) {
+        if (j < 0) return malformed()
+        const c = header.charCodeAt(j)
+        if (c === 34) {
+          let k = j - 1
+          while (k >= 0 && header.charCodeAt(k) === 92) k--
+          if ((j - 1 - k) % 2 === 0) break
+        } else if (c === 92) {
+          escaped = true
+        } else if ((c < 32 && c !== 9) || c === 127) {
+          return malformed()
+        }
+        j--
+      }
+      v = escaped ? unquote(header.slice(j + 1, i)) : header.slice(j + 1, i)
+      i = j - 1
+    } else {
+      let j = i
+      while (j >= 0 && isToken(header.charCodeAt(j))) j--
+      if (j === i) return malformed()
+      v = header.slice(j + 1, i + 1)
+      i = j
+    }
+    if (i < 0 || header.charCodeAt(i) !== 61) return malformed()
+    let j = i - 1
+    while (j >= 0 && isToken(header.charCodeAt(j))) j--
+    if (j === i - 1) return malformed()
+    if (i - 1 - j === 3 && header.slice(j + 1, i).toLowerCase() === 'for') {
+      value = value === undefined ? v : null
+    }
+    i = j
+    // Then OWS, and ';' (another pair, or empty ones) or ',' (the element's start) or the header's start.
+    while (i >= 0 && isOws(header.charCodeAt(i))) i--
+    if (i < 0 || header.charCodeAt(i) === 44) break
+    if (header.charCodeAt(i) !== 59) return malformed()
+    while (i >= 0) {
+      const c = header.charCodeAt(i)
+      if (isOws(c) || c === 59) i--
+      else break
+    }
+    if (i < 0 || header.charCodeAt(i) === 44) break
+  }
+  cursor = i
+  return value ?? null
+}
+
 /**
  * Parses an RFC 7239 `Forwarded` header into the `for=` value of each element, left to right (the
  * last is the closest proxy's). An element without `for=`, or with two, gives `null`. Quoted strings
  * and their escapes are honoured, so a comma inside quotes does not start an element; empty elements
- * are skipped. Malformed syntax anywhere gives `[null]`: nothing in it can be trusted, since an
- * unterminated quote can swallow what the trusted proxy appended. Never throws.
+ * are skipped. The header is read from the right, as proxies append to it: malformed syntax stops the
+ * reading there, and gives one `null` in front of the elements to its right, which are read as they
+ * are whatever lies to their left (an unterminated quote cannot swallow what a trusted proxy appended).
+ * Never throws.
  *
  * @example
  * ```ts
  * parseForwarded('for=192.0.2.60;proto=http, for="[2001:db8:cafe::17]:4711"')
  * // ['192.0.2.60', '[2001:db8:cafe::17]:4711']
+ * parseForwarded('for="unterminated, for=198.51.100.7') // [null, '198.51.100.7']
  * ```
  */
 export function parseForwarded(header: string): (string | null)[] {
   const out: (string | null)[] = []
-  const n = header.length
-  let i = 0
-  let value: string | null | undefined // undefined: no `for` yet; null: duplicate
-  let content = false
-  while (true) {
-    while (i < n && isOws(header.charCodeAt(i))) i++
-    if (i >= n || header[i] === ',') {
-      if (content) out.push(value ?? null)
-      if (i >= n) return out
-      i++
-      value = undefined
-      content = false
-      continue
-    }
-    if (header[i] === ';') {
-      i++
-      continue
-    }
-    // pair: token "=" ( token / quoted-string )
-    const nameStart = i
-    while (i < n && isToken(header.charCodeAt(i))) i++
-    if (i === nameStart || header[i] !== '=') return [null]
-    const name = header.slice(nameStart, i).toLowerCase()
-    i++
-    let v: string
-    if (header[i] === '"') {
-      i++
-      v = ''
-      let closed = false
-      while (i < n) {
-        const ch = header[i] as string
-        if (ch === '\\') {
-          if (i + 1 >= n) return [null]
-          v += header[i + 1]
-          i += 2
-        } else if (ch === '"') {
-          i++
-          closed = true
-          break
-        } else {
-          v += ch
-          i++
-        }
-      }
-      if (!closed) return [null]
-    } else {
-      const valueStart = i
-      while (i < n && isToken(header.charCodeAt(i))) i++
-      if (i === valueStart) return [null]
-      v = header.slice(valueStart, i)
-    }
-    content = true
-    if (name === 'for') value = value === undefined ? v : null
-    while (i < n && isOws(header.charCodeAt(i))) i++
-    if (i < n && header[i] !== ';' && header[i] !== ',') return [null]
+  if (typeof header !== 'string') return out
+  let end = header.length
+  while (end > 0) {
+    const value = prevForwardedFor(header, end)
+    if (value === undefined) break
+    out.push(value)
+    end = cursor
   }
+  return out.reverse()
 }
 
 /**
- * Which proxies to believe: `hops` proxies closest to the app, or every address `match` accepts.
- * Build it with {@link compileTrust}.
+ * Which proxies to believe: at most `hops` of them, closest to the app first, each of whose address
+ * `match` accepts. Build it with {@link compileTrust}.
  */
 export interface ProxyTrust {
-  /** Trust this many hops (`0` trusts none), when `match` is undefined. */
+  /** How many proxies to believe at most: `0` none, `Infinity` as many as `match` accepts in a row. */
   readonly hops: number
-  /** Trust every hop whose address this accepts. */
+  /** Whether an address may be a proxy's; `undefined`: any address may (a bare number of hops). */
   readonly match: ((ip: IpAddress) => boolean) | undefined
+  /**
+   * Whether the setting believes a forwarding header from any peer without saying so (a bare number of hops,
+   * or a range covering every address), so that a client reaching the app directly picks its own
+   * address: the HTTP layer warns about it once per process.
+   */
+  readonly anyPeer: boolean
 }
 
 /** Trusts no proxy: the client is the connection's peer. */
-export const TRUST_NONE: ProxyTrust = Object.freeze({ hops: 0, match: undefined })
+export const TRUST_NONE: ProxyTrust = Object.freeze({ hops: 0, match: undefined, anyPeer: false })
+
+/** The `trustProxy` setting every HTTP adapter takes; see `RateLimitCommonOptions.trustProxy`. */
+export type TrustProxySetting =
+  | false
+  | number
+  | readonly string[]
+  | {
+      /** How many proxies there are at most between the client and the app. */
+      readonly hops?: number
+      /** The addresses, CIDRs or range names those proxies connect from; `'any'`: every address. */
+      readonly from: readonly string[] | 'any'
+    }
 
 /**
- * Compiles a `trustProxy` setting: `false` (none), a number of hops, or a list of addresses, CIDRs
- * and range names (`'loopback'`, `'linklocal'`, `'private'`).
+ * Compiles a `trustProxy` setting: `false` (none); `{ hops, from }`, at most `hops` proxies, each at
+ * an address of `from` (addresses, CIDRs and the names `'loopback'`, `'linklocal'`, `'private'`, or
+ * `'any'`); a list of addresses (every hop from them, however many); or a bare number of hops, which
+ * believes any peer.
  * @throws ConfigError
  */
 export function compileTrust(setting: unknown, where = 'core'): ProxyTrust {
-  if (setting === false || setting === undefined || setting === 0) return TRUST_NONE
-  if (typeof setting === 'number') {
-    if (!Number.isSafeInteger(setting) || setting < 0 || setting > 100) {
-      throw new ConfigError(
-        `[fastlimit] [${where}] trustProxy must be false, a number of proxies from 0 to 100, or a list of ` +
-          `addresses and CIDRs, got ${show(setting)}: e.g. trustProxy: 1 behind one load balancer.`,
+  const fail = (message: string): never => {
+    throw new ConfigError(`[fastlimit] [${where}] ${message}`)
+  }
+  const hopsOf = (value: unknown, name: string): number => {
+    if (!Number.isSafeInteger(value) || (value as number) < 1 || (value as number) > 100) {
+      fail(
+        `${name} must be a number of proxies from 1 to 100, got ${show(value)}: e.g. trustProxy: { hops: 1, from: ['10.0.0.0/8'] } behind one load balancer.`,
       )
     }
-    return Object.freeze({ hops: setting, match: undefined })
+    return value as number
+  }
+  if (setting === false || setting === undefined || setting === 0) return TRUST_NONE
+  if (typeof setting === 'number') {
+    return Object.freeze({ hops: hopsOf(setting, 'trustProxy'), match: undefined, anyPeer: true })
   }
   if (typeof setting === 'string') return compileTrust([setting], where)
-  if (!Array.isArray(setting)) {
-    throw new ConfigError(
-      `[fastlimit] [${where}] trustProxy must be false, a number of proxies, or a list of addresses and CIDRs, ` +
-        `got ${show(setting)}: e.g. trustProxy: ['10.0.0.0/8'] or trustProxy: 1.`,
+  if (Array.isArray(setting)) {
+    const match = createIpMatcher(setting, 'trustProxy', where)
+    return Object.freeze({ hops: Number.POSITIVE_INFINITY, match, anyPeer: coversAll(setting) })
+  }
+  const proto = typeof setting === 'object' && setting !== null ? Object.getPrototypeOf(setting) : undefined
+  if (proto !== Object.prototype && proto !== null) {
+    fail(
+      `trustProxy must be false, { hops, from }, a list of addresses and CIDRs, or a number of proxies, got ${show(setting)}: ` +
+        `e.g. trustProxy: { hops: 1, from: ['10.0.0.0/8'] }.`,
     )
   }
-  return Object.freeze({ hops: 0, match: createIpMatcher(setting, 'trustProxy', where) })
+  const o = setting as Record<string, unknown>
+  for (const name of Object.keys(o)) {
+    if (name !== 'hops' && name !== 'from')
+      fail(`trustProxy takes { hops, from }, got an unknown ${show(name)}.`)
+  }
+  const from = o.from
+  if (from === undefined) {
+    fail(
+      "trustProxy { hops } needs from: the addresses your proxies connect from, e.g. { hops: 1, from: ['10.0.0.0/8'] }, " +
+        "or from: 'any' when nothing but your proxies can reach the app.",
+    )
+  }
+  const hops = o.hops === undefined ? Number.POSITIVE_INFINITY : hopsOf(o.hops, 'trustProxy.hops')
+  if (from === 'any') {
+    if (o.hops === undefined)
+      fail(
+        "trustProxy { from: 'any' } needs hops: how many proxies to believe, e.g. { hops: 1, from: 'any' }.",
+      )
+    return Object.freeze({ hops, match: undefined, anyPeer: false })
+  }
+  const list = typeof from === 'string' ? [from] : from
+  const match = createIpMatcher(list as readonly string[], 'trustProxy.from', where)
+  return Object.freeze({ hops, match, anyPeer: coversAll(list as readonly string[]) })
+}
+
+/** Whether a list holds a network of prefix 0 (every IPv4 or every IPv6 address). */
+function coversAll(list: readonly unknown[]): boolean {
+  for (const entry of list) {
+    if (typeof entry === 'string' && parseCidr(entry.trim())?.prefix === 0) return true
+  }
+  return false
 }
 
 /** Which header carries the chain of client addresses. */
@@ -491,9 +646,11 @@ export type ProxyHeader = 'x-forwarded-for' | 'forwarded'
 
 /**
  * Finds the client's address: the connection's peer, unless that peer is a trusted proxy, in which
- * case the forwarding header is read right to left, skipping trusted hops, and the first untrusted
- * hop is the client. The walk stops at the last trusted address when a hop is malformed, missing,
- * `unknown` or obfuscated, so a client can never choose its own address. Never throws.
+ * case the forwarding header is read right to left, skipping trusted hops (at most `trust.hops`), and
+ * the first untrusted hop is the client. The walk stops at the last trusted address when a hop is
+ * malformed, missing, `unknown` or obfuscated, so a client can never choose its own address. Only as
+ * many hops as the walk needs are read, from the right, so nothing a client puts to their left changes
+ * how they are read. Never throws.
  *
  * @param remote the connection's peer address; `undefined` for a Unix socket, which is trusted as a
  *   local proxy when any proxy is trusted
@@ -507,25 +664,54 @@ export function resolveClientIp(
   kind: ProxyHeader = 'x-forwarded-for',
 ): IpAddress | undefined {
   const peer = remote === undefined ? undefined : parseIp(remote)
-  if (trust.hops === 0 && trust.match === undefined) return peer
+  if (trust.hops === 0) return peer
   // A peer with an address that is not an IP: nothing to walk from.
   if (peer === undefined && remote !== undefined) return undefined
+  return walkProxies(peer, header, trust, kind)
+}
+
+/**
+ * {@link resolveClientIp} from a parsed peer (`undefined`: a Unix socket, trusted as a local proxy).
+ * @internal
+ */
+export function walkProxies(
+  peer: IpAddress | undefined,
+  header: string | undefined,
+  trust: ProxyTrust,
+  kind: ProxyHeader,
+): IpAddress | undefined {
   if (header === undefined || header === '') return peer
-  const hops =
-    kind === 'forwarded' ? parseForwarded(header) : header.split(',').filter((h) => h.trim() !== '')
   const match = trust.match
-  // `current` is undefined only at the start, for a peer without an address (a Unix socket): it can
-  // only be a local process, so it is a trusted proxy.
-  let current: IpAddress | undefined = peer
+  const hops = trust.hops
+  let current = peer
   let trusted = 0
-  let index = hops.length - 1
-  while (true) {
-    const isTrusted = match !== undefined ? current === undefined || match(current) : trusted < trust.hops
-    if (!isTrusted || index < 0) return current
-    const hop = hops[index--]
+  let end = header.length
+  while (trusted < hops && (current === undefined || match === undefined || match(current)) && end > 0) {
+    const hop = kind === 'forwarded' ? prevForwardedFor(header, end) : prevXffHop(header, end)
+    end = cursor
     const next = hop === null || hop === undefined ? undefined : parseHop(hop)
-    if (next === undefined) return current
+    if (next === undefined) break
     current = next
     trusted++
   }
+  return current
+}
+
+/**
+ * Whether an address is one a proxy of your own would usually connect from: loopback, private
+ * (RFC 1918, `fc00::/7`), shared (`100.64.0.0/10`) or link-local.
+ */
+export function isLocalAddress(ip: IpAddress): boolean {
+  if (ip.version === 4) return isLocalIPv4(ip.value)
+  const g0 = ip.groups[0] as number
+  if ((g0 & 0xfe00) === 0xfc00 || (g0 & 0xffc0) === 0xfe80) return true
+  for (let i = 0; i < 7; i++) if (ip.groups[i] !== 0) return false
+  return ip.groups[7] === 1
+}
+
+/** {@link isLocalAddress} of an unsigned 32-bit IPv4 value. */
+export function isLocalIPv4(v: number): boolean {
+  const a = v >>> 24
+  const ab = v >>> 16
+  return a === 10 || a === 127 || v >>> 20 === 0xac1 || ab === 0xc0a8 || ab === 0xa9fe || v >>> 22 === 0x191
 }

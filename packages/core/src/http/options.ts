@@ -3,7 +3,7 @@
 import type { Decision, FastLimit } from '../limiter'
 import type { RuleSet, RulesInput } from '../rules'
 import type { HeaderFormat } from './headers'
-import type { ProxyHeader } from './ip'
+import type { ProxyHeader, TrustProxySetting } from './ip'
 
 /** A JSON body: what `JSON.stringify` turns into an object or array. */
 export type JsonBody = { readonly [key: string]: unknown } | readonly unknown[]
@@ -41,15 +41,32 @@ export interface RateLimitCommonOptions<Req> {
    */
   cost?: (req: Req) => number | Promise<number>
   /**
+   * Turns an identity into the form it is counted under, so that spellings of one name share one
+   * limit: `normalizeIdentity` (NFKC, case folded, invisible characters removed) makes `'Admin'`,
+   * `'ＡＤＭＩＮ'` and `'admin\u200b'` one user. Applied to what `key` returns, so it needs `key` (client
+   * addresses are canonical already). Must be fast; what it throws goes to the framework's error handling.
+   * @default undefined: identities are counted as they are
+   */
+  normalize?: (identity: string) => string
+  /**
    * Requests for which this returns `true` are neither counted nor limited, and get no RateLimit
    * headers (health checks, internal traffic). May be async.
    * @default nothing is skipped
    */
   skip?: (req: Req) => boolean | Promise<boolean>
   /**
+   * Methods whose requests are neither counted nor limited, and get no RateLimit headers. `OPTIONS` by
+   * default: a browser sends a CORS preflight before many cross-origin requests, which would otherwise
+   * halve the client's budget, and answering it does no work the limit protects. `HEAD` is counted:
+   * it runs the same handler as `GET`. `[]` counts every request.
+   * @default ['OPTIONS']
+   */
+  skipMethods?: readonly string[]
+  /**
    * Client addresses that are never limited: IPs, CIDRs (`'10.0.0.0/8'`, `'2001:db8::/32'`) and the
    * names `'loopback'`, `'linklocal'`, `'private'`. Matched against the client address found as
-   * `trustProxy` says.
+   * `trustProxy` says: the connection's peer unless it is a trusted proxy, so a client connecting
+   * directly cannot claim an allowed address in a header (unless `trustProxy` is a bare number).
    * @default []
    */
   allowList?: readonly string[]
@@ -92,14 +109,24 @@ export interface RateLimitCommonOptions<Req> {
   /**
    * Which proxies in front of the app to believe about the client's address:
    * - `false`: none; the client is the connection's peer (forwarding headers are ignored, so they
-   *   cannot be spoofed).
-   * - a number: that many proxies (e.g. `1` behind one load balancer); the address is read that many
-   *   hops from the right of the forwarding header.
-   * - a list of addresses, CIDRs and the names `'loopback'`, `'linklocal'`, `'private'`: every hop
-   *   from one of them is a proxy; the first other address from the right is the client.
+   *   cannot be spoofed). A request from a loopback or private peer that carries a forwarding header
+   *   makes the process warn once: the app is probably behind a proxy it does not trust.
+   * - `{ hops, from }` (recommended): at most `hops` proxies, each connecting from an address of `from`
+   *   (addresses, CIDRs and the names `'loopback'`, `'linklocal'`, `'private'`). The header is read only
+   *   when the peer is in `from`, then right to left, one hop per proxy in `from`; the first other
+   *   address is the client. A client that reaches the app directly is its own peer address, whatever
+   *   its headers say. `from: 'any'` believes any peer: only when nothing but your proxies can reach
+   *   the app (a platform's router). Without `hops`, every proxy in `from` in a row is skipped.
+   * - a list of addresses, CIDRs and range names: `{ from: list }`, however many hops.
+   * - a number: that many proxies, from any peer. A client that reaches the app directly then picks
+   *   its own address; the process warns once. Prefer `{ hops, from }`.
    * @default false
+   * @example
+   * ```ts
+   * rateLimit({ trustProxy: { hops: 1, from: ['10.0.0.0/8'] } }) // one load balancer in 10.0.0.0/8
+   * ```
    */
-  trustProxy?: false | number | readonly string[]
+  trustProxy?: TrustProxySetting
   /**
    * The header your trusted proxies write the client's address to: `'x-forwarded-for'` or the
    * RFC 7239 `'forwarded'`. Only this one is read, so a client cannot pick the other.
@@ -109,14 +136,18 @@ export interface RateLimitCommonOptions<Req> {
   /**
    * IPv6 clients are keyed by their network of this many bits (1 to 128), because one subscriber
    * usually holds a whole /56 (or /48 or /64) and can change address at will. `false` keys each
-   * IPv6 address alone. IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are keyed as IPv4.
+   * IPv6 address alone. IPv6 addresses that stand for an IPv4 client are keyed as that IPv4 address:
+   * IPv4-mapped `::ffff:1.2.3.4`, NAT64 `64:ff9b::1.2.3.4`, `::ffff:0:1.2.3.4`, `::1.2.3.4`, 6to4
+   * (`2002::/16`) and Teredo (`2001::/32`). Two middlewares with different subnets (and scopes) give
+   * layered limits, e.g. 100/min per /56 and 1000/min per /48.
    * @default 56
    */
   ipv6Subnet?: number | false
   /**
-   * A name prefixed to every identity, so that middlewares sharing one limiter and the same rule
-   * count separately (`'login'`, `'search'`): 1 to 64 of `A-Z a-z 0-9 _ . : -`.
-   * @default undefined: identities are counted as they are
+   * A key space of its own (`'login'`, `'search'`), so that middlewares sharing one limiter and the
+   * same rule count separately: passed to `limiter.check(identity, rules, { scope })`, so no identity,
+   * whatever `key` returns, can reach into a scope or out of one. 1 to 64 of `A-Z a-z 0-9 _ . : -`.
+   * @default undefined: the limiter's unscoped key space
    */
   scope?: string
   /**

@@ -8,7 +8,7 @@ import {
   MemoryBackend,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
-import { afterEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it, vi } from 'vitest'
 
 /** The request as the suite's `key`, `cost`, `skip`, `onLimit` and `message` functions see it. */
 export interface SuiteRequest {
@@ -32,7 +32,7 @@ export interface SuiteResponse {
 
 /** Sends requests to the app under test. */
 export interface AdapterClient {
-  /** Sends one request from 127.0.0.1 (a real socket, or an injected peer address). */
+  /** Sends one request from 127.0.0.1 (a real socket, or an injected peer address); `GET`, `POST` or `OPTIONS`. */
   request(path: string, init?: { method?: string; headers?: Record<string, string> }): Promise<SuiteResponse>
   /** Closes what `makeApp` opened (a listening server). */
   close?(): void | Promise<void>
@@ -46,7 +46,7 @@ export interface AdapterConformanceOptions {
    * Builds a real app and returns a client for it. The app must:
    * - call the adapter's `rateLimit(options)` with the suite's functions translated (see {@link adaptOptions});
    * - use the middleware app-wide when `mount` is `'app'`, or only on `GET /limited` when `'route'`;
-   * - answer `200` with the text `ok` to `GET` and `POST` on any path (`/`, `/limited`, `/free`, ...);
+   * - answer `200` with the text `ok` to `GET`, `POST` and `OPTIONS` on any path (`/`, `/limited`, `/free`, ...);
    * - answer errors passed to the framework with `500` and the error's `code` as the body.
    * `rateLimit()` throws for bad options; `makeApp` lets that error out.
    */
@@ -119,8 +119,10 @@ function brokenBackend(): Backend {
 /**
  * Registers the adapter conformance suite as vitest tests: a real app, a fake clock, and exact
  * expectations for 429 after exactly N, every header format byte for byte, Retry-After, cost,
- * several rules, custom keys, skip and allow lists, shadow mode, IPv6 subnet keying, spoofed
- * forwarding headers, per-route and app-wide use, and each backend-error policy.
+ * several rules, custom keys and their normalisation, skip and allow lists, methods not counted
+ * (`OPTIONS`), shadow mode, IPv6 subnet keying and IPv4 embedded in IPv6, spoofed forwarding headers,
+ * proxy trust (`{ hops, from }`) and its warnings, `Forwarded` read from the right, per-route and
+ * app-wide use, and each backend-error policy.
  *
  * @example
  * ```ts
@@ -340,6 +342,65 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
     )
 
     it(
+      'does not count OPTIONS (CORS preflights) by default; skipMethods changes which methods are skipped',
+      async () => {
+        const { client } = await setup({ rules: '2/min' })
+        for (let i = 0; i < 4; i++) {
+          const preflight = await client.request('/', { method: 'OPTIONS' })
+          expect(preflight.status).toBe(200)
+          expect(limitHeaders(preflight)).toEqual({})
+          expect((await get(client)).status).toBe(i < 2 ? 200 : 429)
+        }
+        const counted = await setup({ rules: '1/min', skipMethods: [] })
+        expect((await counted.client.request('/', { method: 'OPTIONS' })).status).toBe(200)
+        expect((await counted.client.request('/', { method: 'OPTIONS' })).status).toBe(429)
+        const posts = await setup({ rules: '1/min', skipMethods: ['POST'] })
+        for (let i = 0; i < 3; i++)
+          expect((await posts.client.request('/', { method: 'POST' })).status).toBe(200)
+        expect((await posts.client.request('/', { method: 'OPTIONS' })).status).toBe(200)
+        expect((await posts.client.request('/', { method: 'OPTIONS' })).status).toBe(429)
+      },
+      timeout,
+    )
+
+    it(
+      'counts the spellings of one name as one identity with normalize',
+      async () => {
+        const { client } = await setup({
+          rules: '3/min',
+          // Percent-encoded: a header value cannot carry full-width letters as they are.
+          key: (req) => decodeURIComponent(req.header('x-user') ?? ''),
+          normalize: (id) => id.normalize('NFKC').toLowerCase(),
+        })
+        const statuses: number[] = []
+        for (const user of ['admin', 'Admin', 'ADMIN', 'ａｄｍｉｎ', 'ＡＤＭＩＮ']) {
+          statuses.push((await get(client, '/', { 'x-user': encodeURIComponent(user) })).status)
+        }
+        expect(statuses).toEqual([200, 200, 200, 429, 429])
+      },
+      timeout,
+    )
+
+    it(
+      'keeps a scope apart from every unscoped identity, whatever key returns',
+      async () => {
+        const { limiter, client: open } = await setup({
+          rules: '1/min',
+          key: (req) => req.header('x-user') ?? 'anon',
+        })
+        const { client: login } = await setup({ limiter, rules: '1/min', scope: 'login' })
+        // An unscoped key spelled like the scoped identity of 127.0.0.1 (the suite's client).
+        expect((await get(open, '/', { 'x-user': 'login|127.0.0.1' })).status).toBe(200)
+        expect((await get(open, '/', { 'x-user': 'login:127.0.0.1' })).status).toBe(200)
+        expect((await get(login, '/')).status).toBe(200)
+        expect((await get(login, '/')).status).toBe(429)
+        expect((await limiter.peek('127.0.0.1', '1/min', { scope: 'login' })).remaining).toBe(0)
+        expect((await limiter.peek('127.0.0.1', '1/min')).remaining).toBe(1)
+      },
+      timeout,
+    )
+
+    it(
       'skips requests without counting them or sending headers, by function or allow list',
       async () => {
         const { client } = await setup({ rules: '1/min', skip: (req) => req.path === '/health' })
@@ -417,6 +478,43 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
     )
 
     it(
+      'believes { hops, from } only from a peer in from, and warns once about trust of any peer and about an untrusted proxy',
+      async () => {
+        const registry = (globalThis as Record<symbol, unknown>)[Symbol.for('fastlimit.warnings')] as
+          | Set<string>
+          | undefined
+        registry?.clear()
+        const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined)
+        try {
+          // The suite's client is 127.0.0.1: a direct client when the proxy is elsewhere.
+          const elsewhere = await setup({ rules: '1/min', trustProxy: { hops: 1, from: ['10.0.0.0/8'] } })
+          expect((await get(elsewhere.client, '/', { 'x-forwarded-for': '198.51.100.1' })).status).toBe(200)
+          expect((await get(elsewhere.client, '/', { 'x-forwarded-for': '198.51.100.2' })).status).toBe(429)
+          // A loopback peer with a forwarding header that trust does not cover: probably a proxy.
+          expect(warn).toHaveBeenCalledTimes(1)
+          expect(String(warn.mock.calls[0]?.[0])).toMatch(
+            /^\[fastlimit\] \[[a-z]+\] Requests from 127\.0\.0\.1 carry X-Forwarded-For but trustProxy does not trust 127\.0\.0\.1, .*trustProxy: \{ hops: 1, from: \['127\.0\.0\.1'\] \}/,
+          )
+          const here = await setup({ rules: '1/min', trustProxy: { hops: 1, from: ['loopback'] } })
+          expect((await get(here.client, '/', { 'x-forwarded-for': '198.51.100.1' })).status).toBe(200)
+          expect((await get(here.client, '/', { 'x-forwarded-for': '198.51.100.2' })).status).toBe(200)
+          expect((await get(here.client, '/', { 'x-forwarded-for': '6.6.6.6, 198.51.100.2' })).status).toBe(
+            429,
+          )
+          expect(warn).toHaveBeenCalledTimes(1)
+          await setup({ rules: '1/min', trustProxy: 3 })
+          expect(warn).toHaveBeenCalledTimes(2)
+          expect(String(warn.mock.calls[1]?.[0])).toMatch(
+            /^\[fastlimit\] \[[a-z]+\] trustProxy: 3 believes X-Forwarded-For from any peer: .*trustProxy: \{ hops: 3, from: \['10\.0\.0\.0\/8'\] \}/,
+          )
+        } finally {
+          warn.mockRestore()
+        }
+      },
+      timeout,
+    )
+
+    it(
       'reads RFC 7239 Forwarded when told to, and only then',
       async () => {
         const { client } = await setup({ rules: '1/min', trustProxy: 1, proxyHeader: 'forwarded' })
@@ -427,6 +525,10 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
         // Unusable: the walk stops at the proxy itself (127.0.0.1), which is then counted.
         expect((await fwd('for=unknown')).status).toBe(200)
         expect((await fwd('for=_hidden')).status).toBe(429)
+        // Read from the right: whatever the client wrote left of what the proxy appended does not matter.
+        expect((await fwd('for="unterminated, for=198.51.100.2')).status).toBe(200)
+        expect((await fwd('for=\\, for=198.51.100.2')).status).toBe(429)
+        expect((await fwd('for=198.51.100.3')).status).toBe(200)
       },
       timeout,
     )
@@ -442,6 +544,12 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
         expect((await from('2001:db8:0:ac00::1')).status).toBe(200)
         expect((await from('198.51.100.1')).status).toBe(200)
         expect((await from('::ffff:198.51.100.1')).status).toBe(429)
+        // IPv6 that stands for an IPv4 client (NAT64, ::ffff:0:v4, ::v4) is that client.
+        expect((await from('64:ff9b::198.51.100.1')).status).toBe(429)
+        expect((await from('64:ff9b::198.51.100.2')).status).toBe(200)
+        expect((await from('::ffff:0:198.51.100.2')).status).toBe(429)
+        expect((await from('::198.51.100.3')).status).toBe(200)
+        expect((await from('198.51.100.3')).status).toBe(429)
         const by64 = await setup({ rules: '1/min', trustProxy: ['loopback'], ipv6Subnet: 64 })
         const from64 = (ip: string) => get(by64.client, '/', { 'x-forwarded-for': ip })
         expect((await from64('2001:db8:0:ab00::1')).status).toBe(200)
@@ -564,6 +672,9 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
           { allowList: ['nope'] },
           { statusCode: 200 },
           { key: 'ip' },
+          { trustProxy: { hops: 1 } },
+          { skipMethods: 'OPTIONS' },
+          { normalize: true },
         ]
         for (const o of bad) {
           let error: unknown
