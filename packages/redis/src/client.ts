@@ -27,6 +27,11 @@ export const CONNECTION_DEFAULTS = {
   maxRetriesPerRequest: 0,
   autoResendUnfulfilledCommands: false,
   connectTimeout: 5000,
+  // TCP keepalive after 10 s idle (then Node probes every second, 10 times): an idle connection to a
+  // host that vanished (no RST) closes after about 20 s instead of 40 s (ioredis's 30 s). It cannot help
+  // while commands are unanswered (TCP retransmits for ~15 min) nor against a stopped process (its
+  // kernel answers the probes): FastLimit's circuit breaker calls reconnect() for those.
+  keepAlive: 10_000,
   connectionName: 'fastlimit',
 } as const satisfies RedisOptions
 

@@ -824,7 +824,7 @@ export class RedisBackend implements Backend {
 
   /**
    * Runs the script for one bucket and reads its result. Arguments: the field, then as far as needed
-   * the cost (1 when left out), the deadline ('' for none), the time ('' or left out for the server's
+   * the deadline ('' for none), the cost (1 when left out), the time ('' or left out for the server's
    * TIME) and the configuration (left out when the field is that).
    */
   private async one(
@@ -844,15 +844,15 @@ export class RedisBackend implements Backend {
     // The deadline's slot is filled in when the call is written (see ScriptRunner).
     const args =
       p.conf !== ''
-        ? [sha, '1', k, p.field, c, '', now, p.conf]
+        ? [sha, '1', k, p.field, '', c, now, p.conf]
         : now !== ''
-          ? [sha, '1', k, p.field, c, '', now]
-          : deadline !== undefined
-            ? [sha, '1', k, p.field, c, '']
-            : c !== '1'
-              ? [sha, '1', k, p.field, c]
+          ? [sha, '1', k, p.field, '', c, now]
+          : c !== '1'
+            ? [sha, '1', k, p.field, '', c]
+            : deadline !== undefined
+              ? [sha, '1', k, p.field, '']
               : [sha, '1', k, p.field]
-    return readOne(await this.send(args, what, deadline, 5, cost > 0), p.limit, what)
+    return readOne(await this.send(args, what, deadline, 4, cost > 0), p.limit, what)
   }
 
   /**
@@ -1025,8 +1025,8 @@ export class RedisBackend implements Backend {
     checkKey(key)
     const what = 'checkAndIncrementAll'
     const k = redisKey(this.prefix, key)
-    const args = [this.sha, '1', k, String(cost), '', this.now(what), ...fields]
-    return readAll(await this.send(args, what, deadline, 4, true), limits, what)
+    const args = [this.sha, '1', k, '', String(cost), this.now(what), ...fields]
+    return readAll(await this.send(args, what, deadline, 3, true), limits, what)
   }
 
   /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */

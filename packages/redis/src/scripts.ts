@@ -322,10 +322,10 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
 `
 
 /**
- * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: cost (1 when
- * left out; 0 peeks), deadline, now ('' or left out reads the server's TIME), configuration
- * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets: cost,
- * deadline, now, then the field and the configuration of each.
+ * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: deadline,
+ * cost (1 when left out; 0 peeks), now ('' or left out reads the server's TIME), configuration
+ * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets:
+ * deadline, cost, now, then the field and the configuration of each.
  *
  * deadline: epoch ms on the server's clock ('' or left out for none). A call that runs at or after it
  * reads and writes nothing and returns `late:<server now>:<deadline>`. It is compared with the server's
@@ -347,7 +347,7 @@ local SKEW = ${skew}
 local key = KEYS[1]
 local argc = #ARGV
 local cost, deadline, now
-if argc <= 5 then cost, deadline, now = ARGV[2], ARGV[3], ARGV[4] else cost, deadline, now = ARGV[1], ARGV[2], ARGV[3] end
+if argc <= 5 then deadline, cost, now = ARGV[2], ARGV[3], ARGV[4] else deadline, cost, now = ARGV[1], ARGV[2], ARGV[3] end
 if cost == nil or cost == '1' then cost = 1 else cost = cost + 0 end
 if now == nil or now == '' then
   local time = call('TIME')
