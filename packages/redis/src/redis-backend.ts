@@ -72,7 +72,7 @@ export interface RedisBackendOptions {
    * share one limit exactly. `'client'`: each call passes `clock()`; for tests with a fake clock, and
    * for managed Redis services that refuse `TIME` in scripts. Then app servers whose clocks are up to
    * `maxClockSkewMs` apart share one limit within a stated bound (see `maxClockSkewMs`). Either way a
-   * call's deadline is compared with the server's `TIME` (see the README: Deadlines).
+   * call's deadline is compared with the server's `TIME` (see the README: Deadlines: no late charges).
    * @default 'server'
    */
   timeSource?: RedisTimeSource
@@ -125,7 +125,7 @@ export interface RedisBackendOptions {
    * survives a failover to one of them (Sentinel promotes the most up-to-date replica). `WAIT` does not
    * make Redis strongly consistent: a replica that restarts empty loses what it acknowledged, and a
    * failover may promote another one. Each call takes about one replica round trip longer (see the
-   * README: Failover and replication). Not available with auto-pipelining.
+   * README: Replication and failover). Not available with auto-pipelining.
    * @default false (asynchronous replication, as Redis does by default)
    */
   waitReplicas?: RedisWaitReplicas | false
@@ -682,7 +682,7 @@ export class RedisBackend implements Backend {
         'ERR_FASTLIMIT_STORE_FULL',
         `[fastlimit] [redis] ${what} failed: ${this.where} is full (${message}). No limit can be charged until it ` +
           'has room: FastLimit applies its onBackendError policy meanwhile. Give the limiter a Redis of its own ' +
-          'with maxmemory sized for every key (see the @fastlimit/redis README: Sizing), or raise maxmemory.',
+          'with maxmemory sized for every key (see the @fastlimit/redis README: A full Redis), or raise maxmemory.',
         { cause: err },
       )
     }
