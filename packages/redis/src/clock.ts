@@ -29,8 +29,8 @@ const bySocket = new WeakMap<object, Sample>()
 const byClient = new WeakMap<object, Sample>()
 /** Per client: performance.now() after which its connections are sampled again. */
 const nextSample = new WeakMap<object, number>()
-/** Sockets whose sample is on its way. */
-const sampling = new WeakSet<object>()
+/** Sockets whose sample is on its way, and its promise. */
+const sampling = new WeakMap<object, Promise<void>>()
 /** Connections (Redis instances) that sample themselves on 'ready'. */
 const watched = new WeakSet<object>()
 
@@ -65,24 +65,30 @@ function connections(client: Redis | Cluster): Redis[] {
  * Samples the clock of one connection with TIME (resolves when done; never rejects). A reply that comes
  * back on another socket than the one it was sent on (a reconnect meanwhile) is dropped.
  */
-export async function sample(node: Redis, client: object): Promise<void> {
+export function sample(node: Redis, client: object): Promise<void> {
   const socket = node.stream as object | undefined
-  if (node.status !== 'ready' || socket === undefined || sampling.has(socket)) return
-  sampling.add(socket)
-  try {
-    const [seconds, micros] = (await node.time()) as unknown as [string | number, string | number]
-    const recv = performance.now()
-    if (node.stream !== socket) return
-    const server = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)
-    if (!Number.isSafeInteger(server)) return
-    const s: Sample = { offset: server - recv, at: recv }
-    bySocket.set(socket, s)
-    byClient.set(client, s)
-  } catch {
-    // The connection failed: its calls fail too, and the next one samples again.
-  } finally {
-    sampling.delete(socket)
+  if (node.status !== 'ready' || socket === undefined) return Promise.resolve()
+  let pending = sampling.get(socket)
+  if (pending === undefined) {
+    pending = (async () => {
+      try {
+        const [seconds, micros] = (await node.time()) as unknown as [string | number, string | number]
+        const recv = performance.now()
+        if (node.stream !== socket) return
+        const server = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)
+        if (!Number.isSafeInteger(server)) return
+        const s: Sample = { offset: server - recv, at: recv }
+        bySocket.set(socket, s)
+        byClient.set(client, s)
+      } catch {
+        // The connection failed: its calls fail too, and the next one samples again.
+      } finally {
+        sampling.delete(socket)
+      }
+    })()
+    sampling.set(socket, pending)
   }
+  return pending
 }
 
 /** Samples every connection of `client` that is ready; resolves when all are done. */

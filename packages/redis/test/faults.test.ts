@@ -89,11 +89,17 @@ describe('on a Redis of its own (DEBUG SLEEP)', () => {
     await server.stop()
   })
 
-  /** Puts the server to sleep for `seconds` (on a connection of its own); resolves once it is asleep. */
+  /**
+   * Puts the server to sleep for `seconds`, on a connection of its own that is ready before (so the
+   * command reaches the server before anything sent afterwards); resolves once it is asleep.
+   */
   async function stall(seconds: number): Promise<{ woken: Promise<void>; awake: () => boolean }> {
     let awake = false
-    const woken = command(server.port, 'DEBUG', 'SLEEP', String(seconds)).then(() => {
+    const sleeper = new Redis({ port: server.port, host: '127.0.0.1', lazyConnect: true })
+    await sleeper.connect()
+    const woken = sleeper.call('DEBUG', 'SLEEP', String(seconds)).then(() => {
       awake = true
+      sleeper.disconnect()
     })
     await delay(100)
     return { woken, awake: () => awake }
@@ -330,6 +336,27 @@ describe('failover behind a virtual IP (REPLICAOF)', () => {
       await vip.close()
       await b.stop()
       await a.stop()
+    }
+  })
+})
+
+describe('reconnect() on a Cluster', () => {
+  it('drops every node and decides on the Cluster again, in every slot', async () => {
+    const backend = backendOn('cluster', { keyPrefix: 'cluster-reconnect:' })
+    try {
+      const keys = Array.from({ length: 30 }, (_, i) => `{k${i}}`)
+      for (const key of keys)
+        expect((await backend.checkAndIncrement(key, bucket, 1)).remaining).toBe(LIMIT - 1)
+      const nodes = (backend.client as Cluster).nodes('master')
+      backend.reconnect(new Error('test'))
+      expect(nodes.every((n) => (n.stream as { destroyed?: boolean }).destroyed)).toBe(true)
+      for (const key of keys) {
+        const { value } = await eventually(() => backend.checkAndIncrement(key, bucket, 1))
+        expect(value.remaining).toBe(LIMIT - 2)
+      }
+    } finally {
+      await backend.clear().catch(() => undefined)
+      await backend.close()
     }
   })
 })
