@@ -32,6 +32,16 @@ afterAll(async () => {
   recorder.save()
 })
 
+/**
+ * Sends `DEBUG SLEEP seconds` on a connection that is ready first (so the server takes it before anything
+ * sent afterwards, however slow the machine); resolves with the reply once the server wakes.
+ */
+async function debugSleep(port: number, seconds: number): Promise<{ woken: Promise<unknown> }> {
+  const sleeper = new Redis({ port, host: '127.0.0.1', lazyConnect: true })
+  await sleeper.connect()
+  return { woken: sleeper.call('DEBUG', 'SLEEP', String(seconds)).finally(() => sleeper.disconnect()) }
+}
+
 async function scriptCalls(port: number): Promise<number> {
   const stats = String(await command(port, 'INFO', 'commandstats'))
   let calls = 0
@@ -181,7 +191,7 @@ describe('a Redis that stops answering, under 2,000 checks per second', () => {
       id: 'sleep20',
       fault: `standalone: DEBUG SLEEP 20 at ${RATE}/s`,
       injure: async (s) => {
-        sleeping = command(s.port, 'DEBUG', 'SLEEP', '20')
+        sleeping = (await debugSleep(s.port, 20)).woken
         await sleep(100)
       },
       outageMs: 19_000,
@@ -236,7 +246,7 @@ describe('late charges', () => {
     try {
       for (let i = 0; i < 2; i++) expect((await closed.check('victim', RULE)).allowed).toBe(true)
       expect((await withFallback.check('victim', RULE)).source).toBe('backend')
-      const sleeping = command(s.port, 'DEBUG', 'SLEEP', '3')
+      const sleeping = (await debugSleep(s.port, 3)).woken
       await sleep(100)
       // 25 refused checks over 2.5 s, each sent to the sleeping server and given up on after 200 ms.
       const refused = []
