@@ -11,15 +11,15 @@
 // - Lua arrays start at 1: `state[i]` in TypeScript is `s[i + 1]` here.
 //
 // Written for the Redis server's time per call (callgrind: ~65k instructions per gcra call, 68k with a
-// deadline, from 112k
-// with a script per algorithm; an EVALSHA of `return 1` costs ~15k): straight-line code (no closure is
-// created per run, the per-bucket code is inlined), the configuration read from the bucket id with one
-// `string.match`, a state read with one `string.match` and written with one `string.format`, digits
-// converted with `s + 0` (`tonumber` converts twice), the reply as one string (a Lua table reply costs
-// more than formatting it), and as few `redis.call`s as the job allows, each costing more than the
-// whole step: `TIME`, `HGET` (`HMGET`), and when something is charged `HSET` and `PTTL`, with `PEXPIRE`
-// only when the expiry must grow (then to twice the margin, so that it rarely must). `PEXPIRE ... GT`
-// (Redis 7) would replace the `PTTL`, but costs more than it even when it changes nothing.
+// deadline, from 112k with a script per algorithm; an EVALSHA of `return 1` costs ~15k): straight-line
+// code (no closure is created per run, the per-bucket code is inlined), the configuration read from the
+// bucket id with one `string.match`, a state read with one `string.match` and written with one
+// `string.format`, digits converted with `s + 0` (`tonumber` converts twice), the reply as one string (a
+// Lua table reply costs more than formatting it), and as few `redis.call`s as the job allows, each
+// costing more than the whole step: `TIME`, `HGET` (`HMGET`), and when something is charged `HSET` and
+// `PTTL`, with `PEXPIRE` only when the expiry must grow (then to twice the margin, so that it rarely
+// must). `PEXPIRE ... GT` (Redis 7) would replace the `PTTL`, but costs more than it even when it
+// changes nothing. The deadline check compares with the `TIME` already read, before any other call.
 import { createHash } from 'node:crypto'
 
 /**
