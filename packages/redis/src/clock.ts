@@ -46,6 +46,11 @@ export function serverDeadline(
   const sample = (socket === undefined ? undefined : bySocket.get(socket)) ?? byClient.get(client)
   if (sample === undefined) return undefined
   const mono = performance.now()
+  // Sampled again every SAMPLE_EVERY_MS, by the first call after that (no timer).
+  if (mono - sample.at > SAMPLE_EVERY_MS) {
+    const due = nextSample.get(client)
+    if (due === undefined || mono >= due) void sampleAll(client as Redis | Cluster)
+  }
   // Date.now() floors: the real time left may be up to 1 ms less than `deadline - Date.now()`.
   const remaining = deadline - Date.now() - 1
   return Math.floor(sample.offset + mono + remaining - (mono - sample.at) * DRIFT)
@@ -95,12 +100,6 @@ export function sample(node: Redis, client: object): Promise<void> {
 export function sampleAll(client: Redis | Cluster): Promise<void> {
   nextSample.set(client, performance.now() + SAMPLE_EVERY_MS)
   return Promise.all(connections(client).map((node) => sample(node, client))).then(() => undefined)
-}
-
-/** Samples again every SAMPLE_EVERY_MS, at the next call after that (no timer); cheap when not due. */
-export function refresh(client: Redis | Cluster): void {
-  const due = nextSample.get(client)
-  if (due === undefined || performance.now() >= due) void sampleAll(client)
 }
 
 /** Open backends per client: a client whose backends are all closed is no longer sampled. */

@@ -11,12 +11,6 @@ import type { ScriptDefinition } from './scripts'
 
 const REPLY = { replyEncoding: 'utf8' } as const
 
-/** Where a call's deadline goes: `args[at]` gets the server deadline of `deadline` (app epoch ms). */
-export interface DeadlineSlot {
-  readonly at: number
-  readonly deadline: number
-}
-
 /** One script call as ioredis sends it. `socket` is the connection it was last written to. */
 export interface ScriptCall {
   readonly promise: Promise<unknown>
@@ -31,7 +25,8 @@ export class ScriptRunner {
   private readonly Script: new (
     args: Array<string | Buffer>,
     client: object,
-    slot: DeadlineSlot | undefined,
+    at: number,
+    deadline: number,
   ) => Command & ScriptCall
 
   constructor(script: ScriptDefinition) {
@@ -42,12 +37,14 @@ export class ScriptRunner {
 
       // Names of our own: ioredis's Command has private fields (`slot`, `keys`, ...) of its own.
       private readonly owner: object
-      private readonly deadlineSlot: DeadlineSlot | undefined
+      private readonly deadlineAt: number
+      private readonly deadline: number
 
-      constructor(args: Array<string | Buffer>, owner: object, deadlineSlot: DeadlineSlot | undefined) {
+      constructor(args: Array<string | Buffer>, owner: object, at: number, deadline: number) {
         super('evalsha', args, REPLY)
         this.owner = owner
-        this.deadlineSlot = deadlineSlot
+        this.deadlineAt = at
+        this.deadline = deadline
       }
 
       override toWritable(socket: object): string | Buffer {
@@ -58,10 +55,9 @@ export class ScriptRunner {
           this.name = 'eval'
           this.args[0] = script.lua
         }
-        const slot = this.deadlineSlot
-        if (slot !== undefined) {
-          const d = serverDeadline(socket, this.owner, slot.deadline)
-          this.args[slot.at] = d === undefined ? '' : String(d)
+        if (this.deadlineAt >= 0) {
+          const d = serverDeadline(socket, this.owner, this.deadline)
+          this.args[this.deadlineAt] = d === undefined ? '' : String(d)
         }
         return super.toWritable(socket)
       }
@@ -70,10 +66,11 @@ export class ScriptRunner {
 
   /**
    * Sends `[sha, numberOfKeys, ...keys, ...argv]` through `client` (standalone, Sentinel or Cluster,
-   * which routes it by the key's slot). With `slot`, `args[slot.at]` is filled in when it is written.
+   * which routes it by the key's slot). With `at >= 0`, `args[at]` gets the server deadline of `deadline`
+   * (app epoch ms) when the call is written, converted for the connection it is written to.
    */
-  send(client: Redis | Cluster, args: Array<string | Buffer>, slot?: DeadlineSlot): ScriptCall {
-    const command = new this.Script(args, client, slot)
+  send(client: Redis | Cluster, args: Array<string | Buffer>, at = -1, deadline = 0): ScriptCall {
+    const command = new this.Script(args, client, at, deadline)
     client.sendCommand(command)
     return command
   }

@@ -12,8 +12,8 @@ import {
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { connectionProblem, createClient, explain } from './client'
-import { hasSample, refresh, release, retain, sampleAll, serverDeadline, watch } from './clock'
-import { type DeadlineSlot, runnerFor, type ScriptCall, type ScriptRunner } from './command'
+import { hasSample, release, retain, sampleAll, serverDeadline, watch } from './clock'
+import { runnerFor, type ScriptCall, type ScriptRunner } from './command'
 import { keyNamespace, prefixPattern, redisKey } from './keys'
 import { type ScriptDefinition, scriptFor } from './scripts'
 import { parseRedisUrl } from './url'
@@ -858,7 +858,8 @@ export class RedisBackend implements Backend {
   /**
    * Sends a script call once the client may take it (see `ready`): through ioredis's defined command
    * when it auto-pipelines, else our own command, corked with this tick's other calls and sent once
-   * more on NOSCRIPT. `args[at]` is the deadline's slot. Errors are wrapped as failures of `what`.
+   * more on NOSCRIPT. `args[at]` is the deadline's slot (filled in only with a deadline). Errors are
+   * wrapped as failures of `what`.
    */
   private async send(
     args: Array<string | Buffer>,
@@ -872,15 +873,12 @@ export class RedisBackend implements Backend {
         const gate = this.ready()
         if (gate !== undefined) await gate
       }
-      let slot: DeadlineSlot | undefined
-      if (deadline !== undefined) {
-        if (Date.now() >= deadline) throw expired(what)
-        refresh(this.redis)
-        slot = { at, deadline }
-      }
-      if (this.script !== undefined) return await this.sendDefined(args, slot)
+      // Without a deadline, no slot: `at` -1.
+      if (deadline === undefined) at = -1
+      else if (Date.now() >= deadline) throw expired(what)
+      if (this.script !== undefined) return await this.sendDefined(args, at, deadline ?? 0)
       this.cork()
-      return await this.call(args, slot, charges, what)
+      return await this.call(args, at, deadline ?? 0, charges, what)
     } catch (err) {
       throw this.wrap(err, what)
     }
@@ -894,11 +892,12 @@ export class RedisBackend implements Backend {
    */
   private async call(
     args: Array<string | Buffer>,
-    slot: DeadlineSlot | undefined,
+    at: number,
+    deadline: number,
     charges: boolean,
     what: string,
   ): Promise<unknown> {
-    let call: ScriptCall = this.runner.send(this.redis, args, slot)
+    let call: ScriptCall = this.runner.send(this.redis, args, at, deadline)
     const wait = this.waitReplicas !== undefined && charges ? this.waitOn(call.socket) : undefined
     try {
       let reply: unknown
@@ -906,7 +905,7 @@ export class RedisBackend implements Backend {
         reply = await call.promise
       } catch (err) {
         if (!this.runner.noScript(err)) throw err
-        call = this.runner.send(this.redis, args, slot)
+        call = this.runner.send(this.redis, args, at, deadline)
         reply = await call.promise
       }
       if (wait !== undefined) {
@@ -952,12 +951,12 @@ export class RedisBackend implements Backend {
    * pipeline of its own on a Cluster, routed by its real slot: auto-pipelining groups commands by the
    * key read as UTF-8.
    */
-  private async sendDefined(args: Array<string | Buffer>, slot: DeadlineSlot | undefined): Promise<unknown> {
+  private async sendDefined(args: Array<string | Buffer>, at: number, deadline: number): Promise<unknown> {
     const client = this.redis
-    if (slot !== undefined) {
+    if (at >= 0) {
       const socket = client.isCluster ? undefined : ((client as Redis).stream as object | undefined)
-      const d = serverDeadline(socket, client, slot.deadline)
-      args[slot.at] = d === undefined ? '' : String(d)
+      const d = serverDeadline(socket, client, deadline)
+      args[at] = d === undefined ? '' : String(d)
     }
     const [, , key, ...argv] = args as [string, string, string | Buffer, ...string[]]
     try {
