@@ -207,6 +207,39 @@ describe('on a Redis of its own (DEBUG SLEEP)', () => {
       }
     })
 
+    it('samples the server clock on each new connection and again every 5 s, from the calls themselves', async () => {
+      // TIME calls sent as commands: commandstats counts the one inside each script too.
+      const times = async () =>
+        Number(/^cmdstat_time:calls=(\d+)/m.exec(await raw.info('commandstats'))?.[1] ?? 0) -
+        (await scriptCalls(server.port))
+      const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'resample:' })
+      const realNow = performance.now.bind(performance)
+      let skip = 0
+      const spy = vi.spyOn(performance, 'now').mockImplementation(() => realNow() + skip)
+      try {
+        const before = await times()
+        await backend.checkAndIncrement('a', bucket, 1, { deadline: Date.now() + 1000 })
+        // One TIME when the connection became ready (the first call waits for it).
+        expect(await times()).toBe(before + 1)
+        // Within 5 s, none.
+        for (let i = 0; i < 5; i++) await backend.peek('a', bucket, { deadline: Date.now() + 1000 })
+        expect(await times()).toBe(before + 1)
+        // 6 s later (on the monotonic clock), the next call samples again; and so does a new connection.
+        skip = 6000
+        await backend.peek('a', bucket, { deadline: Date.now() + 1000 })
+        await delay(50)
+        expect(await times()).toBe(before + 2)
+        backend.reconnect(new Error('test'))
+        await eventually(() => backend.peek('a', bucket, { deadline: Date.now() + 1000 }))
+        await delay(50)
+        expect(await times()).toBe(before + 3)
+      } finally {
+        spy.mockRestore()
+        await backend.clear()
+        await backend.close()
+      }
+    })
+
     it('never puts the server deadline after the real one', async () => {
       const client = new Redis({ port: server.port, host: '127.0.0.1' })
       try {
