@@ -308,9 +308,19 @@ describe('Sentinel failover to a replica that lagged: admissions over the limit'
       ['without', {}],
       ['waitReplicas 1/50 ms', { waitReplicas: { replicas: 1, timeoutMs: 50 } }],
     ] as const
+    // A loaded machine may miss the 50 ms now and then: such an admission fails (the policy applies), and
+    // is counted rather than failing the measurement.
+    const errors: Record<string, number> = {}
     const made = variants.map(([label, options]) => {
       const backend = RedisBackend.fromUrl(s.url, options)
-      return { label, backend, limiter: new FastLimit({ backend, prefix: 'cost', onBackendError: 'throw' }) }
+      const limiter = new FastLimit({
+        backend,
+        prefix: 'cost',
+        onError: (err) => {
+          errors[`${label}: ${err.code}`] = (errors[`${label}: ${err.code}`] ?? 0) + 1
+        },
+      })
+      return { label, backend, limiter }
     })
     const add = (m: Record<string, number[]>, k: string, v: number) => {
       m[k] = [...(m[k] ?? []), v]
@@ -360,6 +370,7 @@ describe('Sentinel failover to a replica that lagged: admissions over the limit'
         decisionsPerSec50InFlight: Math.round(percentile(rate[label] ?? [], 50)),
       }
     }
+    rows.errors = errors
     recorder.details['WAIT cost on loopback (1 master, 1 replica; medians of 4 alternating rounds)'] = rows
   })
 })
