@@ -119,6 +119,7 @@ if (load.length > 0) {
 for (const [kind, title] of [
   ['hostile', 'Hostile input'],
   ['clock', 'Long running and clocks'],
+  ['wait', 'Waiting (wait, throttle)'],
 ] as const) {
   const rows = rowsOf(kind)
   if (rows.length === 0) continue

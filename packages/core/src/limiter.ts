@@ -14,6 +14,7 @@ import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } fr
 import { identityName, storageKey, validatePrefix } from './keys'
 import { MemoryBackend } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
+import { type WaitOptions, Waits } from './wait'
 
 /**
  * What to do when the backend fails or does not answer within `timeoutMs`:
@@ -230,6 +231,8 @@ export interface Decision {
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
+/** Recent identities whose storage key is kept, so a hot identity builds and hashes its key once. */
+const MAX_CACHED_KEYS = 16_384
 const DEFAULT_BREAKER: Required<BreakerOptions> = { failures: 5, openMs: 1000 }
 /** Ends the message of a bad cost given to FastLimit. */
 const COST_HINT = ': e.g. { cost: 5 }'
@@ -299,6 +302,8 @@ export class FastLimit {
   readonly #sync: SyncBackend | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
+  /** Identity -> storage key, for the unscoped keys of recent identities. */
+  readonly #keys = new Map<string, string>()
   readonly #deadlines: Deadlines
   readonly #objects = new WeakMap<object, RuleSet>()
   readonly #breaker: Required<BreakerOptions> | undefined
@@ -313,6 +318,8 @@ export class FastLimit {
   #watchCalls = false
   readonly #kind: string
   #closed = false
+  /** The queues of `wait()`, made at its first call. */
+  #waits: Waits | undefined
 
   constructor(options: FastLimitOptions = {}) {
     if (typeof options !== 'object' || options === null) {
@@ -520,8 +527,16 @@ export class FastLimit {
   /** The storage key of an identity in a scope; a promise only for an identity stored as its digest. */
   #key(identity: string, scope: string | undefined): string | Promise<string> {
     if (scope === undefined) {
+      // The same identity gives the same key string object, whose hash the store's Map has cached.
+      const cached = this.#keys.get(identity)
+      if (cached !== undefined) return cached
       const name = identityName(identity)
-      if (typeof name === 'string') return `${this.prefix}:{${name}}`
+      if (typeof name === 'string') {
+        const key = `${this.prefix}:{${name}}`
+        if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear()
+        this.#keys.set(identity, key)
+        return key
+      }
     }
     return storageKey(this.prefix, identity, scope)
   }
@@ -694,12 +709,39 @@ export class FastLimit {
   }
 
   /**
-   * Stops the limiter. Closes the backend only if the limiter created it (the default MemoryBackend);
-   * a backend you passed in is yours to close.
+   * Waits until the rules admit `cost` for `identity`, then resolves with the admitting decision (the
+   * cost is charged then, as by `check`). Denied, it sleeps the exact `retryAfterMs` the store gave and
+   * asks again: no polling. Waiters of one identity, scope and rules in this process are served first
+   * in, first out; every admission is a real `check`, so processes sharing a store never over-admit.
+   *
+   * Rejects with `ERR_FASTLIMIT_WAIT_TOO_LONG` when the cost can never pass or cannot pass within
+   * `maxWaitMs` (decided as soon as that is known), `ERR_FASTLIMIT_OVERLOADED` when its queue already
+   * holds `maxQueue` waiters, `signal.reason` when the signal aborts, and `ERR_FASTLIMIT_CLOSED` when
+   * the limiter closes. When the store fails, the policy decides: `'fail-open'` admits,
+   * `'fail-closed'` keeps waiting (asking again after its `retryAfterMs`) up to `maxWaitMs`, `'throw'`
+   * rejects with the error, `{ fallback }` waits on the fallback's decisions.
+   *
+   * @example
+   * ```ts
+   * await limiter.wait('api.example.com', '10/s', { maxWaitMs: 30_000 })
+   * await fetch('https://api.example.com/items')
+   * ```
+   */
+  wait(identity: string, rules: RulesInput | RuleSet, options?: WaitOptions): Promise<Decision> {
+    if (this.#closed) return Promise.reject(this.#closedError())
+    this.#waits ??= new Waits(this)
+    return this.#waits.wait(identity, rules, options)
+  }
+
+  /**
+   * Stops the limiter: pending `wait`s reject with `ERR_FASTLIMIT_CLOSED` and their timer is cleared.
+   * Closes the backend only if the limiter created it (the default MemoryBackend); a backend you passed
+   * in is yours to close.
    */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#waits?.close(this.#closedError())
     if (this.#ownsBackend) await this.backend.close?.()
   }
 

@@ -260,10 +260,13 @@ elseif alg == 'sliding-log' then
     if n % 2 ~= 0 then n = 0 end
   end
   local t = now
-  -- A log whose newest entry lies ahead of now (the clock stepped back) moves back whole.
-  local shift = 0
-  if n > 0 and s[n - 1] > t then shift = s[n - 1] - t end
-  local cutoff = t - W
+  -- A log whose newest entry lies further ahead of now than SKEW (the clock stepped back) moves back
+  -- whole; one ahead by no more is another clock's: read and written at that newest time, e.
+  local shift, e = 0, now
+  if n > 0 and s[n - 1] > t then
+    if s[n - 1] - t > SKEW then shift = s[n - 1] - t else e = s[n - 1] end
+  end
+  local cutoff = e - W
   local first = 0
   while first < n and s[first + 1] - shift <= cutoff do first = first + 2 end
   -- Drop what left the window, in place.
@@ -279,10 +282,10 @@ elseif alg == 'sliding-log' then
   local newest = t
   if m > 0 then newest = s[m - 1] end
   if c > 0 and c <= L and used + c <= L then
-    if m > 0 and newest == t then
+    if m > 0 and newest == e then
       s[m] = s[m] + c
     else
-      s[m + 1] = t
+      s[m + 1] = e
       s[m + 2] = c
       m = m + 2
     end
@@ -309,7 +312,7 @@ elseif alg == 'sliding-log' then
       m = w + 1
     end
     used = used + c
-    ok, rem, reset, retry, ttl = true, L - used, t + W, 0, W
+    ok, rem, reset, retry, ttl = true, L - used, e + W, 0, e + W - t
     enc = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m))
   else
     reset, ttl = t, W
