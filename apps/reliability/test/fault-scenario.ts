@@ -70,17 +70,19 @@ export async function closeLimiters(limiters: readonly PolicyLimiter[]): Promise
   }
 }
 
-/** Whether a decision is what `policy` gives on a backend failure. */
+/** The error codes of a decision that the policy made because the store could not (or was not asked). */
+export const POLICY_CODES: ReadonlySet<string> = new Set([
+  'ERR_FASTLIMIT_BACKEND',
+  'ERR_FASTLIMIT_TIMEOUT',
+  'ERR_FASTLIMIT_CIRCUIT_OPEN',
+  'ERR_FASTLIMIT_OVERLOADED',
+  'ERR_FASTLIMIT_STORE_FULL',
+])
+
+/** Whether a decision is what `policy` gives on a backend failure (or an open breaker). */
 export function isPolicyDecision(policy: PolicyName, d: Decision): boolean {
   const code = d.error?.code
-  // The store failed or timed out, or the limiter kept the call off it (open breaker, too many in flight).
-  if (
-    code !== 'ERR_FASTLIMIT_BACKEND' &&
-    code !== 'ERR_FASTLIMIT_TIMEOUT' &&
-    code !== 'ERR_FASTLIMIT_CIRCUIT_OPEN' &&
-    code !== 'ERR_FASTLIMIT_OVERLOADED'
-  )
-    return false
+  if (code === undefined || !POLICY_CODES.has(code)) return false
   if (policy === 'fail-open') return d.allowed && d.reason === 'fail-open' && d.source === 'policy'
   if (policy === 'fail-closed')
     return !d.allowed && d.reason === 'fail-closed' && d.source === 'policy' && d.retryAfterMs === 1000
