@@ -852,6 +852,12 @@ export class FastLimit {
       if (probe) this.#probing = false
       return error
     }
+    // A full store answered: it is reachable, and it still decides denials. Opening the breaker would
+    // hand clients at their limit to the policy, so it counts as an answer, not a failure.
+    if (code === 'ERR_FASTLIMIT_STORE_FULL') {
+      this.#success(probe)
+      return error
+    }
     const breaker = this.#breaker
     if (breaker === undefined) return error
     this.#failures++
