@@ -99,3 +99,5 @@ export {
   parseRules,
   parseWindow,
 } from './rules'
+export type { Throttled, ThrottleOptions, WaitOptions } from './wait'
+export { throttle, WaitTooLongError } from './wait'
