@@ -241,8 +241,11 @@ function attachedInMap(req: unknown): RateLimitInfo | undefined {
   return typeof req === 'object' && req !== null ? INFOS.get(req) : undefined
 }
 
-/** The middlewares built on each limiter, with their scope: reset() warns when another shares its key space. */
-const MIDDLEWARES = new WeakMap<FastLimit, Array<{ readonly scope: string | undefined }>>()
+/**
+ * How many middlewares were built on each limiter in each scope (`''` for none): reset() warns when
+ * another shares its key space. Counts, not the middlewares, so building many costs no memory.
+ */
+const MIDDLEWARES = new WeakMap<FastLimit, Map<string, number>>()
 
 function isPlainObject(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return false
@@ -526,9 +529,13 @@ export class HttpLimiter<Req, Res> {
       },
       peek: (identity) => limiter.peek(identity, rules, scoped),
     }
-    const built = MIDDLEWARES.get(limiter)
-    if (built === undefined) MIDDLEWARES.set(limiter, [this])
-    else built.push(this)
+    let built = MIDDLEWARES.get(limiter)
+    if (built === undefined) {
+      built = new Map()
+      MIDDLEWARES.set(limiter, built)
+    }
+    const scopeKey = o.scope ?? ''
+    built.set(scopeKey, (built.get(scopeKey) ?? 0) + 1)
   }
 
   /**
@@ -536,8 +543,7 @@ export class HttpLimiter<Req, Res> {
    * `limiter.reset(identity, { scope })` forgets the identity under every rule in the scope.
    */
   #warnSharedScope(): void {
-    const others = MIDDLEWARES.get(this.limiter)
-    if (others === undefined || !others.some((m) => m !== this && m.scope === this.scope)) return
+    if ((MIDDLEWARES.get(this.limiter)?.get(this.scope ?? '') ?? 0) < 2) return
     const where = this.scope === undefined ? 'unscoped' : `in scope '${this.scope}'`
     warnOnce(
       'reset-shared-scope',
