@@ -123,6 +123,11 @@ const optionsArb = mutated(fc.constant({ rules: '10/s' }), {
     hostileValue,
   ),
   scope: fc.oneof(fc.constantFrom('login', 'x'.repeat(64), 'x'.repeat(65), '', 'a|b', 'a b'), hostileValue),
+  invalidCost: fc.oneof(
+    fc.constantFrom<unknown>('reject', 1, 5, 0, -1, 1.5, 'clamp', '1', 2 ** 53),
+    hostileValue,
+  ),
+  outageStatusCode: fc.oneof(fc.constantFrom<unknown>(503, 500, 429, 399, 600, 503.5, '503'), hostileValue),
 })
 
 describe('rateLimit() option objects', () => {
