@@ -218,7 +218,7 @@ describe('instrument: backend calls', () => {
     const { meterProvider, collect, shutdown } = setup()
     cleanups.push(shutdown)
     const memory = new FastLimit()
-    instrument(memory, { meterProvider, attributes: { 'fastlimit.limiter': 'memory' } })
+    instrument(memory, { meterProvider, syncCalls: true, attributes: { 'fastlimit.limiter': 'memory' } })
     for (let i = 0; i < 7; i++) await memory.check(`k${i}`, '10/s')
     await memory.reset('k1')
     const backend = new ScriptedBackend()
@@ -271,11 +271,11 @@ describe('instrument: backend calls', () => {
     expect(total(all, METRICS.inFlight)).toBe(0)
   })
 
-  it('with syncCalls: false times no call of a backend with the fast path, and still counts its decisions', async () => {
+  it('by default times no call of a backend with the fast path, and still counts its decisions', async () => {
     const { meterProvider, collect, shutdown } = setup()
     cleanups.push(shutdown)
     const limiter = new FastLimit()
-    instrument(limiter, { meterProvider, syncCalls: false })
+    instrument(limiter, { meterProvider })
     for (let i = 0; i < 4; i++) await limiter.check('k', '10/s')
     const all = await collect()
     expect(total(all, METRICS.callDuration)).toBe(0)
@@ -336,7 +336,7 @@ describe('instrument: lifecycle and options', () => {
     const { meterProvider, collect, shutdown } = setup()
     metrics.setGlobalMeterProvider(meterProvider)
     cleanups.push(shutdown, () => metrics.disable())
-    const limiter = new FastLimit()
+    const limiter = new FastLimit({ backend: new ScriptedBackend() })
     const uninstrument = instrument(limiter)
     await limiter.check('a', '10/s')
     await limiter.check('a', '10/s')

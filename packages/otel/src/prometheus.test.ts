@@ -47,7 +47,7 @@ it('exposes decisions, call durations and the breaker on a Prometheus endpoint t
   const meterProvider = new MeterProvider({ readers: [exporter] })
   cleanups.push(() => meterProvider.shutdown())
   const limiter = new FastLimit({ algorithm: 'sliding-window' })
-  instrument(limiter, { meterProvider, attributes: { 'fastlimit.limiter': 'api' } })
+  instrument(limiter, { meterProvider, syncCalls: true, attributes: { 'fastlimit.limiter': 'api' } })
   const rule = { limit: 4, window: '1m', name: 'api' }
   for (let i = 0; i < 10; i++) await limiter.check('203.0.113.7', rule)
   for (let i = 0; i < 3; i++) await limiter.check('203.0.113.8', rule, { mode: 'shadow' })
