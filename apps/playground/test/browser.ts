@@ -28,13 +28,19 @@ export function ensureChromium(): void {
   const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
   const hasApt = spawnSync('sh', ['-c', 'command -v apt-get'], { stdio: 'ignore' }).status === 0
   if (!isRoot || !hasApt) {
-    throw new Error(`[playground] ${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) and run again.`)
+    throw new Error(
+      `[playground] ${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium) and run again.`,
+    )
   }
   console.log("[playground] installing Debian's chromium (apt-get)")
-  execFileSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'], {
-    stdio: 'inherit',
-    timeout: 280_000,
-  })
+  execFileSync(
+    'sh',
+    ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium'],
+    {
+      stdio: 'inherit',
+      timeout: 280_000,
+    },
+  )
 }
 
 export function freePort(): Promise<number> {
@@ -59,11 +65,15 @@ export async function startVite(): Promise<DevServer> {
   const port = await freePort()
   const pkg = createRequire(path.join(appDir, 'package.json')).resolve('vite/package.json')
   const vite = path.join(path.dirname(pkg), 'bin', 'vite.js')
-  const child = spawn(process.execPath, [vite, '--host', '127.0.0.1', '--port', String(port), '--strictPort'], {
-    cwd: appDir,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, BROWSER: 'none', FORCE_COLOR: '0' },
-  })
+  const child = spawn(
+    process.execPath,
+    [vite, '--host', '127.0.0.1', '--port', String(port), '--strictPort'],
+    {
+      cwd: appDir,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, BROWSER: 'none', FORCE_COLOR: '0' },
+    },
+  )
   let output = ''
   child.stdout?.on('data', (d) => {
     output += d

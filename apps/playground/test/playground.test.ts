@@ -55,7 +55,13 @@ async function panels(): Promise<Panel[]> {
 }
 
 /** Admitted and denied per tick, straight from core's step (one client, cost 1), in Node. */
-function expected(algorithm: Algorithm, times: number[], rule: object, tickMs: number, ticks: number) {
+function expected(
+  algorithm: Algorithm,
+  times: number[],
+  rule: { limit: number; window: string; burst?: number },
+  tickMs: number,
+  ticks: number,
+) {
   const r = parseRule({ ...rule, algorithm })
   const admitted = new Array<number>(ticks).fill(0)
   const denied = new Array<number>(ticks).fill(0)
@@ -77,10 +83,7 @@ async function choose(values: Record<string, string>): Promise<void> {
     if (id === 'pattern' || id === 'window') await page.selectOption(`#${id}`, value)
     else await page.fill(`#${id}`, value)
   }
-  await page.waitForFunction(
-    (v) => document.getElementById('results')?.dataset.version !== v,
-    before,
-  )
+  await page.waitForFunction((v) => document.getElementById('results')?.dataset.version !== v, before)
 }
 
 describe('playground in Chromium', () => {
@@ -130,7 +133,13 @@ describe('playground in Chromium', () => {
     const times = [0, 0, 1000, 1500, 2000, 3000, 3250].map((t) => T0 + t)
     const tickMs = Number(await page.getAttribute('#results', 'data-tick-ms'))
     for (const p of shown) {
-      const want = expected(p.algorithm as Algorithm, times, { limit: 2, window: '1s' }, tickMs, p.admittedSeries.length)
+      const want = expected(
+        p.algorithm as Algorithm,
+        times,
+        { limit: 2, window: '1s' },
+        tickMs,
+        p.admittedSeries.length,
+      )
       expect(p.admittedSeries).toEqual(want.admitted)
     }
     expect(shown.reduce((s, p) => s + p.admitted + p.denied, 0)).toBe(7 * 6)
@@ -141,7 +150,8 @@ describe('playground in Chromium', () => {
 
   it('takes a screenshot, with no error on the page', async () => {
     await choose({ pattern: 'bursts', rate: '8', duration: '60', limit: '10', window: '1s', burst: '' })
-    const file = process.env.PLAYGROUND_SCREENSHOT ?? path.join(os.tmpdir(), `fastlimit-playground-${process.pid}.png`)
+    const file =
+      process.env.PLAYGROUND_SCREENSHOT ?? path.join(os.tmpdir(), `fastlimit-playground-${process.pid}.png`)
     await page.screenshot({ path: file, fullPage: true })
     const png = fs.readFileSync(file)
     expect(png.subarray(1, 4).toString()).toBe('PNG')
