@@ -46,8 +46,9 @@ function instructions(id: string, n: number): number {
   return Number(m[1])
 }
 
+/** The time per check a case adds, from operations per second. */
 function overhead(plain: number, other: number): string {
-  return `${((plain / other - 1) * -100).toFixed(1)}%`
+  return `+${((plain / other - 1) * 100).toFixed(1)}%`
 }
 
 export async function otelSection({ quick }: { quick: boolean }): Promise<Section> {
