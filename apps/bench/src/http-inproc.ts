@@ -3,10 +3,11 @@
 // interleaved round-robin. It measures the same thing as the autocannon run (CPU per request of the
 // server's JavaScript) without the loopback TCP stack, whose cost is the same for every variant and
 // dominates the noise on a shared machine.
-//   node --import tsx src/http-inproc.ts <express|hono|koa> <rounds> <requests per slice>
+//   node --import tsx src/http-inproc.ts <express|hono|koa|fastify|nestjs> <rounds> <requests per slice>
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { rotate } from './harness'
+import { fastifyListener, nestListener } from './http-apps'
 
 const [framework = 'koa', roundsText = '7', nText = '20000'] = process.argv.slice(2)
 const LIMIT = 1_000_000_000
@@ -36,6 +37,8 @@ class MemorySocket extends Duplex {
 const socket = new MemorySocket()
 
 async function listener(mode: Mode): Promise<Listener> {
+  if (framework === 'fastify') return fastifyListener(mode)
+  if (framework === 'nestjs') return nestListener(mode)
   if (framework === 'express') {
     const { default: express } = await import('express')
     const app = express()

@@ -1,14 +1,16 @@
 // One HTTP server variant per process, for the HTTP benchmark:
 //   node --import tsx src/http-server.ts <variant> <port>
-// Variants: <framework>-<bare|noop|fastlimit|peer>, framework one of express, hono, koa; noop adds one
+// Variants: <framework>-<bare|noop|fastlimit|peer>, framework one of express, hono, koa, fastify, nestjs
+// (Nest on its Express platform; both built in http-apps.ts); noop adds one
 // middleware that only calls the next, to show what any middleware costs. Every limiter keys
 // by client IP, admits everything (a limit no run reaches), uses its memory store and sends its headers.
 import { createServer } from 'node:http'
+import { fastifyListener, nestListener } from './http-apps'
 
 const [variant = 'express-bare', portText = '0'] = process.argv.slice(2)
 const port = Number(portText)
 const [framework, flavour] = variant.split('-') as [
-  'express' | 'hono' | 'koa',
+  'express' | 'hono' | 'koa' | 'fastify' | 'nestjs',
   'bare' | 'fastlimit' | 'peer' | 'noop',
 ]
 const LIMIT = 1_000_000_000
@@ -86,6 +88,10 @@ if (framework === 'express') {
   server = createServer(await expressApp())
 } else if (framework === 'koa') {
   server = createServer((await koaApp()).callback())
+} else if (framework === 'fastify') {
+  server = createServer(await fastifyListener(flavour))
+} else if (framework === 'nestjs') {
+  server = createServer(await nestListener(flavour))
 } else {
   const { serve } = await import('@hono/node-server')
   const app = await honoHandler()

@@ -10,12 +10,14 @@ import { rotate, type Stat, stat } from './harness'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 
-export const FRAMEWORKS = ['express', 'hono', 'koa'] as const
+export const FRAMEWORKS = ['express', 'hono', 'koa', 'fastify', 'nestjs'] as const
 export const FLAVOURS = ['bare', 'noop', 'fastlimit', 'peer'] as const
 export const PEERS: Record<(typeof FRAMEWORKS)[number], string> = {
   express: 'express-rate-limit',
   hono: 'hono-rate-limiter',
   koa: 'koa-ratelimit',
+  fastify: '@fastify/rate-limit',
+  nestjs: '@nestjs/throttler',
 }
 
 interface Server {

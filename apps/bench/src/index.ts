@@ -1,4 +1,4 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,http,otel]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,otel]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -7,6 +7,7 @@ import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
 import { otelSection } from './otel-section'
+import { postgresSection } from './postgres-section'
 import { redisSection } from './redis-section'
 import { chart, type Headline, markdown, ratio, type Section, table } from './report'
 import { sqliteSection } from './sqlite-section'
@@ -60,7 +61,7 @@ async function memorySection(): Promise<Section> {
   const body: string[] = [
     'Each operation is one awaited call, and each case runs in a process of its own for every round (a warm-up,',
     'then the measured slice), as an app runs one limiter. `fastlimit` is `FastLimit.check(identity, rule)` on the default',
-    '`MemoryBackend` (the full path: rule lookup, identity escaping, the algorithm, the LRU, a `Decision`);',
+    '`MemoryBackend` (the full path: rule lookup, identity escaping, the algorithm, the store, a `Decision`);',
     "rate-limiter-flexible is `RateLimiterMemory.consume` (its denied path rejects); express-rate-limit's",
     '`MemoryStore.increment` only counts (it never decides); the floor is a plain `Map` fixed-window counter',
     'in an async function.',
@@ -116,27 +117,43 @@ function heapSection(): Section {
   const n = quick ? 100_000 : 1_000_000
   console.log(`[bench] heap bytes per key at ${n.toLocaleString()} keys`)
   const rows: string[][] = []
-  const byImpl = new Map<string, number>()
-  for (const impl of ['fastlimit-gcra', 'fastlimit-fixed-window', 'rate-limiter-flexible']) {
+  const measured = new Map<string, number>()
+  const cases: Array<[impl: string, shape: 'ip' | 'user', rules: 1 | 2]> = [
+    ['fastlimit-gcra', 'ip', 1],
+    ['fastlimit-gcra', 'user', 1],
+    ['fastlimit-gcra', 'ip', 2],
+    ['fastlimit-gcra', 'user', 2],
+    ['fastlimit-fixed-window', 'ip', 1],
+    ['rate-limiter-flexible', 'ip', 1],
+    ['rate-limiter-flexible', 'user', 1],
+  ]
+  for (const [impl, shape, rules] of cases) {
     const r = runJsonChild<{ bytesPerKey: number; heapMB: number }>(
       path.join(here, 'heap.ts'),
-      [impl, String(n)],
+      [impl, String(n), shape, String(rules)],
       { cwd: root, timeout: 300_000, nodeArgs: ['--expose-gc', '--max-old-space-size=4096'] },
       `heap measurement of ${impl} failed`,
     )
-    byImpl.set(impl, r.bytesPerKey)
-    rows.push([impl, r.bytesPerKey.toFixed(0), r.heapMB.toFixed(0)])
+    measured.set(`${impl} ${shape} ${rules}`, r.bytesPerKey)
+    rows.push([
+      impl,
+      shape === 'ip' ? 'IPv4 (`10.1.2.3`)' : '`user-N`',
+      impl.startsWith('fastlimit') ? String(rules) : '—',
+      r.bytesPerKey.toFixed(0),
+      r.heapMB.toFixed(0),
+    ])
   }
-  const ours = byImpl.get('fastlimit-gcra') as number
-  const rlf = byImpl.get('rate-limiter-flexible') as number
+  const ours = measured.get('fastlimit-gcra ip 1') as number
+  const rlf = measured.get('rate-limiter-flexible ip 1') as number
   return {
     title: `Heap per key (${n.toLocaleString()} keys)`,
     body: [
       `Growth of the JS heap plus ArrayBuffer memory after inserting ${n.toLocaleString()} distinct identities (which exist before`,
       'the measurement), divided by the number of keys, after full GCs, each in its own process. MemoryBackend keeps its',
-      'slots in typed arrays (counted here); rate-limiter-flexible keeps an object and a `setTimeout` per key.',
+      'slots in typed arrays (counted here), a second rule of a key in a second arena of the same shape; rate-limiter-flexible',
+      'keeps an object and a `setTimeout` per key. Rules: 100/h, and 1000/day as the second.',
       '',
-      table(['implementation', 'bytes per key', 'heap + array buffers (MB)'], rows),
+      table(['implementation', 'identities', 'rules', 'bytes per key', 'heap + array buffers (MB)'], rows),
     ].join('\n'),
     headlines: [
       {
@@ -154,6 +171,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['heap', heapSection],
   ['redis', () => redisSection({ quick })],
   ['sqlite', () => sqliteSection({ quick })],
+  ['postgres', () => postgresSection({ quick })],
   ['http', () => httpSection({ quick })],
   ['otel', () => otelSection({ quick })],
 ]

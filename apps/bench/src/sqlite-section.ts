@@ -109,7 +109,7 @@ export async function sqliteSection({ quick }: { quick: boolean }): Promise<Sect
       cases.push({
         name: 'SQLiteBackend.checkAndIncrementSync, gcra (no FastLimit)',
         kind: 'fastlimit',
-        call: async (k) => backend.checkAndIncrementSync(`fl:{${k}}`, rule, 1).allowed,
+        call: async (k) => backend.checkAndIncrementSync(`fl:{${k}}`, rule, 1)?.allowed === true,
         note: 'diagnostic',
       })
     }

@@ -46,7 +46,7 @@ export async function limiterFromEnv(
     label,
     close: async () => {
       await limiter.close()
-      await backend?.close()
+      await backend?.close?.()
     },
   }
 }

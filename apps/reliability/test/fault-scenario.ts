@@ -1,7 +1,7 @@
 // One fault, three policies: a steady load on three FastLimits (fail-open, fail-closed, memory fallback),
 // each on its own RedisBackend created from a URL, through before / outage / healing / after phases.
 // Records every call, checks each phase's decisions, and probes exactness once Redis is back.
-import { type Decision, FastLimit, type FastlimitError, MemoryBackend } from '@fastlimit/core'
+import { type Backend, type Decision, FastLimit, type FastlimitError, MemoryBackend } from '@fastlimit/core'
 import { RedisBackend, type RedisBackendOptions } from '@fastlimit/redis'
 import { expect } from 'vitest'
 import { command } from '../../../packages/redis/test/servers'
@@ -31,7 +31,8 @@ const PER_IDENTITY = 2 * LOAD_LIMIT
 export interface PolicyLimiter {
   readonly policy: PolicyName
   readonly limiter: FastLimit
-  readonly backend: RedisBackend
+  /** A RedisBackend (from {@link makeLimiters}), or another store's backend built by its test. */
+  readonly backend: Backend
   readonly fallback: MemoryBackend | undefined
   /** onError calls by error code. */
   readonly errors: Record<string, number>
@@ -64,7 +65,7 @@ export function makeLimiters(
 export async function closeLimiters(limiters: readonly PolicyLimiter[]): Promise<void> {
   for (const l of limiters) {
     await l.limiter.close()
-    await l.backend.close()
+    await l.backend.close?.()
     await l.fallback?.close()
   }
 }
@@ -72,7 +73,14 @@ export async function closeLimiters(limiters: readonly PolicyLimiter[]): Promise
 /** Whether a decision is what `policy` gives on a backend failure. */
 export function isPolicyDecision(policy: PolicyName, d: Decision): boolean {
   const code = d.error?.code
-  if (code !== 'ERR_FASTLIMIT_BACKEND' && code !== 'ERR_FASTLIMIT_TIMEOUT') return false
+  // The store failed or timed out, or the limiter kept the call off it (open breaker, too many in flight).
+  if (
+    code !== 'ERR_FASTLIMIT_BACKEND' &&
+    code !== 'ERR_FASTLIMIT_TIMEOUT' &&
+    code !== 'ERR_FASTLIMIT_CIRCUIT_OPEN' &&
+    code !== 'ERR_FASTLIMIT_OVERLOADED'
+  )
+    return false
   if (policy === 'fail-open') return d.allowed && d.reason === 'fail-open' && d.source === 'policy'
   if (policy === 'fail-closed')
     return !d.allowed && d.reason === 'fail-closed' && d.source === 'policy' && d.retryAfterMs === 1000

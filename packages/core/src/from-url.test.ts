@@ -28,6 +28,11 @@ describe('backendFromUrl', () => {
           }
         },
         RedisBackend: { fromUrl: (url: string, options: object) => made.push(['redis', url, options]) },
+        PostgresBackend: class {
+          constructor(url: string, options: object) {
+            made.push(['postgres', url, options])
+          }
+        },
       }
     }
     await backendFromUrl('sqlite:./limits.db', { importer, options: { tableName: 't' } })
@@ -35,12 +40,14 @@ describe('backendFromUrl', () => {
     await backendFromUrl('sqlite::memory:', { importer })
     await backendFromUrl('redis://h1:7000,h2:7001/0', { importer, options: { keyPrefix: 'app:' } })
     await backendFromUrl('rediss+sentinel://s1:26379/mymaster', { importer })
+    await backendFromUrl('postgresql://app:pw@db/app', { importer })
     expect(loaded).toEqual([
       '@fastlimit/sqlite',
       '@fastlimit/sqlite',
       '@fastlimit/sqlite',
       '@fastlimit/redis',
       '@fastlimit/redis',
+      '@fastlimit/postgres',
     ])
     expect(made).toEqual([
       ['sqlite', './limits.db', { tableName: 't' }],
@@ -48,6 +55,7 @@ describe('backendFromUrl', () => {
       ['sqlite', ':memory:', {}],
       ['redis', 'redis://h1:7000,h2:7001/0', { keyPrefix: 'app:' }],
       ['redis', 'rediss+sentinel://s1:26379/mymaster', {}],
+      ['postgres', 'postgresql://app:pw@db/app', {}],
     ])
   })
 
@@ -64,7 +72,7 @@ describe('backendFromUrl', () => {
   })
 
   it('refuses other URLs without echoing them (they may hold a password)', async () => {
-    for (const url of ['postgres://user:s3cret@db/app', 'http://x', 'localhost:6379', 'nothing']) {
+    for (const url of ['mysql://user:s3cret@db/app', 'http://x', 'localhost:6379', 'nothing']) {
       const err = await backendFromUrl(url).catch((e: unknown) => e)
       expect(err).toBeInstanceOf(ConfigError)
       expect(String((err as Error).message)).not.toMatch(/s3cret|db\/app/)

@@ -24,7 +24,8 @@ export interface BackendFromUrlOptions {
 /** The URL forms, for the error of a URL that is none of them. */
 const FORMS =
   "'memory:', 'sqlite:<path>' (or 'sqlite::memory:'), 'redis://[user:password@]host:port[/db]', 'rediss://...', " +
-  "'redis://host1:port1,host2:port2/0' (a Cluster), 'redis+cluster://...', 'redis+sentinel://...'"
+  "'redis://host1:port1,host2:port2/0' (a Cluster), 'redis+cluster://...', 'redis+sentinel://...', " +
+  "'postgres://[user:password@]host[:port]/database'"
 
 const REDIS_SCHEMES = new Set([
   'redis',
@@ -78,7 +79,9 @@ async function load(
  *   a leading `//` is dropped, so `sqlite:///var/lib/app/limits.db` is the absolute path; `sqlite::memory:`
  *   for an in-memory database), from `@fastlimit/sqlite`;
  * - `redis://`, `rediss://`, `redis+cluster://`, `redis+sentinel://` and the other forms
- *   `RedisBackend.fromUrl` takes (`redis://h1:p1,h2:p2/0` for a Cluster), from `@fastlimit/redis`.
+ *   `RedisBackend.fromUrl` takes (`redis://h1:p1,h2:p2/0` for a Cluster, `?sentinelMasterName=`), from
+ *   `@fastlimit/redis`;
+ * - `postgres://` or `postgresql://` — a `PostgresBackend` on that connection string, from `@fastlimit/postgres`.
  *
  * The backend is yours to close (`FastLimit` does not close a backend you pass it).
  *
@@ -140,6 +143,11 @@ export async function backendFromUrl(url: string, options: BackendFromUrlOptions
     const mod = await load('@fastlimit/redis', scheme, 'npm install @fastlimit/redis ioredis', importer)
     const RedisBackend = mod.RedisBackend as { fromUrl(url: string, options?: object): Backend }
     return RedisBackend.fromUrl(text, backendOptions)
+  }
+  if (scheme === 'postgres' || scheme === 'postgresql') {
+    const mod = await load('@fastlimit/postgres', scheme, 'npm install @fastlimit/postgres pg', importer)
+    const PostgresBackend = mod.PostgresBackend as new (database: string, options?: object) => Backend
+    return new PostgresBackend(text, backendOptions)
   }
   // Never echo the URL: it may hold a password.
   throw new ConfigError(

@@ -230,6 +230,8 @@ export interface Decision {
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
+/** Recent identities whose storage key is kept, so a hot identity builds and hashes its key once. */
+const MAX_CACHED_KEYS = 16_384
 const DEFAULT_BREAKER: Required<BreakerOptions> = { failures: 5, openMs: 1000 }
 /** Ends the message of a bad cost given to FastLimit. */
 const COST_HINT = ': e.g. { cost: 5 }'
@@ -299,6 +301,8 @@ export class FastLimit {
   readonly #sync: SyncBackend | undefined
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
+  /** Identity -> storage key, for the unscoped keys of recent identities. */
+  readonly #keys = new Map<string, string>()
   readonly #deadlines: Deadlines
   readonly #objects = new WeakMap<object, RuleSet>()
   readonly #breaker: Required<BreakerOptions> | undefined
@@ -520,8 +524,16 @@ export class FastLimit {
   /** The storage key of an identity in a scope; a promise only for an identity stored as its digest. */
   #key(identity: string, scope: string | undefined): string | Promise<string> {
     if (scope === undefined) {
+      // The same identity gives the same key string object, whose hash the store's Map has cached.
+      const cached = this.#keys.get(identity)
+      if (cached !== undefined) return cached
       const name = identityName(identity)
-      if (typeof name === 'string') return `${this.prefix}:{${name}}`
+      if (typeof name === 'string') {
+        const key = `${this.prefix}:{${name}}`
+        if (this.#keys.size >= MAX_CACHED_KEYS) this.#keys.clear()
+        this.#keys.set(identity, key)
+        return key
+      }
     }
     return storageKey(this.prefix, identity, scope)
   }

@@ -1,25 +1,35 @@
-// MemoryBackend: the default store, a bounded LRU of algorithm states with lazy expiry and no timer per key.
+// MemoryBackend: the default store, a bounded map of algorithm states; when full, the state that expires soonest goes.
 //
-// Layout: keys live in slots of typed arrays (expiry, LRU links, the first bucket's state) rather than
-// in one object each, so a million keys cost the GC almost nothing and a decision touches few cache
-// lines. A Map per key prefix maps the identity to its slot.
+// Layout: one Map from the full key to a slot; each slot's expiry and first bucket's state live in typed
+// arrays, further buckets of a key in a second arena of the same shape, so a million keys cost the GC
+// almost nothing. A binary min-heap orders the slots by expiry for eviction and the sweep; its keys are
+// refreshed lazily (an expiry only grows, so a stale heap key is a lower bound that the eviction fixes).
 
 import { algorithms, stepAll } from './algorithms'
+import { slidingLog, slidingLogInPlace } from './algorithms/sliding-log'
 import type { StepOutput } from './algorithms/types'
-import { type BackendResult, type BucketConfig, bucketId, type SyncBackend } from './backend'
+import {
+  type BackendResult,
+  type BucketConfig,
+  bucketId,
+  type CallOptions,
+  type SyncBackend,
+} from './backend'
 import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } from './errors'
 
 /** Options of {@link MemoryBackend}. */
 export interface MemoryBackendOptions {
   /**
-   * The most keys (identities) kept. When full, the least recently used key is dropped, so memory
-   * stays bounded however many distinct identities arrive (under 100 bytes per key; see the README).
+   * The most keys (identities) kept. When full, the key whose state expires soonest is dropped: an
+   * expired one first (its state means the same as none), else the live one closest to expiring,
+   * so memory stays bounded however many distinct identities arrive (see the README for bytes per key).
    * @default 1_000_000
    */
   maxKeys?: number
   /**
    * How often an `unref`ed timer sweeps out expired keys, in milliseconds; `0` disables the sweep
-   * (expired keys are then reused when touched and dropped when evicted).
+   * (expired keys are then reused when touched and dropped first when the store is full). The timer
+   * starts at the first write, never at construction, and not at all where timers are unavailable.
    * @default 60_000
    */
   cleanupIntervalMs?: number
@@ -31,41 +41,31 @@ export interface MemoryBackendOptions {
 }
 
 const SWEEP_BATCH = 10_000
-/** The space of keys that are not shaped `prefix:{identity}` (a prefix is never empty). */
-const RAW = ''
-/** Numbers of state stored inline per slot; longer states (sliding-log) go to the slot's extras. */
+/** Matches the empty start of a string: `key.replace(START, '')` is the key as one flat string. */
+const START = /^/
+/** Numbers of state stored inline per lane; longer states (and every sliding-log) go to `longs`. */
 const STRIDE = 3
+/** The length marking a lane whose state is an array in `longs`. */
+const LONG = 255
 const NONE = -1
 const INITIAL_CAPACITY = 1024
-
-type Space = Map<string, number>
-
-/** Friend access for FastLimit: the slot map of a key prefix, so it can decide without building a key. */
-export let spaceOf: (backend: MemoryBackend, prefix: string) => Space
-/** Friend access for FastLimit: decides on (space, identity) without building the key string. */
-export let checkIn: (
-  backend: MemoryBackend,
-  space: Space,
-  name: string,
-  bucket: BucketConfig,
-  cost: number,
-) => BackendResult
-/** As {@link checkIn}, for several buckets all-or-nothing. */
-export let checkAllIn: (
-  backend: MemoryBackend,
-  space: Space,
-  name: string,
-  buckets: readonly BucketConfig[],
-  cost: number,
-) => BackendResult[]
+/** Stale heap keys an eviction refreshes one by one; beyond that it rebuilds the heap in one linear pass. */
+const FIX_BUDGET = 256
+/** Heap positions whose keys a write keeps current (the top 12 levels); deeper keys are refreshed lazily. */
+const FRESH_TOP = 4095
 
 /**
  * The in-memory backend, the default of `FastLimit`. Each process has its own counts: use it for one
  * process, or as the fallback of a shared backend.
  *
- * - Bounded: at most `maxKeys` keys; when full, the least recently used key goes.
- * - No timer per key: expired keys are dropped by one `unref`ed sweep (and reused when written again).
+ * - Bounded: at most `maxKeys` keys. When full, the key whose state expires soonest goes: an expired
+ *   one if there is any (dropping it changes nothing), else the live one closest to expiring, which
+ *   forgets the least. A flood of new identities thus displaces other short-lived entries before a
+ *   client it limits; it is still a bound: enough new keys that outlive a limited client's state evict it.
+ * - No timer per key, and none at construction: one `unref`ed sweep, started by the first write.
  * - Atomic by construction: JavaScript runs each call to completion.
+ * - The whole protocol, synchronously too ({@link SyncBackend}); keys are any strings. Reached only
+ *   through its public methods, so a `Proxy` or a delegating wrapper works as well as the object.
  *
  * @example
  * ```ts
@@ -75,36 +75,43 @@ export let checkAllIn: (
 export class MemoryBackend implements SyncBackend {
   /** The kind of store, for messages and metrics. */
   readonly kind = 'memory'
-  readonly #spaces = new Map<string, Space>()
-  readonly #maxKeys: number
-  readonly #clock: () => number
-  readonly #wallClock: boolean
-  #size = 0
-  #capacity = 0
-  /** Slots: the identity, its space, the first bucket's id, extra buckets, and typed columns. */
-  #names: Array<string | undefined> = []
-  #owners: Array<Space | undefined> = []
-  #buckets: Array<string | undefined> = []
-  #extras: Array<Map<string, number[]> | undefined> = []
-  #expires = new Float64Array(0)
-  #prev = new Int32Array(0)
-  #next = new Int32Array(0)
-  /** Length of the inline state of each slot (0: none). */
-  #lens = new Uint8Array(0)
-  #data = new Float64Array(0)
-  #free: number[] = []
-  #head = NONE
-  #tail = NONE
-  readonly #scratch: number[][] = [[], [0], [0, 0], [0, 0, 0]]
-  #timer: ReturnType<typeof setInterval> | undefined
-  #sweeping = false
-  #closed = false
 
-  static {
-    spaceOf = (backend, prefix) => backend.#space(prefix)
-    checkIn = (backend, space, name, bucket, cost) => backend.#check(space, name, bucket, cost)
-    checkAllIn = (backend, space, name, buckets, cost) => backend.#checkAll(space, name, buckets, cost)
-  }
+  private readonly keys = new Map<string, number>()
+  private readonly maxKeys: number
+  private readonly clock: () => number
+  private readonly wallClock: boolean
+  private readonly cleanupIntervalMs: number
+  private count = 0
+  private capacity = 0
+  private top = 0
+  private free: number[] = []
+  /** Slots: the key, the expiry (the latest of its buckets'), the heap position, the first bucket. */
+  private keyOf: Array<string | undefined> = []
+  private exp = new Float64Array(0)
+  private pos = new Int32Array(0)
+  private id0: Array<string | undefined> = []
+  private len0 = new Uint8Array(0)
+  private data0 = new Float64Array(0)
+  /** The slot's first further bucket in the `x` arena, or NONE. */
+  private next0 = new Int32Array(0)
+  /** The arena of further buckets (a key's second rule onwards), chained per slot. */
+  private xId: Array<string | undefined> = []
+  private xLen = new Uint8Array(0)
+  private xData = new Float64Array(0)
+  private xNext = new Int32Array(0)
+  private xFree = NONE
+  private xTop = 0
+  private xCapacity = 0
+  /** States longer than STRIDE, by lane: a slot's first bucket is its slot, an arena lane `e` is `-2 - e`. */
+  private readonly longs = new Map<number, number[]>()
+  /** A min-heap of slots by a lower bound of their expiry (`heapKey`, refreshed lazily). */
+  private heap = new Int32Array(0)
+  private heapKey = new Float64Array(0)
+  private readonly scratch: number[][] = [[], [0], [0, 0], [0, 0, 0]]
+  private timer: ReturnType<typeof setInterval> | undefined
+  private timerStarted = false
+  private sweeping = false
+  private closed = false
 
   constructor(options: MemoryBackendOptions = {}) {
     const { maxKeys = 1_000_000, cleanupIntervalMs = 60_000, clock = Date.now, ...rest } = options
@@ -124,250 +131,380 @@ export class MemoryBackend implements SyncBackend {
         '[fastlimit] [memory] clock must be a function returning epoch milliseconds, e.g. Date.now.',
       )
     }
-    this.#maxKeys = maxKeys
-    this.#clock = clock
-    this.#wallClock = clock === Date.now
-    this.#grow(Math.min(INITIAL_CAPACITY, maxKeys))
-    if (cleanupIntervalMs > 0) {
-      this.#timer = setInterval(() => this.sweep(), cleanupIntervalMs)
-      // Never keep the process alive for a sweep (absent on some edge runtimes).
-      ;(this.#timer as { unref?: () => void }).unref?.()
-    }
+    this.maxKeys = maxKeys
+    this.clock = clock
+    this.wallClock = clock === Date.now
+    this.cleanupIntervalMs = cleanupIntervalMs
+    // No timer and no I/O here: a MemoryBackend may be built at module scope (Cloudflare Workers).
   }
 
   /** How many keys are held now (expired ones not yet swept included). */
   get size(): number {
-    return this.#size
+    return this.count
   }
 
-  #now(): number {
-    return this.#wallClock ? Date.now() : Math.floor(this.#clock())
+  private now(): number {
+    return this.wallClock ? Date.now() : Math.floor(this.clock())
   }
 
-  #grow(capacity: number): void {
-    const old = this.#capacity
-    const copy = <T extends Float64Array | Int32Array | Uint8Array>(
-      a: T,
-      make: (n: number) => T,
-      per = 1,
-    ): T => {
-      const b = make(capacity * per)
+  private grow(): void {
+    const capacity =
+      this.capacity === 0
+        ? Math.min(INITIAL_CAPACITY, this.maxKeys)
+        : Math.min(this.maxKeys, this.capacity * 2)
+    const f64 = (a: Float64Array, per = 1) => {
+      const b = new Float64Array(capacity * per)
       b.set(a)
       return b
     }
-    this.#expires = copy(this.#expires, (n) => new Float64Array(n))
-    this.#prev = copy(this.#prev, (n) => new Int32Array(n))
-    this.#next = copy(this.#next, (n) => new Int32Array(n))
-    this.#lens = copy(this.#lens, (n) => new Uint8Array(n))
-    this.#data = copy(this.#data, (n) => new Float64Array(n), STRIDE)
-    for (let i = old; i < capacity; i++) {
-      this.#names.push(undefined)
-      this.#owners.push(undefined)
-      this.#buckets.push(undefined)
-      this.#extras.push(undefined)
+    const i32 = (a: Int32Array) => {
+      const b = new Int32Array(capacity)
+      b.set(a)
+      return b
     }
-    // Hand out low slots first.
-    for (let i = capacity - 1; i >= old; i--) this.#free.push(i)
-    this.#capacity = capacity
-  }
-
-  #space(prefix: string): Space {
-    let space = this.#spaces.get(prefix)
-    if (space === undefined) {
-      space = new Map()
-      this.#spaces.set(prefix, space)
+    this.exp = f64(this.exp)
+    this.pos = i32(this.pos)
+    const len0 = new Uint8Array(capacity)
+    len0.set(this.len0)
+    this.len0 = len0
+    this.data0 = f64(this.data0, STRIDE)
+    this.next0 = i32(this.next0)
+    this.heap = i32(this.heap)
+    this.heapKey = f64(this.heapKey)
+    for (let i = this.capacity; i < capacity; i++) {
+      this.keyOf.push(undefined)
+      this.id0.push(undefined)
     }
-    return space
+    this.capacity = capacity
   }
 
-  /** Splits `prefix:{identity}` into its space and name; any other key lives in the raw space. */
-  #split(key: string): [Space, string] {
-    const open = key.indexOf('{')
-    if (open > 1 && key.charCodeAt(open - 1) === 0x3a && key.charCodeAt(key.length - 1) === 0x7d) {
-      const name = key.slice(open + 1, -1)
-      if (name.indexOf('{') === -1 && name.indexOf('}') === -1)
-        return [this.#space(key.slice(0, open - 1)), name]
+  private growArena(): void {
+    const capacity = this.xCapacity === 0 ? 256 : this.xCapacity * 2
+    const xLen = new Uint8Array(capacity)
+    xLen.set(this.xLen)
+    this.xLen = xLen
+    const xData = new Float64Array(capacity * STRIDE)
+    xData.set(this.xData)
+    this.xData = xData
+    const xNext = new Int32Array(capacity)
+    xNext.set(this.xNext)
+    this.xNext = xNext
+    for (let i = this.xCapacity; i < capacity; i++) this.xId.push(undefined)
+    this.xCapacity = capacity
+  }
+
+  // The heap: slots ordered by heapKey, a lower bound of their expiry; `pos` is each slot's place.
+
+  private siftUp(i: number, s: number, k: number): void {
+    const heap = this.heap
+    const keys = this.heapKey
+    const pos = this.pos
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      const pk = keys[p] as number
+      if (pk <= k) break
+      const ps = heap[p] as number
+      heap[i] = ps
+      keys[i] = pk
+      pos[ps] = i
+      i = p
     }
-    return [this.#space(RAW), key]
+    heap[i] = s
+    keys[i] = k
+    pos[s] = i
   }
 
-  #unlink(s: number): void {
-    const prev = this.#prev
-    const next = this.#next
-    const p = prev[s] as number
-    const n = next[s] as number
-    if (p === NONE) this.#head = n
-    else next[p] = n
-    if (n === NONE) this.#tail = p
-    else prev[n] = p
+  private siftDown(i: number, s: number, k: number): void {
+    const heap = this.heap
+    const keys = this.heapKey
+    const pos = this.pos
+    const n = this.count
+    for (;;) {
+      let c = 2 * i + 1
+      if (c >= n) break
+      let ck = keys[c] as number
+      const r = c + 1
+      if (r < n && (keys[r] as number) < ck) {
+        c = r
+        ck = keys[r] as number
+      }
+      if (ck >= k) break
+      const cs = heap[c] as number
+      heap[i] = cs
+      keys[i] = ck
+      pos[cs] = i
+      i = c
+    }
+    heap[i] = s
+    keys[i] = k
+    pos[s] = i
   }
 
-  #pushFront(s: number): void {
-    const h = this.#head
-    this.#prev[s] = NONE
-    this.#next[s] = h
-    if (h === NONE) this.#tail = s
-    else this.#prev[h] = s
-    this.#head = s
-  }
-
-  #delete(s: number): void {
-    this.#unlink(s)
-    // A sweep walking the list must not follow a freed slot's stale links.
-    this.#prev[s] = NONE
-    this.#next[s] = NONE
-    this.#owners[s]?.delete(this.#names[s] as string)
-    this.#names[s] = undefined
-    this.#owners[s] = undefined
-    this.#buckets[s] = undefined
-    this.#extras[s] = undefined
-    this.#lens[s] = 0
-    this.#free.push(s)
-    this.#size--
+  /** A new slot for `key`, expiring at `expires`; when full, the slot that expires soonest goes first. */
+  private create(key: string, expires: number, now: number): number {
+    if (this.count >= this.maxKeys) this.evict(now)
+    let s: number
+    if (this.free.length > 0) s = this.free.pop() as number
+    else {
+      if (this.top === this.capacity) this.grow()
+      s = this.top++
+    }
+    // A key built by concatenation is a tree of string pieces in V8; keep a flat copy (about 60 bytes less).
+    const flat = key.replace(START, '')
+    this.keys.set(flat, s)
+    this.keyOf[s] = flat
+    this.exp[s] = expires
+    this.next0[s] = NONE
+    this.count++
+    this.siftUp(this.count - 1, s, expires)
+    if (!this.timerStarted) this.startSweeping()
+    return s
   }
 
   /**
-   * The slot of a key, marked most recently used, or NONE. An expired slot is read as it is: every
-   * algorithm treats a state whose time has passed as no state, so nothing is erased by a read (a
-   * clock that then steps back still finds the counts). Expired slots are reused by the next write
-   * and dropped by the sweep.
+   * Drops the slot that expires soonest: an expired one if there is any, else the live one closest to
+   * expiring. Heap keys are refreshed lazily, so a root whose expiry has grown is first moved to its place.
    */
-  #get(space: Space, name: string): number {
-    const s = space.get(name)
-    if (s === undefined) return NONE
-    if (this.#head !== s) {
-      this.#unlink(s)
-      this.#pushFront(s)
+  private evict(now: number): void {
+    let budget = FIX_BUDGET
+    for (;;) {
+      const s = this.heap[0] as number
+      const e = this.exp[s] as number
+      if (e > now && e > (this.heapKey[0] as number)) {
+        // A stale root: move it to its place (many of them at once: rebuild the heap, in linear time).
+        if (budget-- > 0) this.siftDown(0, s, e)
+        else this.rebuild()
+        continue
+      }
+      this.delete(s)
+      return
     }
-    return s
   }
 
-  #create(space: Space, name: string): number {
-    if (this.#size >= this.#maxKeys && this.#tail !== NONE) this.#delete(this.#tail)
-    if (this.#free.length === 0) this.#grow(Math.min(this.#maxKeys, this.#capacity * 2))
-    const s = this.#free.pop() as number
-    space.set(name, s)
-    this.#names[s] = name
-    this.#owners[s] = space
-    this.#buckets[s] = undefined
-    this.#extras[s] = undefined
-    this.#lens[s] = 0
-    this.#expires[s] = 0
-    this.#size++
-    this.#pushFront(s)
-    return s
+  /** Rebuilds the heap from every slot's current expiry (Floyd's heap construction, linear). */
+  private rebuild(): void {
+    const n = this.count
+    const heap = this.heap
+    const keys = this.heapKey
+    for (let i = 0; i < n; i++) keys[i] = this.exp[heap[i] as number] as number
+    for (let i = (n >> 1) - 1; i >= 0; i--) this.siftDown(i, heap[i] as number, keys[i] as number)
   }
 
-  /** The state of `bucket` in slot `s`, or undefined. Inline states come back in a reused scratch array. */
-  #read(s: number, bucket: string): number[] | undefined {
+  private delete(s: number): void {
+    this.keys.delete(this.keyOf[s] as string)
+    this.keyOf[s] = undefined
+    this.clearLanes(s)
+    // Out of the heap: the last entry takes its place.
+    const i = this.pos[s] as number
+    const last = --this.count
+    if (i !== last) {
+      const ls = this.heap[last] as number
+      const lk = this.heapKey[last] as number
+      if (i > 0 && lk < (this.heapKey[(i - 1) >> 1] as number)) this.siftUp(i, ls, lk)
+      else this.siftDown(i, ls, lk)
+    }
+    this.pos[s] = NONE
+    this.free.push(s)
+  }
+
+  // Lanes: one state of one bucket. A slot's first bucket is lane `s`; arena lane `e` is `-2 - e`.
+
+  private clearLanes(s: number): void {
+    this.id0[s] = undefined
+    if (this.len0[s] === LONG) this.longs.delete(s)
+    this.len0[s] = 0
+    let e = this.next0[s] as number
+    while (e !== NONE) {
+      if (this.xLen[e] === LONG) this.longs.delete(-2 - e)
+      this.xId[e] = undefined
+      this.xLen[e] = 0
+      const next = this.xNext[e] as number
+      this.xNext[e] = this.xFree
+      this.xFree = e
+      e = next
+    }
+    this.next0[s] = NONE
+  }
+
+  /** The lane of bucket `id` in slot `s`, or NONE. */
+  private lane(s: number, id: string): number {
+    if (this.id0[s] === id) return s
+    let e = this.next0[s] as number
+    while (e !== NONE) {
+      if (this.xId[e] === id) return -2 - e
+      e = this.xNext[e] as number
+    }
+    return NONE
+  }
+
+  /** The state in a lane. Inline states come back in a reused scratch array: copy before keeping. */
+  private read(lane: number): number[] | undefined {
+    let len: number
+    let data: Float64Array
+    let base: number
+    if (lane >= 0) {
+      len = this.len0[lane] as number
+      data = this.data0
+      base = lane * STRIDE
+    } else {
+      const e = -2 - lane
+      len = this.xLen[e] as number
+      data = this.xData
+      base = e * STRIDE
+    }
+    if (len === 0) return undefined
+    if (len === LONG) return this.longs.get(lane)
+    const out = this.scratch[len] as number[]
+    for (let i = 0; i < len; i++) out[i] = data[base + i] as number
+    return out
+  }
+
+  /** The state of `bucket` in a key's slot (NONE: no slot), or undefined. */
+  private stateOf(s: number, id: string): number[] | undefined {
     if (s === NONE) return undefined
-    const len = this.#lens[s] as number
-    if (len !== 0 && this.#buckets[s] === bucket) {
-      const out = this.#scratch[len] as number[]
-      const base = s * STRIDE
-      const data = this.#data
-      for (let i = 0; i < len; i++) out[i] = data[base + i] as number
-      return out
-    }
-    return this.#extras[s]?.get(bucket)
+    const lane = this.lane(s, id)
+    return lane === NONE ? undefined : this.read(lane)
   }
 
-  #write(s: number, bucket: string, out: StepOutput, now: number): void {
-    if ((this.#expires[s] as number) <= now) {
+  /**
+   * Stores a step's state in slot `s` and moves the slot's expiry forward. `known` is the bucket's lane
+   * in the slot when the caller has looked it up (NONE: look it up, or add one).
+   */
+  private write(s: number, id: string, long: boolean, out: StepOutput, now: number, known = NONE): void {
+    let lane = known
+    if ((this.exp[s] as number) <= now) {
       // Every state of an expired slot is stale: start it afresh.
-      this.#lens[s] = 0
-      this.#extras[s] = undefined
+      this.clearLanes(s)
+      lane = NONE
+    } else if (lane === NONE) lane = this.lane(s, id)
+    if (lane === NONE) {
+      if (this.id0[s] === undefined) {
+        this.id0[s] = id
+        lane = s
+      } else {
+        if (this.xFree === NONE) {
+          if (this.xTop === this.xCapacity) this.growArena()
+          this.xFree = this.xTop
+          this.xNext[this.xTop++] = NONE
+        }
+        const e = this.xFree
+        this.xFree = this.xNext[e] as number
+        this.xId[e] = id
+        this.xNext[e] = this.next0[s] as number
+        this.next0[s] = e
+        lane = -2 - e
+      }
     }
     const state = out.state
     const n = state.length
-    const inline = this.#lens[s] === 0 || this.#buckets[s] === bucket
-    if (inline && n > 0 && n <= STRIDE) {
-      const base = s * STRIDE
-      const data = this.#data
-      for (let i = 0; i < n; i++) data[base + i] = state[i] as number
-      this.#lens[s] = n
-      this.#buckets[s] = bucket
-      this.#extras[s]?.delete(bucket)
+    let lens: Uint8Array
+    let data: Float64Array
+    let at: number
+    if (lane >= 0) {
+      lens = this.len0
+      data = this.data0
+      at = lane
     } else {
-      if (inline && this.#buckets[s] === bucket) this.#lens[s] = 0
-      let extras = this.#extras[s]
-      if (extras === undefined) {
-        extras = new Map()
-        this.#extras[s] = extras
-      }
-      extras.set(bucket, state)
+      lens = this.xLen
+      data = this.xData
+      at = -2 - lane
+    }
+    if (long || n > STRIDE) {
+      lens[at] = LONG
+      this.longs.set(lane, state)
+    } else {
+      if (lens[at] === LONG) this.longs.delete(lane)
+      lens[at] = n
+      const base = at * STRIDE
+      for (let i = 0; i < n; i++) data[base + i] = state[i] as number
     }
     const expires = now + out.ttlMs
-    if (expires > (this.#expires[s] as number)) this.#expires[s] = expires
+    if (expires > (this.exp[s] as number)) {
+      this.exp[s] = expires
+      // Once full (evictions look at the top of the heap), heap keys near the top are kept current;
+      // deeper ones, and all while there is room, lag behind and are refreshed when they surface.
+      if (this.count >= this.maxKeys) {
+        const p = this.pos[s] as number
+        if (p < FRESH_TOP) this.siftDown(p, s, expires)
+      }
+    }
   }
 
-  #closedError(): FastlimitError {
+  private closedError(): FastlimitError {
     return new FastlimitError(
       'ERR_FASTLIMIT_CLOSED',
       '[fastlimit] [memory] This MemoryBackend was closed; create a new one.',
     )
   }
 
-  #check(space: Space, name: string, bucket: BucketConfig, cost: number): BackendResult {
-    if (this.#closed) throw this.#closedError()
-    const now = this.#now()
+  /** {@link Backend.checkAndIncrement}, synchronously. Never returns undefined. */
+  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
+    // A cost handed to the backend directly (FastLimit checks its own).
+    checkPositiveCost('memory', cost, '')
+    if (this.closed) throw this.closedError()
+    const now = this.now()
     const id = bucketId(bucket)
-    const s = this.#get(space, name)
-    const out = algorithms[bucket.algorithm](this.#read(s, id), now, bucket, cost)
-    if (out.result.allowed || out.rebased)
-      this.#write(s === NONE ? this.#create(space, name) : s, id, out, now)
+    const found = this.keys.get(key)
+    const s = found === undefined ? NONE : found
+    const lane = s === NONE ? NONE : this.lane(s, id)
+    const state = lane === NONE ? undefined : this.read(lane)
+    const long = bucket.algorithm === 'sliding-log'
+    let out: StepOutput
+    if (long) {
+      // The log is updated in place: no copy of it per call.
+      out =
+        state === undefined
+          ? slidingLog(undefined, now, bucket, cost)
+          : slidingLogInPlace(state, now, bucket, cost)
+    } else out = algorithms[bucket.algorithm](state, now, bucket, cost)
+    if (out.result.allowed || out.rebased) {
+      if (s === NONE) this.write(this.create(key, now + out.ttlMs, now), id, long, out, now)
+      else this.write(s, id, long, out, now, lane)
+    }
     return out.result
   }
 
-  #checkAll(space: Space, name: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
-    if (buckets.length === 1) return [this.#check(space, name, buckets[0] as BucketConfig, cost)]
-    if (this.#closed) throw this.#closedError()
-    const now = this.#now()
-    const s = this.#get(space, name)
-    const states: Array<number[] | undefined> = new Array(buckets.length)
-    for (let i = 0; i < buckets.length; i++) {
-      // Copy: the scratch array is shared between buckets.
-      states[i] = this.#read(s, bucketId(buckets[i] as BucketConfig))?.slice()
-    }
+  /** {@link Backend.checkAndIncrementAll}, synchronously. Never returns undefined. */
+  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
+    if (buckets.length === 1) return [this.checkAndIncrementSync(key, buckets[0] as BucketConfig, cost)]
+    checkPositiveCost('memory', cost, '')
+    if (this.closed) throw this.closedError()
+    const now = this.now()
+    const found = this.keys.get(key)
+    const s = found === undefined ? NONE : found
+    const n = buckets.length
+    const states: Array<number[] | undefined> = new Array(n)
+    // Copies: inline states share a scratch array, and the steps here must not change a stored log.
+    for (let i = 0; i < n; i++) states[i] = this.stateOf(s, bucketId(buckets[i] as BucketConfig))?.slice()
     const all = stepAll(states, now, buckets, cost)
     let slot = s
-    for (let i = 0; i < buckets.length; i++) {
+    for (let i = 0; i < n; i++) {
       const out = all.outputs[i] as StepOutput
       if (all.allowed || out.rebased) {
-        if (slot === NONE) slot = this.#create(space, name)
-        this.#write(slot, bucketId(buckets[i] as BucketConfig), out, now)
+        const bucket = buckets[i] as BucketConfig
+        if (slot === NONE) slot = this.create(key, now + out.ttlMs, now)
+        this.write(slot, bucketId(bucket), bucket.algorithm === 'sliding-log', out, now)
       }
     }
     return all.results
   }
 
-  /** {@link Backend.checkAndIncrement}, synchronously. */
-  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
-    // A cost handed to the backend directly (FastLimit checks its own).
-    checkPositiveCost('memory', cost, '')
-    const [space, name] = this.#split(key)
-    return this.#check(space, name, bucket, cost)
-  }
-
-  /** {@link Backend.checkAndIncrementAll}, synchronously. */
-  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
-    checkPositiveCost('memory', cost, '')
-    const [space, name] = this.#split(key)
-    return this.#checkAll(space, name, buckets, cost)
-  }
-
-  /** {@link Backend.peek}, synchronously. */
+  /** {@link Backend.peek}, synchronously. Never returns undefined. */
   peekSync(key: string, bucket: BucketConfig): BackendResult {
-    if (this.#closed) throw this.#closedError()
-    const now = this.#now()
-    const [space, name] = this.#split(key)
-    const s = space.get(name)
+    if (this.closed) throw this.closedError()
+    const now = this.now()
+    const s = this.keys.get(key)
     const state =
-      s !== undefined && (this.#expires[s] as number) > now ? this.#read(s, bucketId(bucket)) : undefined
+      s !== undefined && (this.exp[s] as number) > now ? this.stateOf(s, bucketId(bucket)) : undefined
     return algorithms[bucket.algorithm](state, now, bucket, 0).result
   }
 
-  checkAndIncrement(key: string, bucket: BucketConfig, cost: number): Promise<BackendResult> {
+  checkAndIncrement(
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    _options?: CallOptions,
+  ): Promise<BackendResult> {
     try {
       return Promise.resolve(this.checkAndIncrementSync(key, bucket, cost))
     } catch (err) {
@@ -379,6 +516,7 @@ export class MemoryBackend implements SyncBackend {
     key: string,
     buckets: readonly BucketConfig[],
     cost: number,
+    _options?: CallOptions,
   ): Promise<BackendResult[]> {
     try {
       return Promise.resolve(this.checkAndIncrementAllSync(key, buckets, cost))
@@ -387,7 +525,7 @@ export class MemoryBackend implements SyncBackend {
     }
   }
 
-  peek(key: string, bucket: BucketConfig): Promise<BackendResult> {
+  peek(key: string, bucket: BucketConfig, _options?: CallOptions): Promise<BackendResult> {
     try {
       return Promise.resolve(this.peekSync(key, bucket))
     } catch (err) {
@@ -395,78 +533,105 @@ export class MemoryBackend implements SyncBackend {
     }
   }
 
-  async reset(key: string): Promise<void> {
-    if (this.#closed) throw this.#closedError()
-    const [space, name] = this.#split(key)
-    const s = space.get(name)
-    if (s !== undefined) this.#delete(s)
+  async reset(key: string, _options?: CallOptions): Promise<void> {
+    if (this.closed) throw this.closedError()
+    const s = this.keys.get(key)
+    if (s !== undefined) this.delete(s)
   }
 
   async clear(): Promise<void> {
-    if (this.#closed) throw this.#closedError()
-    this.#empty()
+    if (this.closed) throw this.closedError()
+    this.empty()
   }
 
   async close(): Promise<void> {
-    this.#closed = true
-    if (this.#timer) clearInterval(this.#timer)
-    this.#timer = undefined
-    this.#empty()
+    this.closed = true
+    if (this.timer !== undefined) clearInterval(this.timer)
+    this.timer = undefined
+    this.empty()
   }
 
-  #empty(): void {
-    // Keep the space maps (FastLimit holds them) but empty them, and start over with few slots.
-    for (const space of this.#spaces.values()) space.clear()
-    this.#size = 0
-    this.#capacity = 0
-    this.#names = []
-    this.#owners = []
-    this.#buckets = []
-    this.#extras = []
-    this.#expires = new Float64Array(0)
-    this.#prev = new Int32Array(0)
-    this.#next = new Int32Array(0)
-    this.#lens = new Uint8Array(0)
-    this.#data = new Float64Array(0)
-    this.#free = []
-    this.#head = NONE
-    this.#tail = NONE
-    this.#grow(Math.min(INITIAL_CAPACITY, this.#maxKeys))
+  private empty(): void {
+    this.keys.clear()
+    this.longs.clear()
+    this.count = 0
+    this.capacity = 0
+    this.top = 0
+    this.free = []
+    this.keyOf = []
+    this.exp = new Float64Array(0)
+    this.pos = new Int32Array(0)
+    this.id0 = []
+    this.len0 = new Uint8Array(0)
+    this.data0 = new Float64Array(0)
+    this.next0 = new Int32Array(0)
+    this.heap = new Int32Array(0)
+    this.heapKey = new Float64Array(0)
+    this.xId = []
+    this.xLen = new Uint8Array(0)
+    this.xData = new Float64Array(0)
+    this.xNext = new Int32Array(0)
+    this.xFree = NONE
+    this.xTop = 0
+    this.xCapacity = 0
+  }
+
+  /** Starts the periodic sweep, once; where timers cannot be made (a runtime that forbids them), never. */
+  private startSweeping(): void {
+    this.timerStarted = true
+    if (this.cleanupIntervalMs === 0 || typeof setInterval !== 'function') return
+    try {
+      const timer = setInterval(() => {
+        void this.sweep()
+      }, this.cleanupIntervalMs)
+      // Never keep the process alive for a sweep (absent on some edge runtimes).
+      ;(timer as { unref?: () => void }).unref?.()
+      this.timer = timer
+    } catch {
+      // No timers here: expired keys are still reused when touched and dropped first when full.
+    }
   }
 
   /**
-   * Drops expired keys, least recently used first, in batches of 10,000 per macrotask so a large sweep
-   * never holds the event loop for long. Runs on its own every `cleanupIntervalMs`; call it to sweep now.
+   * Drops expired keys, soonest-expired first, in batches of 10,000 steps per macrotask so a large sweep
+   * never holds the event loop for long. Runs on its own every `cleanupIntervalMs` once something was
+   * written; call it to sweep now.
    * @returns a promise of how many keys were dropped
    */
   sweep(): Promise<number> {
-    if (this.#sweeping || this.#closed) return Promise.resolve(0)
-    this.#sweeping = true
+    if (this.sweeping || this.closed) return Promise.resolve(0)
+    this.sweeping = true
     let dropped = 0
-    let cursor = this.#tail
-    let generation = this.#capacity
     return new Promise<number>((resolve) => {
       const batch = () => {
-        // A clear() or close() since the last batch invalidates the cursor.
-        if (this.#closed || this.#capacity < generation || cursor >= this.#capacity) {
-          this.#sweeping = false
+        if (this.closed) {
+          this.sweeping = false
           resolve(dropped)
           return
         }
-        generation = this.#capacity
-        const now = this.#now()
-        let n = 0
-        while (cursor !== NONE && n < SWEEP_BATCH) {
-          const s = cursor
-          cursor = this.#prev[s] as number
-          if (this.#names[s] !== undefined && (this.#expires[s] as number) <= now) {
-            this.#delete(s)
-            dropped++
+        const now = this.now()
+        let steps = 0
+        let done = false
+        while (steps < SWEEP_BATCH) {
+          if (this.count === 0) {
+            done = true
+            break
           }
-          n++
+          const s = this.heap[0] as number
+          const e = this.exp[s] as number
+          if (e <= now) {
+            this.delete(s)
+            dropped++
+          } else if (e > (this.heapKey[0] as number)) this.siftDown(0, s, e)
+          else {
+            // The soonest expiry in the heap is still ahead: nothing else has expired.
+            done = true
+            break
+          }
+          steps++
         }
-        if (cursor === NONE) {
-          this.#sweeping = false
+        if (done) {
+          this.sweeping = false
           resolve(dropped)
         } else setTimeout(batch, 0)
       }

@@ -1,6 +1,18 @@
+import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
+import { ALGORITHMS } from './algorithms'
+import { bucketId } from './backend'
 import { ConfigError, FastlimitError } from './errors'
-import { formatWindow, MAX_WINDOW_MS, parseRule, parseRules, parseWindow } from './rules'
+import { MemoryBackend } from './memory'
+import {
+  formatWindow,
+  MAX_WINDOW_MS,
+  parseRule,
+  parseRules,
+  parseWindow,
+  type Rule,
+  type RuleObject,
+} from './rules'
 
 describe('parseRule', () => {
   it.each([
@@ -75,7 +87,6 @@ describe('parseRule', () => {
     [{ limit: 5, window: '1m', windw: 3 }, /unknown option "windw"/],
     [{ limit: 5 }, /window is missing/],
     [{ limit: 5, window: '1m', windowMs: 60000 }, /both window and windowMs/],
-    [{ limit: 200_000, window: '1m', algorithm: 'sliding-log' }, /at most 100000/],
     [{ limit: 1_000_000, window: '365d' }, /above 2\^52.*Use at most 142808 per 365d/],
   ])('rejects %j', (input, message) => {
     expect(() => parseRule(input as never)).toThrow(message)
@@ -114,6 +125,108 @@ describe('parseRules', () => {
     ).toThrow(/two rules are named "a"/)
     const set = parseRules(['10/s'])
     expect(parseRules(set)).toBe(set)
+  })
+})
+
+describe('rule ids: one bucket per distinct rule', () => {
+  it('gives rules that differ only by name separate buckets: 5 logins do not use up a password-reset limit', async () => {
+    const login = parseRule({ limit: 5, window: '15m', name: 'login' })
+    const reset = parseRule({ limit: 5, window: '15m', name: 'password-reset' })
+    expect(login.id).not.toBe(reset.id)
+    const backend = new MemoryBackend({ cleanupIntervalMs: 0 })
+    for (let i = 0; i < 5; i++) expect(backend.checkAndIncrementSync('ip', login, 1).allowed).toBe(true)
+    expect(backend.checkAndIncrementSync('ip', login, 1).allowed).toBe(false)
+    expect(backend.checkAndIncrementSync('ip', reset, 1)).toMatchObject({ allowed: true, remaining: 4 })
+    await backend.close()
+  })
+
+  it('keeps the plain configuration as the id of an unnamed rule (and of one named as the default)', () => {
+    expect(parseRule('100/min').id).toBe('gcra:100:60000:100')
+    expect(parseRule({ limit: 100, window: '1m', name: '100/1m' }).id).toBe('gcra:100:60000:100')
+    expect(parseRule({ limit: 100, window: '1m', name: 'api' }).id).toBe('gcra:100:60000:100:api')
+    expect(bucketId({ algorithm: 'gcra', limit: 100, windowMs: 60_000 })).toBe('gcra:100:60000:100')
+  })
+
+  // Adversarial pairs: names that spell another rule's configuration or its id, names with the
+  // separator, names that are prefixes of each other, the default name written out, equal fields.
+  const nameArb = (rule: { limit: number; windowMs: number }) =>
+    fc.oneof(
+      fc.constant(undefined),
+      fc.constant(`${rule.limit}/${formatWindow(rule.windowMs)}`),
+      fc.constantFrom(
+        'a',
+        'a:',
+        ':a',
+        'a:b',
+        '1',
+        '100',
+        '100:100',
+        'gcra',
+        'gcra:1:1:1',
+        '60000:100',
+        'x',
+        'x:',
+      ),
+      fc.stringMatching(/^[A-Za-z0-9_.:/+-]{1,12}$/),
+      fc
+        .tuple(fc.constantFrom(...ALGORITHMS), fc.nat(3), fc.nat(3))
+        .map(([a, l, w]) => `${a}:${l + 1}:${w + 1}`),
+    )
+  const ruleArb: fc.Arbitrary<RuleObject> = fc
+    .record({
+      algorithm: fc.constantFrom(...ALGORITHMS),
+      limit: fc.integer({ min: 1, max: 4 }),
+      windowMs: fc.constantFrom(1, 2, 1000, 60_000),
+      burst: fc.option(fc.integer({ min: 1, max: 5 }), { nil: undefined }),
+    })
+    .chain((r) =>
+      nameArb(r).map((name) => ({
+        algorithm: r.algorithm,
+        limit: r.limit,
+        windowMs: r.windowMs,
+        ...(r.burst !== undefined && ['gcra', 'token-bucket', 'leaky-bucket'].includes(r.algorithm)
+          ? { burst: r.burst }
+          : {}),
+        ...(name === undefined ? {} : { name }),
+      })),
+    )
+  const fields = (r: Rule) => [r.algorithm, r.limit, r.windowMs, r.burst ?? r.limit, r.name]
+
+  it('two rules share an id exactly when every field is equal, name included (property)', () => {
+    fc.assert(
+      fc.property(ruleArb, ruleArb, (a, b) => {
+        const x = parseRule(a)
+        const y = parseRule(b)
+        const same = JSON.stringify(fields(x)) === JSON.stringify(fields(y))
+        expect(x.id === y.id).toBe(same)
+        // And a plain BucketConfig of the same configuration shares the unnamed rule's state only.
+        const plain = bucketId({
+          algorithm: x.algorithm,
+          limit: x.limit,
+          windowMs: x.windowMs,
+          burst: x.burst,
+        })
+        expect(plain === x.id).toBe(x.name === `${x.limit}/${formatWindow(x.windowMs)}`)
+      }),
+      { numRuns: 5000 },
+    )
+  })
+
+  it('rules that differ in any field never share state in MemoryBackend (property)', () => {
+    const backend = new MemoryBackend({ cleanupIntervalMs: 0 })
+    let key = 0
+    fc.assert(
+      fc.property(ruleArb, ruleArb, (a, b) => {
+        const x = parseRule(a)
+        const y = parseRule(b)
+        const k = String(key++)
+        // Fill x, then y must be untouched unless it is the same rule.
+        while (backend.checkAndIncrementSync(k, x, 1).allowed) {}
+        const fresh = backend.peekSync(k, y).remaining === (y.burst ?? y.limit)
+        expect(fresh).toBe(JSON.stringify(fields(x)) !== JSON.stringify(fields(y)))
+      }),
+      { numRuns: 2000 },
+    )
   })
 })
 

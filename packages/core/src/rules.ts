@@ -13,9 +13,6 @@ export const MAX_WINDOW_MS = 365 * 24 * 60 * 60 * 1000
  */
 export const MAX_SCALED = 2 ** 52
 
-/** The largest limit of `'sliding-log'`, whose state grows with the limit. */
-export const MAX_SLIDING_LOG_LIMIT = 100_000
-
 const BUCKET_ALGORITHMS: ReadonlySet<Algorithm> = new Set(['token-bucket', 'leaky-bucket', 'gcra'])
 
 /** The fields every object rule takes, besides its window. */
@@ -74,7 +71,11 @@ export type RulesInput = RuleInput | readonly RuleInput[]
 export interface Rule extends BucketConfig {
   /** The name shown in headers and decisions. */
   readonly name: string
-  /** Identifies the rule's state within a key (see `bucketId`). */
+  /**
+   * Identifies the rule's state within a key (see `bucketId`): `algorithm:limit:windowMs:burst`,
+   * followed by `:name` when the rule has a name other than its short form. Two rules share state
+   * exactly when every field, `name` included, is equal.
+   */
   readonly id: string
 }
 
@@ -214,24 +215,21 @@ function build(
       `Use at most ${most} per ${formatWindow(windowMs)}, or a shorter window.`,
     )
   }
-  if (algorithm === 'sliding-log' && limit > MAX_SLIDING_LOG_LIMIT) {
-    fail(
-      subject,
-      `'sliding-log' keeps one entry per admitted call, so its limit is at most ${MAX_SLIDING_LOG_LIMIT}`,
-      "Use 'sliding-window' or 'gcra' for large limits.",
-    )
-  }
   if (name !== undefined && (typeof name !== 'string' || !NAME.test(name))) {
     fail(subject, `invalid name ${show(name)}`, 'Use 1 to 64 of A-Z a-z 0-9 _ . : / + -, e.g. "login".')
   }
   const b = burst === undefined || burst === limit ? undefined : burst
+  const shortName = `${limit}/${formatWindow(windowMs)}`
+  const config = bucketId({ algorithm, limit, windowMs, burst: b })
   const rule = {
     algorithm,
     limit,
     windowMs,
     ...(b === undefined ? {} : { burst: b }),
-    name: name ?? `${limit}/${formatWindow(windowMs)}`,
-    id: bucketId({ algorithm, limit, windowMs, burst: b }),
+    name: name ?? shortName,
+    // The name is part of the id, so rules that differ only by name never share a bucket. The
+    // configuration has exactly four ':'-separated parts, so whatever a name holds, the id is injective.
+    id: name === undefined || name === shortName ? config : `${config}:${name}`,
     [RULE]: true,
   }
   return Object.freeze(rule) as Rule

@@ -11,6 +11,7 @@ import {
   parseRule,
   type Rule,
   type StepFunction,
+  type SyncBackend,
   step,
 } from './index'
 
@@ -22,6 +23,12 @@ describe('public types', () => {
     expectTypeOf<Backend['checkAndIncrement']>().returns.toEqualTypeOf<Promise<BackendResult>>()
     expectTypeOf<Backend['checkAndIncrementAll']>().returns.toEqualTypeOf<Promise<BackendResult[]>>()
     expectTypeOf<MemoryBackend>().toExtend<Backend>()
+    expectTypeOf<MemoryBackend>().toExtend<SyncBackend>()
+    // Its fast path always decides: never undefined.
+    expectTypeOf<MemoryBackend['checkAndIncrementSync']>().returns.toEqualTypeOf<BackendResult>()
+    expectTypeOf<MemoryBackend['checkAndIncrementAllSync']>().returns.toEqualTypeOf<BackendResult[]>()
+    expectTypeOf<MemoryBackend['peekSync']>().returns.toEqualTypeOf<BackendResult>()
+    expectTypeOf<MemoryBackend['kind']>().toEqualTypeOf<'memory'>()
     expectTypeOf(gcra).toEqualTypeOf<StepFunction>()
     expectTypeOf(step).parameter(2).toEqualTypeOf<BucketConfig>()
     expectTypeOf(parseRule('1/s')).toEqualTypeOf<Rule>()

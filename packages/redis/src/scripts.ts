@@ -19,7 +19,9 @@
 // whole step: `TIME`, `HGET` (`HMGET`), and when something is charged `HSET` and `PTTL`, with `PEXPIRE`
 // only when the expiry must grow (then to twice the margin, so that it rarely must). `PEXPIRE ... GT`
 // (Redis 7) would replace the `PTTL`, but costs more than it even when it changes nothing.
+
 import { createHash } from 'node:crypto'
+import { SLIDING_LOG_SLOTS } from '@fastlimit/core'
 
 /**
  * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
@@ -237,6 +239,8 @@ elseif alg == 'sliding-window' then
     ok, rem = c == 0 and used + 1 <= L, L - used
   end
 elseif alg == 'sliding-log' then
+  -- Core: algorithms/sliding-log.ts. At most SLOTS entries; a 65th merges the oldest two of one slot.
+  local SLOTS = ${SLIDING_LOG_SLOTS}
   -- decodeState: integers joined by commas, each safe; anything malformed reads as no state.
   local s, n = {}, 0
   if text and text ~= '' then
@@ -261,33 +265,51 @@ elseif alg == 'sliding-log' then
   local cutoff = t - W
   local first = 0
   while first < n and s[first + 1] - shift <= cutoff do first = first + 2 end
-  local used = 0
-  local kept, m = {}, 0
+  -- Drop what left the window, in place.
+  local used, m = 0, 0
   for i = first + 1, n, 2 do
-    used = used + s[i + 1]
-    kept[m + 1] = s[i] - shift
-    kept[m + 2] = s[i + 1]
+    local v = s[i + 1]
+    s[m + 1] = s[i] - shift
+    s[m + 2] = v
+    used = used + v
     m = m + 2
   end
-  if shift > 0 then
-    local parts = {}
-    for i = 1, m do parts[i] = fmt('%d', kept[i]) end
-    norm = table.concat(parts, ',')
-  end
+  if shift > 0 then norm = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m)) end
   local newest = t
-  if m > 0 then newest = kept[m - 1] end
+  if m > 0 then newest = s[m - 1] end
   if c > 0 and c <= L and used + c <= L then
     if m > 0 and newest == t then
-      kept[m] = kept[m] + c
+      s[m] = s[m] + c
     else
-      kept[m + 1] = t
-      kept[m + 2] = c
+      s[m + 1] = t
+      s[m + 2] = c
       m = m + 2
+    end
+    if m > 2 * SLOTS then
+      -- merge(): one pass from the oldest; an entry in the slot of the one before joins it.
+      local g = floor(W / (SLOTS - 1))
+      if g * (SLOTS - 1) < W then g = g + 1 end
+      local excess = m / 2 - SLOTS
+      local w = 1
+      local prev = floor(s[1] / g)
+      for r = 3, m, 2 do
+        local slot = floor(s[r] / g)
+        if excess > 0 and slot == prev then
+          s[w] = s[r]
+          s[w + 1] = s[w + 1] + s[r + 1]
+          excess = excess - 1
+        else
+          w = w + 2
+          s[w] = s[r]
+          s[w + 1] = s[r + 1]
+          prev = slot
+        end
+      end
+      m = w + 1
     end
     used = used + c
     ok, rem, reset, retry, ttl = true, L - used, t + W, 0, W
-    for i = 1, m do kept[i] = fmt('%d', kept[i]) end
-    enc = table.concat(kept, ',')
+    enc = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m))
   else
     reset, ttl = t, W
     if m > 0 then
@@ -303,10 +325,10 @@ elseif alg == 'sliding-log' then
       -- Drop the oldest entries until the cost fits; it fits once the last dropped one expires.
       local left, i = used, 0
       while left + want > L do
-        left = left - kept[i + 2]
+        left = left - s[i + 2]
         i = i + 2
       end
-      retry = kept[i - 1] + W - t
+      retry = s[i - 1] + W - t
     end
     ok, rem = c == 0 and used + 1 <= L, L - used
   end

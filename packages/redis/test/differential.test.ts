@@ -13,6 +13,7 @@ import {
   MAX_SCALED,
   MAX_WINDOW_MS,
   parseRule,
+  SLIDING_LOG_SLOTS,
   type State,
   step,
   stepAll,
@@ -27,7 +28,7 @@ const PREFIX = 'differential:'
 const METERS = new Set<Algorithm>(['token-bucket', 'leaky-bucket', 'gcra'])
 
 function bucketArb(algorithm: Algorithm): fc.Arbitrary<BucketConfig> {
-  const largeLimit = algorithm === 'sliding-log' ? 300 : 1_000_000
+  const largeLimit = 1_000_000
   return fc
     .tuple(
       fc.oneof(
@@ -93,7 +94,15 @@ const START_TIMES = [
 /** The clock skew tolerances (maxClockSkewMs) the script is run with, each on a backend of its own. */
 const SKEWS = [0, 2000, 300_000]
 
-const scenario = (algorithm: Algorithm) =>
+interface Scenario {
+  bucket: BucketConfig
+  skew: number
+  other: BucketConfig
+  ops: Op[]
+  start: number
+}
+
+const scenario = (algorithm: Algorithm): fc.Arbitrary<Scenario> =>
   bucketArb(algorithm).chain((bucket) =>
     fc.record({
       bucket: fc.constant(bucket),
@@ -114,12 +123,59 @@ afterAll(async () => {
   await closeClient(raw)
 })
 
+/**
+ * Sliding-log sequences that overflow its SLIDING_LOG_SLOTS entries: limits above 64, many admissions
+ * a few milliseconds apart within one window, so that entries merge on most calls.
+ */
+const overflowScenario = fc
+  .record({
+    limit: fc.oneof(
+      fc.integer({ min: SLIDING_LOG_SLOTS + 1, max: 1000 }),
+      fc.integer({ min: 1001, max: 1_000_000 }),
+    ),
+    windowMs: fc.oneof(
+      fc.integer({ min: 100, max: 5000 }),
+      fc.constantFrom(60_000, 3_600_000, MAX_WINDOW_MS),
+    ),
+  })
+  .chain(({ limit, windowMs }) => {
+    const bucket = parseRule({
+      algorithm: 'sliding-log',
+      limit: Math.min(limit, Math.floor(MAX_SCALED / windowMs)),
+      windowMs,
+    })
+    const op = fc.record({
+      dt: fc.oneof(
+        { weight: 2, arbitrary: fc.constant(0) },
+        { weight: 24, arbitrary: fc.integer({ min: 1, max: Math.max(1, Math.floor(windowMs / 300)) }) },
+        { weight: 1, arbitrary: fc.integer({ min: 0, max: windowMs }) },
+        { weight: 1, arbitrary: fc.integer({ min: -Math.min(windowMs, 5000), max: -1 }) },
+      ),
+      kind: fc.constantFrom<Op['kind']>('check', 'check', 'check', 'check', 'check', 'peek', 'all'),
+      cost: fc.oneof(
+        { weight: 9, arbitrary: fc.constant(1) },
+        { weight: 1, arbitrary: fc.integer({ min: 1, max: Math.min(bucket.limit, 50) }) },
+      ),
+    })
+    return fc.record({
+      bucket: fc.constant(bucket),
+      skew: fc.constantFrom(...SKEWS),
+      other: fc.constantFrom(...ALGORITHMS).chain(bucketArb),
+      ops: fc.array(op, { minLength: 150, maxLength: 300 }),
+      start: fc.constantFrom(...START_TIMES).chain((t) => fc.integer({ min: t, max: t + 100_000 })),
+    })
+  })
+
 describe('the Lua scripts and the TypeScript steps agree exactly', () => {
-  for (const algorithm of ALGORITHMS) {
-    it.concurrent(`${algorithm}`, async () => {
+  const cases: Array<[string, fc.Arbitrary<Scenario>, number]> = [
+    ...ALGORITHMS.map((a): [string, fc.Arbitrary<Scenario>, number] => [a, scenario(a), 150]),
+    ['sliding-log beyond its 64 entries', overflowScenario, 60],
+  ]
+  for (const [name, arbitrary, numRuns] of cases) {
+    it.concurrent(`${name}`, async () => {
       let now = 0
       // A prefix per test: clear() at the end must not touch the tests running beside it.
-      const prefix = `${PREFIX}${algorithm}:`
+      const prefix = `${PREFIX}${name.replace(/ /g, '-')}:`
       // No expiry during the test: the TypeScript side keeps its states forever too.
       const backends = new Map(
         SKEWS.map((skew) => [
@@ -134,9 +190,10 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
         ]),
       )
       let run = 0
+      let full = 0
       try {
         await fc.assert(
-          fc.asyncProperty(scenario(algorithm), async ({ bucket, skew, other, ops, start }) => {
+          fc.asyncProperty(arbitrary, async ({ bucket, skew, other, ops, start }) => {
             const backend = backends.get(skew) as RedisBackend
             const key = String(run++)
             await backend.reset(key)
@@ -172,10 +229,13 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
               expect(stored, `${where}: stored state`).toEqual(
                 ids.map((id) => (states.has(id) ? encodeState(states.get(id) as State) : null)),
               )
+              if (states.get(ids[0] as string)?.length === 2 * SLIDING_LOG_SLOTS) full++
             }
           }),
-          { numRuns: 150 },
+          { numRuns },
         )
+        // The overflowing sequences do reach the bound (and merge from there on).
+        if (name.startsWith('sliding-log beyond')) expect(full).toBeGreaterThan(numRuns * 20)
       } finally {
         for (const backend of backends.values()) {
           await backend.clear()
@@ -184,6 +244,29 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
       }
     })
   }
+
+  it('brings a sliding-log of an older release (one entry per admitting ms) down to 64 entries, as core does', async () => {
+    const T = 1_700_000_000_000
+    const backend = RedisBackend.fromUrl(urlOf('standalone'), {
+      keyPrefix: `${PREFIX}old:`,
+      timeSource: 'client',
+      clock: () => T + 5000,
+    })
+    try {
+      const bucket = parseRule({ algorithm: 'sliding-log', limit: 20_000, windowMs: 60_000 })
+      const old: number[] = []
+      for (let i = 0; i < 5000; i++) old.push(T + i, 1 + (i % 3))
+      await raw.hset(`${PREFIX}old::k`, bucketId(bucket), encodeState(old))
+      expect(await backend.peek('k', bucket)).toEqual(step(old, T + 5000, bucket, 0).result)
+      const out = step(old, T + 5000, bucket, 7)
+      expect(out.state.length).toBe(2 * SLIDING_LOG_SLOTS)
+      expect(await backend.checkAndIncrement('k', bucket, 7)).toEqual(out.result)
+      expect(await raw.hget(`${PREFIX}old::k`, bucketId(bucket))).toBe(encodeState(out.state))
+    } finally {
+      await backend.clear()
+      await backend.close()
+    }
+  })
 
   it('prints large integers in full and reads them back', async () => {
     const backend = RedisBackend.fromUrl(urlOf('standalone'), {

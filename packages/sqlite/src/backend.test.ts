@@ -70,6 +70,7 @@ describe('SQLiteBackend options', () => {
     ['a string busyTimeoutMs', { busyTimeoutMs: '1000' }, /busyTimeoutMs .* got "1000"/],
     ['a cleanupIntervalMs above a timer', { cleanupIntervalMs: 2 ** 31 }, /cleanupIntervalMs/],
     ['a negative cleanupIntervalMs', { cleanupIntervalMs: -5 }, /cleanupIntervalMs/],
+    ['a fileCheckIntervalMs that is not a number', { fileCheckIntervalMs: '1s' }, /fileCheckIntervalMs/],
     ['a clock that is not a function', { clock: 1_700_000_000_000 }, /clock must be a function/],
   ]
   for (const [what, options, message] of bad) {
@@ -99,11 +100,14 @@ describe('SQLiteBackend options', () => {
         tableName: 'Rate_Limits_2',
         busyTimeoutMs: 250,
         cleanupIntervalMs: 0,
+        fileCheckIntervalMs: 0,
         clock: clock.now,
       }),
     )
     expect(backend.tableName).toBe('Rate_Limits_2')
-    expect(backend.database.pragma('busy_timeout', { simple: true })).toBe(250)
+    expect(backend.kind).toBe('sqlite')
+    // A statement waits at most 2 ms for the lock; busyTimeoutMs bounds the wait off the event loop.
+    expect(backend.database.pragma('busy_timeout', { simple: true })).toBe(2)
     backend.checkAndIncrementSync('k', gcra, 1)
     expect(count(backend.database, 'Rate_Limits_2')).toBe(1)
     const version = backend.database.prepare(
@@ -231,7 +235,7 @@ describe('SQLiteBackend construction checks', () => {
     first.checkAndIncrementSync('k', gcra, 2)
     await first.close()
     const second = track(new SQLiteBackend(file, { clock: clock.now, cleanupIntervalMs: 0 }))
-    expect(second.peekSync('k', gcra).remaining).toBe(1)
+    expect(second.peekSync('k', gcra)?.remaining).toBe(1)
     expect(second.database.pragma('user_version', { simple: true })).toBe(7)
   })
 
@@ -247,14 +251,14 @@ describe('SQLiteBackend construction checks', () => {
 })
 
 describe('SQLiteBackend with a Database you pass in', () => {
-  it('never closes it, switches it to WAL, and keeps its busy timeout unless told', async () => {
+  it('never closes it, switches it to WAL, and sets its busy timeout to 2 ms', async () => {
     const file = path.join(tempDir(), 'mine.db')
     const db = track(new Database(file, { timeout: 1234 }))
     db.pragma('synchronous = FULL')
     const backend = new SQLiteBackend(db, { cleanupIntervalMs: 0 })
     expect(backend.database).toBe(db)
     expect(db.pragma('journal_mode', { simple: true })).toBe('wal')
-    expect(db.pragma('busy_timeout', { simple: true })).toBe(1234)
+    expect(db.pragma('busy_timeout', { simple: true })).toBe(2)
     expect(db.pragma('synchronous', { simple: true })).toBe(2) // FULL, as its owner set it
     expect(db.pragma('user_version', { simple: true })).toBe(0)
     expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(2)
@@ -262,8 +266,6 @@ describe('SQLiteBackend with a Database you pass in', () => {
     await backend.close()
     expect(db.open).toBe(true)
     expect(count(db)).toBe(1)
-    track(new SQLiteBackend(db, { busyTimeoutMs: 50, cleanupIntervalMs: 0 }))
-    expect(db.pragma('busy_timeout', { simple: true })).toBe(50)
   })
 
   it('works on a Database that returns integers as BigInt, and still refuses a newer schema there', async () => {
@@ -272,10 +274,10 @@ describe('SQLiteBackend with a Database you pass in', () => {
     const clock = fakeClock()
     const backend = track(new SQLiteBackend(db, { clock: clock.now, cleanupIntervalMs: 0 }))
     const minute: BucketConfig = { algorithm: 'sliding-log', limit: 3, windowMs: 60_000 }
-    expect(backend.checkAndIncrementSync('k', minute, 2).remaining).toBe(1)
+    expect(backend.checkAndIncrementSync('k', minute, 2)?.remaining).toBe(1)
     clock.advance(1)
-    expect(backend.checkAndIncrementSync('k', minute, 1).remaining).toBe(0)
-    expect(backend.checkAndIncrementSync('k', minute, 1).allowed).toBe(false)
+    expect(backend.checkAndIncrementSync('k', minute, 1)?.remaining).toBe(0)
+    expect(backend.checkAndIncrementSync('k', minute, 1)?.allowed).toBe(false)
     db.exec(`UPDATE fastlimit_meta SET value = 9`)
     expect(thrown(() => new SQLiteBackend(db)).message).toMatch(/schema version 9/)
   })
@@ -294,6 +296,21 @@ describe('SQLiteBackend with a Database you pass in', () => {
     expect(count(db, 'users')).toBe(1)
   })
 
+  it('a call waiting for the lock when its owner closes the Database fails with ERR_FASTLIMIT_BACKEND, no crash', async () => {
+    const file = path.join(tempDir(), 'owner-closes.db')
+    const db = new Database(file)
+    const backend = track(new SQLiteBackend(db, { cleanupIntervalMs: 0 }))
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const waiting = backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 10_000 })
+    db.close()
+    await expect(waiting).rejects.toMatchObject({
+      code: 'ERR_FASTLIMIT_BACKEND',
+      message: expect.stringMatching(/was closed by its owner/),
+    })
+    other.exec('ROLLBACK')
+  })
+
   it('reports its owner closing it first as a backend error, not a crash', async () => {
     const db = new Database(':memory:')
     const backend = track(new SQLiteBackend(db, { cleanupIntervalMs: 0 }))
@@ -305,10 +322,115 @@ describe('SQLiteBackend with a Database you pass in', () => {
   })
 })
 
-describe('SQLiteBackend when the database is locked', () => {
-  it('fails a decision past busyTimeoutMs with ERR_FASTLIMIT_BACKEND, charges nothing, and still reads', async () => {
+/** Counts turns of the event loop until stopped: a loop blocked by a lock wait does not turn. */
+function loopTurns(): { stop(): number } {
+  let turns = 0
+  let running = true
+  const turn = () => {
+    turns++
+    if (running) setImmediate(turn)
+  }
+  setImmediate(turn)
+  return {
+    stop: () => {
+      running = false
+      return turns
+    },
+  }
+}
+
+/** The error a promise rejects with, or fails the test. */
+async function rejection(promise: Promise<unknown>): Promise<FastlimitError> {
+  return promise.then(
+    () => {
+      throw new Error('expected the promise to reject')
+    },
+    (err: FastlimitError) => err,
+  )
+}
+
+describe('SQLiteBackend when another connection holds the write lock', () => {
+  it('the synchronous path answers undefined without waiting, charges nothing, and still reads', () => {
     const file = path.join(tempDir(), 'busy.db')
-    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 20, cleanupIntervalMs: 0 }))
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 1000, cleanupIntervalMs: 0 }))
+    backend.checkAndIncrementSync('k', gcra, 1)
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const started = performance.now()
+    expect(backend.checkAndIncrementSync('k', gcra, 1)).toBeUndefined()
+    expect(backend.checkAndIncrementAllSync('k', [gcra, { ...gcra, limit: 9 }], 1)).toBeUndefined()
+    expect(backend.checkAndIncrementAllSync('k', [gcra], 1)).toBeUndefined()
+    // Three calls, each waiting at most 2 ms (busyTimeoutMs is 1000: it used to block that long each).
+    expect(performance.now() - started).toBeLessThan(500)
+    // WAL: readers never wait for the writer.
+    expect(backend.peekSync('k', gcra)?.remaining).toBe(2)
+    other.exec('COMMIT')
+    expect(backend.checkAndIncrementSync('k', gcra, 1)?.remaining).toBe(1)
+  })
+
+  it('an asynchronous call waits off the event loop, in turn, and is applied once the lock is free', async () => {
+    const file = path.join(tempDir(), 'wait.db')
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 1000, cleanupIntervalMs: 0 }))
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const turns = loopTurns()
+    const order: string[] = []
+    const deadline = Date.now() + 10_000
+    const first = backend.checkAndIncrement('k', gcra, 2, { deadline }).then((r) => {
+      order.push('first')
+      return r
+    })
+    const second = backend
+      .checkAndIncrementAll('k', [gcra, { ...gcra, limit: 9 }], 1, { deadline })
+      .then((r) => {
+        order.push('second')
+        return r
+      })
+    // While calls wait, the synchronous path waits its turn too.
+    expect(backend.checkAndIncrementSync('j', gcra, 1)).toBeUndefined()
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(order).toEqual([])
+    other.exec('COMMIT')
+    expect((await first).remaining).toBe(1)
+    expect((await second).map((r) => r.remaining)).toEqual([0, 8])
+    expect(order).toEqual(['first', 'second'])
+    // The loop kept turning while they waited (it did not turn at all during a blocking wait).
+    expect(turns.stop()).toBeGreaterThan(10)
+    expect(backend.checkAndIncrementSync('j', gcra, 1)?.remaining).toBe(2)
+  })
+
+  it('a call still waiting at its deadline fails with ERR_FASTLIMIT_TIMEOUT, and is never applied afterwards', async () => {
+    const file = path.join(tempDir(), 'deadline.db')
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 5000, cleanupIntervalMs: 0 }))
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const started = performance.now()
+    const err = await rejection(backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 50 }))
+    const waited = performance.now() - started
+    expect(err.code).toBe('ERR_FASTLIMIT_TIMEOUT')
+    expect(err.message).toMatch(
+      /^\[fastlimit\] \[sqlite\] Another connection held the database's write lock until the call's deadline/,
+    )
+    expect(err.message).toMatch(/Nothing was charged; onBackendError applies/)
+    expect(String((err.cause as { code?: string }).code)).toMatch(/^SQLITE_BUSY/)
+    expect(waited).toBeGreaterThanOrEqual(45)
+    expect(waited).toBeLessThan(2000)
+    other.exec('COMMIT')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect(backend.peekSync('k', gcra)?.remaining).toBe(3)
+    // A deadline already past is refused even with the lock free.
+    const late = await rejection(backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() - 1 }))
+    expect(late.code).toBe('ERR_FASTLIMIT_TIMEOUT')
+    expect(late.message).toMatch(/deadline passed before it could be applied: nothing was charged/)
+    expect(await rejection(backend.reset('k', { deadline: Date.now() - 1 }))).toMatchObject({
+      code: 'ERR_FASTLIMIT_TIMEOUT',
+    })
+    expect(backend.peekSync('k', gcra)?.remaining).toBe(3)
+  })
+
+  it('without a deadline, every waiting call gives up after busyTimeoutMs with ERR_FASTLIMIT_TIMEOUT', async () => {
+    const file = path.join(tempDir(), 'busy-timeout.db')
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 30, cleanupIntervalMs: 0 }))
     await backend.checkAndIncrement('k', gcra, 1)
     const other = track(new Database(file))
     other.exec('BEGIN IMMEDIATE')
@@ -318,49 +440,129 @@ describe('SQLiteBackend when the database is locked', () => {
       () => backend.reset('k'),
       () => backend.clear(),
       () => backend.sweep(),
+      // A later deadline than busyTimeoutMs: busyTimeoutMs still bounds the wait.
+      () => backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 60_000 }),
     ]) {
-      const err = (await call().then(
-        () => undefined,
-        (e: unknown) => e,
-      )) as FastlimitError
-      expect(err.code).toBe('ERR_FASTLIMIT_BACKEND')
-      expect(err.message).toMatch(
-        /^\[fastlimit\] \[sqlite\] The database stayed locked for more than busyTimeoutMs \(20 ms\)/,
-      )
-      expect((err.cause as { code?: string }).code).toBe('SQLITE_BUSY')
+      const err = await rejection(call())
+      expect(err.code).toBe('ERR_FASTLIMIT_TIMEOUT')
+      expect(err.message).toMatch(/write lock for busyTimeoutMs \(30 ms\); waited \d+ ms without blocking/)
+      expect(String((err.cause as { code?: string }).code)).toMatch(/^SQLITE_BUSY/)
     }
-    expect(() => backend.checkAndIncrementSync('k', gcra, 1)).toThrow(/stayed locked/)
-    // WAL: readers never wait for the writer.
-    expect(backend.peekSync('k', gcra).remaining).toBe(2)
+    expect((await backend.peek('k', gcra)).remaining).toBe(2)
     other.exec('COMMIT')
-    expect(backend.checkAndIncrementSync('k', gcra, 1).remaining).toBe(1)
+    expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(1)
   })
 
-  it('lets FastLimit apply onBackendError, on the synchronous path', async () => {
+  it('busyTimeoutMs 0: a call tries the lock once and never waits for it', async () => {
+    const file = path.join(tempDir(), 'no-wait.db')
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 0, cleanupIntervalMs: 0 }))
+    expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(2)
+    expect((await backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 1000 })).remaining).toBe(1)
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const err = await rejection(backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 1000 }))
+    expect(err.message).toMatch(/write lock for busyTimeoutMs \(0 ms\)/)
+    other.exec('COMMIT')
+    expect((await backend.checkAndIncrement('k', gcra, 1)).remaining).toBe(0)
+  })
+
+  it('close rejects the calls still waiting with ERR_FASTLIMIT_CLOSED; reconnect drops them, uncharged', async () => {
+    const file = path.join(tempDir(), 'drop.db')
+    const backend = new SQLiteBackend(file, { cleanupIntervalMs: 0 })
+    const other = track(new Database(file))
+    other.exec('BEGIN IMMEDIATE')
+    const dropped = backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 10_000 })
+    const cause = new Error('breaker open')
+    backend.reconnect(cause)
+    const err = await rejection(dropped)
+    expect(err).toMatchObject({ code: 'ERR_FASTLIMIT_TIMEOUT', cause })
+    expect(err.message).toMatch(/the limiter gave up on the store. Nothing was charged/)
+    const waiting = backend.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 10_000 })
+    await backend.close()
+    expect((await rejection(waiting)).code).toBe('ERR_FASTLIMIT_CLOSED')
+    other.exec('COMMIT')
+    expect(other.prepare('SELECT count(*) FROM fastlimit').pluck().get()).toBe(0)
+  })
+
+  it('through FastLimit: the policy within timeoutMs, nothing charged, and the fast path again once free', async () => {
     const file = path.join(tempDir(), 'policy.db')
-    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 5, cleanupIntervalMs: 0 }))
+    const backend = track(new SQLiteBackend(file, { busyTimeoutMs: 5000, cleanupIntervalMs: 0 }))
     expect(isSyncBackend(backend)).toBe(true)
     const asyncCheck = vi.spyOn(backend, 'checkAndIncrement')
     const asyncAll = vi.spyOn(backend, 'checkAndIncrementAll')
     const errors: FastlimitError[] = []
-    const closed = new FastLimit({ backend, onBackendError: 'fail-closed', onError: (e) => errors.push(e) })
-    const open = new FastLimit({ backend })
+    const closed = new FastLimit({
+      backend,
+      timeoutMs: 50,
+      onBackendError: 'fail-closed',
+      onError: (e) => errors.push(e),
+    })
+    const open = new FastLimit({ backend, timeoutMs: 50, onError: () => undefined })
     expect((await closed.check('ada', '2/min')).allowed).toBe(true)
     expect((await closed.check('ada', ['2/min', '10/h'])).allowed).toBe(true)
     expect(await closed.check('ada', '2/min')).toMatchObject({ allowed: false, reason: 'rate-limited' })
+    expect(asyncCheck).not.toHaveBeenCalled()
+    expect(asyncAll).not.toHaveBeenCalled()
     const other = track(new Database(file))
     other.exec('BEGIN IMMEDIATE')
+    const started = performance.now()
     expect(await closed.check('grace', '2/min')).toMatchObject({
       allowed: false,
       reason: 'fail-closed',
       source: 'policy',
     })
+    expect(await closed.check('grace', ['2/min', '10/h'])).toMatchObject({
+      allowed: false,
+      reason: 'fail-closed',
+    })
     expect(await open.check('grace', '2/min')).toMatchObject({ allowed: true, reason: 'fail-open' })
-    expect(errors.map((e) => e.code)).toEqual(['ERR_FASTLIMIT_BACKEND'])
+    // Three calls of timeoutMs 50 each, where each used to block for busyTimeoutMs (5000 ms).
+    expect(performance.now() - started).toBeLessThan(2500)
+    expect(errors.map((e) => e.code)).toEqual(['ERR_FASTLIMIT_TIMEOUT', 'ERR_FASTLIMIT_TIMEOUT'])
+    expect(asyncCheck).toHaveBeenCalledTimes(2)
+    expect(asyncAll).toHaveBeenCalledTimes(1)
     other.exec('ROLLBACK')
-    expect(await closed.check('grace', '2/min')).toMatchObject({ allowed: true, remaining: 1 })
-    expect(asyncCheck).not.toHaveBeenCalled()
-    expect(asyncAll).not.toHaveBeenCalled()
+    // Nothing the limiter gave up on was charged, even once the lock was free.
+    await new Promise((resolve) => setTimeout(resolve, 30))
+    expect(await closed.check('grace', '2/min')).toMatchObject({
+      allowed: true,
+      remaining: 1,
+      source: 'backend',
+    })
+    expect(await closed.check('grace', '10/h')).toMatchObject({ allowed: true, remaining: 9 })
+    expect(asyncCheck).toHaveBeenCalledTimes(2)
+  })
+})
+
+describe('SQLiteBackend behind a Proxy or a wrapper', () => {
+  it('works through new Proxy(backend, {}), fast path included', async () => {
+    const backend = track(new SQLiteBackend(':memory:', { cleanupIntervalMs: 0 }))
+    const proxy = new Proxy(backend, {})
+    expect(isSyncBackend(proxy)).toBe(true)
+    expect(proxy.kind).toBe('sqlite')
+    expect(proxy.database).toBe(backend.database)
+    const errors: FastlimitError[] = []
+    const limiter = new FastLimit({ backend: proxy, onError: (e) => errors.push(e) })
+    const ds = await Promise.all(Array.from({ length: 5 }, () => limiter.check('ada', '3/min')))
+    expect(ds.map((d) => [d.allowed, d.source])).toEqual([
+      [true, 'backend'],
+      [true, 'backend'],
+      [true, 'backend'],
+      [false, 'backend'],
+      [false, 'backend'],
+    ])
+    expect((await limiter.check('ada', ['3/min', '9/h'])).allowed).toBe(false)
+    expect((await limiter.peek('ada', '3/min')).remaining).toBe(0)
+    await limiter.reset('ada')
+    expect((await limiter.peek('ada', '3/min')).remaining).toBe(3)
+    expect(await proxy.checkAndIncrement('k', gcra, 1, { deadline: Date.now() + 1000 })).toMatchObject({
+      remaining: 2,
+    })
+    expect(await proxy.sweep()).toBe(0)
+    await proxy.clear()
+    expect(errors).toEqual([])
+    await proxy.close()
+    expect(backend.database.open).toBe(false)
   })
 })
 
@@ -401,7 +603,7 @@ describe('SQLiteBackend sweep', () => {
     expect(await backend.sweep()).toBe(0)
     clock.advance(5_000)
     // Expired rows are no state at all, swept or not.
-    expect(backend.peekSync('short:1', short).remaining).toBe(5)
+    expect(backend.peekSync('short:1', short)?.remaining).toBe(5)
     let yielded = false
     const sweeping = backend.sweep()
     expect(backend.sweep()).toBe(sweeping)
@@ -411,7 +613,7 @@ describe('SQLiteBackend sweep', () => {
     expect(await sweeping).toBe(1234 + 300)
     expect(yielded).toBe(true)
     expect(count(backend.database)).toBe(300)
-    expect(backend.peekSync('both:7', long).remaining).toBe(3)
+    expect(backend.peekSync('both:7', long)?.remaining).toBe(3)
     expect(await backend.sweep()).toBe(0)
   })
 
@@ -431,9 +633,9 @@ describe('SQLiteBackend rows', () => {
     const backend = track(new SQLiteBackend(':memory:', { clock: clock.now, cleanupIntervalMs: 0 }))
     const day: BucketConfig = { algorithm: 'fixed-window', limit: 2, windowMs: 86_400_000 }
     backend.checkAndIncrementSync('k', day, 2)
-    expect(backend.checkAndIncrementSync('k', day, 1).allowed).toBe(false)
+    expect(backend.checkAndIncrementSync('k', day, 1)?.allowed).toBe(false)
     backend.database.prepare('UPDATE fastlimit SET expires_at = ?').run(clock.now())
-    expect(backend.peekSync('k', day).remaining).toBe(2)
+    expect(backend.peekSync('k', day)?.remaining).toBe(2)
     expect(backend.checkAndIncrementSync('k', day, 1)).toMatchObject({ allowed: true, remaining: 1 })
     expect(count(backend.database)).toBe(1)
   })
@@ -446,7 +648,7 @@ describe('SQLiteBackend rows', () => {
     const fast: BucketConfig = { algorithm: 'gcra', limit: 1000, windowMs: 1000 }
     const first = backend.checkAndIncrementSync('fast', fast, 1)
     // The state alone expires when the bucket is full again (resetMs); the row a window later.
-    expect(read('fast').expires_at).toBe(first.resetMs + 1000)
+    expect(read('fast').expires_at).toBe(first!.resetMs + 1000)
     const expiresAt = read('fast').expires_at
     for (let i = 0; i < 20; i++) {
       clock.advance(1)
@@ -457,8 +659,8 @@ describe('SQLiteBackend rows', () => {
     // Once the state outgrows the row, the row moves: never shorter than the state.
     clock.advance(500)
     const late = backend.checkAndIncrementSync('fast', fast, 1000)
-    expect(late.resetMs).toBeGreaterThan(expiresAt)
-    expect(read('fast').expires_at).toBe(late.resetMs + 1000)
+    expect(late!.resetMs).toBeGreaterThan(expiresAt)
+    expect(read('fast').expires_at).toBe(late!.resetMs + 1000)
     const day: BucketConfig = { algorithm: 'sliding-window', limit: 5, windowMs: 86_400_000 }
     backend.checkAndIncrementSync('day', day, 1)
     const ttl = read('day').expires_at - clock.now()

@@ -1,23 +1,21 @@
-// SQLiteBackend: the core algorithms applied in one BEGIN IMMEDIATE transaction per decision, on one file shared by every process.
+// SQLiteBackend: the core algorithms applied in one BEGIN IMMEDIATE transaction per decision, on one file shared by
+// every process; waits for a lock held elsewhere happen off the event loop, and a file deleted or replaced is reopened.
 import fs from 'node:fs'
 import path from 'node:path'
 import {
-  algorithms,
   type Backend,
   type BackendResult,
   type BucketConfig,
-  bucketId,
+  type CallOptions,
   ConfigError,
-  decodeState,
-  encodeState,
   FastlimitError,
-  type StepOutput,
   type SyncBackend,
-  stepAll,
 } from '@fastlimit/core'
 import Database from 'better-sqlite3'
-import { backendError, openError } from './errors'
-import { ensureSchema, isTableName, MAX_SLACK_MS, SWEEP_BATCH, statements } from './schema'
+import { type Connection, connect, LOCK_SPIN_MS } from './connection'
+import { backendError, isBusy, isFull, lockTimeout, openError, sqliteCode } from './errors'
+import { isBusyError, LockQueue } from './lock'
+import { ensureSchema, isTableName, SWEEP_BATCH } from './schema'
 
 /** Options of {@link SQLiteBackend}. */
 export interface SQLiteBackendOptions {
@@ -29,10 +27,12 @@ export interface SQLiteBackendOptions {
    */
   tableName?: string
   /**
-   * How long a decision waits for another process's write lock before it fails with
-   * `ERR_FASTLIMIT_BACKEND` (then `FastLimit`'s `onBackendError` applies), in milliseconds. The wait
-   * blocks the event loop, as every better-sqlite3 call does, so keep it short. For a `Database` you pass
-   * in, the timeout is changed only when this option is given.
+   * How long a call waits, at most, for a write lock that another connection holds (a backup, the sqlite3
+   * shell, a long transaction in another process) before it fails with `ERR_FASTLIMIT_TIMEOUT`, nothing
+   * charged (`FastLimit` then applies its `onBackendError` policy), in milliseconds. A call from `FastLimit`
+   * stops waiting at its deadline (`timeoutMs`) if that comes first. The wait does not block the event loop:
+   * a statement waits at most 2 ms for the lock, then the call is retried on short timers. Also how long the
+   * constructor waits for the lock while it prepares the table.
    * @default 1000
    */
   busyTimeoutMs?: number
@@ -43,6 +43,15 @@ export interface SQLiteBackendOptions {
    */
   cleanupIntervalMs?: number
   /**
+   * How often an `unref`ed timer checks that the database file at the path is still the one open (same
+   * device and inode), in milliseconds; `0` turns it off. A file deleted or replaced (renamed over) while
+   * open is noticed within this interval: SQLiteBackend then reopens the path (creating the file and its
+   * table if needed), so that every process decides on the same file again. A `Database` you passed in
+   * cannot be reopened by SQLiteBackend: its calls then fail with `ERR_FASTLIMIT_BACKEND` until you replace it.
+   * @default 1000
+   */
+  fileCheckIntervalMs?: number
+  /**
    * The clock, in epoch milliseconds. Every process sharing a file must use the same time source:
    * the default is right for processes on one host. Inject one in tests.
    * @default Date.now
@@ -50,14 +59,8 @@ export interface SQLiteBackendOptions {
   clock?: () => number
 }
 
-const OPTIONS = ['tableName', 'busyTimeoutMs', 'cleanupIntervalMs', 'clock']
+const OPTIONS = ['tableName', 'busyTimeoutMs', 'cleanupIntervalMs', 'fileCheckIntervalMs', 'clock']
 const MAX_TIMER_MS = 2 ** 31 - 1
-
-type Statement = Database.Statement<unknown[], unknown>
-/** A row as the select statement returns it (raw mode): `[state, expires_at]`. */
-type Row = [state: string, expiresAt: number]
-type CheckTx = (key: string, bucket: BucketConfig, cost: number) => BackendResult
-type CheckAllTx = (key: string, buckets: readonly BucketConfig[], cost: number) => BackendResult[]
 
 function isDatabase(value: unknown): value is Database.Database {
   if (typeof value !== 'object' || value === null) return false
@@ -150,6 +153,46 @@ function checkPath(file: string): void {
   }
 }
 
+/** A file's identity: device and inode, or undefined when nothing can be found at the path. */
+function identityOf(file: string): string | undefined {
+  try {
+    const st = fs.statSync(file, { throwIfNoEntry: false, bigint: true })
+    return st === undefined ? undefined : `${st.dev}:${st.ino}`
+  } catch {
+    // ENOTDIR, EACCES on a directory on the way: nothing we can open there either.
+    return undefined
+  }
+}
+
+/** How soon to try again to open a replaced file that was locked by another connection. */
+const REOPEN_RETRY_MS = 20
+
+/**
+ * Prepares an open database for SQLiteBackend: WAL, `synchronous=NORMAL` when we own it, and the schema,
+ * waiting up to `waitMs` for the lock. Leaves the busy timeout at `waitMs`.
+ */
+function prepareDatabase(
+  db: Database.Database,
+  owned: boolean,
+  table: string,
+  where: string,
+  waitMs: number,
+): void {
+  db.pragma(`busy_timeout = ${waitMs}`)
+  if (!db.memory) {
+    // Readers never wait for writers, and commits append to the log instead of rewriting pages.
+    if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL')
+    // Safe against a crashed process in WAL mode (only power loss can drop the last commits).
+    if (owned) db.pragma('synchronous = NORMAL')
+  }
+  ensureSchema(db, table, where)
+}
+
+/** Resolves on the next turn of the event loop, after `ms` (0: after pending I/O). */
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => (ms > 0 ? setTimeout(resolve, ms) : setImmediate(resolve)))
+}
+
 /**
  * A rate-limit backend on SQLite (better-sqlite3): limits shared by every process on one host through
  * one file, surviving restarts, with no server to run.
@@ -158,6 +201,11 @@ function checkPath(file: string): void {
  *   applies the core algorithm `step`, and writes it back, so processes serialize on the write lock.
  * - Fast: WAL, `synchronous=NORMAL`, statements prepared once, and the synchronous fast path of
  *   {@link SyncBackend}, so `FastLimit` decides without a promise per backend call.
+ * - Never stalls the event loop on a lock held elsewhere: the synchronous methods wait at most 2 ms and then
+ *   answer `undefined`; the asynchronous ones retry on short timers until the call's deadline (or
+ *   `busyTimeoutMs`), then fail with `ERR_FASTLIMIT_TIMEOUT` without charging anything.
+ * - A full disk is `ERR_FASTLIMIT_STORE_FULL`; a file deleted or replaced while open is noticed within
+ *   `fileCheckIntervalMs` and reopened.
  * - Expired rows are ignored by reads and deleted by a periodic, batched {@link SQLiteBackend.sweep}.
  * - A missing directory, a read-only or corrupt file, or a table from a newer release fails at
  *   construction with a `ConfigError`, not at the first request.
@@ -172,36 +220,40 @@ function checkPath(file: string): void {
  * ```
  */
 export class SQLiteBackend implements Backend, SyncBackend {
-  /**
-   * The better-sqlite3 connection. Yours if you passed it in (SQLiteBackend never closes it);
-   * otherwise closed by {@link SQLiteBackend.close}.
-   */
-  readonly database: Database.Database
+  /** The kind of store, for messages and metrics. */
+  readonly kind = 'sqlite'
   /** The table holding the state. */
   readonly tableName: string
 
-  readonly #owned: boolean
+  // TypeScript `private`, not `#private`: a Proxy or a delegating wrapper around the backend must work.
+  private conn: Connection
+  private readonly owned: boolean
+  /** The file whose identity is watched, or undefined (in memory, or a Database whose file is unknown). */
+  private readonly file: string | undefined
+  private fileId: string | undefined
+  /** The identity of the -wal file beside it when it was opened (ours while we are connected). */
+  private walId: string | undefined
+  /** Set while the file at the path is not the one open and it could not be reopened: every call fails with it. */
+  private failure: FastlimitError | undefined
+  private readonly where: string
   /** The clock, floored to whole epoch milliseconds. */
-  readonly #now: () => number
-  readonly #busyTimeoutMs: number
-  readonly #select: Statement
-  readonly #reset: Statement
-  readonly #clear: Statement
-  readonly #sweep: Statement
-  readonly #check: CheckTx
-  readonly #checkAll: CheckAllTx
-  #timer: ReturnType<typeof setInterval> | undefined
-  #sweeping: Promise<number> | undefined
-  #closed = false
+  private readonly now: () => number
+  private readonly busyTimeoutMs: number
+  private readonly lock: LockQueue
+  private sweepTimer: ReturnType<typeof setInterval> | undefined
+  private fileTimer: ReturnType<typeof setInterval> | undefined
+  private sweeping: Promise<number> | undefined
+  private closed = false
 
   /**
    * Opens (creating if needed) the database and its table.
    *
    * @param database a file path (its directory must exist), `':memory:'` for a private in-memory
    *   database, or a better-sqlite3 `Database` you opened. A `Database` you pass is never closed by
-   *   SQLiteBackend; it is switched to WAL (unless in memory), and its busy timeout is set only when
-   *   `busyTimeoutMs` is given. Its `synchronous` setting and `PRAGMA user_version` are left alone.
-   * @throws ConfigError for a bad option, a missing directory, a read-only or corrupt file, a table
+   *   SQLiteBackend; it is switched to WAL (unless in memory), and its busy timeout is set to 2 ms so that
+   *   no call blocks the event loop on a lock (see the README). Its `synchronous` setting and
+   *   `PRAGMA user_version` are left alone.
+   * @throws ConfigError for a bad option, a missing directory, a read-only, full or corrupt file, a table
    *   that fastlimit did not create, or one written by a newer release
    */
   constructor(database: string | Database.Database, options: SQLiteBackendOptions = {}) {
@@ -217,18 +269,22 @@ export class SQLiteBackend implements Backend, SyncBackend {
         )
       }
     }
-    const { tableName = 'fastlimit', cleanupIntervalMs = 60_000, clock = Date.now } = options
+    const {
+      tableName = 'fastlimit',
+      busyTimeoutMs = 1000,
+      cleanupIntervalMs = 60_000,
+      fileCheckIntervalMs = 1000,
+      clock = Date.now,
+    } = options
     if (!isTableName(tableName)) {
       throw new ConfigError(
         `[fastlimit] [sqlite] tableName must be 1 to 60 letters, digits and underscores, not starting with a ` +
           `digit or "sqlite_", got ${show(tableName)}. For example 'fastlimit'.`,
       )
     }
-    const busyTimeoutMs =
-      options.busyTimeoutMs === undefined
-        ? undefined
-        : checkMs('busyTimeoutMs', options.busyTimeoutMs, 0, '1000')
+    checkMs('busyTimeoutMs', busyTimeoutMs, 0, '1000')
     checkMs('cleanupIntervalMs', cleanupIntervalMs, 0, '60000')
+    checkMs('fileCheckIntervalMs', fileCheckIntervalMs, 0, '1000')
     if (typeof clock !== 'function') {
       throw new ConfigError(
         '[fastlimit] [sqlite] clock must be a function returning epoch milliseconds, e.g. Date.now.',
@@ -237,6 +293,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
 
     let db: Database.Database
     let where: string
+    let file: string | undefined
     if (typeof database === 'string') {
       if (database.includes('\0')) {
         throw new ConfigError(
@@ -250,15 +307,15 @@ export class SQLiteBackend implements Backend, SyncBackend {
         )
       }
       const memory = database === ':memory:'
-      const file = memory ? database : path.resolve(database)
-      where = memory ? 'The in-memory database' : `The database file ${show(file)}`
-      if (!memory) checkPath(file)
+      file = memory ? undefined : path.resolve(database)
+      where = file === undefined ? 'The in-memory database' : `The database file ${show(file)}`
+      if (file !== undefined) checkPath(file)
       try {
-        db = new Database(file, { timeout: busyTimeoutMs ?? 1000 })
+        db = new Database(file ?? database, { timeout: busyTimeoutMs })
       } catch (err) {
-        throw openError(err, where, busyTimeoutMs ?? 1000)
+        throw openError(err, where, busyTimeoutMs)
       }
-      this.#owned = true
+      this.owned = true
     } else if (isDatabase(database)) {
       db = database
       where = `The Database passed to SQLiteBackend (${show(db.name)})`
@@ -273,7 +330,11 @@ export class SQLiteBackend implements Backend, SyncBackend {
             'Open it without { readonly: true }, or pass a file path.',
         )
       }
-      this.#owned = false
+      // Its file, if it is a plain path that exists (not in memory, not a temporary or URI name).
+      if (!db.memory && db.name !== '' && identityOf(path.resolve(db.name)) !== undefined) {
+        file = path.resolve(db.name)
+      }
+      this.owned = false
     } else {
       throw new ConfigError(
         `[fastlimit] [sqlite] SQLiteBackend takes a file path, ':memory:' or a better-sqlite3 Database, ` +
@@ -282,234 +343,338 @@ export class SQLiteBackend implements Backend, SyncBackend {
     }
 
     const now = () => Math.floor(clock())
-    let busy = busyTimeoutMs ?? 1000
     try {
-      if (this.#owned || busyTimeoutMs !== undefined) db.pragma(`busy_timeout = ${busy}`)
-      else busy = Number(db.pragma('busy_timeout', { simple: true }))
-      if (!db.memory) {
-        // Readers never wait for writers, and commits append to the log instead of rewriting pages.
-        if (db.pragma('journal_mode', { simple: true }) !== 'wal') db.pragma('journal_mode = WAL')
-        // Safe against a crashed process in WAL mode (only power loss can drop the last commits).
-        if (this.#owned) db.pragma('synchronous = NORMAL')
-      }
-      ensureSchema(db, tableName, where)
-      const sql = statements(tableName)
-      // Numbers as numbers even on a Database whose owner turned defaultSafeIntegers on.
-      const select = db.prepare(sql.select).raw().safeIntegers(false)
-      const update = db.prepare(sql.update)
-      const upsert = db.prepare(sql.upsert)
-      this.#select = select
-      this.#reset = db.prepare(sql.reset)
-      this.#clear = db.prepare(sql.clear)
-      this.#sweep = db.prepare(sql.sweep)
-      /** Writes one bucket's new state; moves the row's expiry (and its index entry) only when it must grow. */
-      const write = (
-        key: string,
-        id: string,
-        row: Row | undefined,
-        t: number,
-        out: StepOutput,
-        windowMs: number,
-      ) => {
-        const expires = t + out.ttlMs
-        if (row !== undefined && row[1] >= expires) update.run(encodeState(out.state), key, id)
-        else upsert.run(key, id, encodeState(out.state), expires + Math.min(windowMs, MAX_SLACK_MS))
-      }
-
-      // The two decisions: read, step, write, in one BEGIN IMMEDIATE transaction each, built once.
-      this.#check = db.transaction((key: string, bucket: BucketConfig, cost: number): BackendResult => {
-        const t = now()
-        const id = bucketId(bucket)
-        const row = select.get(key, id, t) as Row | undefined
-        const out = algorithms[bucket.algorithm](
-          row === undefined ? undefined : decodeState(row[0]),
-          t,
-          bucket,
-          cost,
-        )
-        // Charged, or moved back to now after the clock stepped back: either way the row changes.
-        if (out.result.allowed || out.rebased) write(key, id, row, t, out, bucket.windowMs)
-        return out.result
-      }).immediate
-      this.#checkAll = db.transaction(
-        (key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] => {
-          const t = now()
-          const n = buckets.length
-          const ids: string[] = new Array(n)
-          const rows: Array<Row | undefined> = new Array(n)
-          const states: Array<number[] | undefined> = new Array(n)
-          for (let i = 0; i < n; i++) {
-            const id = bucketId(buckets[i] as BucketConfig)
-            const row = select.get(key, id, t) as Row | undefined
-            ids[i] = id
-            rows[i] = row
-            states[i] = row === undefined ? undefined : decodeState(row[0])
-          }
-          const all = stepAll(states, t, buckets, cost)
-          for (let i = 0; i < n; i++) {
-            const out = all.outputs[i] as StepOutput
-            if (all.allowed || out.rebased) {
-              write(key, ids[i] as string, rows[i], t, out, (buckets[i] as BucketConfig).windowMs)
-            }
-          }
-          return all.results
-        },
-      ).immediate
+      prepareDatabase(db, this.owned, tableName, where, busyTimeoutMs)
+      this.conn = connect(db, tableName, now)
     } catch (err) {
-      if (this.#owned) db.close()
-      throw openError(err, where, busy)
+      if (this.owned) db.close()
+      throw openError(err, where, busyTimeoutMs)
     }
 
-    this.database = db
     this.tableName = tableName
-    this.#busyTimeoutMs = busy
-    this.#now = now
+    this.file = file
+    this.fileId = file === undefined ? undefined : identityOf(file)
+    this.walId = file === undefined ? undefined : identityOf(`${file}-wal`)
+    this.where = where
+    this.busyTimeoutMs = busyTimeoutMs
+    this.now = now
+    this.lock = new LockQueue({
+      failed: backendError,
+      timedOut: (waitedMs, byDeadline, busy) => lockTimeout(waitedMs, byDeadline, busyTimeoutMs, busy),
+      noWait: (run) => this.conn.noWait(run),
+    })
     if (cleanupIntervalMs > 0) {
-      this.#timer = setInterval(() => {
+      this.sweepTimer = setInterval(() => {
         // A failed background sweep is retried at the next interval; decisions report real failures.
         this.sweep().catch(() => undefined)
       }, cleanupIntervalMs)
-      this.#timer.unref()
+      this.sweepTimer.unref()
+    }
+    if (fileCheckIntervalMs > 0 && this.fileId !== undefined) {
+      this.fileTimer = setInterval(() => this.checkFile(), fileCheckIntervalMs)
+      this.fileTimer.unref()
     }
   }
 
-  #closedError(): FastlimitError {
+  /**
+   * The better-sqlite3 connection. Yours if you passed it in (SQLiteBackend never closes it); otherwise
+   * opened by SQLiteBackend, replaced when the file was deleted or replaced, and closed by {@link close}.
+   */
+  get database(): Database.Database {
+    return this.conn.db
+  }
+
+  /** Throws if no call can be made now: closed, or the file is gone and could not be reopened. */
+  private usable(): void {
+    if (this.closed) throw this.closedError()
+    if (this.failure !== undefined) throw this.failure
+  }
+
+  private closedError(): FastlimitError {
     return new FastlimitError(
       'ERR_FASTLIMIT_CLOSED',
       '[fastlimit] [sqlite] This SQLiteBackend was closed; create a new one.',
     )
   }
 
-  /** {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction. */
-  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
-    if (this.#closed) throw this.#closedError()
+  /**
+   * {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction.
+   * @returns the result, or `undefined` when another connection holds the write lock (after waiting at
+   *   most 2 ms, or at once while other calls wait for it): nothing was charged; make the asynchronous call,
+   *   which waits without blocking the event loop.
+   */
+  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult | undefined {
+    this.usable()
     checkCost(cost)
+    if (this.lock.waiting) return undefined
     try {
-      return this.#check(key, bucket, cost)
+      return this.conn.check(key, bucket, cost, undefined)
     } catch (err) {
-      throw backendError(err, this.#busyTimeoutMs)
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
     }
   }
 
-  /** {@link Backend.checkAndIncrementAll}, synchronously: every bucket in one `BEGIN IMMEDIATE` transaction. */
-  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] {
-    if (buckets.length === 1) return [this.checkAndIncrementSync(key, buckets[0] as BucketConfig, cost)]
-    if (this.#closed) throw this.#closedError()
+  /**
+   * {@link Backend.checkAndIncrementAll}, synchronously: every bucket in one `BEGIN IMMEDIATE` transaction.
+   * @returns the results, or `undefined` when the write lock is held elsewhere (see {@link checkAndIncrementSync}).
+   */
+  checkAndIncrementAllSync(
+    key: string,
+    buckets: readonly BucketConfig[],
+    cost: number,
+  ): BackendResult[] | undefined {
+    if (buckets.length === 1) {
+      const one = this.checkAndIncrementSync(key, buckets[0] as BucketConfig, cost)
+      return one === undefined ? undefined : [one]
+    }
+    this.usable()
     checkCost(cost)
+    if (this.lock.waiting) return undefined
     try {
-      return this.#checkAll(key, buckets, cost)
+      return this.conn.checkAll(key, buckets, cost, undefined)
     } catch (err) {
-      throw backendError(err, this.#busyTimeoutMs)
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
     }
   }
 
-  /** {@link Backend.peek}, synchronously: one read, no transaction and no write lock. */
-  peekSync(key: string, bucket: BucketConfig): BackendResult {
-    if (this.#closed) throw this.#closedError()
+  /**
+   * {@link Backend.peek}, synchronously: one read, no transaction and no write lock (in WAL mode readers
+   * never wait for a writer).
+   * @returns the result, or `undefined` in the rare case the read had to wait (e.g. a WAL recovery elsewhere)
+   */
+  peekSync(key: string, bucket: BucketConfig): BackendResult | undefined {
+    this.usable()
     try {
-      const now = this.#now()
-      const row = this.#select.get(key, bucketId(bucket), now) as Row | undefined
-      return algorithms[bucket.algorithm](row === undefined ? undefined : decodeState(row[0]), now, bucket, 0)
-        .result
+      return this.conn.peek(key, bucket)
     } catch (err) {
-      throw backendError(err, this.#busyTimeoutMs)
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
     }
   }
 
-  checkAndIncrement(key: string, bucket: BucketConfig, cost: number): Promise<BackendResult> {
+  /**
+   * Runs `attempt` now or once the write lock is free, without blocking the event loop, waiting until the
+   * earlier of the caller's deadline and `busyTimeoutMs` from now. `attempt` gets the caller's deadline
+   * (checked inside the transaction: nothing is applied after it); busyTimeoutMs only bounds the wait.
+   */
+  private waitFor<T>(
+    attempt: (deadline: number | undefined) => T,
+    options: CallOptions | undefined,
+  ): Promise<T> {
+    const given = options?.deadline
+    const deadline = typeof given === 'number' && !Number.isNaN(given) ? given : undefined
+    const own = Date.now() + this.busyTimeoutMs
+    const byDeadline = deadline !== undefined && deadline <= own
+    return this.lock.run(
+      () => {
+        this.usable()
+        return attempt(deadline)
+      },
+      byDeadline ? (deadline as number) : own,
+      byDeadline,
+    )
+  }
+
+  /**
+   * Admits `cost` or denies, in one `BEGIN IMMEDIATE` transaction. If another connection holds the write
+   * lock, waits (off the event loop) until `options.deadline` or `busyTimeoutMs`, whichever is first, then
+   * rejects with `ERR_FASTLIMIT_TIMEOUT`, nothing charged; a call is never applied after its deadline.
+   */
+  checkAndIncrement(
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    options?: CallOptions,
+  ): Promise<BackendResult> {
     try {
-      return Promise.resolve(this.checkAndIncrementSync(key, bucket, cost))
+      this.usable()
+      checkCost(cost)
     } catch (err) {
       return Promise.reject(err)
     }
+    return this.waitFor((deadline) => this.conn.check(key, bucket, cost, deadline), options)
   }
 
+  /** {@link checkAndIncrement} for several buckets of one key, all-or-nothing. */
   checkAndIncrementAll(
     key: string,
     buckets: readonly BucketConfig[],
     cost: number,
+    options?: CallOptions,
   ): Promise<BackendResult[]> {
     try {
-      return Promise.resolve(this.checkAndIncrementAllSync(key, buckets, cost))
+      this.usable()
+      checkCost(cost)
     } catch (err) {
       return Promise.reject(err)
     }
+    return this.waitFor((deadline) => this.conn.checkAll(key, buckets, cost, deadline), options)
   }
 
-  peek(key: string, bucket: BucketConfig): Promise<BackendResult> {
+  /** Reads a bucket without charging it. */
+  peek(key: string, bucket: BucketConfig, options?: CallOptions): Promise<BackendResult> {
     try {
-      return Promise.resolve(this.peekSync(key, bucket))
+      this.usable()
     } catch (err) {
       return Promise.reject(err)
     }
+    return this.waitFor(() => this.conn.peek(key, bucket), options)
   }
 
-  /** Deletes every row of `key` (all its buckets). */
-  async reset(key: string): Promise<void> {
-    if (this.#closed) throw this.#closedError()
+  /** Deletes every row of `key` (all its buckets); waits for the lock as {@link checkAndIncrement} does. */
+  reset(key: string, options?: CallOptions): Promise<void> {
     try {
-      this.#reset.run(key)
+      this.usable()
     } catch (err) {
-      throw backendError(err, this.#busyTimeoutMs)
+      return Promise.reject(err)
     }
-  }
-
-  /** Empties this backend's table; nothing else in the database is touched. */
-  async clear(): Promise<void> {
-    if (this.#closed) throw this.#closedError()
-    try {
-      this.#clear.run()
-    } catch (err) {
-      throw backendError(err, this.#busyTimeoutMs)
-    }
+    return this.waitFor((deadline) => this.conn.reset(key, deadline), options)
   }
 
   /**
-   * Stops the sweep timer and closes the database if SQLiteBackend opened it (a `Database` you passed
-   * in stays open). Idempotent; later calls reject with `ERR_FASTLIMIT_CLOSED`.
+   * Empties this backend's table (nothing else in the database is touched), in one statement that frees
+   * the table's pages rather than deleting rows one by one: it holds the write lock about 0.1 to 0.4 s per
+   * million rows. Waits for the lock as {@link checkAndIncrement} does, up to `busyTimeoutMs`.
+   */
+  clear(): Promise<void> {
+    try {
+      this.usable()
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.waitFor(() => this.conn.clear(), undefined)
+  }
+
+  /**
+   * Stops the timers, rejects calls still waiting for the lock, and closes the database if SQLiteBackend
+   * opened it (a `Database` you passed in stays open). Idempotent; later calls reject with `ERR_FASTLIMIT_CLOSED`.
    */
   async close(): Promise<void> {
-    if (this.#closed) return
-    this.#closed = true
-    if (this.#timer) clearInterval(this.#timer)
-    this.#timer = undefined
-    if (this.#owned && this.database.open) this.database.close()
+    if (this.closed) return
+    this.closed = true
+    if (this.sweepTimer) clearInterval(this.sweepTimer)
+    if (this.fileTimer) clearInterval(this.fileTimer)
+    this.sweepTimer = undefined
+    this.fileTimer = undefined
+    this.lock.drop(this.closedError())
+    if (this.owned && this.conn.db.open) this.conn.db.close()
   }
 
   /**
-   * Deletes expired rows now, in statements of at most 500 rows, yielding to the event loop between
-   * them so a large sweep never holds the write lock or the loop for long. Runs on its own every
-   * `cleanupIntervalMs`; a call while a sweep runs joins it.
+   * Called by `FastLimit` when its circuit breaker opens: the calls still waiting for the lock are dropped
+   * (rejected with `ERR_FASTLIMIT_TIMEOUT`, never applied), and the file is checked at once.
+   */
+  reconnect(reason: Error): void {
+    if (this.closed) return
+    this.lock.drop(
+      new FastlimitError(
+        'ERR_FASTLIMIT_TIMEOUT',
+        '[fastlimit] [sqlite] Dropped while waiting for the write lock: the limiter gave up on the store. Nothing was charged.',
+        { cause: reason },
+      ),
+    )
+    this.checkFile()
+  }
+
+  /**
+   * Deletes expired rows now, in transactions of at most 100 rows with a pause between them, so a large sweep
+   * never holds the write lock or the loop for long. Runs on its own every `cleanupIntervalMs`; a call while
+   * a sweep runs joins it.
    * @returns a promise of how many rows were deleted
    */
   sweep(): Promise<number> {
-    if (this.#closed) return Promise.reject(this.#closedError())
-    if (this.#sweeping !== undefined) return this.#sweeping
-    const run = new Promise<number>((resolve, reject) => {
+    if (this.closed) return Promise.reject(this.closedError())
+    if (this.sweeping !== undefined) return this.sweeping
+    const run = (async () => {
       let removed = 0
-      const batch = () => {
-        if (this.#closed) {
-          resolve(removed)
-          return
-        }
-        let changes: number
-        try {
-          changes = this.#sweep.run(this.#now()).changes
-        } catch (err) {
-          reject(backendError(err, this.#busyTimeoutMs))
-          return
-        }
+      for (;;) {
+        if (this.closed) return removed
+        const started = performance.now()
+        const changes = await this.waitFor(() => this.conn.sweepBatch(), undefined)
         removed += changes
-        if (changes < SWEEP_BATCH) resolve(removed)
-        else setImmediate(batch)
+        if (changes < SWEEP_BATCH) return removed
+        await pause(Math.ceil(performance.now() - started))
       }
-      batch()
-    })
+    })()
     const done = () => {
-      this.#sweeping = undefined
+      this.sweeping = undefined
     }
-    this.#sweeping = run
+    this.sweeping = run
     run.then(done, done)
     return run
+  }
+
+  /**
+   * Compares the file at the path with the one open (device and inode). If it was deleted or replaced,
+   * reopens the path (ours) or fails every call with a clear error (a Database passed in).
+   */
+  private checkFile(): void {
+    const file = this.file
+    if (this.closed || file === undefined) return
+    const id = identityOf(file)
+    if (id === this.fileId) {
+      // The same file (again): whatever failed because it was gone is over.
+      if (this.failure !== undefined && !this.owned) this.failure = undefined
+      return
+    }
+    if (!this.owned) {
+      this.failure ??= new FastlimitError(
+        'ERR_FASTLIMIT_BACKEND',
+        `[fastlimit] [sqlite] ${this.where}: its file was deleted or replaced while open. This connection ` +
+          'still writes the old file, which other processes no longer see, so their limits and ours would ' +
+          'split: every call fails (onBackendError applies) until you open a new Database on the path and ' +
+          'create a new SQLiteBackend with it. (Pass SQLiteBackend the path instead, and it reopens the file by itself.)',
+      )
+      return
+    }
+    this.reopen(file)
+  }
+
+  /** Opens the file at the path anew (creating it and its table if needed) in place of the one that moved. */
+  private reopen(file: string): void {
+    const old = this.conn
+    if (this.walId !== undefined && identityOf(`${file}-wal`) === this.walId) {
+      // Our -wal file is still at the path, holding pages of the old file: SQLite would read them as pages
+      // of the new one (a file renamed over ours would show our old state, or be corrupt). Write them into
+      // the old file, where they belong, and empty the log before the new file is opened.
+      try {
+        old.noWait(() => old.db.pragma('wal_checkpoint(TRUNCATE)'))
+      } catch {
+        // Another connection is reading the log: the new file is opened as SQLite finds it.
+      }
+    }
+    let db: Database.Database | undefined
+    try {
+      db = new Database(file, { timeout: LOCK_SPIN_MS })
+      // Never block the loop here: if the new file is locked, the next check tries again.
+      prepareDatabase(db, true, this.tableName, this.where, LOCK_SPIN_MS)
+      this.conn = connect(db, this.tableName, this.now)
+    } catch (err) {
+      if (db?.open) db.close()
+      const code = sqliteCode(err)
+      const detail = code || (err instanceof Error ? err.message : String(err))
+      this.failure = new FastlimitError(
+        isFull(code) ? 'ERR_FASTLIMIT_STORE_FULL' : 'ERR_FASTLIMIT_BACKEND',
+        `[fastlimit] [sqlite] ${this.where} was deleted or replaced while open, and opening the path anew ` +
+          `failed (${detail}); SQLiteBackend tries again every fileCheckIntervalMs. Until then every call ` +
+          'fails and onBackendError applies.',
+        { cause: err },
+      )
+      // A new file another process is creating right now is locked for a moment only.
+      if (isBusy(code)) setTimeout(() => this.checkFile(), REOPEN_RETRY_MS).unref()
+      return
+    }
+    this.fileId = identityOf(file)
+    this.walId = identityOf(`${file}-wal`)
+    this.failure = undefined
+    // SQLite sees that this connection's file moved, and closes it without a checkpoint and without
+    // deleting the -wal and -shm files at the path, which belong to the new file now.
+    try {
+      old.db.close()
+    } catch {
+      // Closed already: nothing to release.
+    }
   }
 }

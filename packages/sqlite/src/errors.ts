@@ -16,53 +16,85 @@ function detailOf(err: unknown, code: string): string {
   return `${messageOf(err)}${code ? ` (${code})` : ''}`
 }
 
-/** Whether an error means the write lock could not be taken within the busy timeout. */
+/** Whether an error code means the lock could not be taken without waiting (longer). */
 export function isBusy(code: string): boolean {
   return code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED')
 }
 
 /**
- * An error while opening or preparing the database (at construction), as a ConfigError: the file is
- * corrupt, read-only, locked, or cannot be opened.
+ * Whether an error code means the file system has no room left. SQLite's unix VFS turns a write that
+ * fails with ENOSPC into `SQLITE_FULL` (the -wal file or the database cannot grow; any other errno is
+ * `SQLITE_IOERR_WRITE`), and reports `SQLITE_IOERR_SHMSIZE` when the -shm file cannot be created or grown,
+ * as when a database is opened on a full disk (both seen on a full tmpfs).
  */
-export function openError(err: unknown, where: string, busyTimeoutMs: number): FastlimitError {
-  if (err instanceof FastlimitError) return err
+export function isFull(code: string): boolean {
+  return code === 'SQLITE_FULL' || code === 'SQLITE_IOERR_SHMSIZE'
+}
+
+/** Why a file cannot be used: full disk first, then the usual suspects. */
+function openDetail(err: unknown, where: string, busyTimeoutMs: number): string {
   const code = sqliteCode(err)
   const detail = detailOf(err, code)
-  let message: string
   if (code === 'SQLITE_NOTADB' || code.startsWith('SQLITE_CORRUPT')) {
-    message =
+    return (
       `${where} is not a SQLite database or is corrupt: ${detail}. Rate-limit state is disposable: ` +
       'move the file (and its -wal and -shm files) aside, or pass another path, and a new database is created.'
-  } else if (code.startsWith('SQLITE_READONLY')) {
-    message =
+    )
+  }
+  if (isFull(code)) {
+    return (
+      `${where} cannot be written: the file system holding it is full: ${detail}. Free some space there ` +
+      '(or pass a path on a file system with room).'
+    )
+  }
+  if (code.startsWith('SQLITE_READONLY')) {
+    return (
       `${where} is read-only: ${detail}. SQLiteBackend writes on every decision: make the file and its ` +
       'directory writable by this process, or pass another path.'
-  } else if (isBusy(code)) {
-    message =
+    )
+  }
+  if (isBusy(code)) {
+    return (
       `${where} stayed locked by another connection for more than busyTimeoutMs (${busyTimeoutMs} ms) ` +
       `while fastlimit prepared its table: ${detail}. Find the long transaction, or raise busyTimeoutMs.`
-  } else if (code.startsWith('SQLITE_CANTOPEN')) {
-    message = `${where} cannot be opened: ${detail}. Check the path and its permissions.`
-  } else {
-    message = `${where} could not be prepared for rate limiting: ${detail}.`
+    )
   }
-  return new ConfigError(`[fastlimit] [sqlite] ${message}`, { cause: err })
+  if (code.startsWith('SQLITE_CANTOPEN'))
+    return `${where} cannot be opened: ${detail}. Check the path and its permissions.`
+  return `${where} could not be prepared for rate limiting: ${detail}.`
 }
 
 /**
- * An error during a decision, as `ERR_FASTLIMIT_BACKEND` (FastLimit then applies its `onBackendError`
- * policy). A FastlimitError passes through unchanged.
+ * An error while opening or preparing the database (at construction), as a ConfigError: the file is
+ * corrupt, read-only, locked, on a full disk, or cannot be opened.
  */
-export function backendError(err: unknown, busyTimeoutMs: number): FastlimitError {
+export function openError(err: unknown, where: string, busyTimeoutMs: number): FastlimitError {
+  if (err instanceof FastlimitError) return err
+  return new ConfigError(`[fastlimit] [sqlite] ${openDetail(err, where, busyTimeoutMs)}`, { cause: err })
+}
+
+/** The message of a full disk during a call: what it means for limits, and what to do. */
+function fullMessage(detail: string): string {
+  return (
+    `[fastlimit] [sqlite] The file system holding the database is full: ${detail}. No decision can be ` +
+    'recorded until it has room: nothing was charged and onBackendError applies. Free space on that file ' +
+    'system (the -wal file needs room to grow), or move the database to one with room.'
+  )
+}
+
+/**
+ * An error during a call: `ERR_FASTLIMIT_STORE_FULL` for a full disk, else `ERR_FASTLIMIT_BACKEND`
+ * (FastLimit then applies its `onBackendError` policy). A FastlimitError passes through unchanged.
+ */
+export function backendError(err: unknown): FastlimitError {
   if (err instanceof FastlimitError) return err
   const code = sqliteCode(err)
   const detail = detailOf(err, code)
+  if (isFull(code)) return new FastlimitError('ERR_FASTLIMIT_STORE_FULL', fullMessage(detail), { cause: err })
   let message: string
   if (isBusy(code)) {
-    message =
-      `The database stayed locked for more than busyTimeoutMs (${busyTimeoutMs} ms): ${detail}. Another connection holds a long ` +
-      'write transaction; find it, or raise busyTimeoutMs. Nothing was charged; onBackendError applies.'
+    // Waits for the lock are retried by SQLiteBackend; a busy error here came from somewhere unexpected.
+    message = `The database was locked: ${detail}. Nothing was charged; onBackendError applies.`
   } else if (messageOf(err).includes('connection is not open')) {
     message =
       'The better-sqlite3 Database passed to SQLiteBackend was closed by its owner: close the ' +
@@ -71,4 +103,37 @@ export function backendError(err: unknown, busyTimeoutMs: number): FastlimitErro
     message = `The database failed: ${detail}. Nothing was charged; onBackendError applies.`
   }
   return new FastlimitError('ERR_FASTLIMIT_BACKEND', `[fastlimit] [sqlite] ${message}`, { cause: err })
+}
+
+/**
+ * A call that waited for another connection's write lock until it had to give up: nothing was charged.
+ * @param waitedMs how long it waited
+ * @param byDeadline whether the caller's deadline ended the wait (else busyTimeoutMs did)
+ * @param busyTimeoutMs the backend's busyTimeoutMs, for the message
+ * @param cause the last `SQLITE_BUSY` error, if any
+ */
+export function lockTimeout(
+  waitedMs: number,
+  byDeadline: boolean,
+  busyTimeoutMs: number,
+  cause: unknown,
+): FastlimitError {
+  const until = byDeadline
+    ? "until the call's deadline (FastLimit's timeoutMs)"
+    : `for busyTimeoutMs (${busyTimeoutMs} ms)`
+  return new FastlimitError(
+    'ERR_FASTLIMIT_TIMEOUT',
+    `[fastlimit] [sqlite] Another connection held the database's write lock ${until}; waited ${Math.round(waitedMs)} ms ` +
+      'without blocking the event loop. Nothing was charged; onBackendError applies. A long write transaction ' +
+      'holds the lock (a backup tool, the sqlite3 shell, a migration, a stuck process): find it.',
+    cause === undefined ? undefined : { cause },
+  )
+}
+
+/** A call whose deadline had passed by the time it held the lock: refused, nothing charged. */
+export function expired(): FastlimitError {
+  return new FastlimitError(
+    'ERR_FASTLIMIT_TIMEOUT',
+    "[fastlimit] [sqlite] The call's deadline passed before it could be applied: nothing was charged; onBackendError applies.",
+  )
 }

@@ -10,8 +10,12 @@ import type Database from 'better-sqlite3'
  */
 export const SCHEMA_VERSION = 1
 
-/** How many expired rows one sweep statement deletes: a bound on how long it holds the write lock. */
-export const SWEEP_BATCH = 500
+/**
+ * How many expired rows one sweep statement deletes: a bound on how long it holds the write lock (about
+ * a millisecond: each row deleted touches a page of the table and one of the index). Each batch is its own
+ * transaction, with a pause between batches as long as the batch took.
+ */
+export const SWEEP_BATCH = 100
 
 /**
  * The most a row's `expires_at` is set beyond the state's own expiry. A row is written with
@@ -39,6 +43,8 @@ export function statements(table: string) {
       `INSERT INTO ${t} (key, bucket, state, expires_at) VALUES (?, ?, ?, ?) ` +
       'ON CONFLICT (key, bucket) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at',
     reset: `DELETE FROM ${t} WHERE key = ?`,
+    // No WHERE: SQLite frees the table's and the index's pages instead of deleting rows one by one (about
+    // 0.4 s per million rows on a loaded 2-core machine; deleting in batches took 100 times longer in all).
     clear: `DELETE FROM ${t}`,
     // The subquery walks the expires_at index; LIMIT bounds the time the write lock is held.
     sweep:

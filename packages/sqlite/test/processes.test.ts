@@ -18,7 +18,11 @@ interface HammerResult {
   single: Record<string, number[]>
   all: Record<string, number[]>
   weighted: Record<string, number>
-  busyRetries: number
+  decisions: number
+  ms: number
+  deferred: number
+  timeouts: number
+  worstSyncMs: number
 }
 
 describe('SQLiteBackend across processes', () => {
@@ -33,6 +37,15 @@ describe('SQLiteBackend across processes', () => {
     const results = await Promise.all(workers.map((w) => w.next<HammerResult>('result')))
     const exits = await Promise.all(workers.map((w) => w.exited))
     expect(exits).toEqual(workers.map(() => ({ code: 0, signal: null })))
+    // Figures for the record (not asserted: the machine's load decides them).
+    const decisions = results.reduce((sum, r) => sum + r.decisions, 0)
+    const seconds = Math.max(...results.map((r) => r.ms)) / 1000
+    console.log(
+      `[sqlite] 4 processes: ${decisions} decisions in ${seconds.toFixed(2)} s (${Math.round(decisions / seconds)}/s); ` +
+        `deferred to the async path ${results.reduce((sum, r) => sum + r.deferred, 0)}, timed out and retried ` +
+        `${results.reduce((sum, r) => sum + r.timeouts, 0)}; worst synchronous call ` +
+        `${Math.max(...results.map((r) => r.worstSyncMs)).toFixed(1)} ms`,
+    )
 
     const backend = new SQLiteBackend(file, { clock: () => NOW, cleanupIntervalMs: 0 })
     try {

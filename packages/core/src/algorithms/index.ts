@@ -3,13 +3,23 @@ import type { Algorithm, BackendResult, BucketConfig } from '../backend'
 import { fixedWindow } from './fixed-window'
 import { gcra } from './gcra'
 import { leakyBucket } from './leaky-bucket'
-import { slidingLog } from './sliding-log'
+import { SLIDING_LOG_SLOTS, slidingLog, slidingLogInPlace, slidingLogSlotMs } from './sliding-log'
 import { slidingWindow } from './sliding-window'
 import { tokenBucket } from './token-bucket'
 import type { State, StepFunction, StepOutput } from './types'
 
 export type { State, StepFunction, StepOutput }
-export { fixedWindow, gcra, leakyBucket, slidingLog, slidingWindow, tokenBucket }
+export {
+  fixedWindow,
+  gcra,
+  leakyBucket,
+  SLIDING_LOG_SLOTS,
+  slidingLog,
+  slidingLogInPlace,
+  slidingLogSlotMs,
+  slidingWindow,
+  tokenBucket,
+}
 
 /** Every algorithm's step function, by name. */
 export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.freeze({

@@ -1,25 +1,61 @@
-// Sliding log: every admitted cost with its time; exact over any window.
+// Sliding log: admitted cost with its time, at most SLIDING_LOG_SLOTS entries; exact while they suffice.
 import { RETRY_NEVER } from '../backend'
-import { result } from './math'
-import type { StepFunction } from './types'
+import { ceilDiv, result } from './math'
+import type { StepFunction, StepOutput } from './types'
 
 /**
- * `'sliding-log'`: keeps the time of every admitted call (calls in the same millisecond share an
- * entry) and admits when the cost in the last `windowMs` (the interval `(now - windowMs, now]`)
- * stays within `limit`.
- *
- * - State: `[time1, cost1, time2, cost2, ...]`, oldest first: up to `2 * limit` integers.
- * - Bound: exact. In every interval of `windowMs`, at most `limit` is admitted.
- * - Trade-offs: the only exact window, at the price of memory and time proportional to `limit`
- *   (so `limit` is capped at 100,000 for it). Prefer `'gcra'` for large limits. `burst` does not apply.
- * - `resetMs` is when the newest entry leaves the window; `retryAfterMs` is when enough old entries
- *   have left for the cost to fit.
+ * The most entries a `'sliding-log'` state holds, whatever the limit: its state is at most twice this
+ * many integers, and a call's work is bounded by it.
  */
-export const slidingLog: StepFunction = (state, now, bucket, cost) => {
+export const SLIDING_LOG_SLOTS = 64
+
+/**
+ * The resolution a `'sliding-log'` keeps once its entries overflow {@link SLIDING_LOG_SLOTS}:
+ * entries are merged only within aligned slots of this many milliseconds (`ceil(windowMs / 63)`),
+ * so an admitted unit is counted at most this much too long (and never too short).
+ */
+export function slidingLogSlotMs(windowMs: number): number {
+  return ceilDiv(windowMs, SLIDING_LOG_SLOTS - 1)
+}
+
+/**
+ * `'sliding-log'`: keeps the time of admitted cost, one entry per millisecond that admitted any, and
+ * admits when the cost in the last `windowMs` (the interval `(now - windowMs, now]`) stays within `limit`.
+ *
+ * - State: `[time1, cost1, time2, cost2, ...]`, oldest first, at most {@link SLIDING_LOG_SLOTS}
+ *   entries (128 integers) whatever the limit; a call's work is bounded by that too.
+ * - Exact while the window holds at most 64 distinct milliseconds that admitted something, which is
+ *   always the case for a `limit` of 64 or less: then in every interval of `windowMs`, at most `limit`
+ *   is admitted, and every unit leaves the window exactly `windowMs` after it was admitted.
+ * - Beyond that, conservative: when a 65th entry would be added, the oldest two adjacent entries that
+ *   fall in the same aligned slot of `ceil(windowMs / 63)` ms ({@link slidingLogSlotMs}) become one,
+ *   at the later time. A unit is then counted for at least `windowMs` and less than
+ *   `windowMs + ceil(windowMs / 63)` (about 1.6% longer: 953 ms of a minute), so it still never admits
+ *   more than `limit` in any interval of `windowMs`; it may deny for up to that much longer than an
+ *   unbounded log would. (After the clock steps back, the slack can reach twice that.)
+ * - Trade-offs: the exact window, in bounded space; `'gcra'` is smoother and smaller (two integers),
+ *   `'sliding-window'` smaller but an estimate. `burst` does not apply.
+ * - `resetMs` is when the newest entry leaves the window; `retryAfterMs` is when enough old entries
+ *   have left for the cost to fit (exact for the entries kept).
+ */
+export const slidingLog: StepFunction = (state, now, bucket, cost) =>
+  slidingLogInPlace(state === undefined || state.length % 2 !== 0 ? [] : state.slice(), now, bucket, cost)
+
+/**
+ * {@link slidingLog} on a state it may change: the returned `state` is `log` itself, updated (expired
+ * entries dropped even when nothing is charged, which means the same). For a backend that keeps the
+ * state as a mutable array (MemoryBackend), so that a call copies nothing. `log` must be a valid state.
+ */
+export function slidingLogInPlace(
+  log: number[],
+  now: number,
+  bucket: { readonly limit: number; readonly windowMs: number },
+  cost: number,
+): StepOutput {
   const L = bucket.limit
   const W = bucket.windowMs
-  const n = state === undefined || state.length % 2 !== 0 ? 0 : state.length
-  const s = state as readonly number[]
+  const s = log
+  const n = s.length
   const t = now
   // A log whose newest entry lies ahead of now (the clock stepped back) moves back whole: the same
   // entries, the same spacing, the newest at now.
@@ -28,21 +64,29 @@ export const slidingLog: StepFunction = (state, now, bucket, cost) => {
   const cutoff = t - W
   let first = 0
   while (first < n && (s[first] as number) - shift <= cutoff) first += 2
+  // Drop what left the window, in place.
   let used = 0
-  const kept: number[] = []
+  let m = 0
   for (let i = first; i < n; i += 2) {
-    used += s[i + 1] as number
-    kept.push((s[i] as number) - shift, s[i + 1] as number)
+    const c = s[i + 1] as number
+    s[m] = (s[i] as number) - shift
+    s[m + 1] = c
+    used += c
+    m += 2
   }
+  if (m < n) s.length = m
   const rebased = shift > 0
-  const m = kept.length
-  const newest = m > 0 ? (kept[m - 2] as number) : t
+  const newest = m > 0 ? (s[m - 2] as number) : t
 
   if (cost > 0 && cost <= L && used + cost <= L) {
-    if (m > 0 && newest === t) kept[m - 1] = (kept[m - 1] as number) + cost
-    else kept.push(t, cost)
+    if (m > 0 && newest === t) s[m - 1] = (s[m - 1] as number) + cost
+    else {
+      s.push(t, cost)
+      m += 2
+    }
+    if (m > 2 * SLIDING_LOG_SLOTS) merge(s, m, W)
     used += cost
-    return { state: kept, result: result(true, L, L - used, t + W, 0), ttlMs: W, rebased }
+    return { state: s, result: result(true, L, L - used, t + W, 0), ttlMs: W, rebased }
   }
 
   const resetMs = m > 0 ? newest + W : t
@@ -55,15 +99,43 @@ export const slidingLog: StepFunction = (state, now, bucket, cost) => {
     let left = used
     let i = 0
     while (left + want > L) {
-      left -= kept[i + 1] as number
+      left -= s[i + 1] as number
       i += 2
     }
-    retry = (kept[i - 2] as number) + W - t
+    retry = (s[i - 2] as number) + W - t
   }
   return {
-    state: kept,
+    state: s,
     result: result(cost === 0 ? used + 1 <= L : false, L, L - used, resetMs, retry),
     ttlMs,
     rebased,
   }
+}
+
+/**
+ * Brings a log of `m / 2` entries back to {@link SLIDING_LOG_SLOTS}: in one pass from the oldest,
+ * an entry in the same aligned slot as the one before it joins it (at its own, later time) until
+ * enough have. The entries lie within one window, which spans at most 64 slots of
+ * `ceil(windowMs / 63)` ms, so 65 entries always hold such a pair. (A longer state, written by an
+ * older release, is brought down in the same pass.)
+ */
+function merge(s: number[], m: number, W: number): void {
+  const g = slidingLogSlotMs(W)
+  let excess = m / 2 - SLIDING_LOG_SLOTS
+  let w = 0
+  let prev = Math.floor((s[0] as number) / g)
+  for (let r = 2; r < m; r += 2) {
+    const slot = Math.floor((s[r] as number) / g)
+    if (excess > 0 && slot === prev) {
+      s[w] = s[r] as number
+      s[w + 1] = (s[w + 1] as number) + (s[r + 1] as number)
+      excess--
+    } else {
+      w += 2
+      s[w] = s[r] as number
+      s[w + 1] = s[r + 1] as number
+      prev = slot
+    }
+  }
+  s.length = w + 2
 }

@@ -1,0 +1,87 @@
+// The Fastify and NestJS apps of the HTTP benchmark (served by http-server.ts, driven in process by
+// http-inproc.ts): bare, with a no-op hook or guard, with fastlimit, and with the usual peer
+// (@fastify/rate-limit, @nestjs/throttler). Every limiter keys by client IP, admits everything, uses its
+// memory store and sends its headers. Nest's decorators are applied as calls (no compiler flag needed).
+import 'reflect-metadata'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+
+export type Flavour = 'bare' | 'noop' | 'fastlimit' | 'peer'
+export type Listener = (req: IncomingMessage, res: ServerResponse) => void
+
+const LIMIT = 1_000_000_000
+const WINDOW_MS = 60_000
+
+/** A Fastify app and its request listener (captured through serverFactory, so no socket is opened). */
+export async function fastifyListener(flavour: Flavour): Promise<Listener> {
+  const { default: Fastify } = await import('fastify')
+  const { createServer } = await import('node:http')
+  let listener: Listener | undefined
+  const app = Fastify({
+    serverFactory: (handler) => {
+      listener = handler as Listener
+      return createServer(handler)
+    },
+  })
+  if (flavour === 'noop') app.addHook('onRequest', (_request, _reply, done) => done())
+  if (flavour === 'fastlimit') {
+    const { rateLimit } = await import('@fastlimit/fastify')
+    await app.register(rateLimit, { rules: { limit: LIMIT, window: WINDOW_MS } })
+  }
+  if (flavour === 'peer') {
+    const { default: rateLimit } = await import('@fastify/rate-limit')
+    await app.register(rateLimit, { max: LIMIT, timeWindow: WINDOW_MS })
+  }
+  app.get('/', () => 'ok')
+  await app.ready()
+  if (listener === undefined) throw new Error('fastify did not build its server')
+  return listener
+}
+
+/** A Nest app on the Express platform, initialized, and its request listener (the Express app). */
+export async function nestListener(flavour: Flavour): Promise<Listener> {
+  const common = await import('@nestjs/common')
+  const { APP_GUARD, NestFactory } = await import('@nestjs/core')
+  const { ExpressAdapter } = await import('@nestjs/platform-express')
+
+  class HomeController {
+    home() {
+      return 'ok'
+    }
+  }
+  common.Controller()(HomeController)
+  const home = Object.getOwnPropertyDescriptor(HomeController.prototype, 'home') as PropertyDescriptor
+  common.Get()(HomeController.prototype, 'home', home)
+
+  class NoopGuard {
+    canActivate() {
+      return true
+    }
+  }
+  common.Injectable()(NoopGuard)
+
+  const imports: unknown[] = []
+  const providers: unknown[] = []
+  if (flavour === 'noop') providers.push({ provide: APP_GUARD, useClass: NoopGuard })
+  if (flavour === 'fastlimit') {
+    const { FastLimitModule } = await import('@fastlimit/nestjs')
+    imports.push(FastLimitModule.forRoot({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+  }
+  if (flavour === 'peer') {
+    const { ThrottlerGuard, ThrottlerModule } = await import('@nestjs/throttler')
+    imports.push(ThrottlerModule.forRoot([{ ttl: WINDOW_MS, limit: LIMIT }]))
+    providers.push({ provide: APP_GUARD, useClass: ThrottlerGuard })
+  }
+  class AppModule {}
+  common.Module({
+    imports: imports as never[],
+    providers: providers as never[],
+    controllers: [HomeController],
+  })(AppModule)
+  const express = new ExpressAdapter()
+  const app = await NestFactory.create(AppModule, express, { logger: false })
+  const instance = express.getInstance() as { disable(name: string): void }
+  instance.disable('x-powered-by')
+  instance.disable('etag')
+  await app.init()
+  return express.getInstance() as unknown as Listener
+}

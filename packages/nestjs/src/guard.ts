@@ -1,0 +1,185 @@
+// The guard: finds the limit of the handler (its @RateLimit, its controller's, or the module's) and applies it.
+
+import {
+  createHttpLimiter,
+  type Decision,
+  type FastLimit,
+  type HttpDenial,
+  type HttpLimiter,
+  type RateLimitCommonOptions,
+} from '@fastlimit/core'
+import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common'
+import { Reflector } from '@nestjs/core'
+import { requestOf, responseOf, setHeader } from './context'
+import { RateLimitException } from './exception'
+import { HandleRecorder } from './handle'
+import {
+  FASTLIMIT_LIMITER,
+  FASTLIMIT_OPTIONS,
+  type FastLimitModuleOptions,
+  RATE_LIMIT_METADATA,
+  type RateLimitMetadata,
+  type RateLimitOptions,
+  type RateLimitRequest,
+  SKIP_RATE_LIMIT_METADATA,
+} from './options'
+import { scopeFor } from './scope'
+
+/** Module options that are not a limit's: taken out before core checks the rest. */
+const MODULE_ONLY = ['backend', 'globalGuard', 'exceptionFilter'] as const
+
+/** What the guards of one module (one options object) have compiled. */
+interface Compiled {
+  readonly recorders: Map<FastLimit, HandleRecorder>
+  readonly declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
+  readonly default: HttpLimiter<RateLimitRequest, unknown>
+}
+const compiledBy = new WeakMap<object, Compiled>()
+
+/** On the platform request: the limits that counted it, each with its answer (`[limit, answer, ...]`). */
+const COUNTED = Symbol('fastlimit.counted')
+
+function allow(): boolean {
+  return true
+}
+
+function deny(_req: unknown, _res: unknown, denial: HttpDenial): never {
+  throw new RateLimitException(denial)
+}
+
+type Target = Function
+
+/**
+ * Limits the requests of every handler it guards: with the handler's `@RateLimit`, else its
+ * controller's, else the module's options; `@SkipRateLimit` exempts. Installed for the whole app by
+ * `FastLimitModule` unless `globalGuard: false`; then use `@UseGuards(FastLimitGuard)`. Works on the
+ * Express and Fastify platforms and for GraphQL resolvers; other contexts (microservices,
+ * websockets) pass. A refused request throws a {@link RateLimitException}; errors of `key`, `cost`
+ * or `skip`, or of the backend under `onBackendError: 'throw'`, go to Nest's exception handling.
+ */
+export class FastLimitGuard implements CanActivate {
+  readonly #reflector: Reflector
+  readonly #base: RateLimitOptions
+  readonly #recorders: Map<FastLimit, HandleRecorder>
+  readonly #default: HttpLimiter<RateLimitRequest, unknown>
+  readonly #declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
+  readonly #limits = new Map<Target, Map<Target, HttpLimiter<RateLimitRequest, unknown> | null>>()
+
+  constructor(reflector: Reflector, options: FastLimitModuleOptions, limiter: FastLimit) {
+    this.#reflector = reflector
+    const base: Record<string, unknown> = { ...options, limiter }
+    for (const name of MODULE_ONLY) delete base[name]
+    this.#base = base as RateLimitOptions
+    // Guards of one module (the global one, those of @UseGuards) share their compiled limits, so a
+    // request they both check is recognized as counted.
+    let shared = compiledBy.get(options)
+    if (shared === undefined) {
+      this.#recorders = new Map()
+      this.#declared = new WeakMap()
+      this.#default = this.#build(this.#base)
+      shared = { recorders: this.#recorders, declared: this.#declared, default: this.#default }
+      compiledBy.set(options, shared)
+    } else {
+      this.#recorders = shared.recorders
+      this.#declared = shared.declared
+      this.#default = shared.default
+    }
+  }
+
+  /** Decides one request; rejects with a {@link RateLimitException} when it is refused. */
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    const req = requestOf(context)
+    if (req === undefined || req === null) return true
+    const http = this.#limitOf(context.getHandler(), context.getClass())
+    if (http === null) return true
+    // A request is counted once per limit: the guard run again for it (global and @UseGuards both,
+    // several resolvers of one GraphQL operation) answers as the first run did.
+    const memo: unknown[] | undefined = req[COUNTED]
+    if (memo !== undefined) {
+      for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
+    }
+    const result = http.run<boolean>(req, responseOf(context), allow, deny)
+    if (memo === undefined) req[COUNTED] = [http, result]
+    else memo.push(http, result)
+    return result
+  }
+
+  #limitOf(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {
+    let byController = this.#limits.get(handler)
+    if (byController === undefined) {
+      byController = new Map()
+      this.#limits.set(handler, byController)
+    }
+    let http = byController.get(controller)
+    if (http === undefined) {
+      http = this.#resolve(handler, controller)
+      byController.set(controller, http)
+    }
+    return http
+  }
+
+  #resolve(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {
+    for (const target of [handler, controller]) {
+      if (this.#reflector.get<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, target) === true) return null
+      const declared = this.#reflector.get<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, target)
+      if (declared !== undefined) {
+        let http = this.#declared.get(declared)
+        if (http === undefined) {
+          http = this.#build({
+            ...this.#base,
+            ...declared.options,
+            rules: declared.rules,
+            scope: declared.options.scope ?? scopeFor(declared.origin),
+          })
+          this.#declared.set(declared, http)
+        }
+        return http
+      }
+    }
+    return this.#default
+  }
+
+  #build(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
+    const real = options.limiter as FastLimit
+    // Anything that is not a limiter is left for core to refuse with its own message.
+    if (typeof (real as Partial<FastLimit> | undefined)?.check !== 'function') {
+      return createHttpLimiter(options, {
+        name: 'nestjs',
+        remoteAddress: () => undefined,
+        header: () => undefined,
+        method: () => 'GET',
+        setHeader,
+      })
+    }
+    let recorder = this.#recorders.get(real)
+    if (recorder === undefined) {
+      recorder = new HandleRecorder(real)
+      this.#recorders.set(real, recorder)
+    }
+    const handles = recorder
+    const adapter = {
+      name: 'nestjs',
+      extraOptions: MODULE_ONLY,
+      remoteAddress: (req: RateLimitRequest): string | undefined => req.socket?.remoteAddress,
+      header: (req: RateLimitRequest, name: string): string | undefined => {
+        const value = req.headers?.[name]
+        return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
+      },
+      method: (req: RateLimitRequest): string => req.method,
+      setHeader,
+      expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
+        req.rateLimit = decision
+        req.rateLimitHandle = handles.handleOf(decision)
+      },
+    }
+    const common: RateLimitCommonOptions<RateLimitRequest> = { ...options, limiter: recorder.limiter }
+    return createHttpLimiter(common, adapter)
+  }
+}
+
+// Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest),
+// and explicit tokens need no emitted design-type metadata.
+Injectable()(FastLimitGuard)
+Inject(Reflector)(FastLimitGuard, undefined, 0)
+Inject(FASTLIMIT_OPTIONS)(FastLimitGuard, undefined, 1)
+Inject(FASTLIMIT_LIMITER)(FastLimitGuard, undefined, 2)

@@ -1,0 +1,21 @@
+// @fastlimit/nestjs: FastLimitModule, its guard and decorators, for NestJS 10, 11 and 12.
+
+export { RateLimit, RateLimitDecision, RateLimitHandle, SkipRateLimit } from './decorators'
+export { RateLimitException, RateLimitExceptionFilter } from './exception'
+export { FastLimitGuard } from './guard'
+export { FastLimitModule } from './module'
+export type {
+  FastLimitModuleAsyncOptions,
+  FastLimitModuleOptions,
+  RateLimitDecoratorOptions,
+  RateLimitMetadata,
+  RateLimitModuleLimits,
+  RateLimitOptions,
+  RateLimitRequest,
+} from './options'
+export {
+  FASTLIMIT_LIMITER,
+  FASTLIMIT_OPTIONS,
+  RATE_LIMIT_METADATA,
+  SKIP_RATE_LIMIT_METADATA,
+} from './options'

@@ -1,0 +1,3 @@
+import { nestConformance } from './conformance'
+
+nestConformance(11)

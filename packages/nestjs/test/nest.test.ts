@@ -1,0 +1,3 @@
+import { nestBehaviour } from './behaviour'
+
+nestBehaviour('Nest 11')
