@@ -42,7 +42,7 @@ export interface AlgorithmResult {
   topDenied: Array<{ key: string; denied: number; requests: number }>
   /** Admitted and denied requests per interval of `binMs`, from `from` on (empty intervals included). */
   timeline: Array<{ t: number; admitted: number; denied: number }>
-  /** Why this algorithm was not replayed (a rule it cannot take, e.g. sliding-log's limit cap). */
+  /** Why this algorithm was not replayed (a rule it cannot take). */
   skipped?: string
 }
 
@@ -126,7 +126,7 @@ export class Simulation {
       try {
         set = parseRules(typeof rules === 'string' ? rules : [...rules], algorithm).rules
       } catch (err) {
-        // A rule one algorithm cannot take (sliding-log keeps at most so many timestamps) skips it;
+        // A rule one algorithm could not take would skip only that one (reported with its reason);
         // a rule no algorithm can take fails below.
         this.#skipped.set(algorithm, err instanceof Error ? err.message : String(err))
         continue
