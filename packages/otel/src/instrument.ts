@@ -351,7 +351,7 @@ export function instrument(limiter: FastLimit, options: InstrumentOptions = {}):
   } = options
   const meter = meterProvider.getMeter(SCOPE)
   const s = sharedOf(meter)
-  const kind = limiter.backend.kind
+  const kind = (limiter.backend as { kind?: unknown } | undefined)?.kind
   const backend = typeof kind === 'string' && kind !== '' ? kind : 'custom'
   const base: Attributes = { ...attributes, [A.backend]: backend }
   const baseKey = JSON.stringify(Object.entries(base).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
@@ -384,8 +384,9 @@ export function instrument(limiter: FastLimit, options: InstrumentOptions = {}):
   const reported: Source = {
     base,
     baseKey,
-    breakerState: () => limiter.breakerState,
-    inFlight: () => limiter.inFlight,
+    // Read at each collection (a limiter-like object without them reports closed and 0).
+    breakerState: () => limiter.breakerState ?? 'closed',
+    inFlight: () => (typeof limiter.inFlight === 'number' ? limiter.inFlight : 0),
     // Each array once: under its own name, or 'other' for the names folded into it.
     get rules() {
       const out = new Map<string, Float64Array>()
@@ -467,7 +468,7 @@ export function instrument(limiter: FastLimit, options: InstrumentOptions = {}):
     s.transitions.add(1, transitionAttributes.get(e.state) as Attributes)
   }
 
-  const timed = syncCalls || !hasSyncPath(limiter.backend)
+  const timed = syncCalls || !hasSyncPath((limiter as { backend?: unknown }).backend)
   const off = [
     limiter.on('decision', onDecision),
     limiter.on('error', onError),
