@@ -372,13 +372,21 @@ export function instrument(limiter: FastLimit, options: InstrumentOptions = {}):
     rules.set(name, cells)
     return cells
   }
+  // The last rule's cells, so that the common case (the same rule again) skips the map.
+  let lastName = ''
+  let lastCells: Float64Array | undefined
   const onDecision = (e: DecisionEvent): void => {
     const d = e.decision
     const outcome = d.allowed ? 0 : e.mode === 'shadow' ? 2 : 1
     const src = d.source === 'backend' ? 0 : d.source === 'fallback' ? 1 : 2
     const op = e.operation === 'peek' ? 1 : 0
     const name = d.rule.name
-    const cells = rules.get(name) ?? slot(name)
+    let cells = lastCells
+    if (name !== lastName || cells === undefined) {
+      cells = rules.get(name) ?? slot(name)
+      lastName = name
+      lastCells = cells
+    }
     ;(cells[((outcome * REASONS.length + reasonIndex(d.reason)) * SOURCES.length + src) * 2 + op] as number)++
   }
   const reported: Source = {
