@@ -40,7 +40,8 @@ if (!has('redis-server')) {
 const REPORTS = ['.vitest-result.json', '.vitest-result.load.json']
 for (const dir of dirs) for (const r of REPORTS) fs.rmSync(path.join(dir, r), { force: true })
 
-const args = ['turbo', 'run', 'test', '--force', '--concurrency=2', ...process.argv.slice(2)]
+// --continue: one failing package must not cancel the others' runs (their counts would be missing).
+const args = ['turbo', 'run', 'test', '--force', '--continue', '--concurrency=2', ...process.argv.slice(2)]
 const run = spawnSync('pnpm', ['exec', ...args], {
   cwd: root,
   stdio: 'inherit',

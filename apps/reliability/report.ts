@@ -48,6 +48,8 @@ if (faults.length > 0) {
         'unhandled',
         'heap MB',
         'recovery ms',
+        'admitted over limit',
+        'charged late',
         'exact after',
       ],
       faults.map((r) => [
@@ -61,8 +63,14 @@ if (faults.length > 0) {
           : `${r.maxLatencyDuringFaultMs} (${r.boundMs})`,
         r.hung,
         r.unhandledRejections,
-        r.heapBeforeMb === undefined ? '—' : `${r.heapBeforeMb} → ${r.heapAfterMb}`,
+        r.heapBeforeMb === undefined
+          ? '—'
+          : r.heapDuringFaultMb === undefined
+            ? `${r.heapBeforeMb} → ${r.heapAfterMb}`
+            : `${r.heapBeforeMb} → ${r.heapDuringFaultMb} (fault) → ${r.heapAfterMb}`,
         r.recoveryMs ?? '—',
+        r.overLimit,
+        r.lateCharges,
         r.exactAfter,
       ]),
     ),
@@ -111,6 +119,7 @@ if (load.length > 0) {
 for (const [kind, title] of [
   ['hostile', 'Hostile input'],
   ['clock', 'Long running and clocks'],
+  ['wait', 'Waiting (wait, throttle)'],
 ] as const) {
   const rows = rowsOf(kind)
   if (rows.length === 0) continue

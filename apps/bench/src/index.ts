@@ -1,4 +1,4 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,otel]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -7,6 +7,7 @@ import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
 import { otelSection } from './otel-section'
+import { outboundSection } from './outbound-section'
 import { postgresSection } from './postgres-section'
 import { redisSection } from './redis-section'
 import { chart, type Headline, markdown, ratio, type Section, table } from './report'
@@ -173,6 +174,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['sqlite', () => sqliteSection({ quick })],
   ['postgres', () => postgresSection({ quick })],
   ['http', () => httpSection({ quick })],
+  ['outbound', () => outboundSection({ quick })],
   ['otel', () => otelSection({ quick })],
 ]
 const sections: Section[] = []

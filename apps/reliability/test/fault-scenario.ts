@@ -70,17 +70,19 @@ export async function closeLimiters(limiters: readonly PolicyLimiter[]): Promise
   }
 }
 
-/** Whether a decision is what `policy` gives on a backend failure. */
+/** The error codes of a decision that the policy made because the store could not (or was not asked). */
+export const POLICY_CODES: ReadonlySet<string> = new Set([
+  'ERR_FASTLIMIT_BACKEND',
+  'ERR_FASTLIMIT_TIMEOUT',
+  'ERR_FASTLIMIT_CIRCUIT_OPEN',
+  'ERR_FASTLIMIT_OVERLOADED',
+  'ERR_FASTLIMIT_STORE_FULL',
+])
+
+/** Whether a decision is what `policy` gives on a backend failure (or an open breaker). */
 export function isPolicyDecision(policy: PolicyName, d: Decision): boolean {
   const code = d.error?.code
-  // The store failed or timed out, or the limiter kept the call off it (open breaker, too many in flight).
-  if (
-    code !== 'ERR_FASTLIMIT_BACKEND' &&
-    code !== 'ERR_FASTLIMIT_TIMEOUT' &&
-    code !== 'ERR_FASTLIMIT_CIRCUIT_OPEN' &&
-    code !== 'ERR_FASTLIMIT_OVERLOADED'
-  )
-    return false
+  if (code === undefined || !POLICY_CODES.has(code)) return false
   if (policy === 'fail-open') return d.allowed && d.reason === 'fail-open' && d.source === 'policy'
   if (policy === 'fail-closed')
     return !d.allowed && d.reason === 'fail-closed' && d.source === 'policy' && d.retryAfterMs === 1000
@@ -224,11 +226,16 @@ async function observe(
       o.limiters.map(async (l) => {
         const deadline = performance.now() + (o.recoveryTimeoutMs ?? 30_000)
         let n = 0
+        // Recovered once every probe decides on the store 5 rounds in a row: a store that answers
+        // once and fails again (stuck pooled connections, a breaker opening anew) has not healed.
+        let streak = 0
         for (;;) {
           const ids = o.probes?.(l.policy, 1000 + n) ?? [`${o.fault}-recover-${n}`]
           n++
           const ds = await Promise.all(ids.map((id) => l.limiter.check(id, '1000/s')))
-          if (ds.every((d) => d.source === 'backend')) break
+          streak = ds.every((d) => d.source === 'backend') ? streak + 1 : 0
+          if (streak === 1) recoveryMs.set(l.policy, performance.now() - healStart)
+          if (streak >= 5) break
           if (performance.now() > deadline) {
             throw new Error(
               `${l.policy}: still not deciding on Redis ${o.recoveryTimeoutMs ?? 30_000} ms after healing`,
@@ -236,7 +243,6 @@ async function observe(
           }
           await sleep(50)
         }
-        recoveryMs.set(l.policy, performance.now() - healStart)
       }),
     )
     phase = 'after'

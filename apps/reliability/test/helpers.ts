@@ -19,7 +19,7 @@ export interface Results {
   /** The file name under `results/`, without `.json`. */
   readonly name: string
   /** Which table of the report the rows belong to. */
-  readonly kind: 'fault' | 'load' | 'hostile' | 'clock'
+  readonly kind: 'fault' | 'load' | 'hostile' | 'clock' | 'wait'
   readonly rows: Array<Record<string, Cell>>
   /** Free-form figures that do not fit a row (heap samples, percentiles). */
   readonly details?: Record<string, unknown>

@@ -225,7 +225,6 @@ const wallMs = async (run: () => Promise<void>, calls: number) => {
 describe('a sliding-log filled to a limit of 100,000, one admission per millisecond', () => {
   let attacker: RedisBackend
 
-
   it('Redis: the script costs at most 0.2 ms of server time per call on a full log, and its state stays bounded', async () => {
     const clock = handClock()
     attacker = RedisBackend.fromUrl(redis.url, { keyPrefix: 'log:', timeSource: 'client', clock: clock.now })

@@ -82,7 +82,7 @@ describe('Redis Sentinel', () => {
     })
     // The decisions after healing were written on the promoted replica.
     for (const l of limiters) {
-      const key = `fastlimit:${l.policy}:{sentinel: master SIGKILL, replica promoted-exact-${l.policy}}`
+      const key = `fastlimit::${l.policy}:{sentinel: master SIGKILL, replica promoted-exact-${l.policy}}`
       expect(await command(replica.port, 'EXISTS', key), `${key} on the new master`).toBe(1)
     }
     recorder.details.promotedAfterMs = Math.round(promotedAfterMs)

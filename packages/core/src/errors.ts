@@ -13,8 +13,10 @@
  *   when no `onError` is set.
  * - `ERR_FASTLIMIT_CIRCUIT_OPEN`: the limiter's circuit breaker is open after repeated failures; the
  *   store was not called.
- * - `ERR_FASTLIMIT_OVERLOADED`: too many calls to the store are already in flight (`maxInFlight`);
- *   the store was not called.
+ * - `ERR_FASTLIMIT_OVERLOADED`: too many calls to the store are already in flight (`maxInFlight`),
+ *   or too many waiters are already queued (`maxQueue` of `wait` and `throttle`); the store was not called.
+ * - `ERR_FASTLIMIT_WAIT_TOO_LONG`: a `wait` (or a throttled call) cannot be admitted within its
+ *   `maxWaitMs`, or its cost can never pass; refused as soon as that is known.
  * - `ERR_FASTLIMIT_CLOSED`: the limiter or backend was used after `close()`.
  */
 export type FastlimitErrorCode =
@@ -25,6 +27,7 @@ export type FastlimitErrorCode =
   | 'ERR_FASTLIMIT_STORE_FULL'
   | 'ERR_FASTLIMIT_CIRCUIT_OPEN'
   | 'ERR_FASTLIMIT_OVERLOADED'
+  | 'ERR_FASTLIMIT_WAIT_TOO_LONG'
   | 'ERR_FASTLIMIT_CLOSED'
 
 /**

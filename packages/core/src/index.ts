@@ -93,3 +93,5 @@ export {
   parseRules,
   parseWindow,
 } from './rules'
+export type { Throttled, ThrottleOptions, WaitOptions } from './wait'
+export { throttle, WaitTooLongError } from './wait'

@@ -14,6 +14,7 @@ import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } fr
 import { identityName, storageKey, validatePrefix } from './keys'
 import { MemoryBackend } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
+import { type WaitOptions, Waits } from './wait'
 
 /**
  * What to do when the backend fails or does not answer within `timeoutMs`:
@@ -317,6 +318,8 @@ export class FastLimit {
   #watchCalls = false
   readonly #kind: string
   #closed = false
+  /** The queues of `wait()`, made at its first call. */
+  #waits: Waits | undefined
 
   constructor(options: FastLimitOptions = {}) {
     if (typeof options !== 'object' || options === null) {
@@ -706,12 +709,39 @@ export class FastLimit {
   }
 
   /**
-   * Stops the limiter. Closes the backend only if the limiter created it (the default MemoryBackend);
-   * a backend you passed in is yours to close.
+   * Waits until the rules admit `cost` for `identity`, then resolves with the admitting decision (the
+   * cost is charged then, as by `check`). Denied, it sleeps the exact `retryAfterMs` the store gave and
+   * asks again: no polling. Waiters of one identity, scope and rules in this process are served first
+   * in, first out; every admission is a real `check`, so processes sharing a store never over-admit.
+   *
+   * Rejects with `ERR_FASTLIMIT_WAIT_TOO_LONG` when the cost can never pass or cannot pass within
+   * `maxWaitMs` (decided as soon as that is known), `ERR_FASTLIMIT_OVERLOADED` when its queue already
+   * holds `maxQueue` waiters, `signal.reason` when the signal aborts, and `ERR_FASTLIMIT_CLOSED` when
+   * the limiter closes. When the store fails, the policy decides: `'fail-open'` admits,
+   * `'fail-closed'` keeps waiting (asking again after its `retryAfterMs`) up to `maxWaitMs`, `'throw'`
+   * rejects with the error, `{ fallback }` waits on the fallback's decisions.
+   *
+   * @example
+   * ```ts
+   * await limiter.wait('api.example.com', '10/s', { maxWaitMs: 30_000 })
+   * await fetch('https://api.example.com/items')
+   * ```
+   */
+  wait(identity: string, rules: RulesInput | RuleSet, options?: WaitOptions): Promise<Decision> {
+    if (this.#closed) return Promise.reject(this.#closedError())
+    this.#waits ??= new Waits(this)
+    return this.#waits.wait(identity, rules, options)
+  }
+
+  /**
+   * Stops the limiter: pending `wait`s reject with `ERR_FASTLIMIT_CLOSED` and their timer is cleared.
+   * Closes the backend only if the limiter created it (the default MemoryBackend); a backend you passed
+   * in is yours to close.
    */
   async close(): Promise<void> {
     if (this.#closed) return
     this.#closed = true
+    this.#waits?.close(this.#closedError())
     if (this.#ownsBackend) await this.backend.close?.()
   }
 
@@ -820,6 +850,12 @@ export class FastLimit {
       code === 'ERR_FASTLIMIT_CLOSED'
     ) {
       if (probe) this.#probing = false
+      return error
+    }
+    // A full store answered: it is reachable, and it still decides denials. Opening the breaker would
+    // hand clients at their limit to the policy, so it counts as an answer, not a failure.
+    if (code === 'ERR_FASTLIMIT_STORE_FULL') {
+      this.#success(probe)
       return error
     }
     const breaker = this.#breaker

@@ -383,3 +383,21 @@ describe('events', () => {
     expect(() => limiter.on('decision', 5 as never)).toThrow(/must be a function/)
   })
 })
+
+describe('the breaker and a full store', () => {
+  it('does not open for a full store, which still answers', async () => {
+    vi.spyOn(console, 'warn').mockImplementation(() => undefined)
+    const { backend, state } = controlled()
+    const limiter = new FastLimit({
+      backend,
+      breaker: { failures: 2, openMs: 60_000 },
+      onError: () => undefined,
+    })
+    state.mode = 'full'
+    for (let i = 0; i < 10; i++)
+      expect((await limiter.check('u', '5/s')).error?.code).toBe('ERR_FASTLIMIT_STORE_FULL')
+    expect(limiter.breakerState).toBe('closed')
+    expect(state.calls).toBe(10)
+    expect(state.reconnects).toBe(0)
+  })
+})

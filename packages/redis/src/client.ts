@@ -27,6 +27,11 @@ export const CONNECTION_DEFAULTS = {
   maxRetriesPerRequest: 0,
   autoResendUnfulfilledCommands: false,
   connectTimeout: 5000,
+  // TCP keepalive after 10 s idle (then Node probes every second, 10 times): an idle connection to a
+  // host that vanished (no RST) closes after about 20 s instead of 40 s (ioredis's 30 s). It cannot help
+  // while commands are unanswered (TCP retransmits for ~15 min) nor against a stopped process (its
+  // kernel answers the probes): FastLimit's circuit breaker calls reconnect() for those.
+  keepAlive: 10_000,
   connectionName: 'fastlimit',
 } as const satisfies RedisOptions
 
@@ -264,6 +269,10 @@ export function createClient(
           ...common,
           sentinels: url.hosts.map((h) => ({ host: h.host, port: h.port })),
           name: url.masterName as string,
+          // Listen to the sentinels' +switch-master and reconnect at once: after a failover the old master
+          // may stay a master (and take writes that its demotion then discards) until the sentinels
+          // reconfigure it.
+          failoverDetector: true,
           ...(url.sentinelUsername === undefined ? {} : { sentinelUsername: url.sentinelUsername }),
           ...(url.sentinelPassword === undefined ? {} : { sentinelPassword: url.sentinelPassword }),
           ...(url.tls ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),

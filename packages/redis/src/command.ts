@@ -1,35 +1,63 @@
 // Sending the script without ioredis's defineCommand layer: one Command per call, EVALSHA, or EVAL with
 // the source the first time on each connection (as ioredis does for defined commands). A NOSCRIPT answer
-// (the script cache was flushed, or a replica was promoted) means the script did not run: `run` sends
-// that call once more, and it goes out as EVAL. Any other error is never retried.
+// (the script cache was flushed, or a replica was promoted) means the script did not run: RedisBackend
+// sends that call once more, and it goes out as EVAL. Any other error is never retried.
+//
+// A call's deadline is turned into the server's clock when the command is written, on the connection it
+// is written to (see clock.ts), so the server deadline is as late as it can safely be.
 import { type Cluster, Command, type Redis } from 'ioredis'
+import { serverDeadline } from './clock'
 import type { ScriptDefinition } from './scripts'
 
 const REPLY = { replyEncoding: 'utf8' } as const
+
+/** One script call as ioredis sends it. `socket` is the connection it was last written to. */
+export interface ScriptCall {
+  readonly promise: Promise<unknown>
+  readonly socket: object | undefined
+}
 
 /** Sends one script's calls. */
 export class ScriptRunner {
   readonly sha: string
   // Connections (sockets) on which the script went out with EVAL: the calls written after it use EVALSHA.
-  #loaded = new WeakSet<object>()
-  readonly #Command: new (
+  private loaded = new WeakSet<object>()
+  private readonly Script: new (
     args: Array<string | Buffer>,
-  ) => Command
+    client: object,
+    at: number,
+    deadline: number,
+  ) => Command & ScriptCall
 
   constructor(script: ScriptDefinition) {
     this.sha = script.sha
     const runner = this
-    this.#Command = class ScriptCommand extends Command {
-      constructor(args: Array<string | Buffer>) {
+    this.Script = class ScriptCommand extends Command implements ScriptCall {
+      socket: object | undefined = undefined
+
+      // Names of our own: ioredis's Command has private fields (`slot`, `keys`, ...) of its own.
+      private readonly owner: object
+      private readonly deadlineAt: number
+      private readonly deadline: number
+
+      constructor(args: Array<string | Buffer>, owner: object, at: number, deadline: number) {
         super('evalsha', args, REPLY)
+        this.owner = owner
+        this.deadlineAt = at
+        this.deadline = deadline
       }
 
       override toWritable(socket: object): string | Buffer {
-        const loaded = runner.#loaded
+        this.socket = socket
+        const loaded = runner.loaded
         if (!loaded.has(socket)) {
           loaded.add(socket)
           this.name = 'eval'
           this.args[0] = script.lua
+        }
+        if (this.deadlineAt >= 0) {
+          const d = serverDeadline(socket, this.owner, this.deadline)
+          this.args[this.deadlineAt] = d === undefined ? '' : String(d)
         }
         return super.toWritable(socket)
       }
@@ -38,25 +66,13 @@ export class ScriptRunner {
 
   /**
    * Sends `[sha, numberOfKeys, ...keys, ...argv]` through `client` (standalone, Sentinel or Cluster,
-   * which routes it by the key's slot) and resolves with the reply.
+   * which routes it by the key's slot). With `at >= 0`, `args[at]` gets the server deadline of `deadline`
+   * (app epoch ms) when the call is written, converted for the connection it is written to.
    */
-  send(client: Redis | Cluster, args: Array<string | Buffer>): Promise<unknown> {
-    const command = new this.#Command(args)
+  send(client: Redis | Cluster, args: Array<string | Buffer>, at = -1, deadline = 0): ScriptCall {
+    const command = new this.Script(args, client, at, deadline)
     client.sendCommand(command)
-    return command.promise
-  }
-
-  /**
-   * `send`, and once more on NOSCRIPT (the script did not run; it goes out again, with its source).
-   * Any other error is thrown as is.
-   */
-  async run(client: Redis | Cluster, args: Array<string | Buffer>): Promise<unknown> {
-    try {
-      return await this.send(client, args)
-    } catch (err) {
-      if (!this.noScript(err)) throw err
-      return await this.send(client, args)
-    }
+    return command
   }
 
   /**
@@ -65,7 +81,7 @@ export class ScriptRunner {
    */
   noScript(err: unknown): boolean {
     if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) return false
-    this.#loaded = new WeakSet()
+    this.loaded = new WeakSet()
     return true
   }
 }

@@ -5,13 +5,15 @@ import {
   type BackendResult,
   type BucketConfig,
   bucketId,
+  type CallOptions,
   ConfigError,
   FastlimitError,
   RETRY_NEVER,
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { connectionProblem, createClient, explain } from './client'
-import { runnerFor, type ScriptRunner } from './command'
+import { hasSample, release, retain, sampleAll, serverDeadline, watch } from './clock'
+import { runnerFor, type ScriptCall, type ScriptRunner } from './command'
 import { keyNamespace, prefixPattern, redisKey } from './keys'
 import { type ScriptDefinition, scriptFor } from './scripts'
 import { parseRedisUrl } from './url'
@@ -22,13 +24,23 @@ import { parseRedisUrl } from './url'
  */
 export type RedisTimeSource = 'server' | 'client'
 
+/** The `waitReplicas` option: Redis `WAIT replicas timeoutMs` after the calls that may charge. */
+export interface RedisWaitReplicas {
+  /** How many replicas must have acknowledged the write: a whole number from 1. */
+  readonly replicas: number
+  /** The most to wait for them, in milliseconds: a whole number from 1 (`WAIT 0` would wait forever). */
+  readonly timeoutMs: number
+}
+
 /** Options of {@link RedisBackend}. Give `client` or `url`. */
 export interface RedisBackendOptions {
   /**
    * An ioredis `Redis` (standalone or Sentinel) or `Cluster` you already have. RedisBackend never
-   * closes it: `close()` leaves it open for you. See the README for the settings we recommend
-   * (no offline queue, no re-sent commands). With `enableAutoPipelining` on, calls join ioredis's
-   * auto-pipeline. It must not have an ioredis `keyPrefix`; use this backend's `keyPrefix` instead.
+   * closes it: `close()` leaves it open for you, but `reconnect()` (called by FastLimit's circuit breaker)
+   * drops its connection and connects it again, and a reply from a replica (`READONLY`) does the same.
+   * See the README for the settings we recommend (no offline queue, no re-sent commands). With
+   * `enableAutoPipelining` on, calls join ioredis's auto-pipeline. It must not have an ioredis
+   * `keyPrefix`; use this backend's `keyPrefix` instead.
    * @default undefined (give `url` instead)
    */
   client?: Redis | Cluster
@@ -59,7 +71,8 @@ export interface RedisBackendOptions {
    * `'server'`: scripts read the Redis server's `TIME`, so app servers whose clocks disagree still
    * share one limit exactly. `'client'`: each call passes `clock()`; for tests with a fake clock, and
    * for managed Redis services that refuse `TIME` in scripts. Then app servers whose clocks are up to
-   * `maxClockSkewMs` apart share one limit within a stated bound (see `maxClockSkewMs`).
+   * `maxClockSkewMs` apart share one limit within a stated bound (see `maxClockSkewMs`). Either way a
+   * call's deadline is compared with the server's `TIME` (see the README: Deadlines: no late charges).
    * @default 'server'
    */
   timeSource?: RedisTimeSource
@@ -103,6 +116,19 @@ export interface RedisBackendOptions {
    * @default {}
    */
   clusterOptions?: ClusterOptions
+  /**
+   * After the calls that may charge, wait until `replicas` replicas have their writes (Redis
+   * `WAIT replicas timeoutMs`, one per connection for the calls written together), at most `timeoutMs`,
+   * before answering. An admission that fewer replicas acknowledged in time rejects with
+   * `ERR_FASTLIMIT_BACKEND` (the master charged it, but a failover now could lose that), so FastLimit
+   * applies `onBackendError`; a denial stands. An admission answered after its replicas acknowledged it
+   * survives a failover to one of them (Sentinel promotes the most up-to-date replica). `WAIT` does not
+   * make Redis strongly consistent: a replica that restarts empty loses what it acknowledged, and a
+   * failover may promote another one. Each call takes about one replica round trip longer (see the
+   * README: Replication and failover). Not available with auto-pipelining.
+   * @default false (asynchronous replication, as Redis does by default)
+   */
+  waitReplicas?: RedisWaitReplicas | false
 }
 
 const KNOWN = [
@@ -116,6 +142,7 @@ const KNOWN = [
   'expiryMarginMs',
   'redisOptions',
   'clusterOptions',
+  'waitReplicas',
 ]
 
 const MAX_MARGIN_MS = 24 * 60 * 60 * 1000
@@ -169,7 +196,21 @@ function prepare(bucket: BucketConfig): Prepared {
   return p
 }
 
-function unexpected(reply: unknown): FastlimitError {
+/** The reply of a call that reached Redis past its deadline: `late:<server now>:<server deadline>`. */
+const LATE = /^late:(\d+):(-?\d+)$/
+
+/** A script reply that is not a result: a call applied past its deadline, or something unexpected. */
+function notAResult(reply: unknown, what: string): FastlimitError {
+  const late = typeof reply === 'string' ? LATE.exec(reply) : null
+  if (late !== null) {
+    const by = Number(late[1]) - Number(late[2])
+    return new FastlimitError(
+      'ERR_FASTLIMIT_TIMEOUT',
+      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was charged. The limiter ` +
+        'had already given up on it (timeoutMs) and applied its onBackendError policy: Redis is slow to answer ' +
+        '(check LATENCY DOCTOR, SLOWLOG and the network), or timeoutMs is too short for it.',
+    )
+  }
   return new FastlimitError(
     'ERR_FASTLIMIT_BACKEND',
     `[fastlimit] [redis] Unexpected script reply ${show(reply)}: is the client in a special mode (subscriber, MULTI)? ` +
@@ -206,10 +247,10 @@ function read(text: string, at: number): number {
 }
 
 /** The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. */
-function result(reply: string, limit: number): BackendResult {
+function result(reply: string, limit: number, what: string): BackendResult {
   const allowed = values[0] as number
   const retry = values[3] as number
-  if (allowed !== 0 && allowed !== 1) throw unexpected(reply)
+  if (allowed !== 0 && allowed !== 1) throw notAResult(reply, what)
   return {
     allowed: allowed === 1,
     limit,
@@ -220,21 +261,21 @@ function result(reply: string, limit: number): BackendResult {
 }
 
 /** The one result of a one-bucket reply. */
-function readOne(reply: unknown, limit: number): BackendResult {
-  if (typeof reply !== 'string' || read(reply, 0) !== reply.length) throw unexpected(reply)
-  return result(reply, limit)
+function readOne(reply: unknown, limit: number, what: string): BackendResult {
+  if (typeof reply !== 'string' || read(reply, 0) !== reply.length) throw notAResult(reply, what)
+  return result(reply, limit, what)
 }
 
 /** The results of a several-bucket reply, one per limit. */
-function readAll(reply: unknown, limits: readonly number[]): BackendResult[] {
-  if (typeof reply !== 'string') throw unexpected(reply)
+function readAll(reply: unknown, limits: readonly number[], what: string): BackendResult[] {
+  if (typeof reply !== 'string') throw notAResult(reply, what)
   const results: BackendResult[] = new Array(limits.length)
   let at = 0
   for (let i = 0; i < limits.length; i++) {
     at = read(reply, at)
     // Every result but the last ends with a comma.
-    if (at < 0 || (at === reply.length) !== (i === limits.length - 1)) throw unexpected(reply)
-    results[i] = result(reply, limits[i] as number)
+    if (at < 0 || (at === reply.length) !== (i === limits.length - 1)) throw notAResult(reply, what)
+    results[i] = result(reply, limits[i] as number, what)
   }
   return results
 }
@@ -257,6 +298,87 @@ function checkKey(key: unknown): void {
   }
 }
 
+/** The deadline of a call's options (undefined for none). */
+function deadlineOf(options: CallOptions | undefined): number | undefined {
+  if (options === undefined || options === null) return undefined
+  const deadline = (options as CallOptions).deadline
+  if (deadline === undefined) return undefined
+  if (typeof deadline !== 'number' || !Number.isFinite(deadline)) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [redis] options.deadline must be epoch milliseconds (Date.now() + a timeout), got ${show(deadline)}.`,
+    )
+  }
+  return deadline
+}
+
+/** The error of a call whose deadline passed before it could be sent: nothing was sent. */
+function expired(what: string): FastlimitError {
+  return new FastlimitError(
+    'ERR_FASTLIMIT_TIMEOUT',
+    `[fastlimit] [redis] ${what} was not sent: its deadline passed while it waited for the connection; ` +
+      'nothing was charged.',
+  )
+}
+
+/** Replies of a node that is no longer the master: its connection is dropped to find the master again. */
+const NOT_MASTER = /^(READONLY|MASTERDOWN)\b/
+
+/**
+ * Drops one connection at once, so that every command queued on it fails now and none is written later,
+ * and lets ioredis connect again (a Cluster's node leaves the Cluster's pool, which finds it again).
+ * ioredis's `disconnect()` would `end()` the socket and wait for the peer (2 s, then destroy it) while
+ * the commands stay queued, and might re-send them after reconnecting (`maxRetriesPerRequest`,
+ * `autoResendUnfulfilledCommands`): the socket is reset instead, and the queued commands are failed.
+ * Commands already in the server's buffers may still run: their deadline makes them charge nothing.
+ */
+function drop(node: Redis): boolean {
+  const status = node.status
+  if (status !== 'ready' && status !== 'connect' && status !== 'connecting') return false
+  const stream = node.stream as
+    | { destroyed?: boolean; connecting?: boolean; destroy(): void; resetAndDestroy?: () => void }
+    | undefined
+  // The next attempt comes after the first delay of the retry strategy, not after a backoff grown by
+  // earlier attempts: the breaker already paces these (one per breaker.openMs at most).
+  ;(node as unknown as { retryAttempts?: number }).retryAttempts = 0
+  if (stream === undefined || stream.destroyed === true) {
+    node.disconnect(true)
+    return true
+  }
+  try {
+    // RST: the bytes not sent yet are discarded with the socket (Node >= 18.3; TCP sockets only).
+    if (typeof stream.resetAndDestroy === 'function' && stream.connecting !== true) stream.resetAndDestroy()
+    else stream.destroy()
+  } catch {
+    stream.destroy()
+  }
+  // Before 'ready' the command queue holds ioredis's handshake, which its own close handling ends.
+  const flush = (node as unknown as { flushQueue?: (err: Error, o: { commandQueue: boolean }) => void })
+    .flushQueue
+  if (typeof flush === 'function') {
+    flush.call(node, new Error('Connection dropped (RedisBackend.reconnect, or a reply from a replica).'), {
+      commandQueue: status === 'ready',
+    })
+  }
+  return true
+}
+
+/** This tick's `WAIT` on one connection, sent when the tick ends (after every call written in it). */
+interface Wait {
+  readonly node: Redis
+  /** How many replicas acknowledged (WAIT's reply); -1 when WAIT failed. */
+  readonly promise: Promise<number>
+  resolve(acked: number): void
+}
+
+/** Whether a script reply admitted (and so charged): one bucket, or all of several (all or nothing). */
+function admitted(reply: unknown): boolean {
+  if (typeof reply !== 'string') return false
+  const parts = reply.split(',')
+  for (let i = 0; i < parts.length; i += 4) if (parts[i] !== '1') return false
+  return parts.length >= 4
+}
+
 /**
  * The Redis backend: every decision is one Lua script (a port of the algorithm's `step` from core), run
  * atomically on the Redis server, so any number of processes share one limit exactly. Works with
@@ -266,6 +388,8 @@ function checkKey(key: unknown): void {
  *   algorithm's state; the key expires (`PEXPIRE`) once its longest-lived bucket is empty (plus
  *   `expiryMarginMs` to twice that).
  * - Time: the Redis server's clock by default (`timeSource`).
+ * - Deadlines: a call's `options.deadline` goes to the script, converted to the server's clock; a call
+ *   that reaches Redis after it charges nothing and rejects with `ERR_FASTLIMIT_TIMEOUT`.
  * - Cluster: each call touches exactly one Redis key, so it always runs in one slot. Keys built by
  *   `FastLimit` carry the identity as hash tag (`prefix:{identity}`).
  *
@@ -291,23 +415,31 @@ export class RedisBackend implements Backend {
     return new RedisBackend({ ...options, url })
   }
 
-  readonly #client: Redis | Cluster
+  /** The kind of store, for messages and metrics. */
+  readonly kind = 'redis'
+
+  // Plain (TypeScript) private fields, not #private: a Proxy or a delegating wrapper calls these methods
+  // with itself as `this`, and #private fields would throw for it.
+  private readonly redis: Redis | Cluster
   /** The defined command, when the client auto-pipelines (ioredis queues it on its pipeline). */
-  readonly #script: ScriptFn | undefined
+  private readonly script: ScriptFn | undefined
   /** Otherwise, our own EVALSHA commands. */
-  readonly #runner: ScriptRunner
-  readonly #sha: string
-  readonly #owned: boolean
-  readonly #prefix: string
-  readonly #clock: (() => number) | undefined
-  readonly #name: string
-  readonly #where: string
-  #closed = false
-  #closing: Promise<void> | undefined
-  #everReady = false
-  #gate: Promise<void> | undefined
-  #lastError: Error | undefined
-  #corked: Array<{ uncork(): void }> | undefined
+  private readonly runner: ScriptRunner
+  private readonly sha: string
+  private readonly owned: boolean
+  private readonly prefix: string
+  private readonly clock: (() => number) | undefined
+  private readonly name: string
+  private readonly where: string
+  private readonly waitReplicas: RedisWaitReplicas | undefined
+  private closed = false
+  private closing: Promise<void> | undefined
+  private everReady = false
+  private gate: Promise<void> | undefined
+  private lastError: Error | undefined
+  private corked: Array<{ uncork(): void }> | undefined
+  private waits: Map<object, Wait> | undefined
+  private tickScheduled = false
 
   /**
    * @throws ConfigError for a bad option, a bad URL (naming the wrong part), both or neither of
@@ -338,8 +470,9 @@ export class RedisBackend implements Backend {
       expiryMarginMs = 1000,
       redisOptions,
       clusterOptions,
+      waitReplicas = false,
     } = options
-    this.#prefix = keyNamespace(keyPrefix)
+    this.prefix = keyNamespace(keyPrefix)
     if (timeSource !== 'server' && timeSource !== 'client') {
       throw new ConfigError(
         `[fastlimit] [redis] timeSource must be 'server' or 'client', got ${show(timeSource)}. ` +
@@ -387,6 +520,7 @@ export class RedisBackend implements Backend {
           `got ${show(expiryMarginMs)}. For example 1000.`,
       )
     }
+    this.waitReplicas = checkWaitReplicas(waitReplicas)
     if (client !== undefined && url !== undefined) {
       throw new ConfigError(
         '[fastlimit] [redis] Give client or url, not both: url creates a client of its own.',
@@ -419,9 +553,9 @@ export class RedisBackend implements Backend {
             "RedisBackend's keyPrefix option instead.",
         )
       }
-      this.#client = client
-      this.#owned = false
-      this.#where = client.isCluster ? 'the Redis Cluster' : 'Redis'
+      this.redis = client
+      this.owned = false
+      this.where = client.isCluster ? 'the Redis Cluster' : 'Redis'
     } else if (url !== undefined) {
       const parsed = parseRedisUrl(url, { sentinelMasterName })
       if (redisOptions !== undefined && (typeof redisOptions !== 'object' || redisOptions === null)) {
@@ -442,64 +576,82 @@ export class RedisBackend implements Backend {
           )
         }
       }
-      this.#client = createClient(parsed, redisOptions, clusterOptions)
-      this.#owned = true
-      this.#where = parsed.redacted
+      this.redis = createClient(parsed, redisOptions, clusterOptions)
+      this.owned = true
+      this.where = parsed.redacted
       // Errors surface through the calls that fail; keep the last one for their messages.
-      this.#client.on('error', (err: Error) => {
-        this.#lastError = err
+      this.redis.on('error', (err: Error) => {
+        this.lastError = err
       })
-      if (!this.#client.isCluster) {
-        this.#client.on('ready', () => {
-          this.#everReady = true
-        })
-      }
     } else {
       throw new ConfigError(
         '[fastlimit] [redis] Give client (an ioredis Redis or Cluster) or url, e.g. ' +
           'new RedisBackend({ url: "redis://localhost:6379" }) or RedisBackend.fromUrl(process.env.REDIS_URL).',
       )
     }
-    this.#clock = timeSource === 'client' ? (clock ?? Date.now) : undefined
-    if (this.#client.isCluster) {
-      // ioredis connects to a Cluster's nodes on their first command, and without an offline queue
-      // fails the calls that reach a node while it connects: connect every primary as soon as it is known.
-      this.#client.on('+node', this.#connectNode)
-      for (const node of (this.#client as Cluster).nodes('master')) this.#connectNode(node)
+    this.clock = timeSource === 'client' ? (clock ?? Date.now) : undefined
+    const redis = this.redis
+    retain(redis)
+    if (redis.isCluster) {
+      // Every primary is connected once the Cluster is ready, and every primary announced later as soon as
+      // it is known (see #connectNode); each samples the server's clock whenever it connects.
+      redis.on('+node', this.connectNode)
+      redis.on('ready', this.connectMasters)
+      if (redis.status === 'ready') this.connectMasters()
+    } else {
+      watch(redis as Redis, redis)
     }
     // One script for every call, with the expiry margin in its text.
     // With client time, states from clocks up to maxClockSkewMs ahead are kept, and so are their keys.
     const skew = timeSource === 'client' ? (maxClockSkewMs ?? DEFAULT_SKEW_MS) : 0
     const script: ScriptDefinition = scriptFor(Math.max(expiryMarginMs, skew), skew)
-    this.#name = script.name
-    this.#sha = script.sha
-    this.#runner = runnerFor(script)
-    if (this.#client.options.enableAutoPipelining === true) {
-      // Only ioredis's defined commands join its auto-pipeline.
-      if (typeof (this.#client as unknown as Commands)[script.name] !== 'function') {
-        this.#client.defineCommand(script.name, { lua: script.lua, numberOfKeys: 1 })
+    this.name = script.name
+    this.sha = script.sha
+    this.runner = runnerFor(script)
+    if (redis.options.enableAutoPipelining === true) {
+      if (this.waitReplicas !== undefined) {
+        throw new ConfigError(
+          '[fastlimit] [redis] waitReplicas needs a client without enableAutoPipelining: its WAIT must follow ' +
+            "the calls on their connection. Turn auto-pipelining off (RedisBackend's default), or remove waitReplicas.",
+        )
       }
-      this.#script = (this.#client as unknown as Commands)[script.name] as ScriptFn
+      // Only ioredis's defined commands join its auto-pipeline.
+      if (typeof (redis as unknown as Commands)[script.name] !== 'function') {
+        redis.defineCommand(script.name, { lua: script.lua, numberOfKeys: 1 })
+      }
+      this.script = (redis as unknown as Commands)[script.name] as ScriptFn
     }
   }
 
-  readonly #connectNode = (node: Redis): void => {
-    if (node.options.readOnly !== true && node.status === 'wait') node.connect().catch(() => undefined)
+  /**
+   * Connects a Cluster's primary as soon as the Cluster announces it, once the Cluster is ready: without
+   * an offline queue, ioredis fails the calls that reach a node while it connects. Never while the
+   * Cluster itself connects: its ready check (CLUSTER INFO) goes to any node, and fails on one that is
+   * connecting, which sends the Cluster into a reconnect loop.
+   */
+  private readonly connectNode = (node: Redis): void => {
+    if (this.closed || node.options.readOnly === true) return
+    watch(node, this.redis)
+    if (this.redis.status === 'ready' && node.status === 'wait') node.connect().catch(() => undefined)
+  }
+
+  private readonly connectMasters = (): void => {
+    for (const node of (this.redis as Cluster).nodes('master')) this.connectNode(node)
   }
 
   /** The ioredis client in use: yours, or the one created from `url`. */
   get client(): Redis | Cluster {
-    return this.#client
+    return this.redis
   }
 
   /**
    * The time argument of a script: '' lets the script read the server's TIME. A clock that throws
    * fails the call `what`.
    */
-  #now(what: string): string {
-    if (this.#clock === undefined) return ''
+  private now(what: string): string {
+    if (this.clock === undefined) return ''
     try {
-      const now = Math.floor(this.#clock())
+      const now = Math.floor(this.clock())
       if (!Number.isSafeInteger(now) || now < 0) {
         throw new ConfigError(
           `[fastlimit] [redis] clock() must return epoch milliseconds, got ${show(now)}. For example Date.now.`,
@@ -507,24 +659,33 @@ export class RedisBackend implements Backend {
       }
       return String(now)
     } catch (err) {
-      throw this.#wrap(err, what)
+      throw this.wrap(err, what)
     }
   }
 
-  #closedError(): FastlimitError {
+  private closedError(): FastlimitError {
     return new FastlimitError(
       'ERR_FASTLIMIT_CLOSED',
       '[fastlimit] [redis] This RedisBackend was closed; create a new one.',
     )
   }
 
-  #wrap(err: unknown, what: string): FastlimitError {
+  private wrap(err: unknown, what: string): FastlimitError {
     if (err instanceof FastlimitError) return err
     // A URL that does not fit its server (a database it lacks, a Cluster node, a sentinel); passwords hidden.
-    const misfit = explain(this.#client, err, this.#where)
+    const misfit = explain(this.redis, err, this.where)
     if (misfit !== undefined) return misfit
     const message = (err instanceof Error ? err.message : String(err)).replace(/\.+$/, '')
-    let hint = `Check that ${this.#where} is reachable; FastLimit applies its onBackendError policy meanwhile.`
+    let hint = `Check that ${this.where} is reachable; FastLimit applies its onBackendError policy meanwhile.`
+    if (/\bOOM\b/.test(message)) {
+      return new FastlimitError(
+        'ERR_FASTLIMIT_STORE_FULL',
+        `[fastlimit] [redis] ${what} failed: ${this.where} is full (${message}). No limit can be charged until it ` +
+          'has room: FastLimit applies its onBackendError policy meanwhile. Give the limiter a Redis of its own ' +
+          'with maxmemory sized for every key (see the @fastlimit/redis README: A full Redis), or raise maxmemory.',
+        { cause: err },
+      )
+    }
     if (/\bTIME\b/.test(message) || /not allowed from script/i.test(message)) {
       hint =
         "This Redis refuses TIME in scripts: use timeSource: 'client' and keep your servers' clocks in sync."
@@ -533,8 +694,12 @@ export class RedisBackend implements Backend {
     } else if (/NOPERM|NOAUTH|WRONGPASS/.test(message)) {
       hint =
         'Check the user name and password, and that the user may run EVAL, EVALSHA, TIME, HGET, HMGET, HSET, PTTL and PEXPIRE.'
+    } else if (NOT_MASTER.test(message)) {
+      hint =
+        'The server is no longer the master (a failover, REPLICAOF): RedisBackend reconnects to find the master; ' +
+        'FastLimit applies its onBackendError policy meanwhile.'
     }
-    const lastMessage = this.#lastError?.message.replace(/\.+$/, '')
+    const lastMessage = this.lastError?.message.replace(/\.+$/, '')
     const last =
       lastMessage !== undefined && lastMessage !== message ? ` (last connection error: ${lastMessage})` : ''
     return new FastlimitError(
@@ -545,21 +710,24 @@ export class RedisBackend implements Backend {
   }
 
   /**
-   * Before the first connection of a client we created, calls wait for it; each failed attempt fails
-   * the waiting calls (the client has no offline queue, so nothing piles up). Afterwards calls go
+   * Before the first call, waits until the client is ready (connecting it if it waits for a first
+   * command), a Cluster's primaries too, and the server's clock was sampled (for deadlines); each failed
+   * attempt fails the waiting calls (there is no offline queue, so nothing piles up). Afterwards calls go
    * straight to ioredis, which fails them at once while disconnected.
    */
-  #ready(): Promise<void> | undefined {
-    if (!this.#owned || this.#everReady) return undefined
-    const problem = connectionProblem(this.#client)
-    if (problem !== undefined) return Promise.reject(problem)
-    const client = this.#client
-    if (client.status === 'ready' && mastersReady(client)) {
-      this.#everReady = true
+  private ready(): Promise<void> | undefined {
+    if (this.everReady) return undefined
+    const client = this.redis
+    if (this.owned) {
+      const problem = connectionProblem(client)
+      if (problem !== undefined) return Promise.reject(problem)
+    }
+    if (client.status === 'ready' && mastersReady(client) && hasSample(client)) {
+      this.everReady = true
       return undefined
     }
     if (client.status === 'end') return Promise.reject(new Error('Connection is closed.'))
-    this.#gate ??= (async () => {
+    this.gate ??= (async () => {
       try {
         await untilReady(client)
         // A Cluster connects to its nodes lazily, and fails calls to a node still connecting (with no
@@ -569,12 +737,13 @@ export class RedisBackend implements Backend {
           const nodes = (client as Cluster).nodes('master')
           await Promise.all(nodes.map((node) => untilReady(node).catch(() => undefined)))
         }
-        this.#everReady = true
+        await sampleAll(client)
+        this.everReady = true
       } finally {
-        this.#gate = undefined
+        this.gate = undefined
       }
     })()
-    return this.#gate
+    return this.gate
   }
 
   /**
@@ -583,9 +752,9 @@ export class RedisBackend implements Backend {
    * auto-pipelining, without its wait for the next turn of the event loop. A lone call still goes out
    * in the tick it was made.
    */
-  #cork(): void {
-    if (this.#corked !== undefined) return
-    const client = this.#client
+  private cork(): void {
+    if (this.corked !== undefined) return
+    const client = this.redis
     const nodes = client.isCluster ? (client as Cluster).nodes('master') : [client as Redis]
     let corked: Array<{ uncork(): void }> | undefined
     for (const node of nodes) {
@@ -601,98 +770,248 @@ export class RedisBackend implements Backend {
       }
     }
     if (corked === undefined) return
-    this.#corked = corked
-    process.nextTick(this.#uncork)
+    this.corked = corked
+    this.endOfTick()
   }
 
-  readonly #uncork = (): void => {
-    const corked = this.#corked
-    this.#corked = undefined
+  private endOfTick(): void {
+    if (this.tickScheduled) return
+    this.tickScheduled = true
+    process.nextTick(this.tickEnded)
+  }
+
+  /** At the end of the tick: this tick's WAITs go out after its calls, then everything is written. */
+  private readonly tickEnded = (): void => {
+    this.tickScheduled = false
+    const waits = this.waits
+    this.waits = undefined
+    if (waits !== undefined) {
+      const { replicas, timeoutMs } = this.waitReplicas as RedisWaitReplicas
+      for (const w of waits.values()) {
+        w.node.call('WAIT', String(replicas), String(timeoutMs)).then(
+          (acked) => w.resolve(Number(acked)),
+          () => w.resolve(-1),
+        )
+      }
+    }
+    const corked = this.corked
+    this.corked = undefined
     if (corked !== undefined) for (const stream of corked) stream.uncork()
+  }
+
+  /** This tick's WAIT on the connection `socket`, to follow the calls written on it (undefined if gone). */
+  private waitOn(socket: object | undefined): Promise<number> | undefined {
+    if (socket === undefined) return undefined
+    let w = this.waits?.get(socket)
+    if (w !== undefined) return w.promise
+    const client = this.redis
+    const node = client.isCluster
+      ? (client as Cluster).nodes('master').find((n) => n.stream === socket)
+      : (client as Redis).stream === socket
+        ? (client as Redis)
+        : undefined
+    if (node === undefined) return undefined
+    let resolve = (_acked: number): void => undefined
+    const promise = new Promise<number>((r) => {
+      resolve = r
+    })
+    w = { node, promise, resolve }
+    this.waits ??= new Map()
+    this.waits.set(socket, w)
+    this.endOfTick()
+    return promise
   }
 
   /**
    * Runs the script for one bucket and reads its result. Arguments: the field, then as far as needed
-   * the cost (1 when left out), the time ('' or left out for the server's TIME) and the configuration
-   * (left out when the field is that).
+   * the deadline ('' for none), the cost (1 when left out), the time ('' or left out for the server's
+   * TIME) and the configuration (left out when the field is that).
    */
-  async #one(key: string, bucket: BucketConfig, cost: number, what: string): Promise<BackendResult> {
-    if (this.#closed) throw this.#closedError()
+  private async one(
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    deadline: number | undefined,
+    what: string,
+  ): Promise<BackendResult> {
+    if (this.closed) throw this.closedError()
     checkKey(key)
     const p = prepare(bucket)
-    const k = redisKey(this.#prefix, key)
+    const k = redisKey(this.prefix, key)
     const c = cost === 1 ? '1' : cost === 0 ? '0' : String(cost)
-    const now = this.#now(what)
-    const sha = this.#sha
+    const now = this.now(what)
+    const sha = this.sha
+    // The deadline's slot is filled in when the call is written (see ScriptRunner).
     const args =
       p.conf !== ''
-        ? [sha, '1', k, p.field, c, now, p.conf]
+        ? [sha, '1', k, p.field, '', c, now, p.conf]
         : now !== ''
-          ? [sha, '1', k, p.field, c, now]
+          ? [sha, '1', k, p.field, '', c, now]
           : c !== '1'
-            ? [sha, '1', k, p.field, c]
-            : [sha, '1', k, p.field]
-    return readOne(await this.#send(args, what), p.limit)
+            ? [sha, '1', k, p.field, '', c]
+            : deadline !== undefined
+              ? [sha, '1', k, p.field, '']
+              : [sha, '1', k, p.field]
+    return readOne(await this.send(args, what, deadline, 4, cost > 0), p.limit, what)
   }
 
   /**
-   * Sends a script call once the client may take it (see `#ready`): through ioredis's defined command
+   * Sends a script call once the client may take it (see `ready`): through ioredis's defined command
    * when it auto-pipelines, else our own command, corked with this tick's other calls and sent once
-   * more on NOSCRIPT. Errors are wrapped as failures of `what`.
+   * more on NOSCRIPT. `args[at]` is the deadline's slot (filled in only with a deadline). Errors are
+   * wrapped as failures of `what`.
    */
-  async #send(args: Array<string | Buffer>, what: string): Promise<unknown> {
+  private async send(
+    args: Array<string | Buffer>,
+    what: string,
+    deadline: number | undefined,
+    at: number,
+    charges: boolean,
+  ): Promise<unknown> {
     try {
-      if (!this.#everReady) {
-        const gate = this.#ready()
+      if (!this.everReady) {
+        const gate = this.ready()
         if (gate !== undefined) await gate
       }
-      if (this.#script !== undefined) return await this.#sendDefined(args)
-      this.#cork()
-      return await this.#runner.run(this.#client, args)
+      // Without a deadline, no slot: `at` -1.
+      if (deadline === undefined) at = -1
+      else if (Date.now() >= deadline) throw expired(what)
+      if (this.script !== undefined) return await this.sendDefined(args, at, deadline ?? 0)
+      this.cork()
+      return await this.call(args, at, deadline ?? 0, charges, what)
     } catch (err) {
-      throw this.#wrap(err, what)
+      throw this.wrap(err, what)
     }
   }
 
   /**
-   * Through ioredis's defined command, which joins its auto-pipeline (and handles NOSCRIPT itself). A
-   * key that is not UTF-8 (lone surrogates) goes through a pipeline of its own on a Cluster, routed by
-   * its real slot: auto-pipelining groups commands by the key read as UTF-8.
+   * One call through our own command; once more on NOSCRIPT. A reply from a node that is no longer the
+   * master drops that connection. With `waitReplicas`, a call that may charge is answered after the
+   * WAIT that follows it on its connection, and an admission that too few replicas acknowledged is a
+   * failure (the master charged it, and a failover could lose that).
    */
-  async #sendDefined(args: Array<string | Buffer>): Promise<unknown> {
-    const [, , key, ...argv] = args as [string, string, string | Buffer, ...string[]]
-    if (typeof key !== 'string' && this.#client.isCluster) {
-      const pipeline = this.#client.pipeline() as unknown as Commands & {
-        exec(): Promise<Array<[Error | null, unknown]>>
+  private async call(
+    args: Array<string | Buffer>,
+    at: number,
+    deadline: number,
+    charges: boolean,
+    what: string,
+  ): Promise<unknown> {
+    let call: ScriptCall = this.runner.send(this.redis, args, at, deadline)
+    const wait = this.waitReplicas !== undefined && charges ? this.waitOn(call.socket) : undefined
+    try {
+      let reply: unknown
+      try {
+        reply = await call.promise
+      } catch (err) {
+        if (!this.runner.noScript(err)) throw err
+        call = this.runner.send(this.redis, args, at, deadline)
+        reply = await call.promise
       }
-      ;(pipeline[this.#name] as ScriptFn).call(pipeline, key, ...argv)
-      const [[err, reply] = [null, undefined]] = await pipeline.exec()
-      if (err) throw err
+      if (wait !== undefined) {
+        const acked = await wait
+        const want = (this.waitReplicas as RedisWaitReplicas).replicas
+        // A denial wrote nothing: only an admission can be lost in a failover.
+        if (acked < want && admitted(reply)) throw this.unreplicated(acked, what)
+      }
       return reply
+    } catch (err) {
+      this.failed(err, call.socket)
+      throw err
     }
-    return await (this.#script as ScriptFn).call(this.#client, key, ...argv)
   }
 
-  /** {@inheritDoc Backend.checkAndIncrement} One EVALSHA, atomic on the server. */
-  checkAndIncrement(key: string, bucket: BucketConfig, cost: number): Promise<BackendResult> {
+  /** The error of an admission that too few replicas acknowledged in time. */
+  private unreplicated(acked: number, what: string): FastlimitError {
+    const { replicas, timeoutMs } = this.waitReplicas as RedisWaitReplicas
+    const got = acked < 0 ? 'WAIT failed' : `only ${acked} of ${replicas} replicas acknowledged the write`
+    return new FastlimitError(
+      'ERR_FASTLIMIT_BACKEND',
+      `[fastlimit] [redis] ${what} was admitted by the master, but ${got} within ${timeoutMs} ms (waitReplicas): ` +
+        'a failover now could lose the charge, so it is reported as a failure and FastLimit applies its ' +
+        'onBackendError policy. Check the replicas (INFO replication: their link and lag).',
+    )
+  }
+
+  /** After a call failed on `socket`: a node that is no longer the master loses its connection. */
+  private failed(err: unknown, socket: object | undefined): void {
+    if (!(err instanceof Error) || !NOT_MASTER.test(err.message) || this.closed) return
+    const client = this.redis
+    const node = client.isCluster
+      ? (client as Cluster).nodes('all').find((n) => n.stream === socket)
+      : (client as Redis)
+    // Once per connection: the calls that follow on the same socket find it dropped already.
+    if (node !== undefined && (socket === undefined || node.stream === socket)) this.dropConnection(node)
+  }
+
+  /**
+   * Through ioredis's defined command, which joins its auto-pipeline (and handles NOSCRIPT itself). The
+   * deadline is converted when the call is made (the connection it will use is not known: a Cluster's
+   * latest sample stands for every node). A key that is not UTF-8 (lone surrogates) goes through a
+   * pipeline of its own on a Cluster, routed by its real slot: auto-pipelining groups commands by the
+   * key read as UTF-8.
+   */
+  private async sendDefined(args: Array<string | Buffer>, at: number, deadline: number): Promise<unknown> {
+    const client = this.redis
+    if (at >= 0) {
+      const socket = client.isCluster ? undefined : ((client as Redis).stream as object | undefined)
+      const d = serverDeadline(socket, client, deadline)
+      args[at] = d === undefined ? '' : String(d)
+    }
+    const [, , key, ...argv] = args as [string, string, string | Buffer, ...string[]]
+    try {
+      if (typeof key !== 'string' && client.isCluster) {
+        const pipeline = client.pipeline() as unknown as Commands & {
+          exec(): Promise<Array<[Error | null, unknown]>>
+        }
+        ;(pipeline[this.name] as ScriptFn).call(pipeline, key, ...argv)
+        const [[err, reply] = [null, undefined]] = await pipeline.exec()
+        if (err) throw err
+        return reply
+      }
+      return await (this.script as ScriptFn).call(client, key, ...argv)
+    } catch (err) {
+      if (!client.isCluster) this.failed(err, undefined)
+      throw err
+    }
+  }
+
+  /**
+   * {@inheritDoc Backend.checkAndIncrement} One EVALSHA, atomic on the server. With `options.deadline`,
+   * a call that reaches Redis at or after it (on the server's clock, converted conservatively) charges
+   * nothing and rejects with `ERR_FASTLIMIT_TIMEOUT`.
+   */
+  checkAndIncrement(
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    options?: CallOptions,
+  ): Promise<BackendResult> {
+    let deadline: number | undefined
     try {
       checkCost(cost)
+      deadline = deadlineOf(options)
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.#one(key, bucket, cost, 'checkAndIncrement')
+    return this.one(key, bucket, cost, deadline, 'checkAndIncrement')
   }
 
-  /** {@inheritDoc Backend.checkAndIncrementAll} One script for every bucket: all are charged, or none. */
+  /**
+   * {@inheritDoc Backend.checkAndIncrementAll} One script for every bucket: all are charged, or none.
+   * `options.deadline` as for checkAndIncrement.
+   */
   async checkAndIncrementAll(
     key: string,
     buckets: readonly BucketConfig[],
     cost: number,
+    options?: CallOptions,
   ): Promise<BackendResult[]> {
     checkCost(cost)
+    const deadline = deadlineOf(options)
     if (buckets.length === 0) return []
     if (buckets.length === 1)
-      return [await this.#one(key, buckets[0] as BucketConfig, cost, 'checkAndIncrement')]
+      return [await this.one(key, buckets[0] as BucketConfig, cost, deadline, 'checkAndIncrement')]
     // The script takes the field and the configuration ('' when the field is that) of each bucket.
     const fields: string[] = []
     const limits: number[] = []
@@ -701,36 +1020,39 @@ export class RedisBackend implements Backend {
       fields.push(p.field, p.conf)
       limits.push(p.limit)
     }
-    return readAll(await this.#runAll(key, cost, fields), limits)
-  }
-
-  async #runAll(key: string, cost: number, fields: string[]): Promise<unknown> {
-    if (this.#closed) throw this.#closedError()
+    if (this.closed) throw this.closedError()
     checkKey(key)
-    const k = redisKey(this.#prefix, key)
-    const args = [this.#sha, '1', k, String(cost), this.#now('checkAndIncrementAll'), ...fields]
-    return this.#send(args, 'checkAndIncrementAll')
+    const what = 'checkAndIncrementAll'
+    const k = redisKey(this.prefix, key)
+    const args = [this.sha, '1', k, '', String(cost), this.now(what), ...fields]
+    return readAll(await this.send(args, what, deadline, 3, true), limits, what)
   }
 
   /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */
-  peek(key: string, bucket: BucketConfig): Promise<BackendResult> {
-    return this.#one(key, bucket, 0, 'peek')
+  peek(key: string, bucket: BucketConfig, options?: CallOptions): Promise<BackendResult> {
+    let deadline: number | undefined
+    try {
+      deadline = deadlineOf(options)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.one(key, bucket, 0, deadline, 'peek')
   }
 
   /** {@inheritDoc Backend.reset} UNLINK of the key's one Redis hash. */
   async reset(key: string): Promise<void> {
-    if (this.#closed) throw this.#closedError()
+    if (this.closed) throw this.closedError()
     checkKey(key)
-    const k = redisKey(this.#prefix, key)
+    const k = redisKey(this.prefix, key)
     try {
-      const gate = this.#ready()
+      const gate = this.ready()
       if (gate !== undefined) await gate
-      if (typeof k !== 'string' && this.#client.isCluster) {
-        const [[err] = [null]] = (await this.#client.pipeline().unlink(k).exec()) ?? []
+      if (typeof k !== 'string' && this.redis.isCluster) {
+        const [[err] = [null]] = (await this.redis.pipeline().unlink(k).exec()) ?? []
         if (err) throw err
-      } else await this.#client.unlink(k)
+      } else await this.redis.unlink(k)
     } catch (err) {
-      throw this.#wrap(err, 'reset')
+      throw this.wrap(err, 'reset')
     }
   }
 
@@ -739,24 +1061,24 @@ export class RedisBackend implements Backend {
    * applications' keys are never touched. Not atomic: calls running meanwhile may leave keys behind.
    */
   async clear(): Promise<void> {
-    if (this.#closed) throw this.#closedError()
-    const pattern = prefixPattern(this.#prefix)
+    if (this.closed) throw this.closedError()
+    const pattern = prefixPattern(this.prefix)
     try {
-      await this.#connected()
-      const nodes: Redis[] = this.#client.isCluster
-        ? (this.#client as Cluster).nodes('master')
-        : [this.#client as Redis]
+      await this.connected()
+      const nodes: Redis[] = this.redis.isCluster
+        ? (this.redis as Cluster).nodes('master')
+        : [this.redis as Redis]
       await Promise.all(nodes.map((node) => clearNode(node, pattern)))
     } catch (err) {
-      throw this.#wrap(err, 'clear')
+      throw this.wrap(err, 'clear')
     }
   }
 
   /** Waits until the client is ready (a Cluster knows its primaries only then). */
-  async #connected(): Promise<void> {
-    const gate = this.#ready()
+  private async connected(): Promise<void> {
+    const gate = this.ready()
     if (gate !== undefined) await gate
-    const client = this.#client
+    const client = this.redis
     if (client.status === 'ready') return
     if (client.status === 'wait') client.connect().catch(() => undefined)
     await new Promise<void>((resolve, reject) => {
@@ -776,19 +1098,54 @@ export class RedisBackend implements Backend {
   }
 
   /**
+   * Drops the connection (every connection of a Cluster) and connects again: every call in flight or
+   * queued on it fails at once, and none is sent later (a call that already reached Redis charges
+   * nothing past its deadline). `FastLimit` calls it when its circuit breaker opens, e.g. on a stalled
+   * or blackholed server whose socket would otherwise hold calls until TCP gives up. Works on a client
+   * you passed too (it is disconnected and connected again, never closed). Safe to call at any time.
+   */
+  reconnect(_reason?: Error): void {
+    if (this.closed) return
+    const client = this.redis
+    if (client.isCluster) {
+      // Each node is dropped from the Cluster's pool; the Cluster connects it again on the next call
+      // routed to it (its other nodes keep serving).
+      for (const node of (client as Cluster).nodes('all')) drop(node)
+    } else {
+      this.dropConnection(client as Redis)
+    }
+  }
+
+  /** Drops a standalone or Sentinel connection (or a Cluster node) and makes sure it connects again. */
+  private dropConnection(node: Redis): void {
+    // A Cluster's node leaves its pool, and the Cluster finds it again.
+    if (!drop(node) || node !== this.redis) return
+    // A client with no retryStrategy would stay closed: connect it again.
+    if (typeof node.options.retryStrategy !== 'function') {
+      node.once('end', () => {
+        if (!this.closed) node.connect().catch(() => undefined)
+      })
+    }
+  }
+
+  /**
    * {@inheritDoc Backend.close} Closes the connection RedisBackend created from `url` (QUIT, then
    * disconnect if that fails); a client you passed in stays open. Idempotent.
    */
   close(): Promise<void> {
-    if (this.#closing) return this.#closing
-    this.#closed = true
-    if (this.#client.isCluster) this.#client.off('+node', this.#connectNode)
-    if (!this.#owned) {
-      this.#closing = Promise.resolve()
-      return this.#closing
+    if (this.closing) return this.closing
+    this.closed = true
+    const client = this.redis
+    if (client.isCluster) {
+      client.off('+node', this.connectNode)
+      client.off('ready', this.connectMasters)
     }
-    const client = this.#client
-    this.#closing = (async () => {
+    release(client)
+    if (!this.owned) {
+      this.closing = Promise.resolve()
+      return this.closing
+    }
+    this.closing = (async () => {
       const status = client.status
       if (status === 'end') return
       const ended = new Promise<void>((resolve) => client.once('end', () => resolve()))
@@ -810,9 +1167,33 @@ export class RedisBackend implements Backend {
         }),
       ])
       clearTimeout(timer)
+      // QUIT ends the connection but not a Sentinel client's failover detector (its subscriptions to
+      // the sentinels): disconnect() does.
+      if (!client.isCluster && 'sentinels' in client.options && client.options.sentinels) client.disconnect()
     })()
-    return this.#closing
+    return this.closing
   }
+}
+
+function checkWaitReplicas(value: unknown): RedisWaitReplicas | undefined {
+  if (value === false || value === undefined) return undefined
+  const w = value as Partial<RedisWaitReplicas> | null
+  const whole = (n: unknown, max: number) =>
+    typeof n === 'number' && Number.isSafeInteger(n) && n >= 1 && n <= max
+  if (typeof w !== 'object' || w === null || !whole(w.replicas, 1000) || !whole(w.timeoutMs, 2 ** 31 - 1)) {
+    throw new ConfigError(
+      `[fastlimit] [redis] waitReplicas must be false or { replicas, timeoutMs } with whole numbers from 1, got ` +
+        `${show(value)}. For example { replicas: 1, timeoutMs: 50 }.`,
+    )
+  }
+  for (const key of Object.keys(w)) {
+    if (key !== 'replicas' && key !== 'timeoutMs') {
+      throw new ConfigError(
+        `[fastlimit] [redis] Unknown waitReplicas option ${show(key)}: it takes replicas and timeoutMs.`,
+      )
+    }
+  }
+  return { replicas: w.replicas as number, timeoutMs: w.timeoutMs as number }
 }
 
 /** Whether every primary of a Cluster is connected (always, for a standalone or Sentinel client). */

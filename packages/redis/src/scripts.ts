@@ -10,15 +10,16 @@
 // - Infinity (`RETRY_NEVER`) leaves the script as -1; `retryAfterMs` is otherwise never negative.
 // - Lua arrays start at 1: `state[i]` in TypeScript is `s[i + 1]` here.
 //
-// Written for the Redis server's time per call (callgrind: ~65k instructions per gcra call, from 112k
-// with a script per algorithm; an EVALSHA of `return 1` costs ~15k): straight-line code (no closure is
-// created per run, the per-bucket code is inlined), the configuration read from the bucket id with one
-// `string.match`, a state read with one `string.match` and written with one `string.format`, digits
-// converted with `s + 0` (`tonumber` converts twice), the reply as one string (a Lua table reply costs
-// more than formatting it), and as few `redis.call`s as the job allows, each costing more than the
-// whole step: `TIME`, `HGET` (`HMGET`), and when something is charged `HSET` and `PTTL`, with `PEXPIRE`
-// only when the expiry must grow (then to twice the margin, so that it rarely must). `PEXPIRE ... GT`
-// (Redis 7) would replace the `PTTL`, but costs more than it even when it changes nothing.
+// Written for the Redis server's time per call (callgrind: ~65k instructions per gcra call, 68k with a
+// deadline, from 112k with a script per algorithm; an EVALSHA of `return 1` costs ~15k): straight-line
+// code (no closure is created per run, the per-bucket code is inlined), the configuration read from the
+// bucket id with one `string.match`, a state read with one `string.match` and written with one
+// `string.format`, digits converted with `s + 0` (`tonumber` converts twice), the reply as one string (a
+// Lua table reply costs more than formatting it), and as few `redis.call`s as the job allows, each
+// costing more than the whole step: `TIME`, `HGET` (`HMGET`), and when something is charged `HSET` and
+// `PTTL`, with `PEXPIRE` only when the expiry must grow (then to twice the margin, so that it rarely
+// must). `PEXPIRE ... GT` (Redis 7) would replace the `PTTL`, but costs more than it even when it
+// changes nothing. The deadline check compares with the `TIME` already read, before any other call.
 
 import { createHash } from 'node:crypto'
 import { SLIDING_LOG_SLOTS } from '@fastlimit/core'
@@ -259,10 +260,13 @@ elseif alg == 'sliding-log' then
     if n % 2 ~= 0 then n = 0 end
   end
   local t = now
-  -- A log whose newest entry lies ahead of now (the clock stepped back) moves back whole.
-  local shift = 0
-  if n > 0 and s[n - 1] > t then shift = s[n - 1] - t end
-  local cutoff = t - W
+  -- A log whose newest entry lies further ahead of now than SKEW (the clock stepped back) moves back
+  -- whole; one ahead by no more is another clock's: read and written at that newest time, e.
+  local shift, e = 0, now
+  if n > 0 and s[n - 1] > t then
+    if s[n - 1] - t > SKEW then shift = s[n - 1] - t else e = s[n - 1] end
+  end
+  local cutoff = e - W
   local first = 0
   while first < n and s[first + 1] - shift <= cutoff do first = first + 2 end
   -- Drop what left the window, in place.
@@ -278,10 +282,10 @@ elseif alg == 'sliding-log' then
   local newest = t
   if m > 0 then newest = s[m - 1] end
   if c > 0 and c <= L and used + c <= L then
-    if m > 0 and newest == t then
+    if m > 0 and newest == e then
       s[m] = s[m] + c
     else
-      s[m + 1] = t
+      s[m + 1] = e
       s[m + 2] = c
       m = m + 2
     end
@@ -308,7 +312,7 @@ elseif alg == 'sliding-log' then
       m = w + 1
     end
     used = used + c
-    ok, rem, reset, retry, ttl = true, L - used, t + W, 0, W
+    ok, rem, reset, retry, ttl = true, L - used, e + W, 0, e + W - t
     enc = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m))
   else
     reset, ttl = t, W
@@ -344,10 +348,15 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
 `
 
 /**
- * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: cost (1 when
- * left out; 0 peeks), now ('' or left out reads the server's TIME), configuration
- * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets: cost,
- * now, then the field and the configuration of each.
+ * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: deadline,
+ * cost (1 when left out; 0 peeks), now ('' or left out reads the server's TIME), configuration
+ * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets:
+ * deadline, cost, now, then the field and the configuration of each.
+ *
+ * deadline: epoch ms on the server's clock ('' or left out for none). A call that runs at or after it
+ * reads and writes nothing and returns `late:<server now>:<deadline>`. It is compared with the server's
+ * TIME, also when `now` is given (then read with pcall: a server that refuses TIME in scripts cannot
+ * drop late calls, and runs them).
  *
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
  * retryAfterMs (-1 for never). Several buckets are all or nothing, as core's stepAll.
@@ -363,18 +372,27 @@ local MARGIN = ${margin}
 local SKEW = ${skew}
 local key = KEYS[1]
 local argc = #ARGV
-local cost, now
-if argc <= 4 then cost, now = ARGV[2], ARGV[3] else cost, now = ARGV[1], ARGV[2] end
+local cost, deadline, now
+if argc <= 5 then deadline, cost, now = ARGV[2], ARGV[3], ARGV[4] else deadline, cost, now = ARGV[1], ARGV[2], ARGV[3] end
 if cost == nil or cost == '1' then cost = 1 else cost = cost + 0 end
 if now == nil or now == '' then
   local time = call('TIME')
   now = time[1] * 1000 + floor(time[2] / 1000)
+  -- Past its deadline the caller has given up on this call: nothing is read or written.
+  if deadline and deadline ~= '' and now >= deadline + 0 then return fmt('late:%d:%d', now, deadline) end
 else
   now = now + 0
+  if deadline and deadline ~= '' then
+    local time = redis.pcall('TIME')
+    if time[2] then
+      local t = time[1] * 1000 + floor(time[2] / 1000)
+      if t >= deadline + 0 then return fmt('late:%d:%d', t, deadline) end
+    end
+  end
 end
-if argc <= 4 then
+if argc <= 5 then
   local field = ARGV[1]
-  local conf = ARGV[4]
+  local conf = ARGV[5]
   if conf == nil or conf == '' then conf = field end
   local text = call('HGET', key, field)
   local c = cost
@@ -390,12 +408,12 @@ if argc <= 4 then
   return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
 end
 -- Several buckets, all or nothing (core's stepAll).
-local n = (argc - 2) / 2
+local n = (argc - 3) / 2
 local fields, confs = {}, {}
 for i = 1, n do
-  local field = ARGV[1 + 2 * i]
+  local field = ARGV[2 + 2 * i]
   fields[i] = field
-  local conf = ARGV[2 + 2 * i]
+  local conf = ARGV[3 + 2 * i]
   if conf == '' then conf = field end
   confs[i] = conf
 end

@@ -2,7 +2,7 @@
 import type { Backend, BackendResult } from '@fastlimit/core'
 import type { Cluster, Redis } from 'ioredis'
 import { describe, expectTypeOf, it } from 'vitest'
-import { RedisBackend, type RedisBackendOptions, type RedisTimeSource } from './index'
+import { RedisBackend, type RedisBackendOptions, type RedisTimeSource, type RedisWaitReplicas } from './index'
 
 describe('public types', () => {
   it('implements the Backend protocol', () => {
@@ -10,6 +10,11 @@ describe('public types', () => {
     expectTypeOf<RedisBackend['peek']>().returns.toEqualTypeOf<Promise<BackendResult>>()
     expectTypeOf<RedisBackend['client']>().toEqualTypeOf<Redis | Cluster>()
     expectTypeOf(RedisBackend.fromUrl).returns.toEqualTypeOf<RedisBackend>()
+    expectTypeOf<RedisBackend['kind']>().toEqualTypeOf<'redis'>()
+    expectTypeOf<RedisBackend['reconnect']>().toEqualTypeOf<(reason?: Error) => void>()
+    expectTypeOf<RedisBackend['checkAndIncrement']>()
+      .parameter(3)
+      .toEqualTypeOf<{ readonly deadline?: number } | undefined>()
   })
 
   it('types the options', () => {
@@ -17,6 +22,11 @@ describe('public types', () => {
     expectTypeOf<RedisBackendOptions['client']>().toEqualTypeOf<Redis | Cluster | undefined>()
     expectTypeOf<{ url: string; timeSource: 'client'; clock: () => number }>().toExtend<RedisBackendOptions>()
     expectTypeOf<{ url: string; timeSource: 'local' }>().not.toExtend<RedisBackendOptions>()
+    expectTypeOf<RedisBackendOptions['waitReplicas']>().toEqualTypeOf<RedisWaitReplicas | false | undefined>()
+    expectTypeOf<{
+      url: string
+      waitReplicas: { replicas: 1; timeoutMs: 50 }
+    }>().toExtend<RedisBackendOptions>()
     // fromUrl takes every option but url and client.
     expectTypeOf(RedisBackend.fromUrl).parameter(1).not.toHaveProperty('client')
   })

@@ -444,7 +444,17 @@ export async function startCluster(
  * until the replicas are in sync and every sentinel knows the master, its replicas and the other sentinels.
  */
 export async function startSentinel(
-  options: { replicas?: number; sentinels?: number; masterName?: string; downAfterMs?: number } = {},
+  options: {
+    replicas?: number
+    sentinels?: number
+    masterName?: string
+    downAfterMs?: number
+    /**
+     * The port the replicas replicate from, given the master's: e.g. a proxy in between, to cut the
+     * replication link on purpose. @default the master's port
+     */
+    replicateFrom?: (masterPort: number) => Promise<number>
+  } = {},
 ): Promise<SentinelSetup> {
   const replicaCount = options.replicas ?? 1
   const sentinelCount = options.sentinels ?? 3
@@ -456,9 +466,10 @@ export async function startSentinel(
   }
   try {
     const master = track(await startProcess([]))
+    const from = (await options.replicateFrom?.(master.port)) ?? master.port
     const replicas = await Promise.all(
       Array.from({ length: replicaCount }, () =>
-        startProcess([`replicaof 127.0.0.1 ${master.port}`, 'replica-announce-ip 127.0.0.1']).then(track),
+        startProcess([`replicaof 127.0.0.1 ${from}`, 'replica-announce-ip 127.0.0.1']).then(track),
       ),
     )
     const quorum = Math.floor(sentinelCount / 2) + 1

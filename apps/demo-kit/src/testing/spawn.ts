@@ -76,12 +76,12 @@ function spawnLogged(command: string, args: string[], env: NodeJS.ProcessEnv, cw
   return { child, output: () => text }
 }
 
-/** Starts `node --import tsx src/server.ts` in the demo's folder `root`, with PORT on a free port and the given environment. */
+/** Starts `node --conditions=@fastlimit/source --import tsx src/server.ts` (the workspace packages from source) in the demo's folder `root`, with PORT on a free port and the given environment. */
 export async function startDemo(root: string, env: Record<string, string> = {}): Promise<Running> {
   const port = await freePort()
   const { child, output } = spawnLogged(
     process.execPath,
-    ['--import', 'tsx', 'src/server.ts'],
+    ['--conditions=@fastlimit/source', '--import', 'tsx', 'src/server.ts'],
     { ...process.env, PORT: String(port), FASTLIMIT_BACKEND: 'memory', ...env },
     root,
   )

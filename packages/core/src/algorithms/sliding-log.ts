@@ -38,8 +38,14 @@ export function slidingLogSlotMs(windowMs: number): number {
  * - `resetMs` is when the newest entry leaves the window; `retryAfterMs` is when enough old entries
  *   have left for the cost to fit (exact for the entries kept).
  */
-export const slidingLog: StepFunction = (state, now, bucket, cost) =>
-  slidingLogInPlace(state === undefined || state.length % 2 !== 0 ? [] : state.slice(), now, bucket, cost)
+export const slidingLog: StepFunction = (state, now, bucket, cost, skewMs = 0) =>
+  slidingLogInPlace(
+    state === undefined || state.length % 2 !== 0 ? [] : state.slice(),
+    now,
+    bucket,
+    cost,
+    skewMs,
+  )
 
 /**
  * {@link slidingLog} on a state it may change: the returned `state` is `log` itself, updated (expired
@@ -51,17 +57,25 @@ export function slidingLogInPlace(
   now: number,
   bucket: { readonly limit: number; readonly windowMs: number },
   cost: number,
+  skewMs = 0,
 ): StepOutput {
   const L = bucket.limit
   const W = bucket.windowMs
   const s = log
   const n = s.length
   const t = now
-  // A log whose newest entry lies ahead of now (the clock stepped back) moves back whole: the same
-  // entries, the same spacing, the newest at now.
+  // A log whose newest entry lies further ahead of now than skewMs (the clock stepped back) moves back
+  // whole: the same entries, the same spacing, the newest at now. One ahead by no more than skewMs is
+  // another clock's: the window is read at that newest time (e), and a charge is written there, so
+  // the log stays sorted and counts as the clock ahead sees it.
   let shift = 0
-  if (n > 0 && (s[n - 2] as number) > t) shift = (s[n - 2] as number) - t
-  const cutoff = t - W
+  let e = t
+  if (n > 0 && (s[n - 2] as number) > t) {
+    const ahead = (s[n - 2] as number) - t
+    if (ahead > skewMs) shift = ahead
+    else e = s[n - 2] as number
+  }
+  const cutoff = e - W
   let first = 0
   while (first < n && (s[first] as number) - shift <= cutoff) first += 2
   // Drop what left the window, in place.
@@ -79,14 +93,14 @@ export function slidingLogInPlace(
   const newest = m > 0 ? (s[m - 2] as number) : t
 
   if (cost > 0 && cost <= L && used + cost <= L) {
-    if (m > 0 && newest === t) s[m - 1] = (s[m - 1] as number) + cost
+    if (m > 0 && newest === e) s[m - 1] = (s[m - 1] as number) + cost
     else {
-      s.push(t, cost)
+      s.push(e, cost)
       m += 2
     }
     if (m > 2 * SLIDING_LOG_SLOTS) merge(s, m, W)
     used += cost
-    return { state: s, result: result(true, L, L - used, t + W, 0), ttlMs: W, rebased }
+    return { state: s, result: result(true, L, L - used, e + W, 0), ttlMs: e + W - t, rebased }
   }
 
   const resetMs = m > 0 ? newest + W : t
