@@ -76,6 +76,7 @@ export type {
   DecisionReason,
   FastLimitEvents,
   FastLimitOptions,
+  ListenOptions,
   RuleResult,
   ScopeOptions,
 } from './limiter'

@@ -53,9 +53,9 @@ export interface InstrumentOptions {
    * the calls: core times every call once anyone listens to calls (two clock reads), and the
    * OpenTelemetry SDK hashes the attributes of every histogram measurement (1 to 3 µs), where a
    * MemoryBackend check takes well under a microsecond (the bench measured a check 4.8 times as
-   * expensive). While it is off and the backend has the fast path (`checkAndIncrementSync`), no call is
-   * timed at all, so SQLite's rare asynchronous lock waits are not recorded either; failures are still
-   * counted (`fastlimit.backend.errors`). Calls to an asynchronous backend (Redis) are always recorded.
+   * expensive). While it is off, decisions made on the fast path are not timed at all (core listens
+   * with `{ sync: false }`), but calls that leave it are: SQLite's lock waits, and every call to an
+   * asynchronous backend (Redis). Failures are always counted (`fastlimit.backend.errors`).
    * @default false
    */
   syncCalls?: boolean
@@ -239,14 +239,6 @@ function sharedOf(meter: Meter): Shared {
 }
 
 /** Whether a backend offers the synchronous fast path (as core's `isSyncBackend` decides). */
-function hasSyncPath(backend: unknown): boolean {
-  return (
-    typeof backend === 'object' &&
-    backend !== null &&
-    typeof (backend as { checkAndIncrementSync?: unknown }).checkAndIncrementSync === 'function'
-  )
-}
-
 function show(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value)
   if (typeof value === 'function') return 'a function'
@@ -476,12 +468,12 @@ export function instrument(limiter: FastLimit, options: InstrumentOptions = {}):
     s.transitions.add(1, transitionAttributes.get(e.state) as Attributes)
   }
 
-  const timed = syncCalls || !hasSyncPath((limiter as { backend?: unknown }).backend)
   const off = [
     limiter.on('decision', onDecision),
     limiter.on('error', onError),
     limiter.on('breaker', onBreaker),
-    ...(timed ? [limiter.on('call', onCall)] : []),
+    // Without syncCalls, core times only the calls that left the fast path (SQLite's lock waits).
+    limiter.on('call', onCall, { sync: syncCalls }),
   ]
   if (s.sources.size === 0) {
     meter.addBatchObservableCallback(s.collect, [s.decisions, s.breakerState, s.inFlight])
