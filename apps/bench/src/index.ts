@@ -1,4 +1,4 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
+import { otelSection } from './otel-section'
 import { outboundSection } from './outbound-section'
 import { postgresSection } from './postgres-section'
 import { redisSection } from './redis-section'
@@ -174,6 +175,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['postgres', () => postgresSection({ quick })],
   ['http', () => httpSection({ quick })],
   ['outbound', () => outboundSection({ quick })],
+  ['otel', () => otelSection({ quick })],
 ]
 const sections: Section[] = []
 for (const [name, run] of registry) if (wants(name)) sections.push(await run())

@@ -82,6 +82,7 @@ export type {
   DecisionReason,
   FastLimitEvents,
   FastLimitOptions,
+  ListenOptions,
   RuleResult,
   ScopeOptions,
 } from './limiter'

@@ -87,6 +87,16 @@ export interface BackendCallEvent {
   readonly backend: string
 }
 
+/** Options of {@link FastLimit.on}. */
+export interface ListenOptions {
+  /**
+   * For `'call'`: `false` hears only calls that did not take the synchronous fast path (network round
+   * trips, SQLite lock waits), so decisions made in the process are not timed at all.
+   * @default true
+   */
+  sync?: boolean
+}
+
 /** The events of a {@link FastLimit}, by name, with what each listener receives. */
 export interface FastLimitEvents {
   /** A `check` or `peek` decided (by the store, the fallback or the policy). */
@@ -313,9 +323,12 @@ export class FastLimit {
   #openUntil = 0
   #probing = false
   #inFlight = 0
-  #listeners: { [K in keyof FastLimitEvents]?: Array<(event: FastLimitEvents[K]) => void> } = {}
+  #listeners: { [K in keyof FastLimitEvents]?: ReadonlyArray<(event: FastLimitEvents[K]) => void> } & {
+    callAsync?: ReadonlyArray<(event: BackendCallEvent) => void>
+  } = {}
   #watchDecisions = false
   #watchCalls = false
+  #watchSyncCalls = false
   readonly #kind: string
   #closed = false
   /** The queues of `wait()`, made at its first call. */
@@ -401,7 +414,11 @@ export class FastLimit {
    * failed or timed out). Costs nothing while nobody listens.
    * @returns a function that removes the listener
    */
-  on<K extends keyof FastLimitEvents>(type: K, listener: (event: FastLimitEvents[K]) => void): () => void {
+  on<K extends keyof FastLimitEvents>(
+    type: K,
+    listener: (event: FastLimitEvents[K]) => void,
+    options?: ListenOptions,
+  ): () => void {
     if (!EVENTS.has(type)) {
       throw new ConfigError(
         `[fastlimit] [core] Unknown event ${show(type)}: listen to 'decision', 'call', 'breaker' or 'error'.`,
@@ -410,24 +427,34 @@ export class FastLimit {
     if (typeof listener !== 'function') {
       throw new ConfigError(`[fastlimit] [core] A listener must be a function, got ${show(listener)}.`)
     }
-    let list = this.#listeners[type] as Array<(event: FastLimitEvents[K]) => void> | undefined
-    if (list === undefined) {
-      list = []
-      this.#listeners[type] = list as never
+    const sync = options?.sync ?? true
+    if (typeof sync !== 'boolean') {
+      throw new ConfigError(
+        `[fastlimit] [core] The listener option sync must be true or false, got ${show(sync)}.`,
+      )
     }
-    list.push(listener)
+    // Lists are replaced, never changed in place, so an emit iterates them without a copy.
+    const key = type === 'call' && !sync ? 'callAsync' : type
+    const lists = this.#listeners as Record<string, ReadonlyArray<(event: never) => void> | undefined>
+    lists[key] = [...(lists[key] ?? []), listener as (event: never) => void]
     this.#watch()
+    let on = true
     return () => {
-      const i = list.indexOf(listener)
-      if (i !== -1) list.splice(i, 1)
+      if (!on) return
+      on = false
+      const list = lists[key] ?? []
+      const i = list.indexOf(listener as (event: never) => void)
+      if (i !== -1) lists[key] = [...list.slice(0, i), ...list.slice(i + 1)]
       this.#watch()
     }
   }
 
-  /** Keeps the two flags the hot path reads: whether anyone listens to decisions, to calls. */
+  /** Keeps the flags the hot path reads: whether anyone listens to decisions, to calls, to synchronous calls. */
   #watch(): void {
-    this.#watchDecisions = (this.#listeners.decision?.length ?? 0) > 0
-    this.#watchCalls = (this.#listeners.call?.length ?? 0) > 0
+    const l = this.#listeners
+    this.#watchDecisions = (l.decision?.length ?? 0) > 0
+    this.#watchSyncCalls = (l.call?.length ?? 0) > 0
+    this.#watchCalls = this.#watchSyncCalls || (l.callAsync?.length ?? 0) > 0
   }
 
   /** Emits the decision of a `check` or `peek` once it settles (only while someone listens). */
@@ -453,13 +480,18 @@ export class FastLimit {
       backend: this.#kind,
     }
     if (error !== undefined) event.error = error
-    this.#emit('call', event)
+    const l = this.#listeners
+    if (l.call !== undefined) this.#deliver(l.call, event)
+    if (!sync && l.callAsync !== undefined) this.#deliver(l.callAsync, event)
   }
 
   #emit<K extends keyof FastLimitEvents>(type: K, event: FastLimitEvents[K]): void {
-    const list = this.#listeners[type]
-    if (list === undefined) return
-    for (const listener of [...list]) {
+    const list = this.#listeners[type] as ReadonlyArray<(event: FastLimitEvents[K]) => void> | undefined
+    if (list !== undefined) this.#deliver(list, event)
+  }
+
+  #deliver<E>(list: ReadonlyArray<(event: E) => void>, event: E): void {
+    for (const listener of list) {
       try {
         listener(event)
       } catch {
@@ -570,35 +602,40 @@ export class FastLimit {
     }
     const decided =
       typeof key === 'string' ? this.#check(key, list, cost) : key.then((k) => this.#check(k, list, cost))
-    if (!this.#watchDecisions) return decided
-    return this.#observe(
-      decided,
-      'check',
-      identity,
-      options?.scope,
-      options?.mode === 'shadow' ? 'shadow' : 'enforce',
-    )
+    const mode = options?.mode === 'shadow' ? 'shadow' : 'enforce'
+    if (decided instanceof DecisionImpl) {
+      // Decided in this turn (the synchronous fast path): observed now, without a promise hop.
+      if (this.#watchDecisions) {
+        const decision: Decision = decided
+        const scope = options?.scope
+        this.#emit('decision', { operation: 'check', decision, identity, scope, mode, backend: this.#kind })
+      }
+      return Promise.resolve(decided)
+    }
+    const later = decided as Promise<Decision>
+    if (!this.#watchDecisions) return later
+    return this.#observe(later, 'check', identity, options?.scope, mode)
   }
 
   /** {@link check} once the key is known. */
-  #check(key: string, list: readonly Rule[], cost: number): Promise<Decision> {
+  #check(key: string, list: readonly Rule[], cost: number): Decision | Promise<Decision> {
     const sync = this.#sync
     if (sync !== undefined) {
-      const start = this.#watchCalls ? performance.now() : -1
+      const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         if (list.length === 1) {
           const result = sync.checkAndIncrementSync(key, list[0] as Rule, cost)
           if (result !== undefined) {
             if (!isResult(result)) throw malformed()
             if (start >= 0) this.#called('check', start, true)
-            return Promise.resolve(decideOne(list, result, cost, 'backend', undefined))
+            return decideOne(list, result, cost, 'backend', undefined)
           }
         } else if (sync.checkAndIncrementAllSync !== undefined) {
           const results = sync.checkAndIncrementAllSync(key, list, cost)
           if (results !== undefined) {
             if (!areResults(results, list.length)) throw malformed()
             if (start >= 0) this.#called('check', start, true)
-            return Promise.resolve(decide(list, results, cost, 'backend', undefined))
+            return decide(list, results, cost, 'backend', undefined)
           }
         }
       } catch (err) {

@@ -401,3 +401,33 @@ describe('the breaker and a full store', () => {
     expect(state.reconnects).toBe(0)
   })
 })
+
+describe('events on the synchronous fast path', () => {
+  it('reports a decision before the promise resolves, and a call listener can skip synchronous calls', async () => {
+    const limiter = new FastLimit()
+    const order: string[] = []
+    limiter.on('decision', () => order.push('event'))
+    const heard: boolean[] = []
+    limiter.on('call', (e) => heard.push(e.sync), { sync: false })
+    const p = limiter.check('u', '5/s')
+    order.push('returned')
+    await p
+    expect(order).toEqual(['event', 'returned'])
+    expect(heard).toEqual([])
+    expect(() => limiter.on('call', () => undefined, { sync: 'no' as never })).toThrow(
+      /sync must be true or false/,
+    )
+  })
+
+  it('hears asynchronous calls with { sync: false }, and an unsubscribe is idempotent', async () => {
+    const { backend } = controlled()
+    const limiter = new FastLimit({ backend })
+    const heard: boolean[] = []
+    const off = limiter.on('call', (e) => heard.push(e.sync), { sync: false })
+    await limiter.check('u', '5/s')
+    off()
+    off()
+    await limiter.check('u', '5/s')
+    expect(heard).toEqual([false])
+  })
+})

@@ -1,0 +1,11 @@
+// @fastlimit/replay: replay recorded traffic through rate-limit rules on every algorithm.
+export type { ClfField, LogFormat, Parsed } from './parse'
+export { CLF_FIELDS, clfParser, detectFormat, jsonParser, TIME_FIELDS } from './parse'
+export type { ProgressStream } from './progress'
+export { Progress } from './progress'
+export { renderJson, renderSvg, renderText } from './render'
+export type { ReplayOptions, ReplayReport } from './replay'
+export { replayLog } from './replay'
+export type { AlgorithmResult, SimulationOptions, SimulationResult } from './simulate'
+export { Simulation } from './simulate'
+export { clfTime, epochMs, parseTimestamp } from './time'

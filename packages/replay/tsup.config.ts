@@ -1,0 +1,3 @@
+import { defineConfig } from '../../tsup.config.base'
+
+export default defineConfig({ entry: { index: 'src/index.ts', cli: 'src/cli.ts' } })
