@@ -219,8 +219,18 @@ describe('options', () => {
         const r = parsesOrConfigError(() => new FastLimit(options))
         if (r.ok) {
           built++
-          const d = await r.value.check('id', '2/s')
-          expect(d.allowed).toBe(true)
+          // A backend needs only checkAndIncrement now: one answering garbage fails each call, which the
+          // policy answers (fail-open, a fallback), or which rejects with ERR_FASTLIMIT_BACKEND under 'throw'.
+          const decided = await r.value.check('id', '2/s').then(
+            (d) => ({ d }),
+            (err: unknown) => ({ err }),
+          )
+          if ('d' in decided) expect(decided.d.allowed).toBe(true)
+          else {
+            expect(r.value.backend.checkAndIncrement).toBeTypeOf('function')
+            expect(decided.err).toMatchObject({ code: 'ERR_FASTLIMIT_BACKEND' })
+            expect(onBackendError).toBe('throw')
+          }
           await r.value.close()
         } else refused++
       }),

@@ -278,7 +278,7 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
             const r = await get(app, '/', { 'x-forwarded-for': chain.join(', ') })
             expect(r.status).toBe(200)
             expect((await limiter.peek(keyOf(client), '1000/h')).remaining, `${chain.join(', ')}`).toBe(
-              before - 1,
+              (before as number) - 1,
             )
             cases++
           }
@@ -373,7 +373,7 @@ describe('X-Forwarded-For and Forwarded through the adapters (real HTTP)', () =>
           const r = await get(app, '/', { forwarded: header })
           expect(r.status, header).toBe(200)
           // What the proxy appended is read whatever the client wrote to its left.
-          expect((await limiter.peek(client, '1000/h')).remaining, header).toBe(beforeClient - 1)
+          expect((await limiter.peek(client, '1000/h')).remaining, header).toBe((beforeClient as number) - 1)
           expect((await limiter.peek('127.0.0.1', '1000/h')).remaining, header).toBe(beforePeer)
           seen.client = (seen.client ?? 0) + 1
         }

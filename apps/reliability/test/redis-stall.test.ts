@@ -284,7 +284,7 @@ describe('late charges', () => {
           }, {}),
         ),
         overLimit: 0,
-        lateCharges: LIMIT - 2 - remaining + (LIMIT - 1 - redisRemaining),
+        lateCharges: LIMIT - 2 - (remaining as number) + (LIMIT - 1 - (redisRemaining as number)),
         exactAfter: `fail-closed victim remaining ${remaining} of 3; fallback victim: Redis ${redisRemaining} of 4, memory ${memoryRemaining} of 2`,
       })
       // Before: remaining 0 (the refused calls were charged when Redis woke).

@@ -154,7 +154,20 @@ describe('backend failures', () => {
     const errors: FastlimitError[] = []
     const limiter = new FastLimit({ backend: brokenBackend('reject'), onError: (e) => errors.push(e) })
     const d = await limiter.check('x', ['5/s', '10/min'])
-    expect(d).toMatchObject({ allowed: true, reason: 'fail-open', source: 'policy', remaining: 5 })
+    // Nothing is known of the client's standing: no remaining or reset is invented.
+    expect(d).toMatchObject({
+      allowed: true,
+      reason: 'fail-open',
+      source: 'policy',
+      limit: 5,
+      retryAfterMs: 0,
+    })
+    expect(d.remaining).toBeUndefined()
+    expect(d.resetMs).toBeUndefined()
+    expect(d.rules.map((r) => [r.limit, r.remaining, r.resetMs])).toEqual([
+      [5, undefined, undefined],
+      [10, undefined, undefined],
+    ])
     expect(d.error?.code).toBe('ERR_FASTLIMIT_BACKEND')
     expect(d.error?.message).toMatch(/ECONNREFUSED/)
     expect(errors).toHaveLength(1)
@@ -163,7 +176,8 @@ describe('backend failures', () => {
   it('fails closed when asked', async () => {
     const limiter = new FastLimit({ backend: brokenBackend('reject'), onBackendError: 'fail-closed' })
     const d = await limiter.check('x', '5/s')
-    expect(d).toMatchObject({ allowed: false, reason: 'fail-closed', retryAfterMs: 1000, remaining: 0 })
+    expect(d).toMatchObject({ allowed: false, reason: 'fail-closed', retryAfterMs: 1000, source: 'policy' })
+    expect(d.remaining).toBeUndefined()
   })
 
   it('throws when asked', async () => {

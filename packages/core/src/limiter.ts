@@ -206,37 +206,85 @@ export interface ScopeOptions {
  */
 export type DecisionReason = 'ok' | 'rate-limited' | 'cost-exceeds-limit' | 'fail-open' | 'fail-closed'
 
-/** One rule's part of a {@link Decision}. */
+/** One rule's part of a {@link Decision} made by a store (the backend or the fallback). */
 export interface RuleResult extends BackendResult {
   /** The rule this result is for. */
   readonly rule: Rule
 }
 
-/** The answer of {@link FastLimit.check}. The top-level figures are those of the most restrictive rule. */
-export interface Decision {
+/**
+ * One rule's part of a {@link PolicyDecision}: the store was not reached, so nothing is known of the
+ * rule's standing (`remaining` and `resetMs` are `undefined`).
+ */
+export interface PolicyRuleResult {
+  /** The rule this result is for. */
+  readonly rule: Rule
+  /** What the policy said. */
+  readonly allowed: boolean
+  /** The rule's capacity (known from its configuration). */
+  readonly limit: number
+  /** Unknown: the store was not reached. */
+  readonly remaining: undefined
+  /** Unknown: the store was not reached. */
+  readonly resetMs: undefined
+  /** 0 when the policy admitted, else when to retry (1000 under `'fail-closed'`). */
+  readonly retryAfterMs: number
+}
+
+/** What every {@link Decision} holds, whoever made it. */
+export interface DecisionBase {
   /** Whether the request may proceed. */
   readonly allowed: boolean
   /** Why; see {@link DecisionReason}. */
   readonly reason: DecisionReason
-  /** Who decided: the backend, the fallback backend, or the error policy. */
-  readonly source: 'backend' | 'fallback' | 'policy'
   /** The capacity of the deciding rule. */
   readonly limit: number
-  /** What the deciding rule would still admit now. */
-  readonly remaining: number
-  /** Epoch milliseconds at which the deciding rule is full again. */
-  readonly resetMs: number
   /** Milliseconds to wait before retrying (0 when allowed; `Infinity` when it can never pass). */
   readonly retryAfterMs: number
   /** The cost charged (or refused). */
   readonly cost: number
   /** The most restrictive rule: the denying one with the longest wait, or the one with the least remaining. */
   readonly rule: Rule
-  /** Every rule's result, in the order the rules were given. */
-  readonly rules: readonly RuleResult[]
   /** The backend failure behind `'fail-open'`, `'fail-closed'` or a fallback decision. */
   readonly error?: FastlimitError
 }
+
+/** A decision made by a store: the backend, or the fallback of `onBackendError`. Every figure is exact. */
+export interface StoreDecision extends DecisionBase {
+  /** Who decided: the backend, or the fallback backend. */
+  readonly source: 'backend' | 'fallback'
+  /** What the deciding rule would still admit now. */
+  readonly remaining: number
+  /** Epoch milliseconds at which the deciding rule is full again. */
+  readonly resetMs: number
+  /** Every rule's result, in the order the rules were given. */
+  readonly rules: readonly RuleResult[]
+}
+
+/**
+ * A decision made by the error policy (`'fail-open'`, `'fail-closed'`) because the store failed, timed
+ * out, or was kept off by the circuit breaker or `maxInFlight` (`error.code` says which). Nothing is known
+ * of the client's standing: `remaining` and `resetMs` are `undefined`, never invented.
+ */
+export interface PolicyDecision extends DecisionBase {
+  /** The error policy decided. */
+  readonly source: 'policy'
+  /** Unknown: the store was not reached. */
+  readonly remaining: undefined
+  /** Unknown: the store was not reached. */
+  readonly resetMs: undefined
+  /** Every rule, with what the policy said. */
+  readonly rules: readonly PolicyRuleResult[]
+  /** Why the store was not asked, or what it answered. */
+  readonly error: FastlimitError
+}
+
+/**
+ * The answer of {@link FastLimit.check}: a {@link StoreDecision} (exact figures) or a
+ * {@link PolicyDecision} (the store was not reached; `remaining` and `resetMs` are `undefined`). Tell them
+ * apart by `source`. The top-level figures are those of the most restrictive rule.
+ */
+export type Decision = StoreDecision | PolicyDecision
 
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 const FAIL_CLOSED_RETRY_MS = 1000
@@ -260,8 +308,9 @@ const OPTION_NAMES = [
 /** Whether a full store was warned about in this process (once, when nobody listens for errors). */
 let warnedStoreFull = false
 
-function ruleResult(rule: Rule, r: BackendResult): RuleResult {
-  return {
+/** One rule's part of a decision (a `PolicyRuleResult` when the figures are unknown). */
+function ruleResult(rule: Rule, r: Standing): RuleResult {
+  return <RuleResult>{
     rule,
     allowed: r.allowed,
     limit: r.limit,
@@ -606,7 +655,7 @@ export class FastLimit {
     if (decided instanceof DecisionImpl) {
       // Decided in this turn (the synchronous fast path): observed now, without a promise hop.
       if (this.#watchDecisions) {
-        const decision: Decision = decided
+        const decision = decided as unknown as Decision
         const scope = options?.scope
         this.#emit('decision', { operation: 'check', decision, identity, scope, mode, backend: this.#kind })
       }
@@ -965,12 +1014,12 @@ export class FastLimit {
     if (policy === 'throw') return Promise.reject(error)
     if (typeof policy === 'object') return this.#fallback(policy.fallback, key, rules, cost, error)
     const open = policy === 'fail-open'
-    const now = Date.now()
+    // The store was not reached: nothing is known of the client's standing, and nothing is invented.
     const results = rules.map((rule) => ({
       allowed: open,
       limit: rule.burst ?? rule.limit,
-      remaining: open ? (rule.burst ?? rule.limit) : 0,
-      resetMs: open ? now : now + FAIL_CLOSED_RETRY_MS,
+      remaining: undefined,
+      resetMs: undefined,
       retryAfterMs: open ? 0 : FAIL_CLOSED_RETRY_MS,
     }))
     return Promise.resolve(
@@ -978,13 +1027,13 @@ export class FastLimit {
         open,
         open ? 'fail-open' : 'fail-closed',
         'policy',
-        results[0] as BackendResult,
+        results[0] as Standing,
         cost,
         rules[0] as Rule,
         rules,
         results,
         error,
-      ),
+      ) as unknown as Decision,
     )
   }
 
@@ -1154,18 +1203,27 @@ export function checkCost(cost: unknown): number {
   return checkPositiveCost('core', cost, COST_HINT)
 }
 
+/** A rule's figures as a decision carries them: a store's result, or a policy's (nothing known). */
+interface Standing {
+  readonly allowed: boolean
+  readonly limit: number
+  readonly remaining: number | undefined
+  readonly resetMs: number | undefined
+  readonly retryAfterMs: number
+}
+
 /**
  * The one implementation of {@link Decision}. `rules` is built on first read, so the hot path of a
  * check allocates a single object.
  */
-class DecisionImpl implements Decision {
+class DecisionImpl {
   // Declared, not defined: the constructor assigns each once (no field initializer pass).
   declare readonly allowed: boolean
   declare readonly reason: DecisionReason
   declare readonly source: 'backend' | 'fallback' | 'policy'
   declare readonly limit: number
-  declare readonly remaining: number
-  declare readonly resetMs: number
+  declare readonly remaining: number | undefined
+  declare readonly resetMs: number | undefined
   declare readonly retryAfterMs: number
   declare readonly cost: number
   declare readonly rule: Rule
@@ -1175,7 +1233,7 @@ class DecisionImpl implements Decision {
     allowed: boolean,
     reason: DecisionReason,
     source: 'backend' | 'fallback' | 'policy',
-    pick: BackendResult,
+    pick: Standing,
     cost: number,
     rule: Rule,
     error: FastlimitError | undefined,
@@ -1217,18 +1275,18 @@ class DecisionImpl implements Decision {
 /** The decision of several rules, keeping every rule's result. */
 class MultiDecision extends DecisionImpl {
   readonly #rules: readonly Rule[]
-  readonly #results: readonly BackendResult[]
+  readonly #results: readonly Standing[]
   #built: readonly RuleResult[] | undefined
 
   constructor(
     allowed: boolean,
     reason: DecisionReason,
     source: 'backend' | 'fallback' | 'policy',
-    pick: BackendResult,
+    pick: Standing,
     cost: number,
     rule: Rule,
     rules: readonly Rule[],
-    results: readonly BackendResult[],
+    results: readonly Standing[],
     error: FastlimitError | undefined,
   ) {
     super(allowed, reason, source, pick, cost, rule, error)
@@ -1239,7 +1297,7 @@ class MultiDecision extends DecisionImpl {
   override get rules(): readonly RuleResult[] {
     if (this.#built === undefined) {
       const results = this.#results
-      this.#built = Object.freeze(this.#rules.map((rule, i) => ruleResult(rule, results[i] as BackendResult)))
+      this.#built = Object.freeze(this.#rules.map((rule, i) => ruleResult(rule, results[i] as Standing)))
     }
     return this.#built
   }
@@ -1261,7 +1319,15 @@ function decideOne(
   source: 'backend' | 'fallback',
   error: FastlimitError | undefined,
 ): Decision {
-  return new DecisionImpl(r.allowed, reasonOf(r), source, r, cost, rules[0] as Rule, error)
+  return new DecisionImpl(
+    r.allowed,
+    reasonOf(r),
+    source,
+    r,
+    cost,
+    rules[0] as Rule,
+    error,
+  ) as unknown as Decision
 }
 
 /** Combines per-rule results into one decision: the most restrictive rule speaks. */
@@ -1288,5 +1354,15 @@ function decide(
     }
   }
   const p = results[pick] as BackendResult
-  return new MultiDecision(allowed, reasonOf(p), source, p, cost, rules[pick] as Rule, rules, results, error)
+  return new MultiDecision(
+    allowed,
+    reasonOf(p),
+    source,
+    p,
+    cost,
+    rules[pick] as Rule,
+    rules,
+    results,
+    error,
+  ) as unknown as Decision
 }

@@ -255,7 +255,8 @@ function boundMs(rule: Rule, units: number, known: Known | undefined, i: number)
     const perUnit = W / L
     const result = known?.decision?.rules[i]
     // Nothing known: the bucket holds at most its capacity now and refills at limit per window.
-    if (known === undefined || result === undefined) return (units - (rule.burst ?? L)) * perUnit
+    if (known === undefined || result === undefined || result.remaining === undefined)
+      return (units - (rule.burst ?? L)) * perUnit
     // A denial: `cost` fits no earlier than retryAfterMs, so the room then is below cost + 1 ms of refill.
     if (!result.allowed) return result.retryAfterMs - 1 + (units - known.cost) * perUnit
     // An admission (or a bucket that would admit): the room is below remaining + 1.

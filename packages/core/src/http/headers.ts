@@ -1,7 +1,7 @@
 // RateLimit headers of the IETF httpapi drafts -06, -07 and -08, the legacy X-RateLimit-* set and Retry-After.
 
 import { ConfigError, show } from '../errors'
-import type { Decision } from '../limiter'
+import type { Decision, StoreDecision } from '../limiter'
 import type { Rule, RuleSet } from '../rules'
 
 /**
@@ -130,11 +130,12 @@ export class RateLimitHeaders {
 
   /**
    * Writes the headers of `decision` through `set`, with `nowMs` the clock the backend decided on.
-   * Sets nothing when the format is `false` and legacy headers are off.
+   * Sets nothing when the format is `false` and legacy headers are off, or for a decision of the error
+   * policy (`source: 'policy'`), which knows nothing of the client's standing.
    */
   apply<T>(target: T, set: SetHeader<T>, decision: Decision, nowMs: number): void {
     const format = this.format
-    if (format === false && !this.legacy) return
+    if ((format === false && !this.legacy) || decision.source === 'policy') return
     const s = this.#strings(decision.rule)
     const resetMs = resetDelayMs(decision, nowMs)
     const reset = delaySeconds(resetMs)
@@ -186,7 +187,7 @@ export class RateLimitHeaders {
 }
 
 /** Milliseconds until the reset the headers report: the retry-after delay when denied (draft-07 §4, draft-08 §5). */
-function resetDelayMs(decision: Decision, nowMs: number): number {
+function resetDelayMs(decision: StoreDecision, nowMs: number): number {
   const retry = decision.retryAfterMs
   return !decision.allowed && retry !== Number.POSITIVE_INFINITY ? retry : decision.resetMs - nowMs
 }
@@ -217,7 +218,7 @@ export interface HeaderEntry {
   /** The middleware's header writer: its rules, format and legacy setting. */
   readonly headers: RateLimitHeaders
   /** What the middleware decided for the request. */
-  readonly decision: Decision
+  readonly decision: StoreDecision
   /** The middleware's clock when it decided, in epoch milliseconds. */
   readonly nowMs: number
 }

@@ -469,6 +469,8 @@ export class HttpLimiter<Req, Res> {
     if (mode !== 'enforce' && mode !== 'shadow')
       fail(`mode must be 'enforce' or 'shadow', got ${show(mode)}.`)
     this.mode = mode
+    // Observers of the limiter ('decision' events, @fastlimit/otel) see shadow checks as such.
+    if (mode === 'shadow') this.#scoped = Object.freeze({ ...this.#scoped, mode: 'shadow' })
 
     if (
       typeof adapter.remoteAddress !== 'function' ||
@@ -783,7 +785,11 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
-            decision = await this.limiter.check(identity, this.rules, { cost, scope: this.#scope })
+            decision = await this.limiter.check(identity, this.rules, {
+              cost,
+              scope: this.#scope,
+              mode: this.mode,
+            })
           }
         }
         if (decision !== undefined) {
