@@ -160,6 +160,8 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
     setHeader,
     attach,
     attached,
+    // mode: 'delay' drops a held request whose client has gone (@hono/node-server, Bun and Deno abort it).
+    signal: (c) => c.req.raw.signal,
   }
   const http = createHttpLimiter(options, adapter)
   const deny =

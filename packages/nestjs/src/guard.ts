@@ -1,6 +1,8 @@
 // The guard: finds the limit of the handler (its @RateLimit, its controller's, or the module's) and applies it.
 
 import {
+  type ClosableResponse,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   type FastLimit,
@@ -170,6 +172,13 @@ export class FastLimitGuard implements CanActivate {
       expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
         req.rateLimit = decision
         req.rateLimitHandle = handles.handleOf(decision)
+      },
+      // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
+      signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
+        const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
+        return typeof (raw as ClosableResponse | undefined)?.once === 'function'
+          ? closeSignal(raw as ClosableResponse)
+          : undefined
       },
     }
     const common: RateLimitCommonOptions<RateLimitRequest> = { ...options, limiter: recorder.limiter }
