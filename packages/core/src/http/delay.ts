@@ -147,8 +147,6 @@ export class HttpDelay<Req, Res> {
   readonly #maxQueue: number
   readonly #name: string
   readonly #signal: ((req: Req, res: Res) => AbortSignal | undefined) | undefined
-  /** `{ scope }` for a check of cost 1, built once. */
-  readonly #checkOne: { readonly scope?: string }
   readonly #waiting = new Map<string, Waiting>()
 
   constructor(
@@ -166,31 +164,27 @@ export class HttpDelay<Req, Res> {
     this.#maxQueue = settings.maxQueue
     this.#name = name
     this.#signal = signal
-    this.#checkOne = scope === undefined ? {} : { scope }
+  }
+
+  /** Whether requests of `identity` are held here now: a new one then joins them, first in, first out. */
+  holding(identity: string): boolean {
+    return this.#waiting.size !== 0 && this.#waiting.has(identity)
+  }
+
+  /** Whether a decision the store made is a denial to hold: one the limit can lift within `maxDelayMs`. */
+  holds(d: Decision): d is StoreDecision {
+    return !d.allowed && d.source !== 'policy' && d.retryAfterMs <= this.#maxDelayMs
   }
 
   /**
-   * The decision for one request: the admitting one (possibly after a wait), or a refusal (`allowed:
-   * false`) to answer with. Rejects with a {@link RequestAbortedError} when the client leaves while
-   * waiting, and with the limiter's error under `onBackendError: 'throw'`.
+   * Holds a request until the rules admit `cost` for `identity`: resolves with the admitting decision,
+   * or with a refusal (`allowed: false`) to answer with when it cannot be admitted within `maxDelayMs`
+   * of `started` (a `performance.now()` time), or when `maxQueue` requests are held already. `denied` is
+   * the store's denial that made it wait, when it was checked first. Rejects with a
+   * {@link RequestAbortedError} when the client leaves while held, and with the limiter's error under
+   * `onBackendError: 'throw'`.
    */
-  decide(identity: string, cost: number, req: Req, res: Res): Promise<Decision> {
-    if (this.#waiting.has(identity)) return this.#wait(identity, cost, req, res, undefined, performance.now())
-    const started = performance.now()
-    const checked = this.#limiter.check(
-      identity,
-      this.#rules,
-      cost === 1 ? this.#checkOne : { cost, scope: this.#scope },
-    )
-    return checked.then((d) =>
-      // Admitted, decided by the error policy, or not admissible within maxDelayMs: answered now.
-      d.allowed || d.source === 'policy' || d.retryAfterMs > this.#maxDelayMs
-        ? d
-        : this.#wait(identity, cost, req, res, d, started),
-    )
-  }
-
-  async #wait(
+  async wait(
     identity: string,
     cost: number,
     req: Req,

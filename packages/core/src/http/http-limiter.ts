@@ -789,12 +789,14 @@ export class HttpLimiter<Req, Res> {
         }
         const costFn = this.#cost
         let decision: Decision | undefined
+        // mode 'delay': a client with requests held here joins them; any other is checked as in 'enforce'.
         const delay = this.#delay
+        const started = delay === undefined ? 0 : performance.now()
+        let join = delay?.holding(identity) === true
         if (costFn === undefined) {
-          decision =
-            delay === undefined
-              ? await this.limiter.check(identity, this.rules, this.#scoped)
-              : await delay.decide(identity, 1, req, res)
+          decision = join
+            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined, started)
+            : await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
           const given = typeof c === 'number' ? c : await c
@@ -809,15 +811,19 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
-            decision =
-              delay === undefined
-                ? await this.limiter.check(identity, this.rules, {
-                    cost,
-                    scope: this.#scope,
-                    mode: this.mode as 'enforce' | 'shadow',
-                  })
-                : await delay.decide(identity, cost, req, res)
+            join = delay?.holding(identity) === true
+            decision = join
+              ? await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined, started)
+              : await this.limiter.check(identity, this.rules, {
+                  cost,
+                  scope: this.#scope,
+                  mode: this.mode as 'enforce' | 'shadow',
+                })
           }
+        }
+        // A denial the limit can lift within maxDelayMs: held until it does.
+        if (delay !== undefined && !join && decision !== undefined && delay.holds(decision)) {
+          decision = await delay.wait(identity, decision.cost, req, res, decision, started)
         }
         if (decision !== undefined) {
           const last = this.#attached(req)
