@@ -8,9 +8,10 @@ import {
   type FastLimit,
   type HttpDenial,
   type HttpLimiter,
+  isRequestAborted,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
-import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common'
+import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
 import { requestOf, responseOf, setHeader } from './context'
 import { RateLimitException } from './exception'
@@ -43,6 +44,15 @@ const COUNTED = Symbol('fastlimit.counted')
 
 function allow(): boolean {
   return true
+}
+
+/**
+ * Errors go to Nest's exception handling; a request whose client left while held (mode 'delay') as an
+ * `HttpException` 499, which Nest answers (to no one) without logging it as a server error.
+ */
+function fail(err: unknown): never {
+  if (isRequestAborted(err)) throw new HttpException('Client Closed Request', 499, { cause: err })
+  throw err
 }
 
 function deny(_req: unknown, _res: unknown, denial: HttpDenial): never {
@@ -100,7 +110,7 @@ export class FastLimitGuard implements CanActivate {
     if (memo !== undefined) {
       for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
     }
-    const result = http.run<boolean>(req, responseOf(context), allow, deny)
+    const result = http.run<boolean>(req, responseOf(context), allow, deny, fail)
     if (memo === undefined) req[COUNTED] = [http, result]
     else memo.push(http, result)
     return result
