@@ -71,8 +71,9 @@ export function delaySettings(
 
 /**
  * The error a request held in `mode: 'delay'` fails with when its client closes the connection while it
- * waits: it leaves its queue at once (the next request takes its place) and nothing is charged for it.
- * Adapters end such a request quietly where their framework allows; elsewhere it reaches the framework's
+ * waits: it leaves its queue at once (the next request takes its place) and nothing is charged for it
+ * (unless its check was at the store at that moment). Adapters end such a request quietly where their
+ * framework allows; elsewhere it reaches the framework's
  * error handling, which sends nothing to a closed connection. It carries `status` and `statusCode` 499
  * (nginx's "client closed request") and `expose: true`, so error handlers that log by status (Koa,
  * Fastify) treat it as the client's doing.
@@ -89,7 +90,7 @@ export class RequestAbortedError extends FastlimitError {
     super(
       'ERR_FASTLIMIT_ABORTED',
       `[fastlimit] [${adapter}] The client closed the connection while its request waited for the rate limit ` +
-        "(mode: 'delay'): the request was dropped and nothing was charged.",
+        "(mode: 'delay'): the request was dropped.",
       options,
     )
     this.name = 'RequestAbortedError'

@@ -139,8 +139,9 @@ export interface RateLimitCommonOptions<Req> {
    * the exact time the store says its cost fits, through `limiter.wait`: no polling, first come first
    * served per client in this process, never over the limit across processes. A request that cannot
    * be admitted within `maxDelayMs` is refused at once with the usual 429 and `Retry-After`, without
-   * waiting in vain. A client that disconnects while held leaves its place to the next one, is charged
-   * nothing, and its handler never runs. The RateLimit headers of a held request describe the decision
+   * waiting in vain. A client that disconnects while held leaves its place to the next one at once and
+   * its handler never runs; it is charged nothing (unless it left while its check was at the store,
+   * which may then have charged it). The RateLimit headers of a held request describe the decision
    * that admitted it; `onLimit` is called for refused requests only. If the limiter is closed while
    * requests are held, they get what `onBackendError` answers when the store is out of reach
    * (`'fail-open'` lets them through, `'fail-closed'` and `{ fallback }` answer `outageStatusCode`,
