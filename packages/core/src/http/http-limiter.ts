@@ -817,7 +817,7 @@ export class HttpLimiter<Req, Res> {
               : await this.limiter.check(identity, this.rules, {
                   cost,
                   scope: this.#scope,
-                  mode: this.mode as 'enforce' | 'shadow',
+                  mode: this.mode === 'shadow' ? 'shadow' : 'enforce',
                 })
           }
         }
