@@ -180,8 +180,8 @@ export class HttpDelay<Req, Res> {
   /**
    * Holds a request until the rules admit `cost` for `identity`: resolves with the admitting decision,
    * or with a refusal (`allowed: false`) to answer with when it cannot be admitted within `maxDelayMs`
-   * of `started` (a `performance.now()` time), or when `maxQueue` requests are held already. `denied` is
-   * the store's denial that made it wait, when it was checked first. Rejects with a
+   * from now, or when `maxQueue` requests are held already. `denied` is the store's denial that made it
+   * wait, when it was checked first (the hold counts from its answer: the admitted path pays no clock read). Rejects with a
    * {@link RequestAbortedError} when the client leaves while held, and with the limiter's error under
    * `onBackendError: 'throw'`.
    */
@@ -191,8 +191,8 @@ export class HttpDelay<Req, Res> {
     req: Req,
     res: Res,
     denied: StoreDecision | undefined,
-    started: number,
   ): Promise<Decision> {
+    const started = performance.now()
     let w = this.#waiting.get(identity)
     if (w === undefined) {
       // Only a denial starts a wait: `denied` is known when nothing of this identity waits.
@@ -206,7 +206,7 @@ export class HttpDelay<Req, Res> {
     let signal: AbortSignal | undefined
     try {
       signal = this.#signal?.(req, res)
-      const maxWaitMs = Math.max(0, Math.floor(this.#maxDelayMs - (performance.now() - started)))
+      const maxWaitMs = this.#maxDelayMs
       const d = await this.#limiter.wait(identity, this.#rules, {
         cost,
         maxWaitMs,

@@ -791,11 +791,10 @@ export class HttpLimiter<Req, Res> {
         let decision: Decision | undefined
         // mode 'delay': a client with requests held here joins them; any other is checked as in 'enforce'.
         const delay = this.#delay
-        const started = delay === undefined ? 0 : performance.now()
         let join = delay?.holding(identity) === true
         if (costFn === undefined) {
           decision = join
-            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined, started)
+            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined)
             : await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
@@ -813,7 +812,7 @@ export class HttpLimiter<Req, Res> {
           } else if (cost !== 0) {
             join = delay?.holding(identity) === true
             decision = join
-              ? await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined, started)
+              ? await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined)
               : await this.limiter.check(identity, this.rules, {
                   cost,
                   scope: this.#scope,
@@ -823,7 +822,7 @@ export class HttpLimiter<Req, Res> {
         }
         // A denial the limit can lift within maxDelayMs: held until it does.
         if (delay !== undefined && !join && decision !== undefined && delay.holds(decision)) {
-          decision = await delay.wait(identity, decision.cost, req, res, decision, started)
+          decision = await delay.wait(identity, decision.cost, req, res, decision)
         }
         if (decision !== undefined) {
           const last = this.#attached(req)
