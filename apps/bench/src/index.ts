@@ -1,9 +1,10 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle,delay]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { bundleSection } from './bundle-section'
+import { delaySection } from './delay-section'
 import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
@@ -178,6 +179,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['outbound', () => outboundSection({ quick })],
   ['otel', () => otelSection({ quick })],
   ['bundle', bundleSection],
+  ['delay', () => delaySection({ quick })],
 ]
 const sections: Section[] = []
 for (const [name, run] of registry) if (wants(name)) sections.push(await run())

@@ -25,6 +25,7 @@ export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
   Cidr,
+  ClosableResponse,
   HeaderEntry,
   HeaderFormat,
   HttpAdapter,
@@ -47,6 +48,7 @@ export {
   applyCombined,
   checkHandler,
   cidrContains,
+  closeSignal,
   compileTrust,
   createHttpLimiter,
   createIpMatcher,
@@ -59,6 +61,7 @@ export {
   IP_RANGES,
   ipKey,
   isLocalAddress,
+  isRequestAborted,
   normalizeIdentity,
   parseCidr,
   parseForwarded,
@@ -66,6 +69,7 @@ export {
   parseIp,
   problemDetails,
   RateLimitHeaders,
+  RequestAbortedError,
   resolveClientIp,
   retryAfterValue,
 } from './http'
