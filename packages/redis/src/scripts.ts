@@ -24,14 +24,11 @@
 import { createHash } from 'node:crypto'
 import { SLIDING_LOG_SLOTS } from '@fastlimit/core'
 
-/**
- * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
- * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, `enc`
- * (the new state as text, set only when `ok` and `c > 0`), and `norm` (set only when the stored state lay
- * further ahead of now than SKEW allows, core's `rebased`: the uncharged state moved back to now, as text).
- * A state ahead by no more than SKEW is another clock's and is counted from as it lies (core's `skewMs`).
- */
-const STEP = `
+// The step is assembled from one reading part and one charging part per algorithm; the adjustment
+// (ADJUST, below) shares the reading parts, so both read a state exactly alike.
+
+/** The bucket's configuration, parsed from `conf`: `alg`, `L`, `W`, `B`. */
+const CONF = `
 local alg, L, W, B = match(conf, '^(%l[%l-]*):(%d+):(%d+):(%d+)$')
 if not alg then return redis.error_reply('ERR fastlimit: bad bucket ' .. conf) end
 -- Digits only, so \`s + 0\` converts (once; tonumber converts twice). Strings are interned: a burst
@@ -42,8 +39,10 @@ if B == L then
 else
   L, B = L + 0, B + 0
 end
-W = W + 0
-if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
+W = W + 0`
+
+/** The meters' reading of `text` at `now`: `cap`, `level`, `t`, `rebased` (core: levelAhead, drain). */
+const METER_READ = `
   -- The three meters (core: algorithms/meter.ts): a level in scaled units; capacity B * W.
   local cap = B * W
   local level, t, rebased = 0, now, false
@@ -98,7 +97,10 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
         rebased = true
       end
     end
-  end
+  end`
+
+/** The meters' charge of `c` at `level` (core: charge), and the state written. */
+const METER_CHARGE = `
   -- charge(level, t, L, W, B, c)
   local after = level
   if c > 0 and c <= B and level + c * W <= cap then
@@ -135,8 +137,10 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
       e = fmt('%d,%d', after, t)
     end
     if ok and c > 0 then enc = e else norm = e end
-  end
-elseif alg == 'fixed-window' then
+  end`
+
+/** Fixed window's reading: `start`, `count` (and `norm` when moved back). */
+const FW_READ = `
   local start = floor(now / W) * W
   local count = 0
   if text then
@@ -152,7 +156,9 @@ elseif alg == 'fixed-window' then
         end
       end
     end
-  end
+  end`
+
+const FW_CHARGE = `
   local t = now
   local fin = start + W
   ttl = fin - t
@@ -171,8 +177,10 @@ elseif alg == 'fixed-window' then
     enc = fmt('%d,%d', start, count)
   else
     ok, reset, retry = false, fin, fin - t
-  end
-elseif alg == 'sliding-window' then
+  end`
+
+/** Sliding window's reading: `start`, `prev`, `curr` (and `norm` when moved back). */
+const SW_READ = `
   local start = floor(now / W) * W
   local prev, curr = 0, 0
   if text then
@@ -190,7 +198,9 @@ elseif alg == 'sliding-window' then
         prev = s3
       end
     end
-  end
+  end`
+
+const SW_CHARGE = `
   local t = now
   -- Before the start of another clock's window, estimate as at its start.
   local elapsed = 0
@@ -238,8 +248,13 @@ elseif alg == 'sliding-window' then
       retry = r
     end
     ok, rem = c == 0 and used + 1 <= L, L - used
-  end
-elseif alg == 'sliding-log' then
+  end`
+
+/**
+ * Sliding log's reading: `s` (the entries in the window, `m` integers), `used`, `shift` (> 0 when moved
+ * back, then `norm`), `e` (where a check reads and writes), `newest`.
+ */
+const SL_READ = `
   -- Core: algorithms/sliding-log.ts. At most SLOTS entries; a 65th merges the oldest two of one slot.
   local SLOTS = ${SLIDING_LOG_SLOTS}
   -- decodeState: integers joined by commas, each safe; anything malformed reads as no state.
@@ -280,16 +295,10 @@ elseif alg == 'sliding-log' then
   end
   if shift > 0 then norm = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m)) end
   local newest = t
-  if m > 0 then newest = s[m - 1] end
-  if c > 0 and c <= L and used + c <= L then
-    if m > 0 and newest == e then
-      s[m] = s[m] + c
-    else
-      s[m + 1] = e
-      s[m + 2] = c
-      m = m + 2
-    end
-    if m > 2 * SLOTS then
+  if m > 0 then newest = s[m - 1] end`
+
+/** Core's merge(): brings the `m / 2` entries of `s` down to SLOTS. */
+const MERGE = `
       -- merge(): one pass from the oldest; an entry in the slot of the one before joins it.
       local g = floor(W / (SLOTS - 1))
       if g * (SLOTS - 1) < W then g = g + 1 end
@@ -309,7 +318,18 @@ elseif alg == 'sliding-log' then
           prev = slot
         end
       end
-      m = w + 1
+      m = w + 1`
+
+const SL_CHARGE = `
+  if c > 0 and c <= L and used + c <= L then
+    if m > 0 and newest == e then
+      s[m] = s[m] + c
+    else
+      s[m + 1] = e
+      s[m + 2] = c
+      m = m + 2
+    end
+    if m > 2 * SLOTS then${MERGE}
     end
     used = used + c
     ok, rem, reset, retry, ttl = true, L - used, e + W, 0, e + W - t
@@ -335,7 +355,20 @@ elseif alg == 'sliding-log' then
       retry = s[i - 1] + W - t
     end
     ok, rem = c == 0 and used + 1 <= L, L - used
-  end
+  end`
+
+/**
+ * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
+ * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, `enc`
+ * (the new state as text, set only when `ok` and `c > 0`), and `norm` (set only when the stored state lay
+ * further ahead of now than SKEW allows, core's `rebased`: the uncharged state moved back to now, as text).
+ * A state ahead by no more than SKEW is another clock's and is counted from as it lies (core's `skewMs`).
+ */
+const STEP = `${CONF}
+if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then${METER_READ}${METER_CHARGE}
+elseif alg == 'fixed-window' then${FW_READ}${FW_CHARGE}
+elseif alg == 'sliding-window' then${SW_READ}${SW_CHARGE}
+elseif alg == 'sliding-log' then${SL_READ}${SL_CHARGE}
 else
   return redis.error_reply('ERR fastlimit: unknown bucket ' .. conf)
 end
