@@ -6,6 +6,7 @@ import {
   type BucketConfig,
   bucketId,
   type CallOptions,
+  type Charge,
   ConfigError,
   FastlimitError,
   RETRY_NEVER,
@@ -223,8 +224,8 @@ const values = new Float64Array(4)
 
 /**
  * Reads the 4 integers of one result at `at` in a script's reply (allowed 1/0, remaining, resetMs,
- * retryAfterMs or -1 for never, joined by commas) into `values`. Returns where the next result starts
- * (after a comma), the reply's length after the last one, or -1 if the text is anything else.
+ * retryAfterMs or -1 for never, each followed by a comma) into `values`. Returns where the next result
+ * (or the reply's time) starts, or -1 if the text is anything else.
  */
 function read(text: string, at: number): number {
   for (let j = 0; j < 4; j++) {
@@ -238,16 +239,27 @@ function read(text: string, at: number): number {
       c = text.charCodeAt(++at)
     }
     // Whole numbers below 2^53 (16 digits at most).
-    if (at === first || at - first > 16) return -1
+    if (at === first || at - first > 16 || c !== 44) return -1
     values[j] = negative ? -n : n
-    if (c === 44) at++
-    else return j === 3 && at === text.length ? at : -1
+    at++
   }
   return at
 }
 
+/** The time a reply ends with (the script's `now`, epoch ms), from `at` to its end; -1 if anything else. */
+function readTime(text: string, at: number): number {
+  const first = at
+  let n = 0
+  let c = text.charCodeAt(at)
+  while (c >= 48 && c <= 57) {
+    n = n * 10 + (c - 48)
+    c = text.charCodeAt(++at)
+  }
+  return at === first || at - first > 16 || at !== text.length ? -1 : n
+}
+
 /** The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. */
-function result(reply: string, limit: number, what: string): BackendResult {
+function result(reply: string, limit: number, atMs: number, what: string): BackendResult {
   const allowed = values[0] as number
   const retry = values[3] as number
   if (allowed !== 0 && allowed !== 1) throw notAResult(reply, what)
@@ -257,26 +269,34 @@ function result(reply: string, limit: number, what: string): BackendResult {
     remaining: values[1] as number,
     resetMs: values[2] as number,
     retryAfterMs: retry === -1 ? RETRY_NEVER : retry,
+    atMs,
   }
 }
 
 /** The one result of a one-bucket reply. */
 function readOne(reply: unknown, limit: number, what: string): BackendResult {
-  if (typeof reply !== 'string' || read(reply, 0) !== reply.length) throw notAResult(reply, what)
-  return result(reply, limit, what)
+  if (typeof reply !== 'string') throw notAResult(reply, what)
+  const at = read(reply, 0)
+  const atMs = at < 0 ? -1 : readTime(reply, at)
+  if (atMs < 0) throw notAResult(reply, what)
+  return result(reply, limit, atMs, what)
 }
 
 /** The results of a several-bucket reply, one per limit. */
 function readAll(reply: unknown, limits: readonly number[], what: string): BackendResult[] {
   if (typeof reply !== 'string') throw notAResult(reply, what)
+  // The time comes last, and goes into every result.
+  const last = reply.lastIndexOf(',')
+  const atMs = last < 0 ? -1 : readTime(reply, last + 1)
+  if (atMs < 0) throw notAResult(reply, what)
   const results: BackendResult[] = new Array(limits.length)
   let at = 0
   for (let i = 0; i < limits.length; i++) {
     at = read(reply, at)
-    // Every result but the last ends with a comma.
-    if (at < 0 || (at === reply.length) !== (i === limits.length - 1)) throw notAResult(reply, what)
-    results[i] = result(reply, limits[i] as number, what)
+    if (at < 0) throw notAResult(reply, what)
+    results[i] = result(reply, limits[i] as number, atMs, what)
   }
+  if (at !== last + 1) throw notAResult(reply, what)
   return results
 }
 
@@ -287,6 +307,50 @@ function checkCost(cost: unknown): void {
       `[fastlimit] [redis] cost must be a positive whole number, got ${show(cost)}.`,
     )
   }
+}
+
+function checkDelta(delta: unknown): void {
+  if (typeof delta !== 'number' || !Number.isSafeInteger(delta)) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [redis] delta must be a whole number (negative refunds, positive charges more), got ${show(delta)}.`,
+    )
+  }
+}
+
+/**
+ * The charges argument of an adjustment: '' for none, else `cost,resetMs,atMs` of each bucket joined by
+ * commas (atMs '' when unknown).
+ */
+function chargesArg(charges: readonly Charge[] | undefined, count: number): string {
+  if (charges === undefined) return ''
+  if (!Array.isArray(charges) || charges.length !== count) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [redis] charges must be undefined or one charge per bucket (${count}), got ${show(charges)}.`,
+    )
+  }
+  const parts: string[] = []
+  for (const charge of charges as readonly unknown[]) {
+    const c = charge as Partial<Charge> | null
+    const whole = (n: unknown) => typeof n === 'number' && Number.isSafeInteger(n)
+    if (
+      typeof c !== 'object' ||
+      c === null ||
+      !whole(c.cost) ||
+      (c.cost as number) < 1 ||
+      !whole(c.resetMs) ||
+      (c.atMs !== undefined && !whole(c.atMs))
+    ) {
+      throw new FastlimitError(
+        'ERR_FASTLIMIT_ARGUMENT',
+        `[fastlimit] [redis] Each charge must be { cost, resetMs, atMs? } with whole numbers (cost from 1), as an ` +
+          `admitting result gives them, got ${show(charge)}.`,
+      )
+    }
+    parts.push(String(c.cost), String(c.resetMs), c.atMs === undefined ? '' : String(c.atMs))
+  }
+  return parts.join(',')
 }
 
 function checkKey(key: unknown): void {
@@ -375,8 +439,9 @@ interface Wait {
 function admitted(reply: unknown): boolean {
   if (typeof reply !== 'string') return false
   const parts = reply.split(',')
-  for (let i = 0; i < parts.length; i += 4) if (parts[i] !== '1') return false
-  return parts.length >= 4
+  // 4 integers per bucket, then the time.
+  for (let i = 0; i < parts.length - 1; i += 4) if (parts[i] !== '1') return false
+  return parts.length >= 5
 }
 
 /**
@@ -1026,6 +1091,41 @@ export class RedisBackend implements Backend {
     const k = redisKey(this.prefix, key)
     const args = [this.sha, '1', k, '', String(cost), this.now(what), ...fields]
     return readAll(await this.send(args, what, deadline, 3, true), limits, what)
+  }
+
+  /**
+   * {@inheritDoc Backend.adjust} The script's port of core's `adjustAll`: one EVALSHA for every bucket,
+   * atomic on the server, at the same clock as the checks (the server's `TIME`, or `clock`). With
+   * `options.deadline`, an adjustment that reaches Redis at or after it changes nothing and rejects with
+   * `ERR_FASTLIMIT_TIMEOUT`. Never followed by `waitReplicas`' WAIT (a refund lost in a failover only
+   * leaves the charge in place).
+   */
+  async adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    options?: CallOptions,
+  ): Promise<BackendResult[]> {
+    checkDelta(delta)
+    const deadline = deadlineOf(options)
+    const charged = chargesArg(charges, buckets.length)
+    if (buckets.length === 0) return []
+    // As for checkAndIncrementAll: the field and the configuration ('' when the field is that) of each.
+    const fields: string[] = []
+    const limits: number[] = []
+    for (const bucket of buckets) {
+      const p = prepare(bucket)
+      fields.push(p.field, p.conf)
+      limits.push(p.limit)
+    }
+    if (this.closed) throw this.closedError()
+    checkKey(key)
+    const what = 'adjust'
+    const k = redisKey(this.prefix, key)
+    // An even number of script arguments: the script's adjustment.
+    const args = [this.sha, '1', k, '', String(delta), this.now(what), charged, ...fields]
+    return readAll(await this.send(args, what, deadline, 3, false), limits, what)
   }
 
   /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */

@@ -374,6 +374,187 @@ else
 end
 `
 
+/**
+ * The adjustment of one bucket (core's adjustStep: a refund, delta < 0, or an extra charge, delta > 0),
+ * ported operation for operation like the step. In: `conf`, `text`, `now`, `delta`, and the charge being
+ * settled: `ccost`, `creset`, `cat` (`atMs`; nil when unknown), all nil when no charge is given. Out:
+ * `newt`, the adjusted state as text, or nil when nothing changed. The bucket's result is then the step's
+ * peek of `newt` (or of `text` when unchanged, which also gives `norm` when it lay too far ahead), as core
+ * computes it. Each algorithm reads the state exactly as the step does (its reading part).
+ */
+const ADJUST = `${CONF}
+if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then${METER_READ}
+  -- adjustLevel: a refund takes back at most what the charge still holds; an extra charge fills up to cap.
+  local lv = level
+  if delta > 0 then
+    if level < cap then
+      local add = cap
+      if delta < B then add = delta * W end
+      if add >= cap - level then lv = cap else lv = level + add end
+    end
+  elseif delta < 0 and level > 0 then
+    local r, bound = -delta, level
+    if ccost then
+      if ccost < r then r = ccost end
+      -- resetMs = at + ceil(a / L), so a - e * L > (resetMs - now - 1) * L.
+      local held, k = 0, creset - now - 1
+      local q = floor(cap / L)
+      if q * L < cap then q = q + 1 end
+      if k >= q then held = cap elseif k >= 0 then held = k * L + 1 end
+      if cat then
+        -- a >= cost * W (the charge itself), less what drained since.
+        local cw = cap
+        if ccost < B then cw = ccost * W end
+        local el, left = now - cat, 0
+        local d = floor(cw / L)
+        if d * L < cw then d = d + 1 end
+        if el <= 0 then left = cw elseif el < d then left = cw - el * L end
+        if left > held then held = left end
+      end
+      if held < bound then bound = held end
+    end
+    -- r * W only when r <= ceil(bound / W): below 2^53.
+    local q = floor(bound / W)
+    if q * W < bound then q = q + 1 end
+    local back = bound
+    if r <= q and r * W < bound then back = r * W end
+    lv = level - back
+  end
+  if lv ~= level then
+    if alg == 'gcra' then
+      local whole = floor(lv / L)
+      newt = fmt('%d,%d', now + whole, lv - whole * L)
+    elseif alg == 'token-bucket' then
+      newt = fmt('%d,%d', cap - lv, now)
+    else
+      newt = fmt('%d,%d', lv, now)
+    end
+  end
+elseif alg == 'fixed-window' then${FW_READ}
+  local lv = count
+  if delta > 0 then
+    if delta >= L - count then
+      lv = L
+      if count > L then lv = count end
+    else
+      lv = count + delta
+    end
+  elseif delta < 0 and count > 0 then
+    local r, counted = -delta, true
+    if ccost then
+      if ccost < r then r = ccost end
+      -- Only the window that counted the charge (the stored one: count > 0 means a valid state).
+      counted = match(text, '^(%-?%d+),') + 0 == creset - W
+    end
+    if counted then
+      if r >= count then lv = 0 else lv = count - r end
+    end
+  end
+  if lv ~= count then newt = fmt('%d,%d', start, lv) end
+elseif alg == 'sliding-window' then${SW_READ}
+  local changed = false
+  if delta > 0 then
+    if curr < L then
+      if delta >= L - curr then curr = L else curr = curr + delta end
+      changed = true
+    end
+  elseif delta < 0 then
+    local r, inCurr, inPrev = -delta, true, true
+    if ccost then
+      if ccost < r then r = ccost end
+      -- Only the window that counted the charge, if it is one the counts were read from: the stored
+      -- window and the one before it, or the stored window alone as the previous one.
+      local counted = creset - 2 * W
+      inCurr, inPrev = false, false
+      local s0 = text and match(text, '^(%-?%d+),%-?%d+,%-?%d+$')
+      if s0 then
+        s0 = s0 + 0
+        if s0 >= floor(now / W) * W then
+          inCurr, inPrev = counted == s0, counted == s0 - W
+        else
+          inPrev = counted == s0
+        end
+      end
+    end
+    if inCurr and curr > 0 and r > 0 then
+      local take = curr
+      if r < curr then take = r end
+      curr, r, changed = curr - take, r - take, true
+    end
+    if inPrev and prev > 0 and r > 0 then
+      if r < prev then prev = prev - r else prev = 0 end
+      changed = true
+    end
+  end
+  if changed then newt = fmt('%d,%d,%d', start, prev, curr) end
+elseif alg == 'sliding-log' then${SL_READ}
+  local changed = false
+  if delta > 0 then
+    -- Logged where a check logs, up to limit in the window, merged as a check merges.
+    if used < L then
+      local add = delta
+      if delta >= L - used then add = L - used end
+      if m > 0 and s[m - 1] == e then
+        s[m] = s[m] + add
+      else
+        s[m + 1] = e
+        s[m + 2] = add
+        m = m + 2
+      end
+      if m > 2 * SLOTS then${MERGE}
+      end
+      changed = true
+    end
+  elseif delta < 0 and m > 0 then
+    local r = -delta
+    if ccost then
+      if ccost < r then r = ccost end
+      -- The entry that counted the charge, or the later one of its slot it was merged into (while its
+      -- time is in the window); a log moved back moved every entry by shift.
+      local at = creset - W - shift
+      local i = 1
+      while i < m and s[i] < at do i = i + 2 end
+      if i < m then
+        local ti = s[i]
+        local g = floor(W / (SLOTS - 1))
+        if g * (SLOTS - 1) < W then g = g + 1 end
+        if ti == at or (shift == 0 and at > e - W and floor(ti / g) == floor(at / g)) then
+          local k = s[i + 1]
+          if r >= k then
+            for j = i, m - 2 do s[j] = s[j + 2] end
+            m = m - 2
+          else
+            s[i + 1] = k - r
+          end
+          changed = true
+        end
+      end
+    else
+      -- No charge given: the newest entries give back first.
+      local i = m - 1
+      while i >= 1 and r > 0 do
+        local k = s[i + 1]
+        if r >= k then
+          r = r - k
+          i = i - 2
+        else
+          s[i + 1] = k - r
+          r = 0
+        end
+      end
+      m = i + 1
+      changed = true
+    end
+  end
+  if changed then
+    newt = ''
+    if m > 0 then newt = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m)) end
+  end
+else
+  return redis.error_reply('ERR fastlimit: unknown bucket ' .. conf)
+end
+`
+
 /** Keeps the key at least MARGIN ms past its longest-lived bucket (`longest`), never shortening it. */
 const EXPIRE = (longest: string) => `
 local need = ${longest} + MARGIN
@@ -384,7 +565,11 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: deadline,
  * cost (1 when left out; 0 peeks), now ('' or left out reads the server's TIME), configuration
  * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets:
- * deadline, cost, now, then the field and the configuration of each.
+ * deadline, cost, now, then the field and the configuration of each (an odd count of arguments). For an
+ * adjustment (`RedisBackend.adjust`, core's adjustAll) of one or more buckets: deadline, delta (a refund
+ * when negative), now, the charges ('' for none, else `cost,resetMs,atMs` of each bucket joined by
+ * commas, atMs '' when unknown), then the field and the configuration of each (an even count of
+ * arguments, so the checks of one bucket, 1 to 5 arguments, and of several never test for it).
  *
  * deadline: epoch ms on the server's clock ('' or left out for none). A call that runs at or after it
  * reads and writes nothing and returns `late:<server now>:<deadline>`. It is compared with the server's
@@ -392,7 +577,8 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  * drop late calls, and runs them).
  *
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
- * retryAfterMs (-1 for never). Several buckets are all or nothing, as core's stepAll.
+ * retryAfterMs (-1 for never), then the time the call stepped with (`atMs`). Several buckets are all or
+ * nothing, as core's stepAll. An adjustment returns each bucket's peek after it.
  */
 const lua = (
   margin: number,
@@ -438,7 +624,58 @@ if argc <= 5 then
     ${EXPIRE('ttl')}
   end
   if ok then ok = 1 else ok = 0 end
-  return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
+  return fmt('%d,%d,%d,%d,%d', ok, rem, reset, retry, now)
+end
+if argc % 2 == 0 then
+  -- An adjustment of several buckets (core's adjustAll): never denied, every bucket applied.
+  local delta = cost
+  local n = (argc - 4) / 2
+  local fields, confs = {}, {}
+  for i = 1, n do
+    local field = ARGV[3 + 2 * i]
+    fields[i] = field
+    local conf = ARGV[4 + 2 * i]
+    if conf == '' then conf = field end
+    confs[i] = conf
+  end
+  -- The charges: cost, resetMs and atMs ('' when unknown) of each bucket, or '' for none.
+  local cs = {}
+  if ARGV[4] ~= '' then
+    for v in string.gmatch(ARGV[4] .. ',', '([^,]*),') do cs[#cs + 1] = v end
+  end
+  local texts = call('HMGET', key, unpack(fields))
+  local out, writes, longest = {}, {}, 0
+  for i = 1, n do
+    local conf, text = confs[i], texts[i]
+    local ccost, creset, cat
+    if cs[3 * i] then
+      ccost, creset = cs[3 * i - 2] + 0, cs[3 * i - 1] + 0
+      if cs[3 * i] ~= '' then cat = cs[3 * i] + 0 end
+    end
+    local newt
+    do
+      local norm
+      ${ADJUST}
+    end
+    if newt then text = newt end
+    local c = 0
+    local ok, rem, reset, retry, ttl, enc, norm
+    ${STEP}
+    -- The adjusted state; or, unchanged, moved back to now after the clock stepped back.
+    local w = newt or norm
+    if w then
+      writes[#writes + 1] = fields[i]
+      writes[#writes + 1] = w
+      if ttl > longest then longest = ttl end
+    end
+    if ok then ok = 1 else ok = 0 end
+    out[i] = fmt('%d,%d,%d,%d', ok, rem, reset, retry)
+  end
+  if #writes > 0 then
+    call('HSET', key, unpack(writes))
+    ${EXPIRE('longest')}
+  end
+  return table.concat(out, ',') .. fmt(',%d', now)
 end
 -- Several buckets, all or nothing (core's stepAll).
 local n = (argc - 3) / 2
@@ -476,7 +713,7 @@ if all then
     call('HSET', key, unpack(pairs_))
     ${EXPIRE('longest')}
   end
-  return table.concat(out, ',')
+  return table.concat(out, ',') .. fmt(',%d', now)
 end
 -- Nothing is charged: a bucket that would have admitted reports its uncharged state. A state that lay
 -- ahead of now (the clock stepped back) is still moved back to now, as core's stepAll says.
@@ -500,7 +737,7 @@ if #moved > 0 then
   call('HSET', key, unpack(moved))
   ${EXPIRE('movedLongest')}
 end
-return table.concat(out, ',')
+return table.concat(out, ',') .. fmt(',%d', now)
 `
 
 /** A script as RedisBackend registers it with ioredis `defineCommand`. */
@@ -521,7 +758,7 @@ function define(prefix: string, lua: string): ScriptDefinition {
 const scripts = new Map<string, ScriptDefinition>()
 
 /**
- * The script of every call (checkAndIncrement, checkAndIncrementAll, and peek with cost 0) for an
+ * The script of every call (checkAndIncrement, checkAndIncrementAll, peek with cost 0, and adjust) for an
  * expiry margin and a clock skew tolerance (core's `skewMs`; 0 for the server's TIME), which are part
  * of its text: no argument more per call.
  */
