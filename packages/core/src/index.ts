@@ -44,7 +44,7 @@ export type {
 } from './backend'
 export { bucketId, isSyncBackend, RETRY_NEVER } from './backend'
 export type { FastlimitErrorCode } from './errors'
-export { ConfigError, FastlimitError } from './errors'
+export { ConfigError, checkAdjustArguments, FastlimitError } from './errors'
 export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
@@ -107,8 +107,12 @@ export type {
   FastLimitEvents,
   FastLimitOptions,
   ListenOptions,
+  Reservation,
+  ReservationActions,
   RuleResult,
   ScopeOptions,
+  Settlement,
+  SettlementOutcome,
 } from './limiter'
 export { checkCost, FastLimit } from './limiter'
 export type { MemoryBackendOptions } from './memory'
