@@ -258,34 +258,50 @@ function readTime(text: string, at: number): number {
   return at === first || at - first > 16 || at !== text.length ? -1 : n
 }
 
-/** The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. */
-function result(reply: string, limit: number, atMs: number, what: string): BackendResult {
+/**
+ * The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. An
+ * admitting check's result carries `atMs` (the time the script stepped with, for a reservation's Charge);
+ * `stamp` says whether this is one (false for peeks and adjustments, whose results leave it out).
+ */
+function result(reply: string, limit: number, atMs: number, stamp: boolean, what: string): BackendResult {
   const allowed = values[0] as number
   const retry = values[3] as number
   if (allowed !== 0 && allowed !== 1) throw notAResult(reply, what)
+  if (allowed === 1 && stamp) {
+    return {
+      allowed: true,
+      limit,
+      remaining: values[1] as number,
+      resetMs: values[2] as number,
+      retryAfterMs: retry,
+      atMs,
+    }
+  }
   return {
     allowed: allowed === 1,
     limit,
     remaining: values[1] as number,
     resetMs: values[2] as number,
     retryAfterMs: retry === -1 ? RETRY_NEVER : retry,
-    atMs,
   }
 }
 
-/** The one result of a one-bucket reply. */
-function readOne(reply: unknown, limit: number, what: string): BackendResult {
+/** The one result of a one-bucket reply (`stamp`: a check, whose admitting result carries atMs). */
+function readOne(reply: unknown, limit: number, stamp: boolean, what: string): BackendResult {
   if (typeof reply !== 'string') throw notAResult(reply, what)
   const at = read(reply, 0)
   const atMs = at < 0 ? -1 : readTime(reply, at)
   if (atMs < 0) throw notAResult(reply, what)
-  return result(reply, limit, atMs, what)
+  return result(reply, limit, atMs, stamp, what)
 }
 
-/** The results of a several-bucket reply, one per limit. */
-function readAll(reply: unknown, limits: readonly number[], what: string): BackendResult[] {
+/**
+ * The results of a several-bucket reply, one per limit. `stamp`: a check, whose results carry atMs when
+ * it admitted (every bucket; a denied check's bucket that would have admitted charged nothing).
+ */
+function readAll(reply: unknown, limits: readonly number[], stamp: boolean, what: string): BackendResult[] {
   if (typeof reply !== 'string') throw notAResult(reply, what)
-  // The time comes last, and goes into every result.
+  // The time comes last.
   const last = reply.lastIndexOf(',')
   const atMs = last < 0 ? -1 : readTime(reply, last + 1)
   if (atMs < 0) throw notAResult(reply, what)
@@ -294,10 +310,26 @@ function readAll(reply: unknown, limits: readonly number[], what: string): Backe
   for (let i = 0; i < limits.length; i++) {
     at = read(reply, at)
     if (at < 0) throw notAResult(reply, what)
-    results[i] = result(reply, limits[i] as number, atMs, what)
+    // Admitted as a whole only if the first bucket and every other admitted: checked below.
+    results[i] = result(reply, limits[i] as number, atMs, stamp, what)
+    if (stamp && !(results[i] as BackendResult).allowed) stamp = false
   }
   if (at !== last + 1) throw notAResult(reply, what)
+  // A denied check: the buckets that would have admitted were read stamped; drop their atMs.
+  if (!stamp) for (let i = 0; i < results.length; i++) results[i] = unstamped(results[i] as BackendResult)
   return results
+}
+
+/** A result without atMs (the same object when it has none). */
+function unstamped(r: BackendResult): BackendResult {
+  if (r.atMs === undefined) return r
+  return {
+    allowed: r.allowed,
+    limit: r.limit,
+    remaining: r.remaining,
+    resetMs: r.resetMs,
+    retryAfterMs: r.retryAfterMs,
+  }
 }
 
 function checkCost(cost: unknown): void {
@@ -917,7 +949,7 @@ export class RedisBackend implements Backend {
             : deadline !== undefined
               ? [sha, '1', k, p.field, '']
               : [sha, '1', k, p.field]
-    return readOne(await this.send(args, what, deadline, 4, cost > 0), p.limit, what)
+    return readOne(await this.send(args, what, deadline, 4, cost > 0), p.limit, cost > 0, what)
   }
 
   /**
@@ -1090,7 +1122,7 @@ export class RedisBackend implements Backend {
     const what = 'checkAndIncrementAll'
     const k = redisKey(this.prefix, key)
     const args = [this.sha, '1', k, '', String(cost), this.now(what), ...fields]
-    return readAll(await this.send(args, what, deadline, 3, true), limits, what)
+    return readAll(await this.send(args, what, deadline, 3, true), limits, true, what)
   }
 
   /**
@@ -1125,7 +1157,7 @@ export class RedisBackend implements Backend {
     const k = redisKey(this.prefix, key)
     // An even number of script arguments: the script's adjustment.
     const args = [this.sha, '1', k, '', String(delta), this.now(what), charged, ...fields]
-    return readAll(await this.send(args, what, deadline, 3, false), limits, what)
+    return readAll(await this.send(args, what, deadline, 3, false), limits, false, what)
   }
 
   /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */

@@ -1,13 +1,16 @@
 // Instructions the Redis server spends per script call, counted by callgrind (independent of load):
 //
-//   npx tsx --conditions=@fastlimit/source packages/redis/test/script-cost.ts [scripts.ts of another version]
+//   npx tsx --conditions=@fastlimit/source packages/redis/test/script-cost.ts [scripts.ts of other versions...]
 //
 // Starts redis-server under `valgrind --tool=callgrind` on a free loopback port (its own temp dir, stopped
 // by PID), sends each case's calls (EVALSHA, 50 per round trip, rotating over 1,000 keys, after a warm-up
 // that touches every key), and reads the server's instruction count around them (callgrind_control
-// zeroes the counters, then dumps them): the whole server's work per call (parsing, the script, the reply).
-// With the path of another version of scripts.ts (e.g. `git show main:packages/redis/src/scripts.ts >
-// /tmp/main-scripts.ts`), both versions are measured, one after the other on the same server.
+// zeroes the counters, then dumps them): the instructions of processCommand per call (the command's
+// lookup, the script, the reply queued), or with WHOLE=1 the whole server's (reading and parsing the
+// request, writing the reply, and its timers, which run by real time and so vary with load).
+// With the paths of other versions of scripts.ts (e.g. `git show main:packages/redis/src/scripts.ts >
+// /tmp/main-scripts.ts`), every version is measured, one after the other on the same server. CASES=a,b
+// measures only the cases of those names.
 import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -25,6 +28,8 @@ interface Case {
   readonly name: string
   /** The arguments after the key, as RedisBackend sends them (deadline slot filled in far ahead). */
   readonly args: string[]
+  /** An adjustment: measured only on a version that has them (this tree), on the keys of case 0. */
+  readonly adjust?: boolean
 }
 
 const FAR = String(Date.now() + 86_400_000)
@@ -38,6 +43,13 @@ const CASES: Case[] = [
   {
     name: 'gcra + fixed-window, all',
     args: ['', '1', '', 'gcra:1000000:60000:1000000', '', 'fixed-window:1000000:60000:1000000', ''],
+  },
+  // RedisBackend.adjust of one gcra bucket: a refund of 1 with no charge given, and with one.
+  { name: 'gcra refund', args: ['', '-1', '', '', 'gcra:1000000:60000:1000000', ''], adjust: true },
+  {
+    name: 'gcra refund of a charge',
+    args: ['', '-1', '', `1,${Date.now() + 120_000},${Date.now()}`, 'gcra:1000000:60000:1000000', ''],
+    adjust: true,
   },
 ]
 
@@ -77,12 +89,14 @@ function dump(pid: number, dir: string): number {
 }
 
 async function main(): Promise<void> {
-  const versions: Array<[string, ScriptFor]> = [['this tree', current]]
-  const other = process.argv[2]
-  if (other !== undefined) {
+  const versions: Array<[string, ScriptFor]> = []
+  for (const other of process.argv.slice(2)) {
     const mod = (await import(path.resolve(other))) as { scriptFor: ScriptFor }
-    versions.unshift([path.basename(other), mod.scriptFor])
+    versions.push([path.basename(other), mod.scriptFor])
   }
+  versions.push(['this tree', current])
+  // CASES="gcra check,gcra peek" measures only those.
+  const only = process.env.CASES?.split(',')
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastlimit-script-cost-'))
   const port = await freePort()
   const child = spawn(
@@ -90,6 +104,9 @@ async function main(): Promise<void> {
     [
       '--tool=callgrind',
       `--callgrind-out-file=${path.join(dir, 'cg.out')}`,
+      // Only the command's own work (parsing done, the script, the reply queued): without the network
+      // and the server's timers (serverCron runs by real time, which valgrind stretches: noise).
+      ...(process.env.WHOLE === '1' ? [] : ['--toggle-collect=processCommand']),
       'redis-server',
       '--port',
       String(port),
@@ -120,8 +137,11 @@ async function main(): Promise<void> {
       const script = scriptFor(1000, 0)
       await client.script('LOAD', script.lua)
       for (const c of CASES) {
-        // Keys of one length for every version and round (the key's hash costs by its length).
-        const prefix = `r${round}:${CASES.indexOf(c)}:`
+        if (c.adjust === true && scriptFor !== current) continue
+        if (only !== undefined && !only.includes(c.name)) continue
+        // Keys of one length for every version and round (the key's hash costs by its length); an
+        // adjustment refunds what the gcra checks charged.
+        const prefix = `r${round}:${c.adjust === true ? 0 : CASES.indexOf(c)}:`
         const run = async (calls: number) => {
           for (let i = 0; i < calls; i += 50) {
             const p = client.pipeline()
