@@ -224,8 +224,8 @@ const values = new Float64Array(4)
 
 /**
  * Reads the 4 integers of one result at `at` in a script's reply (allowed 1/0, remaining, resetMs,
- * retryAfterMs or -1 for never, each followed by a comma) into `values`. Returns where the next result
- * (or the reply's time) starts, or -1 if the text is anything else.
+ * retryAfterMs or -1 for never, joined by commas) into `values`. Returns where the next result starts
+ * (after a comma), the reply's length after the last one, or -1 if the text is anything else.
  */
 function read(text: string, at: number): number {
   for (let j = 0; j < 4; j++) {
@@ -239,42 +239,31 @@ function read(text: string, at: number): number {
       c = text.charCodeAt(++at)
     }
     // Whole numbers below 2^53 (16 digits at most).
-    if (at === first || at - first > 16 || c !== 44) return -1
+    if (at === first || at - first > 16) return -1
     values[j] = negative ? -n : n
-    at++
+    if (c === 44) at++
+    else return j === 3 && at === text.length ? at : -1
   }
   return at
 }
 
-/** The time a reply ends with (the script's `now`, epoch ms), from `at` to its end; -1 if anything else. */
-function readTime(text: string, at: number): number {
-  const first = at
-  let n = 0
-  let c = text.charCodeAt(at)
-  while (c >= 48 && c <= 57) {
-    n = n * 10 + (c - 48)
-    c = text.charCodeAt(++at)
-  }
-  return at === first || at - first > 16 || at !== text.length ? -1 : n
-}
-
 /**
- * The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. An
- * admitting check's result carries `atMs` (the time the script stepped with, for a reservation's Charge);
- * `stamp` says whether this is one (false for peeks and adjustments, whose results leave it out).
+ * The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here.
+ * `charged`: the result of a check that charged, whose fourth integer is not its retryAfterMs (0) but the
+ * time the script stepped with, its `atMs` (for a reservation's Charge).
  */
-function result(reply: string, limit: number, atMs: number, stamp: boolean, what: string): BackendResult {
+function result(reply: string, limit: number, charged: boolean, what: string): BackendResult {
   const allowed = values[0] as number
   const retry = values[3] as number
   if (allowed !== 0 && allowed !== 1) throw notAResult(reply, what)
-  if (allowed === 1 && stamp) {
+  if (charged) {
     return {
       allowed: true,
       limit,
       remaining: values[1] as number,
       resetMs: values[2] as number,
-      retryAfterMs: retry,
-      atMs,
+      retryAfterMs: 0,
+      atMs: retry,
     }
   }
   return {
@@ -286,50 +275,33 @@ function result(reply: string, limit: number, atMs: number, stamp: boolean, what
   }
 }
 
-/** The one result of a one-bucket reply (`stamp`: a check, whose admitting result carries atMs). */
-function readOne(reply: unknown, limit: number, stamp: boolean, what: string): BackendResult {
-  if (typeof reply !== 'string') throw notAResult(reply, what)
-  const at = read(reply, 0)
-  const atMs = at < 0 ? -1 : readTime(reply, at)
-  if (atMs < 0) throw notAResult(reply, what)
-  return result(reply, limit, atMs, stamp, what)
+/** The one result of a one-bucket reply (`check`: of a check, whose admitting result carries atMs). */
+function readOne(reply: unknown, limit: number, check: boolean, what: string): BackendResult {
+  if (typeof reply !== 'string' || read(reply, 0) !== reply.length) throw notAResult(reply, what)
+  return result(reply, limit, check && values[0] === 1, what)
 }
 
 /**
- * The results of a several-bucket reply, one per limit. `stamp`: a check, whose results carry atMs when
- * it admitted (every bucket; a denied check's bucket that would have admitted charged nothing).
+ * The results of a several-bucket reply, one per limit. `check`: of a check, whose results carry atMs
+ * when it admitted (all of them: a denied check's buckets that would have admitted charged nothing).
  */
-function readAll(reply: unknown, limits: readonly number[], stamp: boolean, what: string): BackendResult[] {
+function readAll(reply: unknown, limits: readonly number[], check: boolean, what: string): BackendResult[] {
   if (typeof reply !== 'string') throw notAResult(reply, what)
-  // The time comes last.
-  const last = reply.lastIndexOf(',')
-  const atMs = last < 0 ? -1 : readTime(reply, last + 1)
-  if (atMs < 0) throw notAResult(reply, what)
+  // A check that admitted admitted every bucket (all or nothing): read the flags first.
+  let charged = check
+  for (let i = 0, at = 0; charged && i < limits.length; i++) {
+    at = read(reply, at)
+    if (at < 0 || values[0] !== 1) charged = false
+  }
   const results: BackendResult[] = new Array(limits.length)
   let at = 0
   for (let i = 0; i < limits.length; i++) {
     at = read(reply, at)
-    if (at < 0) throw notAResult(reply, what)
-    // Admitted as a whole only if the first bucket and every other admitted: checked below.
-    results[i] = result(reply, limits[i] as number, atMs, stamp, what)
-    if (stamp && !(results[i] as BackendResult).allowed) stamp = false
+    // Every result but the last ends with a comma.
+    if (at < 0 || (at === reply.length) !== (i === limits.length - 1)) throw notAResult(reply, what)
+    results[i] = result(reply, limits[i] as number, charged, what)
   }
-  if (at !== last + 1) throw notAResult(reply, what)
-  // A denied check: the buckets that would have admitted were read stamped; drop their atMs.
-  if (!stamp) for (let i = 0; i < results.length; i++) results[i] = unstamped(results[i] as BackendResult)
   return results
-}
-
-/** A result without atMs (the same object when it has none). */
-function unstamped(r: BackendResult): BackendResult {
-  if (r.atMs === undefined) return r
-  return {
-    allowed: r.allowed,
-    limit: r.limit,
-    remaining: r.remaining,
-    resetMs: r.resetMs,
-    retryAfterMs: r.retryAfterMs,
-  }
 }
 
 function checkCost(cost: unknown): void {
@@ -471,9 +443,8 @@ interface Wait {
 function admitted(reply: unknown): boolean {
   if (typeof reply !== 'string') return false
   const parts = reply.split(',')
-  // 4 integers per bucket, then the time.
-  for (let i = 0; i < parts.length - 1; i += 4) if (parts[i] !== '1') return false
-  return parts.length >= 5
+  for (let i = 0; i < parts.length; i += 4) if (parts[i] !== '1') return false
+  return parts.length >= 4
 }
 
 /**

@@ -577,8 +577,9 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  * drop late calls, and runs them).
  *
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
- * retryAfterMs (-1 for never), then the time the call stepped with (`atMs`). Several buckets are all or
- * nothing, as core's stepAll. An adjustment returns each bucket's peek after it.
+ * retryAfterMs (-1 for never); a check that charged puts the time it stepped with (core's `atMs`) in
+ * place of its retryAfterMs, which is 0 (no argument more to format). Several buckets are all or nothing,
+ * as core's stepAll. An adjustment returns each bucket's peek after it.
  */
 const lua = (
   margin: number,
@@ -623,8 +624,14 @@ if argc <= 5 then
     call('HSET', key, field, enc)
     ${EXPIRE('ttl')}
   end
-  if ok then ok = 1 else ok = 0 end
-  return fmt('%d,%d,%d,%d,%d', ok, rem, reset, retry, now)
+  -- A charge answers with its time (core's atMs) where its retryAfterMs, 0, would be.
+  if ok then
+    ok = 1
+    if c > 0 then retry = now end
+  else
+    ok = 0
+  end
+  return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
 end
 if argc % 2 == 0 then
   -- An adjustment of several buckets (core's adjustAll): never denied, every bucket applied.
@@ -675,7 +682,7 @@ if argc % 2 == 0 then
     call('HSET', key, unpack(writes))
     ${EXPIRE('longest')}
   end
-  return table.concat(out, ',') .. fmt(',%d', now)
+  return table.concat(out, ',')
 end
 -- Several buckets, all or nothing (core's stepAll).
 local n = (argc - 3) / 2
@@ -700,7 +707,9 @@ for i = 1, n do
   ttls[i] = ttl
   if not ok then all = false end
   if ttl > longest then longest = ttl end
-  local k = ok and 1 or 0
+  -- Admitted: the time where retryAfterMs (0) would be, as for one bucket (replaced below if denied).
+  local k = 0
+  if ok then k, retry = 1, now end
   out[i] = fmt('%d,%d,%d,%d', k, rem, reset, retry)
 end
 if all then
@@ -713,7 +722,7 @@ if all then
     call('HSET', key, unpack(pairs_))
     ${EXPIRE('longest')}
   end
-  return table.concat(out, ',') .. fmt(',%d', now)
+  return table.concat(out, ',')
 end
 -- Nothing is charged: a bucket that would have admitted reports its uncharged state. A state that lay
 -- ahead of now (the clock stepped back) is still moved back to now, as core's stepAll says.
@@ -737,7 +746,7 @@ if #moved > 0 then
   call('HSET', key, unpack(moved))
   ${EXPIRE('movedLongest')}
 end
-return table.concat(out, ',') .. fmt(',%d', now)
+return table.concat(out, ',')
 `
 
 /** A script as RedisBackend registers it with ioredis `defineCommand`. */
