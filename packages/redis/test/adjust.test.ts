@@ -68,6 +68,47 @@ describe('on a Redis of its own', () => {
     }
   })
 
+  it('reconnect() (the breaker) fails every adjustment in flight at once; none applies when the server wakes', async () => {
+    const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'dropped:' })
+    try {
+      const charges = []
+      for (let i = 0; i < 20; i++) {
+        const r = await backend.checkAndIncrement(`k${i}`, bucket, 2)
+        charges.push([{ cost: 2, resetMs: r.resetMs, atMs: r.atMs }])
+      }
+      const sleeper = new Redis({ port: server.port, host: '127.0.0.1', lazyConnect: true })
+      await sleeper.connect()
+      const woken = sleeper.call('DEBUG', 'SLEEP', '1.5').then(() => sleeper.disconnect())
+      await delay(100)
+      const deadline = Date.now() + 100
+      const calls = Array.from({ length: 500 }, (_, i) =>
+        backend.adjust(`k${i % 20}`, [bucket], -2, charges[i % 20], { deadline }).then(
+          () => 'answered',
+          (err: FastlimitError) => err.code,
+        ),
+      )
+      await delay(200)
+      backend.reconnect(new Error('the breaker opened'))
+      expect(new Set(await Promise.all(calls))).toEqual(new Set(['ERR_FASTLIMIT_BACKEND']))
+      await woken
+      // Whatever reached the server's buffers ran past its deadline: nothing was refunded.
+      for (let i = 0; i < 20; i++) {
+        for (;;) {
+          try {
+            expect((await backend.peek(`k${i}`, bucket)).remaining).toBe(LIMIT - 2)
+            break
+          } catch (err) {
+            if (!(err instanceof FastlimitError) || err.code !== 'ERR_FASTLIMIT_BACKEND') throw err
+            await delay(20)
+          }
+        }
+      }
+    } finally {
+      await backend.clear().catch(() => undefined)
+      await backend.close()
+    }
+  })
+
   it('on a full Redis a refund that would write rejects with ERR_FASTLIMIT_STORE_FULL and changes nothing', async () => {
     const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'full:' })
     try {
