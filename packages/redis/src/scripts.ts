@@ -509,8 +509,9 @@ elseif alg == 'sliding-log' then${SL_READ}
     local r = -delta
     if ccost then
       if ccost < r then r = ccost end
-      -- The entry that counted the charge, or the later one of its slot it was merged into (while its
-      -- time is in the window); a log moved back moved every entry by shift.
+      -- The entry that counted the charge; above a limit of SLOTS, where entries merge, also the later
+      -- one of its slot it may have been merged into (while its time is in the window). A log moved
+      -- back moved every entry by shift.
       local at = creset - W - shift
       local i = 1
       while i < m and s[i] < at do i = i + 2 end
@@ -518,7 +519,7 @@ elseif alg == 'sliding-log' then${SL_READ}
         local ti = s[i]
         local g = floor(W / (SLOTS - 1))
         if g * (SLOTS - 1) < W then g = g + 1 end
-        if ti == at or (shift == 0 and at > e - W and floor(ti / g) == floor(at / g)) then
+        if ti == at or (L > SLOTS and shift == 0 and at > e - W and floor(ti / g) == floor(at / g)) then
           local k = s[i + 1]
           if r >= k then
             for j = i, m - 2 do s[j] = s[j + 2] end

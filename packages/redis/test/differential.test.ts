@@ -9,6 +9,7 @@ import {
   ALGORITHMS,
   type Algorithm,
   adjustAll,
+  adjustStep,
   type BackendResult,
   type BucketConfig,
   bucketId,
@@ -63,8 +64,12 @@ type Op = {
   dt: number
   kind: 'check' | 'peek' | 'all' | 'adjust' | 'adjust-all'
   cost: number
-  /** For the adjustments: the charges given (of the last admissions, made up, or none), and delta's sign. */
-  charge?: 'last' | 'made-up' | 'none'
+  /**
+   * For the adjustments: the charges given (of the last admissions, of an earlier one picked by `pick`,
+   * made up, or none), and delta's sign.
+   */
+  charge?: 'last' | 'earlier' | 'made-up' | 'none'
+  pick?: number
   sign?: -1 | 0 | 1
   /** A made-up charge: resetMs and atMs offsets from now, and whether atMs is given. */
   madeUp?: { reset: number; at: number; withAt: boolean }
@@ -125,23 +130,33 @@ function adjustArbs(windowMs: number) {
     fc.integer({ min: -3, max: 3 }),
   )
   return {
-    charge: fc.constantFrom<NonNullable<Op['charge']>>('last', 'last', 'last', 'made-up', 'none'),
+    charge: fc.constantFrom<NonNullable<Op['charge']>>('last', 'last', 'last', 'earlier', 'made-up', 'none'),
+    pick: fc.nat(),
     sign: fc.constantFrom<NonNullable<Op['sign']>>(-1, -1, -1, 1, 0),
     madeUp: fc.record({ reset: offset, at: offset, withAt: fc.boolean() }),
   }
 }
 
-/** The charges of an adjustment op: from the last admission of each bucket (else made up), or none. */
+/**
+ * The charges of an adjustment op: from the last or an earlier admission of each bucket (else made up),
+ * or none. `admitted` holds each bucket's admissions, oldest first.
+ */
 function chargesOf(
   op: Op,
   ids: readonly string[],
-  last: ReadonlyMap<string, Charge>,
+  admitted: ReadonlyMap<string, readonly Charge[]>,
   now: number,
 ): Charge[] | undefined {
   if (op.charge === 'none') return undefined
   return ids.map((id) => {
-    const known = last.get(id)
-    if (op.charge === 'last' && known !== undefined) return known
+    const all = admitted.get(id) ?? []
+    const known =
+      op.charge === 'last'
+        ? all[all.length - 1]
+        : op.charge === 'earlier' && all.length > 0
+          ? all[(op.pick as number) % all.length]
+          : undefined
+    if (known !== undefined) return known
     const m = op.madeUp as NonNullable<Op['madeUp']>
     return { cost: op.cost, resetMs: now + m.reset, ...(m.withAt ? { atMs: now + m.at } : {}) }
   })
@@ -276,8 +291,13 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
             const states = new Map<string, State>()
             const ids = [bucketId(bucket), bucketId(other)]
             now = start
-            // The charge of each bucket's last admission, for the adjustments to settle.
-            const last = new Map<string, Charge>()
+            // The charges of each bucket's admissions, for the adjustments to settle.
+            const admitted = new Map<string, Charge[]>()
+            const admit = (id: string, charge: Charge) => {
+              const list = admitted.get(id) ?? []
+              list.push(charge)
+              admitted.set(id, list)
+            }
             for (const [i, op] of ops.entries()) {
               now = Math.max(0, now + op.dt)
               const where = `op ${i} (${JSON.stringify(op)}) at ${now} of ${JSON.stringify(bucket)}`
@@ -287,7 +307,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
               } else if (op.kind === 'check') {
                 const out = step(states.get(ids[0] as string), now, bucket, op.cost, skew)
                 if (out.result.allowed || out.rebased) states.set(ids[0] as string, out.state)
-                if (out.result.allowed) last.set(ids[0] as string, charged(op.cost, out.result, now))
+                if (out.result.allowed) admit(ids[0] as string, charged(op.cost, out.result, now))
                 expect(await backend.checkAndIncrement(key, bucket, op.cost), where).toEqual(
                   at(out.result, now),
                 )
@@ -302,7 +322,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                 )
                 for (const [j, o] of all.outputs.entries()) {
                   if (all.allowed || o.rebased) states.set(ids[j] as string, o.state)
-                  if (all.allowed) last.set(ids[j] as string, charged(op.cost, o.result, now))
+                  if (all.allowed) admit(ids[j] as string, charged(op.cost, o.result, now))
                 }
                 expect(await backend.checkAndIncrementAll(key, buckets, op.cost), where).toEqual(
                   all.allowed ? all.results.map((r) => at(r, now)) : all.results,
@@ -312,7 +332,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                 const buckets = [bucket, other].slice(0, n)
                 const adjusted = ids.slice(0, n)
                 const delta = (op.sign as number) * op.cost
-                const charges = chargesOf(op, adjusted, last, now)
+                const charges = chargesOf(op, adjusted, admitted, now)
                 const outputs = adjustAll(
                   adjusted.map((id) => states.get(id)),
                   now,
@@ -370,6 +390,45 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
       expect(out.state.length).toBe(2 * SLIDING_LOG_SLOTS)
       expect(await backend.checkAndIncrement('k', bucket, 7)).toEqual(at(out.result, T + 5000))
       expect(await raw.hget(`${PREFIX}old::k`, bucketId(bucket))).toBe(encodeState(out.state))
+    } finally {
+      await backend.clear()
+      await backend.close()
+    }
+  })
+
+  it('refunds a sliding-log charge only from its own entry up to a limit of 64, from its slot above', async () => {
+    const T = 1_700_000_000_000 // a multiple of the slot (16 ms of a 1000 ms window)
+    let now = T
+    const backend = RedisBackend.fromUrl(urlOf('standalone'), {
+      keyPrefix: `${PREFIX}slot:`,
+      timeSource: 'client',
+      clock: () => now,
+      maxClockSkewMs: 0,
+    })
+    try {
+      for (const limit of [5, 100]) {
+        const bucket = parseRule({ algorithm: 'sliding-log', limit, windowMs: 1000 })
+        const key = `k${limit}`
+        let state: State | undefined
+        // Two charges 1 ms apart, in one slot; the first is cancelled, then refunded once more: only above
+        // 64, where entries merge, may the later entry of its slot hold it.
+        now = T
+        const first = await backend.checkAndIncrement(key, bucket, 1)
+        state = step(state, now, bucket, 1).state
+        now = T + 1
+        await backend.checkAndIncrement(key, bucket, 1)
+        state = step(state, now, bucket, 1).state
+        const charge: Charge = { cost: 1, resetMs: first.resetMs, atMs: first.atMs }
+        for (let i = 0; i < 2; i++) {
+          const out = adjustStep(state, now, bucket, -1, charge)
+          if (out.changed || out.rebased) state = out.state
+          expect(await backend.adjust(key, [bucket], -1, [charge]), `limit ${limit}, refund ${i}`).toEqual([
+            out.result,
+          ])
+          expect(await raw.hget(`${PREFIX}slot::${key}`, bucketId(bucket))).toBe(encodeState(state))
+        }
+        expect(state).toEqual(limit === 5 ? [T + 1, 1] : [])
+      }
     } finally {
       await backend.clear()
       await backend.close()
