@@ -55,7 +55,7 @@ export interface BreakerEvent {
   readonly backend: Backend
 }
 
-/** A decision made by `check` or `peek`, given to `limiter.on('decision', ...)`. */
+/** A decision made by `check`, `peek` or `reserve`, given to `limiter.on('decision', ...)`. */
 export interface DecisionEvent {
   /** Which call made it (`'reserve'`: a check that returned a {@link Reservation}). */
   readonly operation: 'check' | 'peek' | 'reserve'
@@ -100,7 +100,7 @@ export interface ListenOptions {
 
 /** The events of a {@link FastLimit}, by name, with what each listener receives. */
 export interface FastLimitEvents {
-  /** A `check` or `peek` decided (by the store, the fallback or the policy). */
+  /** A `check`, `peek` or `reserve` decided (by the store, the fallback or the policy). */
   decision: DecisionEvent
   /** A call to the store settled: its duration and outcome. Calls the breaker or `maxInFlight` kept off the store are not calls. */
   call: BackendCallEvent
