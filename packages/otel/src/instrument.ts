@@ -41,7 +41,7 @@ export interface InstrumentOptions {
    */
   tracerProvider?: TracerProvider
   /**
-   * Records a span for every call to the store (`fastlimit check`, `fastlimit peek`, `fastlimit reset`),
+   * Records a span for every call to the store (`fastlimit check`, `fastlimit peek`, `fastlimit reset`, `fastlimit adjust`),
    * with its real start and end times, as a child of the span active when `check` was called. Calls
    * the breaker or `maxInFlight` kept off the store are not calls and get no span.
    * @default false
