@@ -2,7 +2,7 @@
 // nothing; a full Redis says so (ERR_FASTLIMIT_STORE_FULL); a flushed script cache is reloaded (NOSCRIPT);
 // an auto-pipelined client and a Cluster (keys that are not UTF-8 included) adjust in the key's one slot;
 // bad arguments are refused before anything is sent.
-import { type BucketConfig, FastLimit, FastlimitError } from '@fastlimit/core'
+import { type BucketConfig, type Charge, FastLimit, FastlimitError } from '@fastlimit/core'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { RedisBackend } from '../src'
@@ -71,7 +71,7 @@ describe('on a Redis of its own', () => {
   it('reconnect() (the breaker) fails every adjustment in flight at once; none applies when the server wakes', async () => {
     const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'dropped:' })
     try {
-      const charges = []
+      const charges: Charge[][] = []
       for (let i = 0; i < 20; i++) {
         const r = await backend.checkAndIncrement(`k${i}`, bucket, 2)
         charges.push([{ cost: 2, resetMs: r.resetMs, atMs: r.atMs }])
