@@ -207,7 +207,7 @@ function notAResult(reply: unknown, what: string): FastlimitError {
     const by = Number(late[1]) - Number(late[2])
     return new FastlimitError(
       'ERR_FASTLIMIT_TIMEOUT',
-      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was charged. The limiter ` +
+      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was ${what === 'adjust' ? 'changed' : 'charged'}. The limiter ` +
         'had already given up on it (timeoutMs) and applied its onBackendError policy: Redis is slow to answer ' +
         '(check LATENCY DOCTOR, SLOWLOG and the network), or timeoutMs is too short for it.',
     )
@@ -388,7 +388,7 @@ function expired(what: string): FastlimitError {
   return new FastlimitError(
     'ERR_FASTLIMIT_TIMEOUT',
     `[fastlimit] [redis] ${what} was not sent: its deadline passed while it waited for the connection; ` +
-      'nothing was charged.',
+      `nothing was ${what === 'adjust' ? 'changed' : 'charged'}.`,
   )
 }
 
