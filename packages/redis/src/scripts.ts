@@ -637,7 +637,7 @@ if argc <= 5 then
   return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
 end
 if argc % 2 == 0 then
-  -- An adjustment of several buckets (core's adjustAll): never denied, every bucket applied.
+  -- An adjustment of one or more buckets (core's adjustAll): never denied, every bucket applied at once.
   local delta = cost
   local n = (argc - 4) / 2
   local fields, confs = {}, {}
