@@ -34,7 +34,11 @@ describe('options', () => {
   const url = 'redis://127.0.0.1:1'
   const cases: Array<[string, unknown, RegExp]> = [
     ['no options', undefined, /takes an options object/],
-    ['neither client nor url', {}, /Give client \(an ioredis Redis or Cluster\) or url/],
+    [
+      'neither client nor url',
+      {},
+      /Give client \(an ioredis, iovalkey, node-redis or Valkey GLIDE client\) or url/,
+    ],
     ['both client and url', { url, client: {} }, /Give client or url, not both/],
     ['an unknown option', { url, prefix: 'x' }, /Unknown option "prefix"/],
     ['a keyPrefix with braces', { url, keyPrefix: 'a{b}' }, /keyPrefix must be 1 to 64 printable ASCII/],
@@ -50,7 +54,11 @@ describe('options', () => {
     ['a clock that is not a function', { url, timeSource: 'client', clock: 5 }, /clock must be a function/],
     ['a negative expiryMarginMs', { url, expiryMarginMs: -1 }, /expiryMarginMs must be a whole number/],
     ['a fractional expiryMarginMs', { url, expiryMarginMs: 1.5 }, /expiryMarginMs/],
-    ['a client that is not ioredis', { client: { get() {} } }, /client must be an ioredis Redis or Cluster/],
+    [
+      'a client of no known library',
+      { client: { get() {} } },
+      /client must be an ioredis or iovalkey Redis or Cluster, a node-redis client/,
+    ],
     [
       'redisOptions with a client',
       { client: new Redis({ lazyConnect: true }), redisOptions: {} },

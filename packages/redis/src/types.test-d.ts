@@ -2,7 +2,13 @@
 import type { Backend, BackendResult } from '@fastlimit/core'
 import type { Cluster, Redis } from 'ioredis'
 import { describe, expectTypeOf, it } from 'vitest'
-import { RedisBackend, type RedisBackendOptions, type RedisTimeSource, type RedisWaitReplicas } from './index'
+import {
+  RedisBackend,
+  type RedisBackendOptions,
+  type RedisClient,
+  type RedisTimeSource,
+  type RedisWaitReplicas,
+} from './index'
 
 describe('public types', () => {
   it('implements the Backend protocol', () => {
@@ -19,7 +25,7 @@ describe('public types', () => {
 
   it('types the options', () => {
     expectTypeOf<RedisTimeSource>().toEqualTypeOf<'server' | 'client'>()
-    expectTypeOf<RedisBackendOptions['client']>().toEqualTypeOf<Redis | Cluster | undefined>()
+    expectTypeOf<RedisBackendOptions['client']>().toEqualTypeOf<RedisClient | undefined>()
     expectTypeOf<{ url: string; timeSource: 'client'; clock: () => number }>().toExtend<RedisBackendOptions>()
     expectTypeOf<{ url: string; timeSource: 'local' }>().not.toExtend<RedisBackendOptions>()
     expectTypeOf<RedisBackendOptions['waitReplicas']>().toEqualTypeOf<RedisWaitReplicas | false | undefined>()

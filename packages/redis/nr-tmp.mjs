@@ -1,0 +1,28 @@
+import { createClient, createCluster } from 'redis'
+const c = createClient({ url: 'redis://127.0.0.1:27911' })
+c.on('error', e => console.log('err', e.message))
+for (const ev of ['connect','ready','end','reconnecting']) c.on(ev, () => console.log('ev', ev))
+await c.connect()
+console.log(await c.sendCommand(['TIME']))
+try { await c.sendCommand(['EVALSHA', 'a'.repeat(40), '0']) } catch (e) { console.log(e.constructor.name, e.message) }
+const r = await c.sendCommand(['SCAN', '0', 'COUNT', '10'], { typeMapping: { 36: Buffer } })
+console.log(r)
+const p = c.sendCommand(['DEBUG', 'SLEEP', '1'])
+c.destroy()
+try { await p } catch (e) { console.log('inflight', e.constructor.name, e.message) }
+console.log('isOpen', c.isOpen)
+const cp = c.connect()
+console.log('isOpen after connect()', c.isOpen, c.isReady)
+console.log(await c.sendCommand(['PING']))
+await cp
+console.log(Object.keys(c), typeof c.masters, typeof c.nodeClient, typeof c.defineCommand)
+await c.close()
+const cl = createCluster({ rootNodes: [{ url: 'redis://127.0.0.1:27921' }] })
+cl.on('error', e => console.log('cerr', e.message))
+await cl.connect()
+console.log(cl.masters.map(m => [m.address, m.host, m.port, !!m.client]))
+const nc = await cl.nodeClient(cl.masters[0])
+console.log(await nc.sendCommand(['TIME']), typeof cl.sendCommand, cl.isReady)
+console.log(await cl.sendCommand(Buffer.from('x{a}'), false, ['EVAL', 'return KEYS[1]', '1', Buffer.from('x{a}')]))
+console.log(await cl.sendCommand(undefined, false, ['TIME']))
+await cl.close()
