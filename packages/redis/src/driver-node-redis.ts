@@ -81,7 +81,7 @@ export class NodeRedisDriver implements Driver {
         ),
       )
     }
-    if (client.isReady && hasSample(client)) {
+    if (client.isReady !== false && hasSample(client)) {
       this.everReady = true
       return undefined
     }

@@ -14,8 +14,8 @@ export interface NodeRedisClient {
   destroy(): void
   readonly isOpen: boolean
   readonly isReady: boolean
-  on(event: 'ready' | 'end' | 'error', listener: (...args: never[]) => void): unknown
-  off(event: 'ready' | 'end' | 'error', listener: (...args: never[]) => void): unknown
+  on(event: 'ready', listener: (...args: unknown[]) => void): unknown
+  off(event: 'ready', listener: (...args: unknown[]) => void): unknown
 }
 
 /** A node-redis Cluster made by `createCluster` (v5 or later), connected. */
@@ -31,9 +31,8 @@ export interface NodeRedisCluster {
   connect(): Promise<unknown>
   destroy(): void
   readonly isOpen: boolean
-  readonly isReady: boolean
-  on(event: 'connect' | 'disconnect' | 'error', listener: (...args: never[]) => void): unknown
-  off(event: 'connect' | 'disconnect' | 'error', listener: (...args: never[]) => void): unknown
+  /** Since node-redis 6. */
+  readonly isReady?: boolean
 }
 
 /** A Valkey GLIDE `GlideClient` (standalone, `@valkey/valkey-glide` 2.x), from `GlideClient.createClient`. */
@@ -131,7 +130,7 @@ export interface Driver {
  * Which library `client` comes from, by the members it has (no `instanceof`: two copies of a library, or
  * a wrapper, work too):
  * - ioredis and iovalkey: `defineCommand()` and a `status` string;
- * - node-redis: `sendCommand()`, `isOpen` and `isReady`; a Cluster also has `masters` and `nodeClient()`;
+ * - node-redis: `sendCommand()` and `isOpen`; a Cluster also has `masters` and `nodeClient()`;
  * - Valkey GLIDE: `customCommand()` and `invokeScript()`; a cluster client also has `invokeScriptWithRoute()`.
  * `undefined` for anything else.
  */
@@ -140,7 +139,7 @@ export function clientKind(client: unknown): ClientKind | undefined {
   const c = client as Record<string, unknown>
   if (typeof c.defineCommand === 'function' && typeof c.status === 'string') return 'ioredis'
   if (typeof c.customCommand === 'function' && typeof c.invokeScript === 'function') return 'glide'
-  if (typeof c.sendCommand === 'function' && 'isOpen' in c && 'isReady' in c) return 'node-redis'
+  if (typeof c.sendCommand === 'function' && 'isOpen' in c) return 'node-redis'
   return undefined
 }
 
