@@ -1,6 +1,11 @@
-// Type tests: RedisBackend is a Backend, and its options take ioredis clients and a closed set of values.
+// Type tests: RedisBackend is a Backend, and its options take the clients of every library it supports
+// (ioredis, iovalkey, node-redis v6 and v5, Valkey GLIDE) and a closed set of values.
 import type { Backend, BackendResult } from '@fastlimit/core'
+import type { GlideClient, GlideClusterClient } from '@valkey/valkey-glide'
 import type { Cluster, Redis } from 'ioredis'
+import type { Valkey, Cluster as ValkeyCluster } from 'iovalkey'
+import type { createClient, createCluster } from 'redis'
+import type { createClient as createClientV5, createCluster as createClusterV5 } from 'redis-v5'
 import { describe, expectTypeOf, it } from 'vitest'
 import {
   RedisBackend,
@@ -35,5 +40,33 @@ describe('public types', () => {
     }>().toExtend<RedisBackendOptions>()
     // fromUrl takes every option but url and client.
     expectTypeOf(RedisBackend.fromUrl).parameter(1).not.toHaveProperty('client')
+  })
+
+  it('takes a client of every supported library, and types backend.client as the one given', () => {
+    type NodeRedis = ReturnType<typeof createClient>
+    type NodeRedisCluster = ReturnType<typeof createCluster>
+    type NodeRedisV5 = ReturnType<typeof createClientV5>
+    type NodeRedisClusterV5 = ReturnType<typeof createClusterV5>
+    expectTypeOf<Redis>().toExtend<RedisClient>()
+    expectTypeOf<Cluster>().toExtend<RedisClient>()
+    expectTypeOf<Valkey>().toExtend<RedisClient>()
+    expectTypeOf<ValkeyCluster>().toExtend<RedisClient>()
+    expectTypeOf<NodeRedis>().toExtend<RedisClient>()
+    expectTypeOf<NodeRedisCluster>().toExtend<RedisClient>()
+    expectTypeOf<NodeRedisV5>().toExtend<RedisClient>()
+    expectTypeOf<NodeRedisClusterV5>().toExtend<RedisClient>()
+    expectTypeOf<GlideClient>().toExtend<RedisClient>()
+    expectTypeOf<GlideClusterClient>().toExtend<RedisClient>()
+    // Anything else is refused.
+    expectTypeOf<{ get(key: string): Promise<string> }>().not.toExtend<RedisClient>()
+    expectTypeOf<string>().not.toExtend<RedisClient>()
+    // The client keeps its own type.
+    expectTypeOf<RedisBackend<NodeRedis>['client']>().toEqualTypeOf<NodeRedis>()
+    const glide = {} as GlideClusterClient
+    expectTypeOf(new RedisBackend({ client: glide }).client).toEqualTypeOf<GlideClusterClient>()
+    const nodeRedis = {} as NodeRedisClusterV5
+    expectTypeOf(
+      new RedisBackend({ client: nodeRedis, keyPrefix: 'x' }).client,
+    ).toEqualTypeOf<NodeRedisClusterV5>()
   })
 })
