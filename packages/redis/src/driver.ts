@@ -130,7 +130,8 @@ export interface Driver {
  * Which library `client` comes from, by the members it has (no `instanceof`: two copies of a library, or
  * a wrapper, work too):
  * - ioredis and iovalkey: `defineCommand()` and a `status` string;
- * - node-redis: `sendCommand()` and `isOpen`; a Cluster also has `masters` and `nodeClient()`;
+ * - node-redis: `sendCommand()` and `isOpen`; a Cluster also has `masters` and `nodeClient()` (a pool,
+ *   with `totalClients`, and a `createSentinel` client, with `getSentinelNode()`, are not taken);
  * - Valkey GLIDE: `customCommand()` and `invokeScript()`; a cluster client also has `invokeScriptWithRoute()`.
  * `undefined` for anything else.
  */
@@ -139,6 +140,8 @@ export function clientKind(client: unknown): ClientKind | undefined {
   const c = client as Record<string, unknown>
   if (typeof c.defineCommand === 'function' && typeof c.status === 'string') return 'ioredis'
   if (typeof c.customCommand === 'function' && typeof c.invokeScript === 'function') return 'glide'
+  // node-redis pools and Sentinel clients route commands their own way (not supported).
+  if ('totalClients' in c || typeof c.getSentinelNode === 'function') return undefined
   if (typeof c.sendCommand === 'function' && 'isOpen' in c) return 'node-redis'
   return undefined
 }

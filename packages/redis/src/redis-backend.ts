@@ -483,7 +483,8 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
         throw new ConfigError(
           `[fastlimit] [redis] client must be an ioredis or iovalkey Redis or Cluster, a node-redis client or ` +
             `Cluster (createClient, createCluster), or a Valkey GLIDE client, got ${show(client)}. For example ` +
-            'new Redis("redis://localhost:6379"), or pass url instead.',
+            'new Redis("redis://localhost:6379"), or pass url instead. A node-redis pool or createSentinel client ' +
+            'is not supported: pass a createClient client, or for Sentinel an ioredis client or a redis+sentinel:// URL.',
         )
       }
       if (kind === 'ioredis' && (client as { options?: { keyPrefix?: unknown } }).options?.keyPrefix) {
