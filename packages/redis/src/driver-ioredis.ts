@@ -59,14 +59,6 @@ interface Wait {
   resolve(acked: number): void
 }
 
-/** Whether a script reply admitted (and so charged): one bucket, or all of several (all or nothing). */
-function admitted(reply: unknown): boolean {
-  if (typeof reply !== 'string') return false
-  const parts = reply.split(',')
-  for (let i = 0; i < parts.length; i += 4) if (parts[i] !== '1') return false
-  return parts.length >= 4
-}
-
 /** An ioredis or iovalkey client (iovalkey is an ioredis fork with the same members). */
 export class IoredisDriver implements Driver {
   readonly kind = 'ioredis'
@@ -75,6 +67,7 @@ export class IoredisDriver implements Driver {
   readonly where: string
   private readonly owned: boolean
   private readonly waitReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
+  private readonly admitted: (reply: unknown) => boolean
   /** Auto-pipelining: calls go through ioredis's defined commands (which join its pipeline). */
   private readonly defined: boolean
   private closed = false
@@ -90,6 +83,7 @@ export class IoredisDriver implements Driver {
     this.isCluster = client.isCluster
     this.owned = options.owned
     this.waitReplicas = options.waitReplicas
+    this.admitted = options.admitted
     this.where = client.isCluster ? 'the Redis Cluster' : 'Redis'
     this.defined = client.options.enableAutoPipelining === true
     if (this.defined && this.waitReplicas !== undefined) {
@@ -215,7 +209,7 @@ export class IoredisDriver implements Driver {
         const acked = await wait
         const want = (this.waitReplicas as { replicas: number }).replicas
         // A denial wrote nothing: only an admission can be lost in a failover.
-        if (acked < want && admitted(reply)) throw this.unreplicated(acked, what)
+        if (acked < want && this.admitted(reply)) throw this.unreplicated(acked, what)
       }
       return reply
     } catch (err) {

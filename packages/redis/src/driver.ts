@@ -83,6 +83,8 @@ export interface DriverOptions {
   readonly script: ScriptDefinition
   /** `WAIT replicas timeoutMs` after the calls that may charge (ioredis only). */
   readonly waitReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
+  /** Whether a script reply admitted (and so charged): only an admission can be lost in a failover. */
+  readonly admitted: (reply: unknown) => boolean
 }
 
 /**

@@ -321,6 +321,14 @@ function expired(what: string): FastlimitError {
   )
 }
 
+/** Whether a script reply admitted (and so charged): one bucket, or all of several (all or nothing). */
+function admitted(reply: unknown): boolean {
+  if (typeof reply !== 'string') return false
+  const parts = reply.split(',')
+  for (let i = 0; i < parts.length; i += 4) if (parts[i] !== '1') return false
+  return parts.length >= 4
+}
+
 /**
  * The Redis backend: every decision is one Lua script (a port of the algorithm's `step` from core), run
  * atomically on the Redis server, so any number of processes share one limit exactly. Works with
@@ -539,6 +547,7 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
       owned,
       script,
       waitReplicas: checkedWait,
+      admitted,
     })
     this.where = where ?? this.driver.where
   }
