@@ -1,27 +1,19 @@
 // The client matrix: RedisBackend on one client library (node-redis v6 or v5, iovalkey, Valkey GLIDE), on
-// the global setup's standalone server and Cluster: core's conformance suite, the Lua differential test
-// (a tenth of its runs: the full runs stay on ioredis), clear() on every primary, key prefixes, hash tags,
-// server time, NOSCRIPT after SCRIPT FLUSH, ownership; and on a server of its own, SIGSTOPped: the limiter
-// applies its policy within its timeout, and nothing is charged late.
+// the global setup's standalone server and Cluster: core's conformance suite, clear() on every primary, key
+// prefixes, hash tags, server time, NOSCRIPT after SCRIPT FLUSH, ownership; and on a server of its own,
+// SIGSTOPped: the limiter applies its policy within its timeout, and nothing is charged late. (The Lua
+// differential test runs on the same clients in differential.test.ts.)
 import { type BucketConfig, FastLimit, FastlimitError, parseRule } from '@fastlimit/core'
 import { backendConformance } from '@fastlimit/core/testing'
 import type { Cluster, Redis } from 'ioredis'
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { RedisBackend, type RedisBackendOptions } from '../src'
-import { type MatrixClient, type MatrixKind, openClient, type Target } from './clients'
-import { differentialCases } from './differential'
+import { type MatrixClient, type MatrixKind, matrixTarget, openClient } from './clients'
 import { closeClient, rawClient, scanKeys } from './helpers'
 import { type StandaloneSetup, startStandalone } from './servers'
 
-type Topology = 'standalone' | 'cluster'
-
 const bucket: BucketConfig = parseRule('5/h')
 const margin = 4000
-
-function targetOf(topology: Topology): Target {
-  const t = inject('redis')
-  return topology === 'cluster' ? { topology, nodes: t.cluster.nodes } : { topology, port: t.standalone.port }
-}
 
 const delay = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
@@ -31,15 +23,12 @@ export function clientMatrix(kind: MatrixKind): void {
     describe(`${kind} (${topology})`, () => {
       let opened: Promise<MatrixClient> | undefined
       const client = () => {
-        opened ??= openClient(kind, targetOf(topology))
+        opened ??= openClient(kind, matrixTarget(topology))
         return opened
       }
       let raw: Redis | Cluster
-      // Opened before the tests: differentialCases builds its backends synchronously.
-      let ready: MatrixClient | undefined
-      beforeAll(async () => {
+      beforeAll(() => {
         raw = rawClient(topology)
-        ready = await client()
       })
       afterAll(async () => {
         await closeClient(raw)
@@ -62,14 +51,6 @@ export function clientMatrix(kind: MatrixKind): void {
         countKeys: async () => (await scanKeys(raw, `${prefix}*`)).length,
         expiryWaitMs: 2 * margin + 1000,
         deadlines: true,
-      })
-
-      differentialCases({
-        label: `${kind} (${topology}): `,
-        prefix: `d-${kind}-${topology === 'cluster' ? 'c' : 's'}:`,
-        backend: (options) => new RedisBackend({ ...options, client: (ready as MatrixClient).client }),
-        raw: () => raw,
-        runs: 0.1,
       })
 
       it('uses the server time, and never closes the client', async () => {

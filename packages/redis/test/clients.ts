@@ -4,6 +4,7 @@ import { GlideClient, GlideClusterClient, Logger } from '@valkey/valkey-glide'
 import { Valkey, Cluster as ValkeyCluster } from 'iovalkey'
 import { createClient, createCluster } from 'redis'
 import { createClient as createClientV5, createCluster as createClusterV5 } from 'redis-v5'
+import { inject } from 'vitest'
 import type { RedisClient } from '../src'
 
 /** A client library of the matrix. */
@@ -13,6 +14,12 @@ export type MatrixKind = 'node-redis' | 'node-redis-v5' | 'iovalkey' | 'glide'
 export type Target =
   | { readonly topology: 'standalone'; readonly port: number }
   | { readonly topology: 'cluster'; readonly nodes: ReadonlyArray<{ host: string; port: number }> }
+
+/** The global setup's standalone server or Cluster. */
+export function matrixTarget(topology: 'standalone' | 'cluster'): Target {
+  const t = inject('redis')
+  return topology === 'cluster' ? { topology, nodes: t.cluster.nodes } : { topology, port: t.standalone.port }
+}
 
 /** A connected client of the matrix, and how the test closes it. */
 export interface MatrixClient {
