@@ -48,8 +48,14 @@ export function clientMatrix(kind: MatrixKind): void {
             maxClockSkewMs: margin / 2,
             expiryMarginMs: margin,
           }),
-        countKeys: async () => (await scanKeys(raw, `${prefix}*`)).length,
-        expiryWaitMs: 2 * margin + 1000,
+        // The expiry test waits 9 s of real time for Redis's own PEXPIRE, the same whichever client sent the
+        // script: on node-redis 6 (and on ioredis in conformance.*.test.ts) only, to keep the suite short.
+        ...(kind === 'node-redis'
+          ? {
+              countKeys: async () => (await scanKeys(raw, `${prefix}*`)).length,
+              expiryWaitMs: 2 * margin + 1000,
+            }
+          : {}),
         deadlines: true,
       })
 
