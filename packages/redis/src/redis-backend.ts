@@ -1,4 +1,5 @@
-// RedisBackend: the Backend protocol on ioredis; every decision is one atomic Lua script on one Redis key.
+// RedisBackend: the Backend protocol on a Redis client (ioredis, iovalkey, node-redis, Valkey GLIDE); every
+// decision is one atomic Lua script on one Redis key.
 import {
   ALGORITHMS,
   type Backend,
