@@ -115,6 +115,29 @@ export function clientMatrix(kind: MatrixKind): void {
         }
       })
 
+      it('reconnect() (the breaker opening) leaves the client serving, and never closes it', async () => {
+        const b = await backend({ keyPrefix: `${prefix}reconnect` })
+        try {
+          expect((await b.checkAndIncrement('k', bucket, 1)).remaining).toBe(4)
+          b.reconnect(new Error('the breaker opened'))
+          let remaining: number | undefined
+          for (let i = 0; i < 200 && remaining === undefined; i++) {
+            try {
+              remaining = (await b.checkAndIncrement('k', bucket, 1)).remaining
+            } catch (err) {
+              if (!(err instanceof FastlimitError)) throw err
+              await delay(25)
+            }
+          }
+          expect(remaining).toBe(3)
+          // Every primary serves again (clear() visits each one).
+          await b.clear()
+          expect((await b.peek('k', bucket)).remaining).toBe(5)
+        } finally {
+          await b.close()
+        }
+      })
+
       it('sends the script again after SCRIPT FLUSH (NOSCRIPT), counting on', async () => {
         const b = await backend({ keyPrefix: `${prefix}flush` })
         try {
