@@ -50,8 +50,22 @@ export class ScriptRunner {
     this.script = script
   }
 
+  /** The class last used, and its client: one client per backend, so this is the usual answer. */
+  private lastClient: object | undefined
+  private lastClass: ScriptCommand | undefined
+
   private classFor(client: Redis | Cluster): ScriptCommand {
-    const Base = baseOf(client)
+    if (client === this.lastClient) return this.lastClass as ScriptCommand
+    const Script = this.classOf(baseOf(client))
+    // A Cluster's class is known for sure once it has nodes.
+    if (!client.isCluster || (client as Cluster).nodes('all').length > 0) {
+      this.lastClient = client
+      this.lastClass = Script
+    }
+    return Script
+  }
+
+  private classOf(Base: typeof Command): ScriptCommand {
     let Script = this.classes.get(Base)
     if (Script !== undefined) return Script
     const runner = this

@@ -5,7 +5,7 @@ import { ConfigError, FastlimitError } from '@fastlimit/core'
 import type { Cluster, Redis } from 'ioredis'
 import { connectionProblem, explain } from './client'
 import { hasSample, release, retain, sampleAll, serverDeadline, setSampler, watch } from './clock'
-import { runnerFor, type ScriptCall } from './command'
+import { runnerFor, type ScriptCall, type ScriptRunner } from './command'
 import { type Driver, type DriverOptions, NOT_MASTER } from './driver'
 import type { ScriptDefinition } from './scripts'
 
@@ -67,6 +67,9 @@ export class IoredisDriver implements Driver {
   readonly where: string
   private readonly owned: boolean
   private readonly waitReplicas: { readonly replicas: number; readonly timeoutMs: number } | undefined
+  /** The script of this backend's calls, and its runner (others are looked up). */
+  private readonly script0: ScriptDefinition
+  private readonly runner0: ScriptRunner
   private readonly admitted: (reply: unknown) => boolean
   /** Auto-pipelining: calls go through ioredis's defined commands (which join its pipeline). */
   private readonly defined: boolean
@@ -83,6 +86,8 @@ export class IoredisDriver implements Driver {
     this.isCluster = client.isCluster
     this.owned = options.owned
     this.waitReplicas = options.waitReplicas
+    this.script0 = options.script
+    this.runner0 = runnerFor(options.script)
     this.admitted = options.admitted
     this.where = client.isCluster ? 'the Redis Cluster' : 'Redis'
     this.defined = client.options.enableAutoPipelining === true
@@ -193,7 +198,7 @@ export class IoredisDriver implements Driver {
     charges: boolean,
     what: string,
   ): Promise<unknown> {
-    const runner = runnerFor(script)
+    const runner = script === this.script0 ? this.runner0 : runnerFor(script)
     let call: ScriptCall = runner.send(this.client, args, at, deadline)
     const wait = this.waitReplicas !== undefined && charges ? this.waitOn(call.socket) : undefined
     try {
