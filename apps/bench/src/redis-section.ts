@@ -3,9 +3,12 @@
 // floor), all against one redis-server this section starts on a free loopback port and stops at the end.
 import { type Algorithm, type BucketConfig, bucketId, FastLimit } from '@fastlimit/core'
 import { RedisBackend } from '@fastlimit/redis'
+import { GlideClient, Logger } from '@valkey/valkey-glide'
 import { Redis, type RedisOptions } from 'ioredis'
+import { Valkey } from 'iovalkey'
 import { type RedisReply, RedisStore } from 'rate-limit-redis'
 import { RateLimiterRedis, RateLimiterRes } from 'rate-limiter-flexible'
+import { createClient } from 'redis'
 import { SCRIPT } from '../../../packages/redis/src/scripts'
 import { startStandalone } from '../../../packages/redis/test/servers'
 import { fmtOps, fmtStat, rotate, type Stat, stat } from './harness'
@@ -30,6 +33,10 @@ const RESERVE = 'fastlimit gcra, reserve 2 + settle 1'
 const FLOOR_LUA = `local n = redis.call('INCR', KEYS[1])
 if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return n`
+
+/** Rows of `fastlimit gcra` on other clients (a client of each library, passed as `client`). */
+const CLIENTS = 'gcra on other clients'
+const CLIENT_ROW = 'fastlimit gcra, '
 
 interface RedisCase {
   name: string
@@ -187,6 +194,43 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
         latency: false,
         call: rotating(async (k) => (await limiter.check(`deny-${k}`, deny)).reason === 'rate-limited'),
       })
+    }
+
+    // The same decision on a client of another library, each passed to RedisBackend as `client` with that
+    // library's defaults (ioredis's row is `fastlimit gcra` above, from the URL).
+    if (gcra) {
+      const rules = gcra.limiter.rules({ limit: LIMIT, window: '1m' })
+      const nodeRedis = createClient({ url: server.url })
+      nodeRedis.on('error', () => undefined)
+      await nodeRedis.connect()
+      closers.push(() => Promise.resolve(nodeRedis.destroy()))
+      const iovalkey = new Valkey(server.url)
+      iovalkey.on('error', () => undefined)
+      closers.push(() => iovalkey.quit().catch(() => iovalkey.disconnect()))
+      await new Promise<void>((resolve) => iovalkey.once('ready', () => resolve()))
+      Logger.setLoggerConfig('off')
+      // requestTimeout as FastLimit's timeoutMs (GLIDE's own default, 250 ms, fails calls under load).
+      const glide = await GlideClient.createClient({
+        addresses: [{ host: '127.0.0.1', port: server.port }],
+        requestTimeout: 1000,
+      })
+      closers.push(() => Promise.resolve(glide.close()))
+      for (const [label, client] of [
+        ['node-redis 6 client', nodeRedis],
+        ['iovalkey client', iovalkey],
+        ['Valkey GLIDE client', glide],
+      ] as const) {
+        const backend = new RedisBackend({ client, keyPrefix: `fl-${label.split(' ')[0]?.toLowerCase()}:` })
+        closers.push(() => backend.close())
+        const limiter = new FastLimit({ backend, algorithm: 'gcra' })
+        cases.push({
+          name: `${CLIENT_ROW}${label}`,
+          group: CLIENTS,
+          kind: 'fastlimit',
+          latency: true,
+          call: rotating(async (k) => (await limiter.check(k, rules)).reason === 'ok'),
+        })
+      }
     }
 
     // rate-limiter-flexible: its docs' ioredis client (offline queue off), and the same auto-pipelined.
@@ -474,6 +518,42 @@ function report({
     ),
     '',
   )
+  const ioredisRow = ours('gcra')
+  const clientRows = cases.filter((c) => c.group === CLIENTS)
+  if (ioredisRow && clientRows.length > 0) {
+    body.push(
+      '### The same decision on other clients (gcra, allowed)',
+      '',
+      '`fastlimit gcra` above runs on the ioredis client `RedisBackend.fromUrl` creates; these rows pass a client',
+      "of another library as `client`, with that library's defaults (node-redis `createClient({ url })`, iovalkey",
+      "`new Valkey(url)`, GLIDE `GlideClient.createClient` with `requestTimeout: 1000`, FastLimit's `timeoutMs`), in the",
+      'same rounds. Ratios divide by the ioredis row.',
+      '',
+      table(
+        [
+          'case',
+          `decisions/s at ${IN_FLIGHT} in flight`,
+          'vs ioredis',
+          'client CPU µs/decision',
+          'sequential p50 µs',
+          'p50 ioredis / p50',
+          'sequential p99 µs',
+          'unexpected',
+        ],
+        [ioredisRow, ...clientRows].map((c) => [
+          c === ioredisRow ? 'fastlimit gcra, ioredis client (from the URL)' : c.name,
+          fmtStat(tp(c).opsPerSec),
+          ratio(tp(c).opsPerSec.median, tp(ioredisRow).opsPerSec.median),
+          us(tp(c).clientUs.median),
+          fmtStat(lt(c).p50, us),
+          ratio(lt(ioredisRow).p50.median, lt(c).p50.median),
+          fmtStat(lt(c).p99, us),
+          String(tp(c).unexpected + lt(c).unexpected),
+        ]),
+      ),
+      '',
+    )
+  }
   const peeled = [
     ours('gcra'),
     ...cases.filter((c) => c.group === PEELED),
@@ -594,6 +674,14 @@ function report({
       label: `redis gcra denied vs RLF denied, ${IN_FLIGHT} in flight`,
       ratio: tp(deniedOurs).opsPerSec.median / tp(deniedRlf).opsPerSec.median,
       detail: `${fmtOps(tp(deniedOurs).opsPerSec.median)} vs ${fmtOps(tp(deniedRlf).opsPerSec.median)} decisions/s`,
+    })
+  }
+  const onNodeRedis = cases.find((c) => c.name === `${CLIENT_ROW}node-redis 6 client`)
+  if (ioredisRow && onNodeRedis) {
+    headlines.push({
+      label: `redis gcra on node-redis vs on ioredis, ${IN_FLIGHT} in flight`,
+      ratio: tp(onNodeRedis).opsPerSec.median / tp(ioredisRow).opsPerSec.median,
+      detail: `${fmtOps(tp(onNodeRedis).opsPerSec.median)} vs ${fmtOps(tp(ioredisRow).opsPerSec.median)} decisions/s; sequential p50 ${us(lt(onNodeRedis).p50.median)} vs ${us(lt(ioredisRow).p50.median)} µs`,
     })
   }
   return { title: 'Redis', body: body.join('\n'), headlines }

@@ -33,6 +33,15 @@ const nextSample = new WeakMap<object, number>()
 const sampling = new WeakMap<object, Promise<void>>()
 /** Connections (Redis instances) that sample themselves on 'ready'. */
 const watched = new WeakSet<object>()
+/** Per client: how it samples every connection again (ioredis: {@link sampleAll}). */
+const samplers = new WeakMap<object, () => Promise<void>>()
+/** Per client without sockets of its own to sample (node-redis, GLIDE): its sample on its way. */
+const clientSampling = new WeakMap<object, Promise<void>>()
+
+/** How `client`'s connections are sampled again every {@link SAMPLE_EVERY_MS}. */
+export function setSampler(client: object, sampler: () => Promise<void>): void {
+  samplers.set(client, sampler)
+}
 
 /**
  * The server deadline (epoch ms on the server's clock) of a call whose app deadline is `deadline` (epoch
@@ -49,7 +58,8 @@ export function serverDeadline(
   // Sampled again every SAMPLE_EVERY_MS, by the first call after that (no timer).
   if (mono - sample.at > SAMPLE_EVERY_MS) {
     const due = nextSample.get(client)
-    if (due === undefined || mono >= due) void sampleAll(client as Redis | Cluster)
+    if (due === undefined || mono >= due)
+      void (samplers.get(client) ?? sampleAll.bind(null, client as Redis))()
   }
   // Date.now() floors: the real time left may be up to 1 ms less than `deadline - Date.now()`.
   const remaining = deadline - Date.now() - 1
@@ -128,4 +138,43 @@ export function watch(node: Redis, client: object): void {
     if (users.has(client)) void sample(node, client)
   })
   if (node.status === 'ready') void sample(node, client)
+}
+
+/**
+ * Samples the clock of a client whose sockets RedisBackend cannot see (node-redis, GLIDE): `read` sends
+ * TIME to every primary and gives their replies (`[seconds, microseconds]`). One sample stands for the
+ * client: the one whose clock reads earliest, and it was read before the last reply arrived, so the
+ * deadline it gives is never later than the real one on any primary. Never rejects; one at a time.
+ */
+export function sampleClient(
+  client: object,
+  read: () => Promise<ReadonlyArray<readonly [unknown, unknown]>>,
+): Promise<void> {
+  nextSample.set(client, performance.now() + SAMPLE_EVERY_MS)
+  let pending = clientSampling.get(client)
+  if (pending === undefined) {
+    pending = (async () => {
+      try {
+        const times = await read()
+        const recv = performance.now()
+        let offset = Number.POSITIVE_INFINITY
+        for (const [seconds, micros] of times) {
+          const server = Number(String(seconds)) * 1000 + Math.floor(Number(String(micros)) / 1000)
+          if (Number.isSafeInteger(server)) offset = Math.min(offset, server - recv)
+        }
+        if (offset !== Number.POSITIVE_INFINITY) byClient.set(client, { offset, at: recv })
+      } catch {
+        // The connection failed: its calls fail too, and a later call samples again.
+      } finally {
+        clientSampling.delete(client)
+      }
+    })()
+    clientSampling.set(client, pending)
+  }
+  return pending
+}
+
+/** Whether a backend still uses `client` (not every backend on it was closed). */
+export function inUse(client: object): boolean {
+  return users.has(client)
 }

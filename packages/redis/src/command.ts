@@ -17,22 +17,60 @@ export interface ScriptCall {
   readonly socket: object | undefined
 }
 
+type ScriptCommand = new (
+  args: Array<string | Buffer>,
+  client: object,
+  at: number,
+  deadline: number,
+) => Command & ScriptCall
+
+/**
+ * The Command class of a client's library: ioredis's, or iovalkey's (a fork whose `Redis.Command` is its
+ * own class). A Cluster's comes from one of its nodes.
+ */
+function baseOf(client: Redis | Cluster): typeof Command {
+  const own = (client.constructor as { Command?: typeof Command }).Command
+  if (typeof own === 'function') return own
+  const node = client.isCluster ? (client as Cluster).nodes('all')[0] : undefined
+  const nodes = (node?.constructor as { Command?: typeof Command } | undefined)?.Command
+  return typeof nodes === 'function' ? nodes : Command
+}
+
 /** Sends one script's calls. */
 export class ScriptRunner {
   readonly sha: string
   // Connections (sockets) on which the script went out with EVAL: the calls written after it use EVALSHA.
   private loaded = new WeakSet<object>()
-  private readonly Script: new (
-    args: Array<string | Buffer>,
-    client: object,
-    at: number,
-    deadline: number,
-  ) => Command & ScriptCall
+  private readonly script: ScriptDefinition
+  /** The command class of each library's Command (ioredis, iovalkey). */
+  private readonly classes = new Map<typeof Command, ScriptCommand>()
 
   constructor(script: ScriptDefinition) {
     this.sha = script.sha
+    this.script = script
+  }
+
+  /** The class last used, and its client: one client per backend, so this is the usual answer. */
+  private lastClient: object | undefined
+  private lastClass: ScriptCommand | undefined
+
+  private classFor(client: Redis | Cluster): ScriptCommand {
+    if (client === this.lastClient) return this.lastClass as ScriptCommand
+    const Script = this.classOf(baseOf(client))
+    // A Cluster's class is known for sure once it has nodes.
+    if (!client.isCluster || (client as Cluster).nodes('all').length > 0) {
+      this.lastClient = client
+      this.lastClass = Script
+    }
+    return Script
+  }
+
+  private classOf(Base: typeof Command): ScriptCommand {
+    let Script = this.classes.get(Base)
+    if (Script !== undefined) return Script
     const runner = this
-    this.Script = class ScriptCommand extends Command implements ScriptCall {
+    const script = this.script
+    Script = class ScriptCommand extends Base implements ScriptCall {
       socket: object | undefined = undefined
 
       // Names of our own: ioredis's Command has private fields (`slot`, `keys`, ...) of its own.
@@ -62,6 +100,8 @@ export class ScriptRunner {
         return super.toWritable(socket)
       }
     }
+    this.classes.set(Base, Script)
+    return Script
   }
 
   /**
@@ -70,7 +110,7 @@ export class ScriptRunner {
    * (app epoch ms) when the call is written, converted for the connection it is written to.
    */
   send(client: Redis | Cluster, args: Array<string | Buffer>, at = -1, deadline = 0): ScriptCall {
-    const command = new this.Script(args, client, at, deadline)
+    const command = new (this.classFor(client))(args, client, at, deadline)
     client.sendCommand(command)
     return command
   }

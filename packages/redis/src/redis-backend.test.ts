@@ -4,6 +4,7 @@
 import net from 'node:net'
 import { type BucketConfig, ConfigError, escapeIdentity, FastLimit, FastlimitError } from '@fastlimit/core'
 import { Cluster, Redis } from 'ioredis'
+import { createClient, createClientPool, createSentinel } from 'redis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { backendOn, closeClient, rawClient, scanKeys, type Topology } from '../test/helpers'
 import { type StandaloneSetup, startStandalone } from '../test/servers'
@@ -34,7 +35,11 @@ describe('options', () => {
   const url = 'redis://127.0.0.1:1'
   const cases: Array<[string, unknown, RegExp]> = [
     ['no options', undefined, /takes an options object/],
-    ['neither client nor url', {}, /Give client \(an ioredis Redis or Cluster\) or url/],
+    [
+      'neither client nor url',
+      {},
+      /Give client \(an ioredis, iovalkey, node-redis or Valkey GLIDE client\) or url/,
+    ],
     ['both client and url', { url, client: {} }, /Give client or url, not both/],
     ['an unknown option', { url, prefix: 'x' }, /Unknown option "prefix"/],
     ['a keyPrefix with braces', { url, keyPrefix: 'a{b}' }, /keyPrefix must be 1 to 64 printable ASCII/],
@@ -50,7 +55,11 @@ describe('options', () => {
     ['a clock that is not a function', { url, timeSource: 'client', clock: 5 }, /clock must be a function/],
     ['a negative expiryMarginMs', { url, expiryMarginMs: -1 }, /expiryMarginMs must be a whole number/],
     ['a fractional expiryMarginMs', { url, expiryMarginMs: 1.5 }, /expiryMarginMs/],
-    ['a client that is not ioredis', { client: { get() {} } }, /client must be an ioredis Redis or Cluster/],
+    [
+      'a client of no known library',
+      { client: { get() {} } },
+      /client must be an ioredis or iovalkey Redis or Cluster, a node-redis client/,
+    ],
     [
       'redisOptions with a client',
       { client: new Redis({ lazyConnect: true }), redisOptions: {} },
@@ -69,6 +78,25 @@ describe('options', () => {
     expect(caught).toBeInstanceOf(ConfigError)
     expect((caught as Error).message).toMatch(/^\[fastlimit\] \[redis\] /)
     expect((caught as Error).message).toMatch(message)
+  })
+
+  it('rejects a node-redis pool and a node-redis Sentinel client, naming what to pass instead', () => {
+    const pool = createClientPool({ url: 'redis://127.0.0.1:1' })
+    const sentinel = createSentinel({ name: 'mymaster', sentinelRootNodes: [{ host: '127.0.0.1', port: 1 }] })
+    for (const client of [pool, sentinel]) {
+      expect(() => new RedisBackend({ client: client as never })).toThrow(
+        /A node-redis pool or createSentinel client is not supported/,
+      )
+    }
+  })
+
+  it('fails the calls on a node-redis client that was never opened, saying to call connect()', async () => {
+    const client = createClient({ url: 'redis://127.0.0.1:1' })
+    const backend = new RedisBackend({ client })
+    const err = await rejection(backend.peek('k', bucket))
+    expect(err.code).toBe('ERR_FASTLIMIT_CONFIG')
+    expect(err.message).toMatch(/node-redis client is not open: call `await client.connect\(\)`/)
+    await backend.close()
   })
 
   it('rejects a client with an ioredis keyPrefix, which clear() could not scan', () => {

@@ -1,4 +1,5 @@
-// RedisBackend: the Backend protocol on ioredis; every decision is one atomic Lua script on one Redis key.
+// RedisBackend: the Backend protocol on a Redis client (ioredis, iovalkey, node-redis, Valkey GLIDE); every
+// decision is one atomic Lua script on one Redis key.
 import {
   ALGORITHMS,
   type Backend,
@@ -12,9 +13,9 @@ import {
   RETRY_NEVER,
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
-import { connectionProblem, createClient, explain } from './client'
-import { hasSample, release, retain, sampleAll, serverDeadline, watch } from './clock'
-import { runnerFor, type ScriptCall, type ScriptRunner } from './command'
+import { createClient } from './client'
+import { clientKind, type Driver, NOT_MASTER, type RedisClient } from './driver'
+import { driverFor } from './drivers'
 import { keyNamespace, prefixPattern, redisKey } from './keys'
 import { type ScriptDefinition, scriptFor } from './scripts'
 import { parseRedisUrl } from './url'
@@ -34,17 +35,20 @@ export interface RedisWaitReplicas {
 }
 
 /** Options of {@link RedisBackend}. Give `client` or `url`. */
-export interface RedisBackendOptions {
+export interface RedisBackendOptions<C extends RedisClient = RedisClient> {
   /**
-   * An ioredis `Redis` (standalone or Sentinel) or `Cluster` you already have. RedisBackend never
-   * closes it: `close()` leaves it open for you, but `reconnect()` (called by FastLimit's circuit breaker)
-   * drops its connection and connects it again, and a reply from a replica (`READONLY`) does the same.
-   * See the README for the settings we recommend (no offline queue, no re-sent commands). With
-   * `enableAutoPipelining` on, calls join ioredis's auto-pipeline. It must not have an ioredis
-   * `keyPrefix`; use this backend's `keyPrefix` instead.
+   * A client you already have, connected or connecting: an ioredis or iovalkey `Redis` (standalone or
+   * Sentinel) or `Cluster`, a node-redis (`redis` v5 or later) client from `createClient` or
+   * `createCluster` (call `connect()` first), or a Valkey GLIDE `GlideClient` or `GlideClusterClient`.
+   * The kind is told from the object's members (see the README: Clients). RedisBackend never closes it:
+   * `close()` leaves it open for you, but `reconnect()` (called by FastLimit's circuit breaker) drops its
+   * connection and connects it again (ioredis, iovalkey, node-redis; GLIDE reconnects by itself), and a
+   * reply from a replica (`READONLY`) does the same. See the README for the settings we recommend (no
+   * offline queue, no re-sent commands). With ioredis's `enableAutoPipelining` on, calls join its
+   * auto-pipeline. It must not have an ioredis `keyPrefix`; use this backend's `keyPrefix` instead.
    * @default undefined (give `url` instead)
    */
-  client?: Redis | Cluster
+  client?: C
   /**
    * Where to connect, when you give no `client`: `redis://[[user]:password@]host[:port][/db]` (one
    * server), `redis://n1:7000,n2:7001,n3:7002` (a Cluster), `redis://s1:26379,s2:26379/0?sentinelMasterName=mymaster`
@@ -159,9 +163,6 @@ function show(value: unknown): string {
   else text = String(value)
   return text.length > 80 ? `${text.slice(0, 77)}...` : text
 }
-
-type ScriptFn = (key: string | Buffer, ...args: string[]) => Promise<unknown>
-type Commands = Record<string, ScriptFn>
 
 /** What the script needs of a bucket, computed once per rule object. */
 interface Prepared {
@@ -392,56 +393,6 @@ function expired(what: string): FastlimitError {
   )
 }
 
-/** Replies of a node that is no longer the master: its connection is dropped to find the master again. */
-const NOT_MASTER = /^(READONLY|MASTERDOWN)\b/
-
-/**
- * Drops one connection at once, so that every command queued on it fails now and none is written later,
- * and lets ioredis connect again (a Cluster's node leaves the Cluster's pool, which finds it again).
- * ioredis's `disconnect()` would `end()` the socket and wait for the peer (2 s, then destroy it) while
- * the commands stay queued, and might re-send them after reconnecting (`maxRetriesPerRequest`,
- * `autoResendUnfulfilledCommands`): the socket is reset instead, and the queued commands are failed.
- * Commands already in the server's buffers may still run: their deadline makes them charge nothing.
- */
-function drop(node: Redis): boolean {
-  const status = node.status
-  if (status !== 'ready' && status !== 'connect' && status !== 'connecting') return false
-  const stream = node.stream as
-    | { destroyed?: boolean; connecting?: boolean; destroy(): void; resetAndDestroy?: () => void }
-    | undefined
-  // The next attempt comes after the first delay of the retry strategy, not after a backoff grown by
-  // earlier attempts: the breaker already paces these (one per breaker.openMs at most).
-  ;(node as unknown as { retryAttempts?: number }).retryAttempts = 0
-  if (stream === undefined || stream.destroyed === true) {
-    node.disconnect(true)
-    return true
-  }
-  try {
-    // RST: the bytes not sent yet are discarded with the socket (Node >= 18.3; TCP sockets only).
-    if (typeof stream.resetAndDestroy === 'function' && stream.connecting !== true) stream.resetAndDestroy()
-    else stream.destroy()
-  } catch {
-    stream.destroy()
-  }
-  // Before 'ready' the command queue holds ioredis's handshake, which its own close handling ends.
-  const flush = (node as unknown as { flushQueue?: (err: Error, o: { commandQueue: boolean }) => void })
-    .flushQueue
-  if (typeof flush === 'function') {
-    flush.call(node, new Error('Connection dropped (RedisBackend.reconnect, or a reply from a replica).'), {
-      commandQueue: status === 'ready',
-    })
-  }
-  return true
-}
-
-/** This tick's `WAIT` on one connection, sent when the tick ends (after every call written in it). */
-interface Wait {
-  readonly node: Redis
-  /** How many replicas acknowledged (WAIT's reply); -1 when WAIT failed. */
-  readonly promise: Promise<number>
-  resolve(acked: number): void
-}
-
 /** Whether a script reply admitted (and so charged): one bucket, or all of several (all or nothing). */
 function admitted(reply: unknown): boolean {
   if (typeof reply !== 'string') return false
@@ -473,7 +424,7 @@ function admitted(reply: unknown): boolean {
  * const decision = await limiter.check(userId, '100/min')
  * ```
  */
-export class RedisBackend implements Backend {
+export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Backend {
   /**
    * Creates a backend that connects to `url` (and closes that connection on `close()`). Takes every form
    * of the `url` option: `redis://` and `rediss://` with one host (a server), several hosts (a Cluster),
@@ -482,7 +433,10 @@ export class RedisBackend implements Backend {
    *
    * @throws ConfigError for a bad URL or option (naming the wrong part, never the password)
    */
-  static fromUrl(url: string, options: Omit<RedisBackendOptions, 'url' | 'client'> = {}): RedisBackend {
+  static fromUrl(
+    url: string,
+    options: Omit<RedisBackendOptions, 'url' | 'client'> = {},
+  ): RedisBackend<Redis | Cluster> {
     return new RedisBackend({ ...options, url })
   }
 
@@ -491,32 +445,23 @@ export class RedisBackend implements Backend {
 
   // Plain (TypeScript) private fields, not #private: a Proxy or a delegating wrapper calls these methods
   // with itself as `this`, and #private fields would throw for it.
-  private readonly redis: Redis | Cluster
-  /** The defined command, when the client auto-pipelines (ioredis queues it on its pipeline). */
-  private readonly script: ScriptFn | undefined
-  /** Otherwise, our own EVALSHA commands. */
-  private readonly runner: ScriptRunner
+  /** The client, behind the one interface every command goes through. */
+  private readonly driver: Driver
+  /** The script of every call. */
+  private readonly script: ScriptDefinition
   private readonly sha: string
-  private readonly owned: boolean
   private readonly prefix: string
   private readonly clock: (() => number) | undefined
-  private readonly name: string
   private readonly where: string
-  private readonly waitReplicas: RedisWaitReplicas | undefined
   private closed = false
   private closing: Promise<void> | undefined
-  private everReady = false
-  private gate: Promise<void> | undefined
   private lastError: Error | undefined
-  private corked: Array<{ uncork(): void }> | undefined
-  private waits: Map<object, Wait> | undefined
-  private tickScheduled = false
 
   /**
    * @throws ConfigError for a bad option, a bad URL (naming the wrong part), both or neither of
    *   `client` and `url`
    */
-  constructor(options: RedisBackendOptions) {
+  constructor(options: RedisBackendOptions<C>) {
     if (typeof options !== 'object' || options === null) {
       throw new ConfigError(
         `[fastlimit] [redis] RedisBackend takes an options object, got ${show(options)}. ` +
@@ -591,7 +536,10 @@ export class RedisBackend implements Backend {
           `got ${show(expiryMarginMs)}. For example 1000.`,
       )
     }
-    this.waitReplicas = checkWaitReplicas(waitReplicas)
+    const checkedWait = checkWaitReplicas(waitReplicas)
+    let owned: boolean
+    let created: Redis | Cluster | undefined
+    let where: string | undefined
     if (client !== undefined && url !== undefined) {
       throw new ConfigError(
         '[fastlimit] [redis] Give client or url, not both: url creates a client of its own.',
@@ -610,23 +558,23 @@ export class RedisBackend implements Backend {
             'set them on your own client instead.',
         )
       }
-      const c = client as Partial<Redis> | null
-      if (typeof c !== 'object' || c === null || typeof c.defineCommand !== 'function' || !('status' in c)) {
+      const kind = clientKind(client)
+      if (kind === undefined) {
         throw new ConfigError(
-          `[fastlimit] [redis] client must be an ioredis Redis or Cluster instance, got ${show(client)}. ` +
-            'For example new Redis("redis://localhost:6379"), or pass url instead.',
+          `[fastlimit] [redis] client must be an ioredis or iovalkey Redis or Cluster, a node-redis client or ` +
+            `Cluster (createClient, createCluster), or a Valkey GLIDE client, got ${show(client)}. For example ` +
+            'new Redis("redis://localhost:6379"), or pass url instead. A node-redis pool or createSentinel client ' +
+            'is not supported: pass a createClient client, or for Sentinel an ioredis client or a redis+sentinel:// URL.',
         )
       }
-      if ((client.options as { keyPrefix?: unknown } | undefined)?.keyPrefix) {
+      if (kind === 'ioredis' && (client as { options?: { keyPrefix?: unknown } }).options?.keyPrefix) {
         throw new ConfigError(
           '[fastlimit] [redis] The client has an ioredis keyPrefix, which SCAN in clear() would not see. ' +
             "Give RedisBackend a client without keyPrefix (client.duplicate({ keyPrefix: '' })) and set " +
             "RedisBackend's keyPrefix option instead.",
         )
       }
-      this.redis = client
-      this.owned = false
-      this.where = client.isCluster ? 'the Redis Cluster' : 'Redis'
+      owned = false
     } else if (url !== undefined) {
       const parsed = parseRedisUrl(url, { sentinelMasterName })
       if (redisOptions !== undefined && (typeof redisOptions !== 'object' || redisOptions === null)) {
@@ -647,72 +595,38 @@ export class RedisBackend implements Backend {
           )
         }
       }
-      this.redis = createClient(parsed, redisOptions, clusterOptions)
-      this.owned = true
-      this.where = parsed.redacted
+      created = createClient(parsed, redisOptions, clusterOptions)
+      owned = true
+      where = parsed.redacted
       // Errors surface through the calls that fail; keep the last one for their messages.
-      this.redis.on('error', (err: Error) => {
+      created.on('error', (err: Error) => {
         this.lastError = err
       })
     } else {
       throw new ConfigError(
-        '[fastlimit] [redis] Give client (an ioredis Redis or Cluster) or url, e.g. ' +
+        '[fastlimit] [redis] Give client (an ioredis, iovalkey, node-redis or Valkey GLIDE client) or url, e.g. ' +
           'new RedisBackend({ url: "redis://localhost:6379" }) or RedisBackend.fromUrl(process.env.REDIS_URL).',
       )
     }
     this.clock = timeSource === 'client' ? (clock ?? Date.now) : undefined
-    const redis = this.redis
-    retain(redis)
-    if (redis.isCluster) {
-      // Every primary is connected once the Cluster is ready, and every primary announced later as soon as
-      // it is known (see #connectNode); each samples the server's clock whenever it connects.
-      redis.on('+node', this.connectNode)
-      redis.on('ready', this.connectMasters)
-      if (redis.status === 'ready') this.connectMasters()
-    } else {
-      watch(redis as Redis, redis)
-    }
     // One script for every call, with the expiry margin in its text.
     // With client time, states from clocks up to maxClockSkewMs ahead are kept, and so are their keys.
     const skew = timeSource === 'client' ? (maxClockSkewMs ?? DEFAULT_SKEW_MS) : 0
     const script: ScriptDefinition = scriptFor(Math.max(expiryMarginMs, skew), skew)
-    this.name = script.name
+    this.script = script
     this.sha = script.sha
-    this.runner = runnerFor(script)
-    if (redis.options.enableAutoPipelining === true) {
-      if (this.waitReplicas !== undefined) {
-        throw new ConfigError(
-          '[fastlimit] [redis] waitReplicas needs a client without enableAutoPipelining: its WAIT must follow ' +
-            "the calls on their connection. Turn auto-pipelining off (RedisBackend's default), or remove waitReplicas.",
-        )
-      }
-      // Only ioredis's defined commands join its auto-pipeline.
-      if (typeof (redis as unknown as Commands)[script.name] !== 'function') {
-        redis.defineCommand(script.name, { lua: script.lua, numberOfKeys: 1 })
-      }
-      this.script = (redis as unknown as Commands)[script.name] as ScriptFn
-    }
+    this.driver = driverFor((created ?? client) as RedisClient, {
+      owned,
+      script,
+      waitReplicas: checkedWait,
+      admitted,
+    })
+    this.where = where ?? this.driver.where
   }
 
-  /**
-   * Connects a Cluster's primary as soon as the Cluster announces it, once the Cluster is ready: without
-   * an offline queue, ioredis fails the calls that reach a node while it connects. Never while the
-   * Cluster itself connects: its ready check (CLUSTER INFO) goes to any node, and fails on one that is
-   * connecting, which sends the Cluster into a reconnect loop.
-   */
-  private readonly connectNode = (node: Redis): void => {
-    if (this.closed || node.options.readOnly === true) return
-    watch(node, this.redis)
-    if (this.redis.status === 'ready' && node.status === 'wait') node.connect().catch(() => undefined)
-  }
-
-  private readonly connectMasters = (): void => {
-    for (const node of (this.redis as Cluster).nodes('master')) this.connectNode(node)
-  }
-
-  /** The ioredis client in use: yours, or the one created from `url`. */
-  get client(): Redis | Cluster {
-    return this.redis
+  /** The client in use: yours, or the ioredis client created from `url`. */
+  get client(): C {
+    return this.driver.client as C
   }
 
   /**
@@ -744,7 +658,7 @@ export class RedisBackend implements Backend {
   private wrap(err: unknown, what: string): FastlimitError {
     if (err instanceof FastlimitError) return err
     // A URL that does not fit its server (a database it lacks, a Cluster node, a sentinel); passwords hidden.
-    const misfit = explain(this.redis, err, this.where)
+    const misfit = this.driver.explain(err, this.where)
     if (misfit !== undefined) return misfit
     const message = (err instanceof Error ? err.message : String(err)).replace(/\.+$/, '')
     let hint = `Check that ${this.where} is reachable; FastLimit applies its onBackendError policy meanwhile.`
@@ -778,119 +692,6 @@ export class RedisBackend implements Backend {
       `[fastlimit] [redis] ${what} failed: ${message}${last}. ${hint}`,
       { cause: err },
     )
-  }
-
-  /**
-   * Before the first call, waits until the client is ready (connecting it if it waits for a first
-   * command), a Cluster's primaries too, and the server's clock was sampled (for deadlines); each failed
-   * attempt fails the waiting calls (there is no offline queue, so nothing piles up). Afterwards calls go
-   * straight to ioredis, which fails them at once while disconnected.
-   */
-  private ready(): Promise<void> | undefined {
-    if (this.everReady) return undefined
-    const client = this.redis
-    if (this.owned) {
-      const problem = connectionProblem(client)
-      if (problem !== undefined) return Promise.reject(problem)
-    }
-    if (client.status === 'ready' && mastersReady(client) && hasSample(client)) {
-      this.everReady = true
-      return undefined
-    }
-    if (client.status === 'end') return Promise.reject(new Error('Connection is closed.'))
-    this.gate ??= (async () => {
-      try {
-        await untilReady(client)
-        // A Cluster connects to its nodes lazily, and fails calls to a node still connecting (with no
-        // offline queue): connect every primary before the first call. A node that fails is left to the
-        // calls routed to it.
-        if (client.isCluster) {
-          const nodes = (client as Cluster).nodes('master')
-          await Promise.all(nodes.map((node) => untilReady(node).catch(() => undefined)))
-        }
-        await sampleAll(client)
-        this.everReady = true
-      } finally {
-        this.gate = undefined
-      }
-    })()
-    return this.gate
-  }
-
-  /**
-   * Holds this tick's writes on the connection (`socket.cork()`) and sends them together at its end
-   * (`uncork()` on `process.nextTick`): concurrent calls share a write and a round trip, as with
-   * auto-pipelining, without its wait for the next turn of the event loop. A lone call still goes out
-   * in the tick it was made.
-   */
-  private cork(): void {
-    if (this.corked !== undefined) return
-    const client = this.redis
-    const nodes = client.isCluster ? (client as Cluster).nodes('master') : [client as Redis]
-    let corked: Array<{ uncork(): void }> | undefined
-    for (const node of nodes) {
-      const stream = node.stream as { cork?: () => void; uncork?: () => void; writable?: boolean } | undefined
-      if (
-        stream?.writable === true &&
-        typeof stream.cork === 'function' &&
-        typeof stream.uncork === 'function'
-      ) {
-        stream.cork()
-        corked ??= []
-        corked.push(stream as { uncork(): void })
-      }
-    }
-    if (corked === undefined) return
-    this.corked = corked
-    this.endOfTick()
-  }
-
-  private endOfTick(): void {
-    if (this.tickScheduled) return
-    this.tickScheduled = true
-    process.nextTick(this.tickEnded)
-  }
-
-  /** At the end of the tick: this tick's WAITs go out after its calls, then everything is written. */
-  private readonly tickEnded = (): void => {
-    this.tickScheduled = false
-    const waits = this.waits
-    this.waits = undefined
-    if (waits !== undefined) {
-      const { replicas, timeoutMs } = this.waitReplicas as RedisWaitReplicas
-      for (const w of waits.values()) {
-        w.node.call('WAIT', String(replicas), String(timeoutMs)).then(
-          (acked) => w.resolve(Number(acked)),
-          () => w.resolve(-1),
-        )
-      }
-    }
-    const corked = this.corked
-    this.corked = undefined
-    if (corked !== undefined) for (const stream of corked) stream.uncork()
-  }
-
-  /** This tick's WAIT on the connection `socket`, to follow the calls written on it (undefined if gone). */
-  private waitOn(socket: object | undefined): Promise<number> | undefined {
-    if (socket === undefined) return undefined
-    let w = this.waits?.get(socket)
-    if (w !== undefined) return w.promise
-    const client = this.redis
-    const node = client.isCluster
-      ? (client as Cluster).nodes('master').find((n) => n.stream === socket)
-      : (client as Redis).stream === socket
-        ? (client as Redis)
-        : undefined
-    if (node === undefined) return undefined
-    let resolve = (_acked: number): void => undefined
-    const promise = new Promise<number>((r) => {
-      resolve = r
-    })
-    w = { node, promise, resolve }
-    this.waits ??= new Map()
-    this.waits.set(socket, w)
-    this.endOfTick()
-    return promise
   }
 
   /**
@@ -940,110 +741,14 @@ export class RedisBackend implements Backend {
     charges: boolean,
   ): Promise<unknown> {
     try {
-      if (!this.everReady) {
-        const gate = this.ready()
-        if (gate !== undefined) await gate
-      }
+      const gate = this.driver.ready()
+      if (gate !== undefined) await gate
       // Without a deadline, no slot: `at` -1.
       if (deadline === undefined) at = -1
       else if (Date.now() >= deadline) throw expired(what)
-      if (this.script !== undefined) return await this.sendDefined(args, at, deadline ?? 0)
-      this.cork()
-      return await this.call(args, at, deadline ?? 0, charges, what)
+      return await this.driver.script(this.script, args, at, deadline ?? 0, charges, what)
     } catch (err) {
       throw this.wrap(err, what)
-    }
-  }
-
-  /**
-   * One call through our own command; once more on NOSCRIPT. A reply from a node that is no longer the
-   * master drops that connection. With `waitReplicas`, a call that may charge is answered after the
-   * WAIT that follows it on its connection, and an admission that too few replicas acknowledged is a
-   * failure (the master charged it, and a failover could lose that).
-   */
-  private async call(
-    args: Array<string | Buffer>,
-    at: number,
-    deadline: number,
-    charges: boolean,
-    what: string,
-  ): Promise<unknown> {
-    let call: ScriptCall = this.runner.send(this.redis, args, at, deadline)
-    const wait = this.waitReplicas !== undefined && charges ? this.waitOn(call.socket) : undefined
-    try {
-      let reply: unknown
-      try {
-        reply = await call.promise
-      } catch (err) {
-        if (!this.runner.noScript(err)) throw err
-        call = this.runner.send(this.redis, args, at, deadline)
-        reply = await call.promise
-      }
-      if (wait !== undefined) {
-        const acked = await wait
-        const want = (this.waitReplicas as RedisWaitReplicas).replicas
-        // A denial wrote nothing: only an admission can be lost in a failover.
-        if (acked < want && admitted(reply)) throw this.unreplicated(acked, what)
-      }
-      return reply
-    } catch (err) {
-      this.failed(err, call.socket)
-      throw err
-    }
-  }
-
-  /** The error of an admission that too few replicas acknowledged in time. */
-  private unreplicated(acked: number, what: string): FastlimitError {
-    const { replicas, timeoutMs } = this.waitReplicas as RedisWaitReplicas
-    const got = acked < 0 ? 'WAIT failed' : `only ${acked} of ${replicas} replicas acknowledged the write`
-    return new FastlimitError(
-      'ERR_FASTLIMIT_BACKEND',
-      `[fastlimit] [redis] ${what} was admitted by the master, but ${got} within ${timeoutMs} ms (waitReplicas): ` +
-        'a failover now could lose the charge, so it is reported as a failure and FastLimit applies its ' +
-        'onBackendError policy. Check the replicas (INFO replication: their link and lag).',
-    )
-  }
-
-  /** After a call failed on `socket`: a node that is no longer the master loses its connection. */
-  private failed(err: unknown, socket: object | undefined): void {
-    if (!(err instanceof Error) || !NOT_MASTER.test(err.message) || this.closed) return
-    const client = this.redis
-    const node = client.isCluster
-      ? (client as Cluster).nodes('all').find((n) => n.stream === socket)
-      : (client as Redis)
-    // Once per connection: the calls that follow on the same socket find it dropped already.
-    if (node !== undefined && (socket === undefined || node.stream === socket)) this.dropConnection(node)
-  }
-
-  /**
-   * Through ioredis's defined command, which joins its auto-pipeline (and handles NOSCRIPT itself). The
-   * deadline is converted when the call is made (the connection it will use is not known: a Cluster's
-   * latest sample stands for every node). A key that is not UTF-8 (lone surrogates) goes through a
-   * pipeline of its own on a Cluster, routed by its real slot: auto-pipelining groups commands by the
-   * key read as UTF-8.
-   */
-  private async sendDefined(args: Array<string | Buffer>, at: number, deadline: number): Promise<unknown> {
-    const client = this.redis
-    if (at >= 0) {
-      const socket = client.isCluster ? undefined : ((client as Redis).stream as object | undefined)
-      const d = serverDeadline(socket, client, deadline)
-      args[at] = d === undefined ? '' : String(d)
-    }
-    const [, , key, ...argv] = args as [string, string, string | Buffer, ...string[]]
-    try {
-      if (typeof key !== 'string' && client.isCluster) {
-        const pipeline = client.pipeline() as unknown as Commands & {
-          exec(): Promise<Array<[Error | null, unknown]>>
-        }
-        ;(pipeline[this.name] as ScriptFn).call(pipeline, key, ...argv)
-        const [[err, reply] = [null, undefined]] = await pipeline.exec()
-        if (err) throw err
-        return reply
-      }
-      return await (this.script as ScriptFn).call(client, key, ...argv)
-    } catch (err) {
-      if (!client.isCluster) this.failed(err, undefined)
-      throw err
     }
   }
 
@@ -1151,12 +856,9 @@ export class RedisBackend implements Backend {
     checkKey(key)
     const k = redisKey(this.prefix, key)
     try {
-      const gate = this.ready()
+      const gate = this.driver.ready()
       if (gate !== undefined) await gate
-      if (typeof k !== 'string' && this.redis.isCluster) {
-        const [[err] = [null]] = (await this.redis.pipeline().unlink(k).exec()) ?? []
-        if (err) throw err
-      } else await this.redis.unlink(k)
+      await this.driver.unlink(k)
     } catch (err) {
       throw this.wrap(err, 'reset')
     }
@@ -1170,37 +872,10 @@ export class RedisBackend implements Backend {
     if (this.closed) throw this.closedError()
     const pattern = prefixPattern(this.prefix)
     try {
-      await this.connected()
-      const nodes: Redis[] = this.redis.isCluster
-        ? (this.redis as Cluster).nodes('master')
-        : [this.redis as Redis]
-      await Promise.all(nodes.map((node) => clearNode(node, pattern)))
+      await this.driver.clear(pattern)
     } catch (err) {
       throw this.wrap(err, 'clear')
     }
-  }
-
-  /** Waits until the client is ready (a Cluster knows its primaries only then). */
-  private async connected(): Promise<void> {
-    const gate = this.ready()
-    if (gate !== undefined) await gate
-    const client = this.redis
-    if (client.status === 'ready') return
-    if (client.status === 'wait') client.connect().catch(() => undefined)
-    await new Promise<void>((resolve, reject) => {
-      const settle = (err?: Error) => {
-        client.off('ready', onReady)
-        client.off('end', onEnd)
-        clearTimeout(timer)
-        if (err) reject(err)
-        else resolve()
-      }
-      const onReady = () => settle()
-      const onEnd = () => settle(new Error('Connection is closed.'))
-      const timer = setTimeout(() => settle(new Error('Not connected after 10000 ms.')), 10_000)
-      client.on('ready', onReady)
-      client.on('end', onEnd)
-    })
   }
 
   /**
@@ -1212,26 +887,7 @@ export class RedisBackend implements Backend {
    */
   reconnect(_reason?: Error): void {
     if (this.closed) return
-    const client = this.redis
-    if (client.isCluster) {
-      // Each node is dropped from the Cluster's pool; the Cluster connects it again on the next call
-      // routed to it (its other nodes keep serving).
-      for (const node of (client as Cluster).nodes('all')) drop(node)
-    } else {
-      this.dropConnection(client as Redis)
-    }
-  }
-
-  /** Drops a standalone or Sentinel connection (or a Cluster node) and makes sure it connects again. */
-  private dropConnection(node: Redis): void {
-    // A Cluster's node leaves its pool, and the Cluster finds it again.
-    if (!drop(node) || node !== this.redis) return
-    // A client with no retryStrategy would stay closed: connect it again.
-    if (typeof node.options.retryStrategy !== 'function') {
-      node.once('end', () => {
-        if (!this.closed) node.connect().catch(() => undefined)
-      })
-    }
+    this.driver.reconnect()
   }
 
   /**
@@ -1241,43 +897,9 @@ export class RedisBackend implements Backend {
   close(): Promise<void> {
     if (this.closing) return this.closing
     this.closed = true
-    const client = this.redis
-    if (client.isCluster) {
-      client.off('+node', this.connectNode)
-      client.off('ready', this.connectMasters)
-    }
-    release(client)
-    if (!this.owned) {
-      this.closing = Promise.resolve()
-      return this.closing
-    }
-    this.closing = (async () => {
-      const status = client.status
-      if (status === 'end') return
-      const ended = new Promise<void>((resolve) => client.once('end', () => resolve()))
-      if (status === 'ready') {
-        client.quit().catch(() => client.disconnect())
-      } else {
-        client.disconnect()
-        // Between two attempts there is no socket and no 'end' will come: the timer was cleared.
-        if (status === 'reconnecting' || status === 'close') return
-      }
-      let timer: ReturnType<typeof setTimeout> | undefined
-      await Promise.race([
-        ended,
-        new Promise<void>((resolve) => {
-          timer = setTimeout(() => {
-            client.disconnect()
-            resolve()
-          }, 2000)
-        }),
-      ])
-      clearTimeout(timer)
-      // QUIT ends the connection but not a Sentinel client's failover detector (its subscriptions to
-      // the sentinels): disconnect() does.
-      if (!client.isCluster && 'sentinels' in client.options && client.options.sentinels) client.disconnect()
-    })()
-    return this.closing
+    const closing = this.driver.close()
+    this.closing = closing
+    return closing
   }
 }
 
@@ -1300,54 +922,4 @@ function checkWaitReplicas(value: unknown): RedisWaitReplicas | undefined {
     }
   }
   return { replicas: w.replicas as number, timeoutMs: w.timeoutMs as number }
-}
-
-/** Whether every primary of a Cluster is connected (always, for a standalone or Sentinel client). */
-function mastersReady(client: Redis | Cluster): boolean {
-  if (!client.isCluster) return true
-  for (const node of (client as Cluster).nodes('master')) if (node.status !== 'ready') return false
-  return true
-}
-
-/**
- * Resolves once `client` is ready (connecting it if it waits for a first command); rejects on its
- * next error, its end, or after 10 s. Each failed attempt fails the calls waiting for it.
- */
-function untilReady(client: Redis | Cluster): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve()
-  if (client.status === 'end') return Promise.reject(new Error('Connection is closed.'))
-  return new Promise<void>((resolve, reject) => {
-    const settle = (err?: Error) => {
-      client.off('ready', onReady)
-      client.off('error', onError)
-      client.off('end', onEnd)
-      clearTimeout(timer)
-      if (err) reject(err)
-      else resolve()
-    }
-    const onReady = () => settle()
-    const onError = (err: Error) => settle(err)
-    const onEnd = () => settle(new Error('Connection is closed.'))
-    const timer = setTimeout(() => settle(new Error('Not connected after 10000 ms.')), 10_000)
-    ;(timer as { unref?: () => void }).unref?.()
-    client.on('ready', onReady)
-    client.on('error', onError)
-    client.on('end', onEnd)
-    if (client.status === 'wait') client.connect().catch(() => undefined)
-  })
-}
-
-/** Deletes every key of one node that matches `pattern`, a SCAN page at a time. */
-async function clearNode(node: Redis, pattern: string): Promise<void> {
-  let cursor = '0'
-  do {
-    const [next, keys] = await node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', 1000)
-    cursor = next.toString()
-    if (keys.length > 0) {
-      // One UNLINK per key: on a Cluster node, one command may not span slots.
-      const pipeline = node.pipeline()
-      for (const key of keys) pipeline.unlink(key)
-      for (const [err] of (await pipeline.exec()) ?? []) if (err) throw err
-    }
-  } while (cursor !== '0')
 }

@@ -4,7 +4,8 @@
 // checkAndIncrementAll with mixed algorithms, adjustments (refunds and extra charges of one bucket or two,
 // with the charge of an earlier admission, a made-up charge, or none: core's adjustAll), bursts, fractional emission intervals (7 per 1000 ms),
 // clocks running backwards (within and beyond the clock skew tolerance: 0 as with the server's TIME,
-// 2 s, and the default 5 minutes of timeSource 'client'), long gaps and large timestamps.
+// 2 s, and the default 5 minutes of timeSource 'client'), long gaps and large timestamps. On ioredis, and on
+// the client matrix (node-redis 6 and 5, iovalkey, Valkey GLIDE; standalone and Cluster), one algorithm each.
 import {
   ALGORITHMS,
   type Algorithm,
@@ -26,7 +27,8 @@ import {
 import fc from 'fast-check'
 import type { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { RedisBackend } from '../src'
+import { RedisBackend, type RedisBackendOptions, type RedisClient } from '../src'
+import { type MatrixClient, type MatrixKind, matrixTarget, openClient } from './clients'
 import { closeClient, rawClient, urlOf } from './helpers'
 
 const PREFIX = 'differential:'
@@ -255,21 +257,88 @@ const overflowScenario = fc
     })
   })
 
+/** Where the property runs. */
+interface Target {
+  /** Before each test's name. */
+  readonly label: string
+  /** Each test's keyPrefix starts with it. */
+  readonly prefix: string
+  /** 1: every scenario (ioredis); else one algorithm's (the client matrix). */
+  readonly share: number
+  /** A backend of these options; the test closes it. */
+  backend(options: Omit<RedisBackendOptions, 'url' | 'client'>): RedisBackend<RedisClient>
+  /** An ioredis client of the same server or Cluster, to read the stored states. */
+  raw(): ReturnType<typeof rawClient>
+}
+
+const KINDS: readonly MatrixKind[] = ['node-redis', 'node-redis-v5', 'iovalkey', 'glide']
+const matrix = KINDS.flatMap((kind) =>
+  (['standalone', 'cluster'] as const).map((topology) => ({
+    kind,
+    topology,
+    client: undefined as MatrixClient | undefined,
+    raw: undefined as ReturnType<typeof rawClient> | undefined,
+  })),
+)
+
+beforeAll(async () => {
+  await Promise.all(
+    matrix.map(async (m) => {
+      m.raw = rawClient(m.topology)
+      m.client = await openClient(m.kind, matrixTarget(m.topology))
+    }),
+  )
+})
+
+afterAll(async () => {
+  for (const m of matrix) {
+    if (m.raw !== undefined) await closeClient(m.raw)
+    await m.client?.close()
+  }
+})
+
+const TARGETS: readonly Target[] = [
+  {
+    label: '',
+    prefix: PREFIX,
+    share: 1,
+    backend: (options) => RedisBackend.fromUrl(urlOf('standalone'), options),
+    raw: () => raw,
+  },
+  ...matrix.map(
+    (m): Target => ({
+      label: `${m.kind} (${m.topology}): `,
+      prefix: `d-${m.kind}-${m.topology === 'cluster' ? 'c' : 's'}:`,
+      share: 0,
+      backend: (options) => new RedisBackend({ ...options, client: (m.client as MatrixClient).client }),
+      raw: () => m.raw as ReturnType<typeof rawClient>,
+    }),
+  ),
+]
+
 describe('the Lua scripts and the TypeScript steps agree exactly', () => {
   const cases: Array<[string, fc.Arbitrary<Scenario>, number]> = [
     ...ALGORITHMS.map((a): [string, fc.Arbitrary<Scenario>, number] => [a, scenario(a), 150]),
     ['sliding-log beyond its 64 entries', overflowScenario, 60],
   ]
-  for (const [name, arbitrary, numRuns] of cases) {
-    it.concurrent(`${name}`, async () => {
+  // Each client and topology of the matrix runs one algorithm's scenario, with every run (the i-th target
+  // the i-th algorithm, in turn: each algorithm on at least one client); the conformance suite checks every
+  // algorithm on every client. The overflow scenario tests the script's merging, on ioredis.
+  const runs = TARGETS.flatMap((target, i) =>
+    (target.share === 1 ? cases : [cases[(i - 1) % ALGORITHMS.length] as (typeof cases)[number]]).map(
+      ([name, arbitrary, numRuns]) => [name, arbitrary, numRuns, target] as const,
+    ),
+  )
+  for (const [name, arbitrary, numRuns, target] of runs) {
+    it.concurrent(`${target.label}${name}`, async () => {
       let now = 0
       // A prefix per test: clear() at the end must not touch the tests running beside it.
-      const prefix = `${PREFIX}${name.replace(/ /g, '-')}:`
+      const prefix = `${target.prefix}${name.replace(/ /g, '-')}:`
       // No expiry during the test: the TypeScript side keeps its states forever too.
       const backends = new Map(
         SKEWS.map((skew) => [
           skew,
-          RedisBackend.fromUrl(urlOf('standalone'), {
+          target.backend({
             keyPrefix: prefix,
             timeSource: 'client',
             clock: () => now,
@@ -350,7 +419,7 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                 )
               }
               // The stored state, as text: the same integers, printed in full (never 1.7e+12).
-              const stored = await raw.hmget(`${prefix}:${key}`, ...ids)
+              const stored = await target.raw().hmget(`${prefix}:${key}`, ...ids)
               expect(stored, `${where}: stored state`).toEqual(
                 ids.map((id) => (states.has(id) ? encodeState(states.get(id) as State) : null)),
               )

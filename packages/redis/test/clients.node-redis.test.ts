@@ -1,0 +1,3 @@
+import { clientMatrix } from './client-suite'
+
+clientMatrix('node-redis')
