@@ -268,7 +268,9 @@ describe('on a Redis of its own (DEBUG SLEEP)', () => {
       try {
         await backend.peek('warm', bucket)
         const { woken, awake } = await stall(1.5)
-        const deadline = Date.now() + 100
+        // Far enough ahead that a loaded machine's pauses cannot make a call time out before reconnect()
+        // fails it, and still before the server wakes (1.5 s), so what reached it cannot charge.
+        const deadline = Date.now() + 1000
         const outcomes: string[] = []
         const calls = Array.from({ length: 2000 }, (_, i) =>
           backend.checkAndIncrement(`k${i % 50}`, bucket, 1, { deadline }).then(
