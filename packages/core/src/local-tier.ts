@@ -127,6 +127,8 @@ interface Rate {
   calls: number
   perSecond: number
   noLeaseUntil: number
+  /** When the store last denied a call on the key (this process's clock). */
+  deniedAt: number
 }
 
 const RATE_PERIOD_MS = 250
@@ -383,7 +385,7 @@ class Tier {
   #count(id: string, now: number): Rate {
     let rate = this.#rates.get(id)
     if (rate === undefined) {
-      rate = { since: now, calls: 1, perSecond: 0, noLeaseUntil: 0 }
+      rate = { since: now, calls: 1, perSecond: 0, noLeaseUntil: 0, deniedAt: Number.NEGATIVE_INFINITY }
       this.#put(this.#rates, id, rate)
       return rate
     }
@@ -411,8 +413,9 @@ class Tier {
   }
 
   /** Keeps what the store said about a plain check. */
-  #record(id: string, key: string, cost: number, t0: number, r: BackendResult): void {
+  #record(id: string, key: string, cost: number, t0: number, r: BackendResult, rate: Rate): void {
     if (!this.#denyOn || !usable(r)) return
+    if (!r.allowed) rate.deniedAt = t0
     if (r.allowed) this.#denials.delete(id)
     else if (Number.isFinite(r.retryAfterMs) && r.retryAfterMs > 0)
       this.#put(this.#denials, id, { key, cost, result: r, t0 })
@@ -431,6 +434,8 @@ class Tier {
     if (!usable(r)) return
     if (!r.allowed) {
       this.stats.leaseDenials++
+      // A denial of `size` units: the deny cache answers the costs it implies (exactly, or not at all).
+      this.#record(id, key, size, t0, r, rate)
       // No lease until `size` would fit, or leaseMs, whichever first: plain checks (and their denials) meanwhile.
       const wait =
         Number.isFinite(r.retryAfterMs) && r.retryAfterMs < this.#leaseMs ? r.retryAfterMs : this.#leaseMs
@@ -533,7 +538,7 @@ class Tier {
       this.#counted = id
       return undefined
     }
-    this.#record(id, key, cost, now, r)
+    this.#record(id, key, cost, now, r, rate)
     return r
   }
 
@@ -549,41 +554,63 @@ class Tier {
       this.#sweep(now)
       rate = this.#count(id, now)
     }
+    return this.#decide(id, key, bucket, cost, options, rate)
+  }
+
+  /**
+   * Decides a counted call: locally if it can; else it waits for a store call in flight on the key (a
+   * lease, or the probe after a denial) and decides again; else it asks the store. On a key denied
+   * lately, one call at a time goes to the store, so a burst of calls waiting for the first answer
+   * does not reach the store all at once.
+   */
+  #decide(
+    id: string,
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    options: CallOptions | undefined,
+    rate: Rate,
+  ): Promise<BackendResult> {
+    const now = this.#now()
     const local = this.local(id, bucket, cost, now)
     if (local !== undefined) return Promise.resolve(local)
     const pending = this.#inflight.get(id)
     if (pending !== undefined) {
-      // A lease is on its way: take from it when it lands, else ask the store.
-      return pending.then(() => {
-        const t = this.#now()
-        return this.local(id, bucket, cost, t) ?? this.#plain(id, key, bucket, cost, options)
-      })
+      return pending.then(() => this.#decide(id, key, bucket, cost, options, rate))
     }
     const size = this.#leaseSize(rate, bucket, cost, now)
-    if (size === 0) return this.#plain(id, key, bucket, cost, options)
+    if (size === 0) {
+      const call = this.#plain(id, key, bucket, cost, options, rate)
+      if (now - rate.deniedAt < this.#leaseMs) this.#track(id, call)
+      return call
+    }
     this.stats.storeCalls++
     const lease = this.inner.checkAndIncrement(key, bucket, size, options).then((r) => {
       this.#install(id, key, bucket, size, now, r, rate)
     })
-    const landed = lease.then(
-      () => {
-        this.#inflight.delete(id)
-      },
-      () => {
-        this.#inflight.delete(id)
-      },
-    )
-    this.#inflight.set(id, landed)
+    this.#track(id, lease)
     return lease.then(() => {
-      const t = this.#now()
-      const from = this.local(id, bucket, cost, t)
+      const from = this.local(id, bucket, cost, this.#now())
       if (from !== undefined) {
         // The unit came with the lease's own store call: not a local admission.
         this.stats.localAdmits--
         return from
       }
-      return this.#plain(id, key, bucket, cost, options)
+      return this.#decide(id, key, bucket, cost, options, rate)
     })
+  }
+
+  /** Marks a store call on `id` in flight: other calls on the key wait for it, then decide again. */
+  #track(id: string, call: Promise<unknown>): void {
+    const landed = call.then(
+      () => {
+        if (this.#inflight.get(id) === landed) this.#inflight.delete(id)
+      },
+      () => {
+        if (this.#inflight.get(id) === landed) this.#inflight.delete(id)
+      },
+    )
+    this.#inflight.set(id, landed)
   }
 
   #plain(
@@ -591,12 +618,13 @@ class Tier {
     key: string,
     bucket: BucketConfig,
     cost: number,
-    options?: CallOptions,
+    options: CallOptions | undefined,
+    rate: Rate,
   ): Promise<BackendResult> {
     const t0 = this.#now()
     this.stats.storeCalls++
     return this.inner.checkAndIncrement(key, bucket, cost, options).then((r) => {
-      this.#record(id, key, cost, t0, r)
+      this.#record(id, key, cost, t0, r, rate)
       return r
     })
   }
