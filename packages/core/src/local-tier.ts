@@ -415,9 +415,14 @@ class Tier {
   /** Keeps what the store said about a plain check. */
   #record(id: string, key: string, cost: number, t0: number, r: BackendResult, rate: Rate): void {
     if (!this.#denyOn || !usable(r)) return
-    if (!r.allowed) rate.deniedAt = t0
-    if (r.allowed) this.#denials.delete(id)
-    else if (Number.isFinite(r.retryAfterMs) && r.retryAfterMs > 0)
+    if (r.allowed) {
+      // Admitted: calls waiting on the key decide at once again (one at a time only while denied).
+      rate.deniedAt = Number.NEGATIVE_INFINITY
+      this.#denials.delete(id)
+      return
+    }
+    rate.deniedAt = t0
+    if (Number.isFinite(r.retryAfterMs) && r.retryAfterMs > 0)
       this.#put(this.#denials, id, { key, cost, result: r, t0 })
   }
 
@@ -528,7 +533,9 @@ class Tier {
       this.#install(id, key, bucket, size, now, r, rate)
       const from = this.local(id, bucket, cost, now)
       if (from !== undefined) {
-        this.stats.localAdmits--
+        // Decided by the lease's own store call: not a local decision.
+        if (from.allowed) this.stats.localAdmits--
+        else this.stats.localDenials--
         return from
       }
     }
@@ -592,8 +599,9 @@ class Tier {
     return lease.then(() => {
       const from = this.local(id, bucket, cost, this.#now())
       if (from !== undefined) {
-        // The unit came with the lease's own store call: not a local admission.
-        this.stats.localAdmits--
+        // Decided by the lease's own store call: not a local decision.
+        if (from.allowed) this.stats.localAdmits--
+        else this.stats.localDenials--
         return from
       }
       return this.#decide(id, key, bucket, cost, options, rate)
