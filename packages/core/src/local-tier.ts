@@ -78,6 +78,8 @@ export interface LocalTierStats {
   refundedUnits: number
   /** Refunds that failed (their units stay charged: the tier errs on the side of the limit). */
   refundErrors: number
+  /** Units held now in live leases (charged at the store, not admitted yet). */
+  heldUnits: number
 }
 
 /**
@@ -119,6 +121,10 @@ interface Lease {
   readonly storeRemaining: number
   readonly resetMs: number
   readonly atMs: number | undefined
+  /** How many units a lease of the key takes (this one, or with the one it follows, at most). */
+  readonly size: number
+  /** The lease taken ahead, before this one ran out (its units and this one's add up to at most `size`). */
+  next: Lease | undefined
 }
 
 /** A key's call rate in this process, and when it may try a lease again after one was denied. */
@@ -263,6 +269,14 @@ class Tier {
     leasedUnits: 0,
     refundedUnits: 0,
     refundErrors: 0,
+    heldUnits: 0,
+  }
+
+  /** The counters, with the units held in leases now. */
+  snapshot(): LocalTierStats {
+    let held = 0
+    for (const l of this.#leases.values()) held += l.units + (l.next?.units ?? 0)
+    return { ...this.stats, heldUnits: held }
   }
 
   constructor(inner: Backend, options: LocalTierOptions) {
@@ -348,10 +362,23 @@ class Tier {
   /** A decision made without the store (a lease's unit, or a cached denial), or `undefined`. */
   local(id: string, bucket: BucketConfig, cost: number, now: number): BackendResult | undefined {
     if (this.leasing) {
-      const lease = this.#leases.get(id)
+      let lease = this.#leases.get(id)
       if (lease !== undefined) {
-        if (now >= lease.expires || now < lease.start) this.#endLease(id, lease)
-        else if (lease.units >= cost) {
+        const ended = now >= lease.expires || now < lease.start
+        if (ended || lease.units < cost) {
+          const next = lease.next
+          if (next !== undefined && now < next.expires && now >= next.start) {
+            // The lease taken ahead takes over; what is left of this one goes back.
+            lease.next = undefined
+            this.#endLease(id, lease)
+            this.#put(this.#leases, id, next)
+            lease = next
+          } else if (ended) {
+            this.#endLease(id, lease)
+            lease = undefined
+          }
+        }
+        if (lease !== undefined && lease.units >= cost) {
           lease.units -= cost
           this.stats.localAdmits++
           const left = lease.storeRemaining + lease.units
@@ -363,6 +390,7 @@ class Tier {
             retryAfterMs: 0,
           }
           if (lease.atMs !== undefined) out.atMs = lease.atMs
+          if (lease.units * 4 <= lease.size && lease.next === undefined) this.#ahead(id, lease, now)
           return out
         }
       }
@@ -379,6 +407,23 @@ class Tier {
       }
     }
     return undefined
+  }
+
+  /**
+   * Takes the next lease ahead, in the background, when a lease is down to a quarter (in front of an
+   * asynchronous store only): calls keep being admitted locally meanwhile. It takes what the lease
+   * lacks of its size, so the two never hold more than one lease's size together.
+   */
+  #ahead(id: string, lease: Lease, now: number): void {
+    const size = lease.size - lease.units
+    const rate = this.#rates.get(id)
+    if (this.#sync !== undefined || size <= 0 || rate === undefined || this.#inflight.has(id)) return
+    if (now < rate.noLeaseUntil) return
+    this.stats.storeCalls++
+    const call = this.inner.checkAndIncrement(lease.key, lease.bucket, size).then((r) => {
+      this.#install(id, lease.key, lease.bucket, size, now, r, rate, lease)
+    })
+    this.#track(id, call)
   }
 
   /** Counts a call on `id` and returns the key's rate (calls per second) in this process. */
@@ -435,6 +480,7 @@ class Tier {
     t0: number,
     r: BackendResult,
     rate: Rate,
+    ahead?: Lease,
   ): void {
     if (!usable(r)) return
     if (!r.allowed) {
@@ -471,6 +517,17 @@ class Tier {
       storeRemaining: r.remaining,
       resetMs: r.resetMs,
       atMs: at,
+      // A lease taken ahead keeps the size of the lease it follows (what the two may hold together).
+      size: ahead?.size ?? size,
+      next: undefined,
+    }
+    if (ahead !== undefined) {
+      // Taken ahead of `ahead`: it follows it, or stands alone if `ahead` is gone; else it goes back.
+      const current = this.#leases.get(id)
+      if (current === ahead && ahead.next === undefined) ahead.next = lease
+      else if (current === undefined) this.#put(this.#leases, id, lease)
+      else this.#endLease(id, lease)
+      return
     }
     const old = this.#leases.get(id)
     if (old !== undefined) this.#endLease(id, old)
@@ -480,6 +537,9 @@ class Tier {
   /** Ends a lease: its unused units go back to the store (once), and a denial kept for it is dropped. */
   #endLease(id: string, lease: Lease): void {
     if (this.#leases.get(id) === lease) this.#leases.delete(id)
+    const next = lease.next
+    lease.next = undefined
+    if (next !== undefined) this.#endLease(id, next)
     const n = lease.units
     lease.units = 0
     if (n <= 0) return
@@ -648,6 +708,7 @@ class Tier {
     for (const [id, l] of this.#leases) {
       if (l.key === key) {
         l.units = 0
+        if (l.next !== undefined) l.next.units = 0
         this.#leases.delete(id)
       }
     }
@@ -655,7 +716,10 @@ class Tier {
 
   forgetAll(): void {
     this.#denials.clear()
-    for (const l of this.#leases.values()) l.units = 0
+    for (const l of this.#leases.values()) {
+      l.units = 0
+      if (l.next !== undefined) l.next.units = 0
+    }
     this.#leases.clear()
     this.#rates.clear()
   }
@@ -736,7 +800,7 @@ export function localTier(backend: Backend, options: LocalTierOptions = {}): Loc
     inner,
     leasesEnabled: tier.leasing,
     kind: inner.kind,
-    stats: (): LocalTierStats => ({ ...tier.stats }),
+    stats: (): LocalTierStats => tier.snapshot(),
     flush: () => tier.flush(),
     close: () => tier.close(),
     checkAndIncrement: (key: string, bucket: BucketConfig, cost: number, o?: CallOptions) =>
