@@ -204,6 +204,7 @@ function check(name: string, rule: RuleObject, r: Run, killed = false): Record<s
     row.worst = round(worst, 2)
     expect(worst).toBeLessThanOrEqual(limit + extra + 2 * slope)
   }
+  recorder.details[name] = r.stats
   if (!killed) expect(r.storeCalls / r.requests).toBeLessThanOrEqual(0.05)
   return row
 }

@@ -117,6 +117,7 @@ describe('localTier: the deny cache', () => {
     const random = prng(0xca5e)
     let answered = 0
     let otherCost = 0
+    let fromAdmission = 0
     for (const algorithm of ALGORITHMS) {
       for (let i = 0; i < 3000; i++) {
         const limit = 1 + Math.floor(random() * 20)
@@ -130,21 +131,34 @@ describe('localTier: the deny cache', () => {
         const cap = capacityOf(bucket)
         let state: number[] | undefined
         let now = T0
+        let admitted: BackendResult | undefined
         for (let j = 0; j < 1 + Math.floor(random() * 30); j++) {
           now += Math.floor(random() * windowMs * 0.2)
           const out = step(state, now, bucket, 1 + Math.floor(random() * 3))
-          if (out.result.allowed) state = out.state
+          if (out.result.allowed) {
+            state = out.state
+            admitted = { ...out.result, atMs: now }
+          } else admitted = undefined
         }
         const cost = 1 + Math.floor(random() * cap)
-        const first = step(state, now, bucket, cost)
-        if (first.result.allowed || !Number.isFinite(first.result.retryAfterMs)) continue
-        const d = { cost, result: first.result, t0: now }
-        const later = now + Math.floor(random() * first.result.retryAfterMs * 1.2)
+        let d: { cost: number; result: BackendResult; t0: number }
+        let later: number
+        if (admitted !== undefined && random() < 0.5) {
+          // The last admission, kept with the store's clock.
+          d = { cost: 1, result: admitted, t0: now }
+          later = now + Math.floor(random() * windowMs * 1.2)
+        } else {
+          const first = step(state, now, bucket, cost)
+          if (first.result.allowed || !Number.isFinite(first.result.retryAfterMs)) continue
+          d = { cost, result: first.result, t0: now }
+          later = now + Math.floor(random() * first.result.retryAfterMs * 1.2)
+        }
         const c2 = random() < 0.5 ? cost : 1 + Math.floor(random() * cap)
         const served = cachedDenial(d, bucket, c2, later)
         if (served === undefined) continue
         answered++
         if (c2 !== cost) otherCost++
+        if (d.result.allowed) fromAdmission++
         expect(served, `${algorithm} ${JSON.stringify(bucket)} cost ${cost} then ${c2}`).toEqual(
           step(state, later, bucket, c2).result,
         )
@@ -152,6 +166,7 @@ describe('localTier: the deny cache', () => {
     }
     expect(answered).toBeGreaterThan(2000)
     expect(otherCost).toBeGreaterThan(300)
+    expect(fromAdmission).toBeGreaterThan(300)
   })
 
   it('a refund, reset or adjustment through the tier drops the kept denial', async () => {

@@ -159,6 +159,9 @@ function denial(limit: number, remaining: number, resetMs: number, retryAfterMs:
  *   denied until then.
  * - The meters: the level right after the denial lies in an interval one millisecond's drain wide
  *   (from `retryAfterMs` and `remaining`); both ends, drained by `e`, must give the same answer.
+ * - An admission that carries the store's clock (`atMs`), for `'fixed-window'` and the meters: a
+ *   cost above its `remaining` is denied as above (the level from `resetMs - atMs` and `remaining`;
+ *   the window's count until its end).
  */
 export function cachedDenial(
   d: { readonly cost: number; readonly result: BackendResult; readonly t0: number },
@@ -167,22 +170,39 @@ export function cachedDenial(
   now: number,
 ): BackendResult | undefined {
   const r = d.result
-  const R = r.retryAfterMs
   const e = now - d.t0
-  if (e < 0 || e >= R) return undefined
-  if (cost === d.cost && r.remaining === cost - 1) return denial(r.limit, r.remaining, r.resetMs, R - e)
-  if (bucket.algorithm === 'fixed-window') {
-    if (cost > r.remaining && cost <= bucket.limit) return denial(r.limit, r.remaining, r.resetMs, R - e)
-    return undefined
-  }
-  if (!METERS.has(bucket.algorithm)) return undefined
+  if (e < 0) return undefined
   const L = bucket.limit
   const W = bucket.windowMs
   const B = bucket.burst ?? L
   const cap = B * W
-  // retryAfterMs = ceil((level + c W - cap) / L); remaining = floor((cap - level) / W) (0 above cap).
-  let lo = cap - d.cost * W + (R - 1) * L + 1
-  let hi = cap - d.cost * W + R * L
+  let lo: number
+  let hi: number
+  if (r.allowed) {
+    // An admission, with the store's clock (atMs): resetMs - atMs is a duration on the store's clock.
+    if (r.atMs === undefined || cost <= r.remaining) return undefined
+    const k = r.resetMs - r.atMs
+    if (bucket.algorithm === 'fixed-window') {
+      // The window's count stays until its end, k ms after the admission.
+      return e < k && cost <= L ? denial(r.limit, r.remaining, r.resetMs, k - e) : undefined
+    }
+    if (!METERS.has(bucket.algorithm)) return undefined
+    // resetMs = atMs + ceil(level / L).
+    lo = (k - 1) * L + 1
+    hi = k * L
+  } else {
+    const R = r.retryAfterMs
+    if (e >= R) return undefined
+    if (cost === d.cost && r.remaining === cost - 1) return denial(r.limit, r.remaining, r.resetMs, R - e)
+    if (bucket.algorithm === 'fixed-window') {
+      if (cost > r.remaining && cost <= L) return denial(r.limit, r.remaining, r.resetMs, R - e)
+      return undefined
+    }
+    if (!METERS.has(bucket.algorithm)) return undefined
+    // retryAfterMs = ceil((level + c W - cap) / L); remaining = floor((cap - level) / W) (0 above cap).
+    lo = cap - d.cost * W + (R - 1) * L + 1
+    hi = cap - d.cost * W + R * L
+  }
   const fromRemaining = cap - (r.remaining + 1) * W + 1
   if (fromRemaining > lo) lo = fromRemaining
   if (r.remaining > 0 && cap - r.remaining * W < hi) hi = cap - r.remaining * W
@@ -195,6 +215,11 @@ export function cachedDenial(
   if (x.allowed || y.allowed || x.remaining !== y.remaining || x.retryAfterMs !== y.retryAfterMs)
     return undefined
   return denial(r.limit, x.remaining, r.resetMs, x.retryAfterMs)
+}
+
+/** How long a kept answer may serve: a denial until its retry time, an admission until the bucket is full again. */
+function keptFor(r: BackendResult): number {
+  return r.allowed ? (r.atMs === undefined ? 0 : r.resetMs - r.atMs) : r.retryAfterMs
 }
 
 /** The most a rule admits at once. */
@@ -355,7 +380,7 @@ class Tier {
     const d = this.#denials.entries().next()
     if (!d.done) {
       const [id, entry] = d.value
-      if (now - entry.t0 >= entry.result.retryAfterMs || now < entry.t0) this.#denials.delete(id)
+      if (now - entry.t0 >= keptFor(entry.result) || now < entry.t0) this.#denials.delete(id)
     }
   }
 
@@ -403,7 +428,7 @@ class Tier {
           this.stats.localDenials++
           return r
         }
-        if (now - d.t0 >= d.result.retryAfterMs || now < d.t0) this.#denials.delete(id)
+        if (now - d.t0 >= keptFor(d.result) || now < d.t0) this.#denials.delete(id)
       }
     }
     return undefined
@@ -458,12 +483,23 @@ class Tier {
   }
 
   /** Keeps what the store said about a plain check. */
-  #record(id: string, key: string, cost: number, t0: number, r: BackendResult, rate: Rate): void {
+  #record(
+    id: string,
+    key: string,
+    bucket: BucketConfig,
+    cost: number,
+    t0: number,
+    r: BackendResult,
+    rate: Rate,
+  ): void {
     if (!this.#denyOn || !usable(r)) return
     if (r.allowed) {
       // Admitted: calls waiting on the key decide at once again (one at a time only while denied).
+      // The admission itself says which costs the key now denies (fixed-window, meters, with atMs).
       rate.deniedAt = Number.NEGATIVE_INFINITY
-      this.#denials.delete(id)
+      if (r.atMs !== undefined && (bucket.algorithm === 'fixed-window' || METERS.has(bucket.algorithm)))
+        this.#put(this.#denials, id, { key, cost, result: r, t0 })
+      else this.#denials.delete(id)
       return
     }
     rate.deniedAt = t0
@@ -486,7 +522,7 @@ class Tier {
     if (!r.allowed) {
       this.stats.leaseDenials++
       // A denial of `size` units: the deny cache answers the costs it implies (exactly, or not at all).
-      this.#record(id, key, size, t0, r, rate)
+      this.#record(id, key, bucket, size, t0, r, rate)
       // No lease until `size` would fit, or leaseMs, whichever first: plain checks (and their denials) meanwhile.
       const wait =
         Number.isFinite(r.retryAfterMs) && r.retryAfterMs < this.#leaseMs ? r.retryAfterMs : this.#leaseMs
@@ -605,7 +641,7 @@ class Tier {
       this.#counted = id
       return undefined
     }
-    this.#record(id, key, cost, now, r, rate)
+    this.#record(id, key, bucket, cost, now, r, rate)
     return r
   }
 
@@ -692,7 +728,7 @@ class Tier {
     const t0 = this.#now()
     this.stats.storeCalls++
     return this.inner.checkAndIncrement(key, bucket, cost, options).then((r) => {
-      this.#record(id, key, cost, t0, r, rate)
+      this.#record(id, key, bucket, cost, t0, r, rate)
       return r
     })
   }
