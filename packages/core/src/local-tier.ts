@@ -494,9 +494,10 @@ class Tier {
   ): void {
     if (!this.#denyOn || !usable(r)) return
     if (r.allowed) {
-      // Admitted: calls waiting on the key decide at once again (one at a time only while denied).
-      // The admission itself says which costs the key now denies (fixed-window, meters, with atMs).
-      rate.deniedAt = Number.NEGATIVE_INFINITY
+      // Admitted with room left: calls on the key go to the store at once again. With none left, the
+      // key stays one store call at a time (the next call is denied anyway). The admission itself says
+      // which costs the key now denies (fixed-window, meters, with atMs).
+      if (r.remaining > 0) rate.deniedAt = Number.NEGATIVE_INFINITY
       if (r.atMs !== undefined && (bucket.algorithm === 'fixed-window' || METERS.has(bucket.algorithm)))
         this.#put(this.#denials, id, { key, cost, result: r, t0 })
       else this.#denials.delete(id)
