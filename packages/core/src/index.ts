@@ -49,6 +49,7 @@ export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
   Cidr,
+  ClosableResponse,
   HeaderEntry,
   HeaderFormat,
   HttpAdapter,
@@ -71,6 +72,7 @@ export {
   applyCombined,
   checkHandler,
   cidrContains,
+  closeSignal,
   compileTrust,
   createHttpLimiter,
   createIpMatcher,
@@ -83,6 +85,7 @@ export {
   IP_RANGES,
   ipKey,
   isLocalAddress,
+  isRequestAborted,
   normalizeIdentity,
   parseCidr,
   parseForwarded,
@@ -90,6 +93,7 @@ export {
   parseIp,
   problemDetails,
   RateLimitHeaders,
+  RequestAbortedError,
   resolveClientIp,
   retryAfterValue,
 } from './http'

@@ -3,6 +3,7 @@
 import {
   ConfigError,
   checkHandler,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   FastLimit,
@@ -131,6 +132,8 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
       request.rateLimitHandle = recorder?.handleOf(decision)
     },
     noAddressHint: "trustProxy: 'fastify' to use request.ip",
+    // mode: 'delay' drops a held request whose client has gone.
+    signal: (_request: FastifyRequest, reply: FastifyReply): AbortSignal => closeSignal(reply.raw),
   }
 }
 

@@ -2,6 +2,7 @@
 
 import {
   checkHandler,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   type HttpAdapter,
@@ -74,6 +75,8 @@ const adapter: HttpAdapter<Context, Context> = {
     ctx.state.rateLimit = info
   },
   attached: (ctx) => ctx.state.rateLimit,
+  // mode: 'delay' drops a held request whose client has gone.
+  signal: (ctx) => closeSignal(ctx.res),
 }
 
 /**

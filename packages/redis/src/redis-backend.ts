@@ -207,7 +207,7 @@ function notAResult(reply: unknown, what: string): FastlimitError {
     const by = Number(late[1]) - Number(late[2])
     return new FastlimitError(
       'ERR_FASTLIMIT_TIMEOUT',
-      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was charged. The limiter ` +
+      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was ${what === 'adjust' ? 'changed' : 'charged'}. The limiter ` +
         'had already given up on it (timeoutMs) and applied its onBackendError policy: Redis is slow to answer ' +
         '(check LATENCY DOCTOR, SLOWLOG and the network), or timeoutMs is too short for it.',
     )
@@ -322,6 +322,10 @@ function checkDelta(delta: unknown): void {
   }
 }
 
+function isWhole(n: unknown): boolean {
+  return typeof n === 'number' && Number.isSafeInteger(n)
+}
+
 /**
  * The charges argument of an adjustment: '' for none, else `cost,resetMs,atMs` of each bucket joined by
  * commas (atMs '' when unknown).
@@ -337,14 +341,13 @@ function chargesArg(charges: readonly Charge[] | undefined, count: number): stri
   const parts: string[] = []
   for (const charge of charges as readonly unknown[]) {
     const c = charge as Partial<Charge> | null
-    const whole = (n: unknown) => typeof n === 'number' && Number.isSafeInteger(n)
     if (
       typeof c !== 'object' ||
       c === null ||
-      !whole(c.cost) ||
+      !isWhole(c.cost) ||
       (c.cost as number) < 1 ||
-      !whole(c.resetMs) ||
-      (c.atMs !== undefined && !whole(c.atMs))
+      !isWhole(c.resetMs) ||
+      (c.atMs !== undefined && !isWhole(c.atMs))
     ) {
       throw new FastlimitError(
         'ERR_FASTLIMIT_ARGUMENT',
@@ -385,7 +388,7 @@ function expired(what: string): FastlimitError {
   return new FastlimitError(
     'ERR_FASTLIMIT_TIMEOUT',
     `[fastlimit] [redis] ${what} was not sent: its deadline passed while it waited for the connection; ` +
-      'nothing was charged.',
+      `nothing was ${what === 'adjust' ? 'changed' : 'charged'}.`,
   )
 }
 

@@ -1,5 +1,7 @@
 // The one Lua script of RedisBackend: every algorithm (a port of its TypeScript step), for one bucket or
-// for several buckets of one key all or nothing, dispatching on the bucket's id.
+// for several buckets of one key all or nothing, dispatching on the bucket's id; and every algorithm's
+// adjustment (a port of its TypeScript adjust step: the refund or extra charge of a reservation), for
+// one or more buckets of one key at once, told apart by its even number of arguments.
 //
 // The ports repeat the TypeScript integer arithmetic operation for operation, in the same order. Lua 5.1
 // numbers are IEEE doubles, as in JavaScript, and rules keep every operand below 2^53, so the results are
@@ -635,7 +637,7 @@ if argc <= 5 then
   return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
 end
 if argc % 2 == 0 then
-  -- An adjustment of several buckets (core's adjustAll): never denied, every bucket applied.
+  -- An adjustment of one or more buckets (core's adjustAll): never denied, every bucket applied at once.
   local delta = cost
   local n = (argc - 4) / 2
   local fields, confs = {}, {}

@@ -2,7 +2,7 @@
 // nothing; a full Redis says so (ERR_FASTLIMIT_STORE_FULL); a flushed script cache is reloaded (NOSCRIPT);
 // an auto-pipelined client and a Cluster (keys that are not UTF-8 included) adjust in the key's one slot;
 // bad arguments are refused before anything is sent.
-import { type BucketConfig, FastLimit, FastlimitError } from '@fastlimit/core'
+import { type BucketConfig, type Charge, FastLimit, FastlimitError } from '@fastlimit/core'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { RedisBackend } from '../src'
@@ -53,7 +53,9 @@ describe('on a Redis of its own', () => {
       ])
       for (const err of errors) {
         expect(err.code).toBe('ERR_FASTLIMIT_TIMEOUT')
-        expect(err.message).toMatch(/^\[fastlimit\] \[redis\] adjust was applied \d+ ms past its deadline/)
+        expect(err.message).toMatch(
+          /^\[fastlimit\] \[redis\] adjust was applied \d+ ms past its deadline; nothing was changed\./,
+        )
       }
       await woken
       expect((await backend.peek('a', bucket)).remaining).toBe(LIMIT - 3)
@@ -71,7 +73,7 @@ describe('on a Redis of its own', () => {
   it('reconnect() (the breaker) fails every adjustment in flight at once; none applies when the server wakes', async () => {
     const backend = RedisBackend.fromUrl(server.url, { keyPrefix: 'dropped:' })
     try {
-      const charges = []
+      const charges: Charge[][] = []
       for (let i = 0; i < 20; i++) {
         const r = await backend.checkAndIncrement(`k${i}`, bucket, 2)
         charges.push([{ cost: 2, resetMs: r.resetMs, atMs: r.atMs }])
@@ -80,7 +82,8 @@ describe('on a Redis of its own', () => {
       await sleeper.connect()
       const woken = sleeper.call('DEBUG', 'SLEEP', '1.5').then(() => sleeper.disconnect())
       await delay(100)
-      const deadline = Date.now() + 100
+      // Past the deadline (before the server wakes) whatever reached it changes nothing.
+      const deadline = Date.now() + 1000
       const calls = Array.from({ length: 500 }, (_, i) =>
         backend.adjust(`k${i % 20}`, [bucket], -2, charges[i % 20], { deadline }).then(
           () => 'answered',
@@ -89,7 +92,12 @@ describe('on a Redis of its own', () => {
       )
       await delay(200)
       backend.reconnect(new Error('the breaker opened'))
-      expect(new Set(await Promise.all(calls))).toEqual(new Set(['ERR_FASTLIMIT_BACKEND']))
+      // Dropped with the connection (on a loaded machine, a call made after its deadline is not sent).
+      const outcomes = await Promise.all(calls)
+      expect(outcomes).toContain('ERR_FASTLIMIT_BACKEND')
+      expect(outcomes.filter((o) => o !== 'ERR_FASTLIMIT_BACKEND' && o !== 'ERR_FASTLIMIT_TIMEOUT')).toEqual(
+        [],
+      )
       await woken
       // Whatever reached the server's buffers ran past its deadline: nothing was refunded.
       for (let i = 0; i < 20; i++) {

@@ -3,6 +3,7 @@
 import { ConfigError, FastlimitError, show } from '../errors'
 import { type CheckOptions, type Decision, FastLimit } from '../limiter'
 import type { RuleSet } from '../rules'
+import { delaySettings, HttpDelay } from './delay'
 import {
   applyCombined,
   HEADER_FORMATS,
@@ -77,6 +78,14 @@ export interface HttpAdapter<Req, Res> {
    * @deprecated give `attach` and `attached`
    */
   expose?(req: Req, res: Res, decision: Decision): void
+  /**
+   * An `AbortSignal` that aborts when the client of `req` goes away (closes the connection), for
+   * `mode: 'delay'`: a request held while it waits leaves its queue at once and fails with a
+   * `RequestAbortedError`. Asked for only when a request must wait. On Node's `http` server:
+   * `signal: (req, res) => closeSignal(res)`; on the Fetch API: `(c) => c.req.raw.signal`.
+   * @default none: a held request waits its turn even when its client has gone
+   */
+  signal?(req: Req, res: Res): AbortSignal | undefined
 }
 
 /** How warnings write a header's name. */
@@ -177,6 +186,8 @@ const OPTION_NAMES = [
   'normalize',
   'invalidCost',
   'outageStatusCode',
+  'maxDelayMs',
+  'maxQueue',
 ] as const
 
 /** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
@@ -269,8 +280,8 @@ export class HttpLimiter<Req, Res> {
   readonly statusCode: number
   /** The status of a refusal because the limiter's store is unavailable (`'fail-closed'`). */
   readonly outageStatusCode: number
-  /** `'enforce'` or `'shadow'`. */
-  readonly mode: 'enforce' | 'shadow'
+  /** `'enforce'`, `'shadow'` or `'delay'`. */
+  readonly mode: 'enforce' | 'shadow' | 'delay'
   /** The middleware's scope, or `undefined`. */
   readonly scope: string | undefined
 
@@ -312,6 +323,8 @@ export class HttpLimiter<Req, Res> {
   readonly #direct: boolean
   readonly #needIp: boolean
   readonly #cache = new Map<string, string>()
+  /** The waiting of `mode: 'delay'`, or `undefined` in the other modes. */
+  readonly #delay: HttpDelay<Req, Res> | undefined
   /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
   #sniff = true
   #sniffCount = 0
@@ -466,9 +479,16 @@ export class HttpLimiter<Req, Res> {
     }
 
     const mode = o.mode ?? 'enforce'
-    if (mode !== 'enforce' && mode !== 'shadow')
-      fail(`mode must be 'enforce' or 'shadow', got ${show(mode)}.`)
+    if (mode !== 'enforce' && mode !== 'shadow' && mode !== 'delay')
+      fail(`mode must be 'enforce', 'shadow' or 'delay', got ${show(mode)}.`)
     this.mode = mode
+    const delay = delaySettings(mode, o, fail)
+    if (adapter.signal !== undefined && typeof adapter.signal !== 'function')
+      fail('The adapter signal must be a function (req, res) => AbortSignal | undefined.')
+    this.#delay =
+      delay === undefined
+        ? undefined
+        : new HttpDelay(this.limiter, this.rules, o.scope, delay, where, adapter.signal)
     // Observers of the limiter ('decision' events, @fastlimit/otel) see shadow checks as such.
     if (mode === 'shadow') this.#scoped = Object.freeze({ ...this.#scoped, mode: 'shadow' })
 
@@ -769,8 +789,13 @@ export class HttpLimiter<Req, Res> {
         }
         const costFn = this.#cost
         let decision: Decision | undefined
+        // mode 'delay': a client with requests held here joins them; any other is checked as in 'enforce'.
+        const delay = this.#delay
+        let join = delay?.holding(identity) === true
         if (costFn === undefined) {
-          decision = await this.limiter.check(identity, this.rules, this.#scoped)
+          decision = join
+            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined)
+            : await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
           const given = typeof c === 'number' ? c : await c
@@ -785,12 +810,19 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
-            decision = await this.limiter.check(identity, this.rules, {
-              cost,
-              scope: this.#scope,
-              mode: this.mode,
-            })
+            join = delay?.holding(identity) === true
+            decision = join
+              ? await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined)
+              : await this.limiter.check(identity, this.rules, {
+                  cost,
+                  scope: this.#scope,
+                  mode: this.mode === 'shadow' ? 'shadow' : 'enforce',
+                })
           }
+        }
+        // A denial the limit can lift within maxDelayMs: held until it does.
+        if (delay !== undefined && !join && decision !== undefined && delay.holds(decision)) {
+          decision = await delay.wait(identity, decision.cost, req, res, decision)
         }
         if (decision !== undefined) {
           const last = this.#attached(req)
