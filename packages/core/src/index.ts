@@ -119,6 +119,8 @@ export type {
   SettlementOutcome,
 } from './limiter'
 export { checkCost, FastLimit } from './limiter'
+export type { LocalTierBackend, LocalTierOptions, LocalTierStats } from './local-tier'
+export { localTier } from './local-tier'
 export type { MemoryBackendOptions } from './memory'
 export { MemoryBackend } from './memory'
 export type { Rule, RuleInput, RuleObject, RuleObjectBase, RuleSet, RulesInput } from './rules'
