@@ -40,6 +40,7 @@ export type {
   RateLimitCommonOptions,
   RateLimitInfo,
   RateLimitInfoJSON,
+  RulesFunction,
   SetHeader,
   TrustProxySetting,
 } from './http'

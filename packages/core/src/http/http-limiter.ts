@@ -27,6 +27,7 @@ import {
   walkProxies,
 } from './ip'
 import type { MessageBody, RateLimitCommonOptions } from './options'
+import { type RulesEntry, RulesOfRequest } from './rules-of-request'
 import { warned, warnOnce } from './warn'
 
 /**
@@ -261,10 +262,10 @@ function isPlainObject(value: unknown): boolean {
 export class HttpLimiter<Req, Res> {
   /** The limiter deciding. */
   readonly limiter: FastLimit
-  /** The rules, compiled once. */
-  readonly rules: RuleSet
-  /** The header writer. */
-  readonly headers: RateLimitHeaders
+  /** The rules, compiled once; `undefined` when `rules` is a function of the request. */
+  readonly rules: RuleSet | undefined
+  /** The header writer; `undefined` when `rules` is a function of the request (one writer per rule set then). */
+  readonly headers: RateLimitHeaders | undefined
   /** The status of a refusal. */
   readonly statusCode: number
   /** The status of a refusal because the limiter's store is unavailable (`'fail-closed'`). */
@@ -312,6 +313,8 @@ export class HttpLimiter<Req, Res> {
   readonly #direct: boolean
   readonly #needIp: boolean
   readonly #cache = new Map<string, string>()
+  /** The rules of each request when `rules` is a function, or `undefined`. */
+  readonly #perRequest: RulesOfRequest<Req> | undefined
   /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
   #sniff = true
   #sniffCount = 0
@@ -352,7 +355,8 @@ export class HttpLimiter<Req, Res> {
       }
     }
     this.limiter = o.limiter ?? new FastLimit()
-    this.rules = this.limiter.rules(o.rules ?? '100/min')
+    const rulesFn = typeof o.rules === 'function' ? o.rules : undefined
+    this.rules = rulesFn === undefined ? this.limiter.rules((o.rules ?? '100/min') as RuleSet) : undefined
 
     this.#key = fn('key', o.key)
     this.#normalize = fn('normalize', o.normalize)
@@ -432,7 +436,7 @@ export class HttpLimiter<Req, Res> {
     }
     const legacy = o.legacyHeaders ?? false
     if (typeof legacy !== 'boolean') fail(`legacyHeaders must be true or false, got ${show(legacy)}.`)
-    this.headers = new RateLimitHeaders(this.rules, format, legacy)
+    this.headers = this.rules === undefined ? undefined : new RateLimitHeaders(this.rules, format, legacy)
     this.#writeHeaders = format !== false || legacy
 
     const status = o.statusCode ?? 429
@@ -519,18 +523,33 @@ export class HttpLimiter<Req, Res> {
     const rules = this.rules
     const scoped = this.#scoped
     let checkedShared = false
+    const reset = (identity: string): Promise<void> => {
+      if (!checkedShared) {
+        checkedShared = true
+        this.#warnSharedScope()
+      }
+      return limiter.reset(identity, scoped)
+    }
     this.#owner = {
       scope: o.scope,
       headers: this.#writeHeaders ? this.headers : undefined,
-      reset: (identity) => {
-        if (!checkedShared) {
-          checkedShared = true
-          this.#warnSharedScope()
-        }
-        return limiter.reset(identity, scoped)
-      },
-      peek: (identity) => limiter.peek(identity, rules, scoped),
+      reset,
+      // With rules per request, this owner only resets: each rule set has its own owner for the rest.
+      peek: (identity) => limiter.peek(identity, rules as RuleSet, scoped),
     }
+    this.#perRequest =
+      rulesFn === undefined
+        ? undefined
+        : new RulesOfRequest(
+            rulesFn,
+            limiter,
+            this.#owner,
+            reset,
+            scoped,
+            (set) => (this.#writeHeaders ? new RateLimitHeaders(set, format, legacy) : undefined),
+            where,
+            this.#requestName,
+          )
     let built = MIDDLEWARES.get(limiter)
     if (built === undefined) {
       built = new Map()
@@ -575,8 +594,9 @@ export class HttpLimiter<Req, Res> {
   async peek(req: Req): Promise<RateLimitInfo | undefined> {
     const identity = await this.#identityOf(req)
     if (identity === undefined) return undefined
-    const decision = await this.#owner.peek(identity)
-    return new RequestRateLimit(decision, identity, this.#owner, undefined, 0)
+    const owner = this.#perRequest === undefined ? this.#owner : (await this.#perRequest.of(req)).owner
+    const decision = await owner.peek(identity)
+    return new RequestRateLimit(decision, identity, owner, undefined, 0)
   }
 
   /** The identity this middleware counted `req` under, or would; `undefined` when allow-listed. */
@@ -769,8 +789,18 @@ export class HttpLimiter<Req, Res> {
         }
         const costFn = this.#cost
         let decision: Decision | undefined
+        let rules = this.rules as RuleSet
+        let owner = this.#owner
+        let headers = this.headers as RateLimitHeaders
+        if (this.#perRequest !== undefined) {
+          const e = this.#perRequest.of(req)
+          const entry: RulesEntry = e instanceof Promise ? await e : e
+          rules = entry.rules
+          owner = entry.owner
+          headers = entry.headers as RateLimitHeaders
+        }
         if (costFn === undefined) {
-          decision = await this.limiter.check(identity, this.rules, this.#scoped)
+          decision = await this.limiter.check(identity, rules, this.#scoped)
         } else {
           const c = costFn(req)
           const given = typeof c === 'number' ? c : await c
@@ -785,7 +815,7 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
-            decision = await this.limiter.check(identity, this.rules, {
+            decision = await this.limiter.check(identity, rules, {
               cost,
               scope: this.#scope,
               mode: this.mode,
@@ -798,10 +828,10 @@ export class HttpLimiter<Req, Res> {
           // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
           const write = this.#writeHeaders && decision.source !== 'policy'
           const now = write ? this.#clock() : 0
-          const info = new RequestRateLimit(decision, identity, this.#owner, previous, now)
+          const info = new RequestRateLimit(decision, identity, owner, previous, now)
           this.#attach(req, res, info)
           if (write) {
-            if (previous === undefined) this.headers.apply(res, this.#setHeader, decision, now)
+            if (previous === undefined) headers.apply(res, this.#setHeader, decision, now)
             else applyCombined(res, this.#setHeader, RequestRateLimit.headerEntries(info))
           }
           if (!decision.allowed) {

@@ -36,4 +36,4 @@ export {
   resolveClientIp,
 } from './ip'
 export { normalizeIdentity } from './normalize'
-export type { JsonBody, MessageBody, RateLimitCommonOptions } from './options'
+export type { JsonBody, MessageBody, RateLimitCommonOptions, RulesFunction } from './options'
