@@ -27,6 +27,7 @@ import {
   walkProxies,
 } from './ip'
 import type { MessageBody, RateLimitCommonOptions } from './options'
+import { Outcome, type Settleable } from './outcome'
 import { type RulesEntry, RulesOfRequest } from './rules-of-request'
 import { warned, warnOnce } from './warn'
 
@@ -78,6 +79,14 @@ export interface HttpAdapter<Req, Res> {
    * @deprecated give `attach` and `attached`
    */
   expose?(req: Req, res: Res, decision: Decision): void
+  /**
+   * Calls `end` once when the response to `req` is over, for `countWhen` and `settle`: sent, or the
+   * client gone first (the handler having thrown, the framework's error handling has answered by
+   * then). Adapters on Node's `http` pass {@link onResponseClose} on the Node response. Without it,
+   * the request is decided when the `next` given to {@link HttpLimiter.run} settles (Hono: the
+   * handler's `Response` is built, its status and headers final).
+   */
+  responseEnd?(req: Req, res: Res, end: () => void): void
 }
 
 /** How warnings write a header's name. */
@@ -178,6 +187,8 @@ const OPTION_NAMES = [
   'normalize',
   'invalidCost',
   'outageStatusCode',
+  'countWhen',
+  'settle',
 ] as const
 
 /** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
@@ -313,13 +324,18 @@ export class HttpLimiter<Req, Res> {
   readonly #direct: boolean
   readonly #needIp: boolean
   readonly #cache = new Map<string, string>()
+  /** `countWhen` and `settle`, or `undefined` when neither is given: plain checks then. */
+  readonly #outcome: Outcome<Req, Res> | undefined
   /** The rules of each request when `rules` is a function, or `undefined`. */
   readonly #perRequest: RulesOfRequest<Req> | undefined
   /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
   #sniff = true
   #sniffCount = 0
 
-  constructor(options: RateLimitCommonOptions<Req>, adapter: HttpAdapter<Req, Res>) {
+  constructor(
+    options: RateLimitCommonOptions<Req, NoInfer<Res>> | RateLimitCommonOptions<Req>,
+    adapter: HttpAdapter<Req, Res>,
+  ) {
     const where = typeof adapter?.name === 'string' ? adapter.name : 'core'
     this.#name = where
     const fail = (message: string): never => {
@@ -335,7 +351,7 @@ export class HttpLimiter<Req, Res> {
         fail(`Unknown option ${show(name)}: rateLimit() takes ${[...known].join(', ')}.`)
       }
     }
-    const o = options as RateLimitCommonOptions<Req>
+    const o = options as RateLimitCommonOptions<Req, Res>
     const fn = <F>(name: string, value: unknown): F | undefined => {
       if (value !== undefined && typeof value !== 'function') {
         fail(`${name} must be a function, got ${show(value)}.`)
@@ -516,6 +532,12 @@ export class HttpLimiter<Req, Res> {
     if (typeof requestName !== 'string' || !/^[A-Za-z_$][\w$]{0,31}$/.test(requestName))
       fail('The adapter requestName must be an identifier, e.g. req.')
     this.#requestName = requestName
+    if (adapter.responseEnd !== undefined && typeof adapter.responseEnd !== 'function')
+      fail('The adapter responseEnd must be a function (req, res, end) => void.')
+    this.#outcome =
+      o.countWhen === undefined && o.settle === undefined
+        ? undefined
+        : new Outcome<Req, Res>(o.countWhen, o.settle, adapter.responseEnd, where)
     this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
 
@@ -757,6 +779,8 @@ export class HttpLimiter<Req, Res> {
   ): Promise<T> {
     let denial: HttpDenial | undefined
     let unusable = false
+    /** The reservation to decide when the response ends (`countWhen`, `settle`). */
+    let reserved: (Decision & Settleable) | undefined
     try {
       let proceed = true
       const skipMethods = this.#skipMethods
@@ -799,15 +823,19 @@ export class HttpLimiter<Req, Res> {
           owner = entry.owner
           headers = entry.headers as RateLimitHeaders
         }
-        if (costFn === undefined) {
+        if (costFn === undefined && this.#outcome === undefined) {
           decision = await this.limiter.check(identity, rules, this.#scoped)
         } else {
-          const c = costFn(req)
-          const given = typeof c === 'number' ? c : await c
-          let cost: number | undefined = given
-          // 0 is "not counted"; anything else that is not a whole number of 1 or more follows invalidCost.
-          if (typeof cost !== 'number' || !(cost > 0) || !Number.isSafeInteger(cost)) {
-            cost = cost === 0 ? 0 : this.#unusableCost(cost)
+          let given: unknown = 1
+          let cost: number | undefined = 1
+          if (costFn !== undefined) {
+            const c = costFn(req)
+            given = typeof c === 'number' ? c : await c
+            cost = given as number
+            // 0 is "not counted"; anything else that is not a whole number of 1 or more follows invalidCost.
+            if (typeof cost !== 'number' || !(cost > 0) || !Number.isSafeInteger(cost)) {
+              cost = cost === 0 ? 0 : this.#unusableCost(cost)
+            }
           }
           if (cost === undefined) {
             if (this.mode !== 'shadow') {
@@ -815,11 +843,15 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
-            decision = await this.limiter.check(identity, rules, {
-              cost,
-              scope: this.#scope,
-              mode: this.mode,
-            })
+            const checkOptions = { cost, scope: this.#scope, mode: this.mode }
+            if (this.#outcome === undefined) {
+              decision = await this.limiter.check(identity, rules, checkOptions)
+            } else {
+              // countWhen / settle: reserve now, decide the cost when the response ends.
+              const reservation = await this.limiter.reserve(identity, rules, checkOptions)
+              decision = reservation
+              if (reservation.allowed) reserved = reservation
+            }
           }
         }
         if (decision !== undefined) {
@@ -849,7 +881,9 @@ export class HttpLimiter<Req, Res> {
       return fail(err)
     }
     if (unusable) return (invalid as NonNullable<typeof invalid>)(req, res, INVALID_COST, next)
-    return denial === undefined ? next() : deny(req, res, denial, next)
+    if (denial !== undefined) return deny(req, res, denial, next)
+    if (reserved !== undefined) return (this.#outcome as Outcome<Req, Res>).follow(req, res, reserved, next)
+    return next()
   }
 
   /**
@@ -905,7 +939,7 @@ export class HttpLimiter<Req, Res> {
  * ```
  */
 export function createHttpLimiter<Req, Res>(
-  options: RateLimitCommonOptions<Req> | undefined,
+  options: RateLimitCommonOptions<Req, NoInfer<Res>> | RateLimitCommonOptions<Req> | undefined,
   adapter: HttpAdapter<Req, Res>,
 ): HttpLimiter<Req, Res> {
   return new HttpLimiter(options ?? {}, adapter)

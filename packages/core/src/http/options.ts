@@ -4,6 +4,7 @@ import type { Decision, FastLimit } from '../limiter'
 import type { RuleSet, RulesInput } from '../rules'
 import type { HeaderFormat } from './headers'
 import type { ProxyHeader, TrustProxySetting } from './ip'
+import type { OutcomeOptions } from './outcome'
 
 /**
  * `rules` as a function of the request: returns the rules for this request (one rule or several, or
@@ -20,10 +21,11 @@ export type MessageBody = string | JsonBody
 
 /**
  * The options of `rateLimit()` in every adapter, `Req` being the framework's request (Express
- * `Request`, Koa `Context`, Hono `Context`). Every option is checked when `rateLimit()` is called;
+ * `Request`, Koa `Context`, Hono `Context`), and `Res` its response where it has its own (Express
+ * `Response`; `never` where the context holds both: `countWhen` and `settle` then take the context alone). Every option is checked when `rateLimit()` is called;
  * a bad one throws a `ConfigError` naming it.
  */
-export interface RateLimitCommonOptions<Req> {
+export interface RateLimitCommonOptions<Req, Res = never> extends OutcomeOptions<Req, Res> {
   /**
    * The limiter that decides, and so where counts live: pass one built on a `RedisBackend` or
    * `SQLiteBackend` to share limits between processes. Share one limiter between middlewares to
