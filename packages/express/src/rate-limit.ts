@@ -7,6 +7,7 @@ import {
   type HttpAdapter,
   type HttpDenial,
   type HttpInvalidCost,
+  onResponseClose,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -67,7 +68,7 @@ export interface RateLimitMiddleware {
 }
 
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `handler`. */
-export interface RateLimitOptions extends RateLimitCommonOptions<Request> {
+export interface RateLimitOptions extends RateLimitCommonOptions<Request, Response> {
   /**
    * Sends the refusal yourself instead of `statusCode` and `message` (render a page, redirect...).
    * Called for requests over the limit and for outages (`decision.reason === 'fail-closed'`), with
@@ -95,6 +96,8 @@ const adapter: HttpAdapter<Request, Response> = {
     req.rateLimit = info
   },
   attached: (req) => req.rateLimit,
+  // countWhen and settle: decided when Node's response closes (sent, or the client gone).
+  responseEnd: (_req, res, end) => onResponseClose(res, end),
 }
 
 /**

@@ -193,10 +193,6 @@ function sendDenial(c: Context, _: HeaderSink, denial: HttpDenial | HttpInvalidC
   return c.body(denial.body, denial.status as 429, { 'content-type': denial.contentType })
 }
 
-function passThrough(): undefined {
-  return undefined
-}
-
 function refusal<D>(_c: Context, _sink: HeaderSink, denial: D): D {
   return denial
 }
@@ -209,18 +205,24 @@ async function viaHono(
   deny: Deny,
 ): Promise<Response | undefined> {
   const sink: string[] = []
+  // The request goes on inside run(), so that countWhen and settle are decided after the handler.
   const denial = await http.run<HttpDenial | HttpInvalidCost | undefined>(
     c,
     sink,
-    passThrough,
+    () => proceed(c, sink, next),
     refusal,
     undefined,
     refusal,
   )
-  copyHeaders(c, sink)
   if (denial !== undefined) {
+    copyHeaders(c, sink)
     return denial.kind === 'invalid-cost' ? sendDenial(c, sink, denial) : deny(c, sink, denial)
   }
+  return undefined
+}
+
+async function proceed(c: Context, sink: string[], next: Next): Promise<undefined> {
+  copyHeaders(c, sink)
   await next()
   // A handler that returns a Response of its own drops headers set before it: set them again.
   if (sink.length > 0 && c.res.headers.get(sink[0] as string) === null) {

@@ -7,6 +7,7 @@ import {
   type HttpAdapter,
   type HttpDenial,
   type HttpInvalidCost,
+  onResponseClose,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -74,6 +75,8 @@ const adapter: HttpAdapter<Context, Context> = {
     ctx.state.rateLimit = info
   },
   attached: (ctx) => ctx.state.rateLimit,
+  // countWhen and settle: decided when Node's response closes (sent, or the client gone).
+  responseEnd: (ctx, _res, end) => onResponseClose(ctx.res, end),
 }
 
 /**
