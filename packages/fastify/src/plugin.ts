@@ -7,6 +7,7 @@ import {
   type Decision,
   FastLimit,
   type HttpDenial,
+  onResponseClose,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
 import type {
@@ -64,7 +65,8 @@ export type RateLimitHook = 'onRequest' | 'preValidation' | 'preHandler'
  * Options of the {@link rateLimit} plugin: the options every fastlimit adapter takes, plus `global`,
  * `hook`, `handler`, and `trustProxy: 'fastify'`.
  */
-export interface RateLimitOptions extends Omit<RateLimitCommonOptions<FastifyRequest>, 'trustProxy'> {
+export interface RateLimitOptions
+  extends Omit<RateLimitCommonOptions<FastifyRequest, FastifyReply>, 'trustProxy'> {
   /**
    * Whether every route the plugin sees is limited. `false` limits only the routes whose
    * `config.rateLimit` is `true` or an options object.
@@ -92,7 +94,7 @@ export interface RateLimitOptions extends Omit<RateLimitCommonOptions<FastifyReq
    * `trustProxy` server option (opt in only if you configured that).
    * @default false: the client is the connection's peer; forwarding headers are ignored
    */
-  trustProxy?: RateLimitCommonOptions<FastifyRequest>['trustProxy'] | 'fastify'
+  trustProxy?: RateLimitCommonOptions<FastifyRequest, FastifyReply>['trustProxy'] | 'fastify'
 }
 
 /** The options of one route's limit (`config.rateLimit`): the plugin's options but `global`. */
@@ -131,6 +133,9 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
       request.rateLimitHandle = recorder?.handleOf(decision)
     },
     noAddressHint: "trustProxy: 'fastify' to use request.ip",
+    // countWhen and settle: decided when Node's response closes (sent, or the client gone).
+    responseEnd: (_request: FastifyRequest, reply: FastifyReply, end: () => void): void =>
+      onResponseClose(reply.raw, end),
   }
 }
 
@@ -188,7 +193,7 @@ function compiler(recorders: Map<FastLimit, HandleRecorder>) {
       recorders.set(real, recorder)
     }
     const fromFastify = trustProxy === 'fastify'
-    const common: RateLimitCommonOptions<FastifyRequest> = {
+    const common: RateLimitCommonOptions<FastifyRequest, FastifyReply> = {
       ...rest,
       limiter: recorder === undefined ? real : recorder.limiter,
     }

@@ -6,6 +6,7 @@ import {
   type FastLimit,
   type HttpDenial,
   type HttpLimiter,
+  onResponseClose,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
 import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common'
@@ -21,6 +22,7 @@ import {
   type RateLimitMetadata,
   type RateLimitOptions,
   type RateLimitRequest,
+  type RateLimitResponse,
   SKIP_RATE_LIMIT_METADATA,
 } from './options'
 import { scopeFor } from './scope'
@@ -167,12 +169,21 @@ export class FastLimitGuard implements CanActivate {
       },
       method: (req: RateLimitRequest): string => req.method,
       setHeader,
+      // countWhen and settle: decided when Node's response closes (Express res, or a Fastify reply's raw).
+      // Without an HTTP response (not over HTTP), the reservation stays as charged.
+      responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
+        const raw = res?.raw ?? res
+        if (typeof raw?.once === 'function') onResponseClose(raw, end)
+      },
       expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
         req.rateLimit = decision
         req.rateLimitHandle = handles.handleOf(decision)
       },
     }
-    const common: RateLimitCommonOptions<RateLimitRequest> = { ...options, limiter: recorder.limiter }
+    const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = {
+      ...options,
+      limiter: recorder.limiter,
+    }
     return createHttpLimiter(common, adapter)
   }
 }

@@ -12,6 +12,7 @@ export type {
   RateLimitModuleLimits,
   RateLimitOptions,
   RateLimitRequest,
+  RateLimitResponse,
 } from './options'
 export {
   FASTLIMIT_LIMITER,

@@ -1161,6 +1161,7 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
             }
           })
           socket.on('error', reject)
+          socket.on('close', () => reject(new Error(`the connection closed before the body began: ${got}`)))
           socket.write(`GET /stream HTTP/1.1\r\nHost: ${url.host}\r\nx-use: 2\r\n\r\n`)
         })
         expect(head).toMatch(/^HTTP\/1\.1 200 /)
