@@ -45,6 +45,37 @@ export interface BackendResult {
    * 0 when allowed. `Infinity` ({@link RETRY_NEVER}) when the cost exceeds what the bucket can ever hold.
    */
   readonly retryAfterMs: number
+  /**
+   * The backend's clock, in epoch milliseconds, when it made this call (the `nowMs` it stepped with).
+   * Optional, but a backend that implements {@link Backend.adjust} sets it on the results of
+   * `checkAndIncrement` and `checkAndIncrementAll`: a reservation hands it back as
+   * {@link Charge.atMs}, so that a refund knows how much of the charge the bucket still holds. The
+   * step functions leave it out; a backend adds it to the result it returns.
+   */
+  readonly atMs?: number
+}
+
+/**
+ * What one admitting call charged to one bucket, as the caller remembers it, handed back to
+ * {@link Backend.adjust} so that a refund takes back only what that call charged and the bucket
+ * still holds. Build it from the bucket's {@link BackendResult} of the admitting call.
+ */
+export interface Charge {
+  /** The cost that call charged (a positive safe integer). A refund never exceeds it. */
+  readonly cost: number
+  /**
+   * `resetMs` of the bucket's admitting result. It pins the charge down exactly, whatever the clocks:
+   * the windows know from it the window (`'fixed-window'`: `resetMs - windowMs`; `'sliding-window'`:
+   * `resetMs - 2 * windowMs`) or the log entry (`'sliding-log'`: `resetMs - windowMs`) that counted the
+   * charge; the meters, how full the bucket was right after it.
+   */
+  readonly resetMs: number
+  /**
+   * `atMs` of the admitting result (the backend's clock at the charge), when the backend reported it.
+   * The meters use it for an exact refund while the bucket still holds the charge; without it they
+   * refund up to one millisecond's drain less than they could (never more).
+   */
+  readonly atMs?: number
 }
 
 /**
@@ -75,7 +106,7 @@ export interface CallOptions {
  * `backendConformance` from `@fastlimit/core/testing`.
  *
  * Only {@link Backend.checkAndIncrement} is required. Every other member is optional: a feature that
- * needs one the backend lacks (several rules at once, `peek`, `reset`, `clear`) fails with a
+ * needs one the backend lacks (several rules at once, `peek`, `reset`, `clear`, `adjust`) fails with a
  * `ConfigError` naming the missing method, as early as it can be known (at `rateLimit()` for the
  * rules of a middleware, else at the call). The conformance suite runs the cases of what is implemented.
  *
@@ -116,6 +147,43 @@ export interface Backend {
     key: string,
     buckets: readonly BucketConfig[],
     cost: number,
+    options?: CallOptions,
+  ): Promise<BackendResult[]>
+  /**
+   * Changes what is charged to buckets of one key after the fact, all of them in one atomic unit
+   * (a reservation's settle, cancel or refund). Optional: without it, `FastLimit.reserve` and
+   * `FastLimit.refund` fail with a `ConfigError` naming `adjust`. Apply core's
+   * {@link adjustStep} (or {@link adjustAll}) to each bucket's state, read at the backend's own clock,
+   * and write back every output whose `changed` or `rebased` is true.
+   *
+   * - `delta < 0` refunds `-delta` units. A refund never lifts a bucket above its capacity and never
+   *   gives back more than the charge still holds: with `charges`, each bucket refunds at most
+   *   `min(-delta, charges[i].cost)`, and only out of the window, log entry or level that counted that
+   *   charge (a charge whose window has passed, or that the meter has drained, refunds nothing); without
+   *   `charges` (a refund from a caller that kept no record), up to `-delta` out of what the bucket
+   *   holds now, newest first. A refund only ever lowers what is counted, so no `retryAfterMs` given
+   *   earlier becomes too short.
+   * - `delta > 0` charges `delta` more units now, unconditionally (a settle above the reserved cost),
+   *   but a bucket never holds more than its capacity: it fills up to full (a window counts at most
+   *   `limit`) and the excess beyond that is forgiven. Nothing is ever denied.
+   * - `delta === 0` changes nothing.
+   *
+   * Atomic with respect to every other call on the key, and, like `checkAndIncrement`, never applied
+   * once `options.deadline` has passed where it would be applied.
+   *
+   * @param buckets the key's buckets to adjust (one or more)
+   * @param delta a safe integer: negative refunds, positive charges more
+   * @param charges `undefined`, or one {@link Charge} per bucket, in the order of `buckets`: what the
+   *   call being settled charged to it
+   * @param options the call's deadline ({@link CallOptions}); may be absent.
+   * @returns per bucket, in the order of `buckets`, its state after the adjustment as `peek` reports it
+   *   (`allowed`: whether a cost of 1 would pass now)
+   */
+  adjust?(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
     options?: CallOptions,
   ): Promise<BackendResult[]>
   /** Reads a bucket without charging it: `allowed` says whether a cost of 1 would pass. Optional. */
@@ -168,6 +236,12 @@ export interface SyncBackend extends Backend {
     cost: number,
   ): BackendResult[] | undefined
   peekSync?(key: string, bucket: BucketConfig): BackendResult | undefined
+  adjustSync?(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+  ): BackendResult[] | undefined
 }
 
 /** Whether a backend offers the synchronous fast path of {@link SyncBackend}. */

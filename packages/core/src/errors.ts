@@ -111,3 +111,42 @@ export function checkPositiveCost(tag: string, cost: unknown, hint: string): num
   }
   return cost
 }
+
+/**
+ * Validates the arguments of `Backend.adjust`, for a backend to call first: `delta` a safe integer,
+ * `charges` absent or one per bucket, each with a positive safe integer `cost`, a safe integer
+ * `resetMs` and, when present, a safe integer `atMs`.
+ * @param tag the backend's name in the message (`'memory'`, `'sqlite'`)
+ * @throws FastlimitError `ERR_FASTLIMIT_ARGUMENT`
+ */
+export function checkAdjustArguments(
+  tag: string,
+  buckets: readonly unknown[],
+  delta: unknown,
+  charges: unknown,
+): void {
+  const bad = (what: string) =>
+    new FastlimitError('ERR_FASTLIMIT_ARGUMENT', `[fastlimit] [${tag}] adjust: ${what}.`)
+  if (typeof delta !== 'number' || !Number.isSafeInteger(delta)) {
+    throw bad(`delta must be a whole number from -(2^53 - 1) to 2^53 - 1, got ${show(delta)}`)
+  }
+  if (charges === undefined) return
+  if (!Array.isArray(charges) || charges.length !== buckets.length) {
+    throw bad(`charges must be undefined or one Charge per bucket (${buckets.length}), got ${show(charges)}`)
+  }
+  for (const c of charges as unknown[]) {
+    const x = c as { cost?: unknown; resetMs?: unknown; atMs?: unknown } | null
+    if (
+      typeof x !== 'object' ||
+      x === null ||
+      typeof x.cost !== 'number' ||
+      !Number.isSafeInteger(x.cost) ||
+      x.cost < 1 ||
+      typeof x.resetMs !== 'number' ||
+      !Number.isSafeInteger(x.resetMs) ||
+      (x.atMs !== undefined && (typeof x.atMs !== 'number' || !Number.isSafeInteger(x.atMs)))
+    ) {
+      throw bad(`a charge must be { cost, resetMs, atMs? } of whole numbers (cost >= 1), got ${show(c)}`)
+    }
+  }
+}

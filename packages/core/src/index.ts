@@ -1,26 +1,50 @@
 // @fastlimit/core: the Backend protocol, the algorithms, rules, FastLimit and MemoryBackend.
 
-export type { State, StepAllOutput, StepFunction, StepOutput } from './algorithms'
+export type {
+  AdjustFunction,
+  AdjustOutput,
+  State,
+  StepAllOutput,
+  StepFunction,
+  StepOutput,
+} from './algorithms'
 export {
   ALGORITHMS,
+  adjustAll,
+  adjustments,
+  adjustStep,
   algorithms,
   decodeState,
   encodeState,
   fixedWindow,
+  fixedWindowAdjust,
   gcra,
+  gcraAdjust,
   leakyBucket,
+  leakyBucketAdjust,
   SLIDING_LOG_SLOTS,
   slidingLog,
+  slidingLogAdjust,
   slidingLogSlotMs,
   slidingWindow,
+  slidingWindowAdjust,
   step,
   stepAll,
   tokenBucket,
+  tokenBucketAdjust,
 } from './algorithms'
-export type { Algorithm, Backend, BackendResult, BucketConfig, CallOptions, SyncBackend } from './backend'
+export type {
+  Algorithm,
+  Backend,
+  BackendResult,
+  BucketConfig,
+  CallOptions,
+  Charge,
+  SyncBackend,
+} from './backend'
 export { bucketId, isSyncBackend, RETRY_NEVER } from './backend'
 export type { FastlimitErrorCode } from './errors'
-export { ConfigError, FastlimitError } from './errors'
+export { ConfigError, checkAdjustArguments, FastlimitError } from './errors'
 export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
@@ -89,8 +113,12 @@ export type {
   FastLimitEvents,
   FastLimitOptions,
   ListenOptions,
+  Reservation,
+  ReservationActions,
   RuleResult,
   ScopeOptions,
+  Settlement,
+  SettlementOutcome,
 } from './limiter'
 export { checkCost, FastLimit } from './limiter'
 export type { MemoryBackendOptions } from './memory'

@@ -6,6 +6,7 @@ import {
   type Backend,
   type BackendResult,
   type CallOptions,
+  type Charge,
   isSyncBackend,
   type SyncBackend,
 } from './backend'
@@ -56,8 +57,8 @@ export interface BreakerEvent {
 
 /** A decision made by `check` or `peek`, given to `limiter.on('decision', ...)`. */
 export interface DecisionEvent {
-  /** Which call made it. */
-  readonly operation: 'check' | 'peek'
+  /** Which call made it (`'reserve'`: a check that returned a {@link Reservation}). */
+  readonly operation: 'check' | 'peek' | 'reserve'
   /** The decision, as the caller receives it. */
   readonly decision: Decision
   /**
@@ -75,8 +76,8 @@ export interface DecisionEvent {
 
 /** One call to the store, given to `limiter.on('call', ...)` when it settles (or times out). */
 export interface BackendCallEvent {
-  /** What the limiter asked of the store. */
-  readonly operation: 'check' | 'peek' | 'reset'
+  /** What the limiter asked of the store (`'adjust'`: a reservation's settle or cancel, or a refund). */
+  readonly operation: 'check' | 'peek' | 'reset' | 'adjust'
   /** Milliseconds from the call to its answer, failure or timeout (`performance.now()`). */
   readonly durationMs: number
   /** Whether it went through the synchronous fast path (no promise, no timer). */
@@ -286,6 +287,70 @@ export interface PolicyDecision extends DecisionBase {
  */
 export type Decision = StoreDecision | PolicyDecision
 
+/**
+ * What {@link Reservation.settle}, {@link Reservation.cancel} and {@link FastLimit.refund} did:
+ * - `'adjusted'`: the store applied the change: the refund (as much of it as the charge still held;
+ *   see `Backend.adjust`) or the extra charge (up to a full bucket).
+ * - `'unchanged'`: the actual cost equals the reserved cost; the store was not called.
+ * - `'skipped'`: nothing was charged (a denied reservation, or one the error policy decided), so there
+ *   is nothing to settle; the store was not called.
+ * - `'failed'`: the store failed, timed out or was kept off by the breaker or `maxInFlight` (`error`
+ *   says which); nothing changed, so the reserved cost stays charged.
+ */
+export type SettlementOutcome = 'adjusted' | 'unchanged' | 'skipped' | 'failed'
+
+/** The answer of {@link Reservation.settle}, {@link Reservation.cancel} and {@link FastLimit.refund}. */
+export interface Settlement {
+  /** What happened; see {@link SettlementOutcome}. */
+  readonly outcome: SettlementOutcome
+  /** The change asked of the store: the actual cost less the reserved one (negative: a refund); 0 when none. */
+  readonly delta: number
+  /**
+   * When `'adjusted'`, each rule's standing after the change, as `peek` reports it (`allowed`: whether
+   * a cost of 1 would pass now), in the order of the rules; else empty.
+   */
+  readonly rules: readonly RuleResult[]
+  /** When `'failed'`: the failure (also given to `onError` and `'error'` listeners). */
+  readonly error?: FastlimitError
+}
+
+/**
+ * What {@link FastLimit.reserve} adds to a {@link Decision}: the means to charge what the request
+ * really cost, once it is known.
+ */
+export interface ReservationActions {
+  /**
+   * Charges exactly `actualCost` instead of the reserved `cost`: refunds the difference when lower,
+   * charges the excess when higher. A refund never lifts a bucket above its capacity, never gives
+   * back more than the bucket still holds of this reservation's charge (a window that has passed, a
+   * meter that has drained past it, give back nothing), and never makes an earlier `retryAfterMs`
+   * too short. An excess is charged unconditionally, never denied, but saturates: a bucket fills up to
+   * its capacity (a window counts at most `limit`) and what does not fit is forgiven, so a settle above
+   * exceeds the limit by at most its excess and leaves no debt beyond a full bucket.
+   *
+   * Each reservation settles once: a second `settle` or `cancel` rejects with `ERR_FASTLIMIT_ARGUMENT`
+   * (and changes nothing). On a denied reservation, or one the error policy decided (nothing was
+   * charged), it does nothing and resolves `'skipped'`. When the store fails, it resolves `'failed'`
+   * (rejects under `onBackendError: 'throw'`), and the reserved cost stays charged. A reservation
+   * decided by the `{ fallback }` policy settles on the fallback backend.
+   *
+   * @param actualCost a whole number from 0 (`0` is `cancel()`) to 2^53 - 1; a bad value rejects with
+   *   `ERR_FASTLIMIT_ARGUMENT` and leaves the reservation unsettled
+   */
+  settle(actualCost: number): Promise<Settlement>
+  /** Refunds the whole reservation: `settle(0)`. */
+  cancel(): Promise<Settlement>
+  /** Whether `settle` or `cancel` was called. */
+  readonly settled: boolean
+}
+
+/**
+ * The answer of {@link FastLimit.reserve}: the {@link Decision}, with every field as `check` gives
+ * it, and {@link ReservationActions} to settle it. A reservation never settled holds nothing in the
+ * limiter: the reserved cost simply stays charged.
+ */
+export type Reservation = Decision & ReservationActions
+
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
@@ -321,7 +386,7 @@ function ruleResult(rule: Rule, r: Standing): RuleResult {
 }
 
 /** The optional backend methods a feature needs, for the error that names the missing one. */
-type Method = 'checkAndIncrementAll' | 'peek' | 'reset'
+type Method = 'checkAndIncrementAll' | 'peek' | 'reset' | 'adjust'
 
 function missing(backend: Backend, method: Method, feature: string): ConfigError {
   const kind = typeof backend.kind === 'string' ? ` (${backend.kind})` : ''
@@ -509,7 +574,7 @@ export class FastLimit {
   /** Emits the decision of a `check` or `peek` once it settles (only while someone listens). */
   #observe(
     promise: Promise<Decision>,
-    operation: 'check' | 'peek',
+    operation: 'check' | 'peek' | 'reserve',
     identity: string,
     scope: string | undefined,
     mode: 'enforce' | 'shadow',
@@ -521,7 +586,12 @@ export class FastLimit {
   }
 
   /** Emits a settled store call (only while someone listens). */
-  #called(operation: 'check' | 'peek' | 'reset', start: number, sync: boolean, error?: FastlimitError): void {
+  #called(
+    operation: BackendCallEvent['operation'],
+    start: number,
+    sync: boolean,
+    error?: FastlimitError,
+  ): void {
     const event: { -readonly [K in keyof BackendCallEvent]: BackendCallEvent[K] } = {
       operation,
       durationMs: performance.now() - start,
@@ -795,6 +865,250 @@ export class FastLimit {
   }
 
   /**
+   * Decides like {@link check} (charging `cost` when admitted), and returns a {@link Reservation}: the
+   * decision, plus `settle(actualCost)` and `cancel()` to charge what the request really cost once it
+   * is known (an LLM's tokens, a query's cost, whether the response counts at all). Breaker, timeout,
+   * `onBackendError` and events are those of `check` (the `'decision'` event says `'reserve'`).
+   * Needs a backend with `adjust` (MemoryBackend, SQLiteBackend, PostgresBackend, RedisBackend).
+   *
+   * @example
+   * ```ts
+   * const r = await limiter.reserve(apiKey, '100000/day', { cost: 4000 }) // the most a reply may use
+   * if (!r.allowed) return tooManyRequests(r.retryAfterMs)
+   * const reply = await llm.complete(prompt, { maxTokens: 4000 })
+   * await r.settle(reply.usage.totalTokens)                                // refunds what was not used
+   * ```
+   */
+  reserve(identity: string, rules: RulesInput | RuleSet, options?: CheckOptions): Promise<Reservation> {
+    let list: readonly Rule[]
+    let key: string | Promise<string>
+    let cost = 1
+    try {
+      if (this.#closed) throw this.#closedError()
+      list = this.#parse(rules).rules
+      let scope: string | undefined
+      if (options !== undefined) {
+        if (options.cost !== undefined) cost = checkPositiveCost('core', options.cost, COST_HINT)
+        scope = options.scope
+      }
+      key = this.#key(identity, scope)
+      if (list.length > 1 && !this.#canCheckAll())
+        throw missing(this.backend, 'checkAndIncrementAll', 'checking several rules at once')
+      if (!canAdjust(this.backend)) throw missing(this.backend, 'adjust', 'reserve()')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const reserved =
+      typeof key === 'string' ? this.#reserve(key, list, cost) : key.then((k) => this.#reserve(k, list, cost))
+    if (!this.#watchDecisions) return reserved
+    const mode = options?.mode === 'shadow' ? 'shadow' : 'enforce'
+    return reserved.then((r) => {
+      this.#emit('decision', {
+        operation: 'reserve',
+        decision: r,
+        identity,
+        scope: options?.scope,
+        mode,
+        backend: this.#kind,
+      })
+      return r
+    })
+  }
+
+  /** {@link reserve} once the key is known. */
+  #reserve(key: string, list: readonly Rule[], cost: number): Promise<Reservation> {
+    const sync = this.#sync
+    if (sync !== undefined) {
+      const start = this.#watchSyncCalls ? performance.now() : -1
+      try {
+        const results = decideSync(sync, key, list, cost)
+        if (results !== undefined) {
+          if (!areResults(results, list.length)) throw malformed()
+          if (start >= 0) this.#called('check', start, true)
+          return Promise.resolve(this.#reservation(key, list, cost, results, 'backend', undefined))
+        }
+      } catch (err) {
+        if (start >= 0) this.#called('check', start, true, this.#wrap(err))
+        return this.#failed(key, list, cost, err).then((d) => this.#reservation(key, list, cost, d))
+      }
+    }
+    const backend = this.backend
+    return this.#call('check', (o) => decideAsync(backend, key, list, cost, o)).then(
+      (results) =>
+        areResults(results, list.length)
+          ? this.#reservation(key, list, cost, results, 'backend', undefined)
+          : this.#failed(key, list, cost, this.#failure(malformed())).then((d) =>
+              this.#reservation(key, list, cost, d),
+            ),
+      (err) => this.#failed(key, list, cost, err).then((d) => this.#reservation(key, list, cost, d)),
+    )
+  }
+
+  /**
+   * A reservation from the store's results, or from a decision the policy or the fallback made (a
+   * fallback's charge is settled on the fallback, without `atMs`: its results are not at hand).
+   */
+  #reservation(
+    key: string,
+    list: readonly Rule[],
+    cost: number,
+    from: readonly BackendResult[] | Decision,
+    source: 'backend' | 'fallback' = 'backend',
+    error: FastlimitError | undefined = undefined,
+  ): Reservation {
+    let decision: Decision
+    let charges: Charge[] | undefined
+    let target: Backend | undefined
+    if (Array.isArray(from)) {
+      const results = from as readonly BackendResult[]
+      decision = decide(list, results, cost, source, error)
+      if (decision.allowed) {
+        target = this.backend
+        charges = results.map((r) => chargeOf(cost, r))
+      }
+    } else {
+      decision = from as Decision
+      if (decision.allowed && decision.source === 'fallback') {
+        target = (this.#policy as { readonly fallback: Backend }).fallback
+        charges = decision.rules.map((r) => ({ cost, resetMs: r.resetMs }))
+      }
+    }
+    return new ReservationImpl(decision, (actual) => {
+      const delta = actual - cost
+      if (target === undefined) return Promise.resolve(settlement('skipped', 0))
+      if (delta === 0) return Promise.resolve(settlement('unchanged', 0))
+      return this.#adjust(target, key, list, delta, charges)
+    }) as unknown as Reservation
+  }
+
+  /**
+   * Gives back `cost` units to `identity` under every rule, for a caller that kept no
+   * {@link Reservation} (a job queue, another process): as `settle` refunds, but with no record of the
+   * charge, so it is trusted to refund only what was charged. Each bucket gives back up to `cost` out
+   * of what it holds now, newest first (the current window, the latest log entries, the meter's
+   * level), never above its capacity; a charge whose window has passed is not found. Resolves
+   * `'adjusted'`, or `'failed'` when the store fails (rejects under `onBackendError: 'throw'`).
+   * Needs a backend with `adjust`.
+   */
+  refund(
+    identity: string,
+    rules: RulesInput | RuleSet,
+    cost: number,
+    options?: ScopeOptions,
+  ): Promise<Settlement> {
+    let list: readonly Rule[]
+    let key: string | Promise<string>
+    try {
+      if (this.#closed) throw this.#closedError()
+      list = this.#parse(rules).rules
+      checkPositiveCost('core', cost, ': e.g. refund(user, rules, 5)')
+      key = this.#key(identity, options?.scope)
+      if (!canAdjust(this.backend)) throw missing(this.backend, 'adjust', 'refund()')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const backend = this.backend
+    return typeof key === 'string'
+      ? this.#adjust(backend, key, list, -cost, undefined)
+      : key.then((k) => this.#adjust(backend, k, list, -cost, undefined))
+  }
+
+  /**
+   * Adjusts the charge of a key on `target`: the backend through its fast path, breaker and deadline,
+   * or the fallback bounded by `timeoutMs`. A failure resolves `'failed'` (rejects under `'throw'`).
+   */
+  #adjust(
+    target: Backend,
+    key: string,
+    list: readonly Rule[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+  ): Promise<Settlement> {
+    if (this.#closed) return Promise.reject(this.#closedError())
+    const done = (results: unknown): Settlement => {
+      if (!areResults(results, list.length)) throw malformed()
+      return settlement('adjusted', delta, list, results)
+    }
+    // Failures of #call come wrapped and counted by the breaker already; others are wrapped here.
+    const failed = (err: unknown): Promise<Settlement> => {
+      const error = this.#wrap(err)
+      const code = error.code
+      if (
+        code === 'ERR_FASTLIMIT_CLOSED' ||
+        code === 'ERR_FASTLIMIT_ARGUMENT' ||
+        code === 'ERR_FASTLIMIT_CONFIG'
+      )
+        return Promise.reject(error)
+      this.#report(error)
+      if (this.#policy === 'throw') return Promise.reject(error)
+      return Promise.resolve(settlement('failed', delta, list, undefined, error))
+    }
+    if (!canAdjust(target)) {
+      return failed(missing(target, 'adjust', 'settling a reservation on the fallback'))
+    }
+    const sync = isSyncBackend(target) ? target : undefined
+    if (sync?.adjustSync !== undefined) {
+      const start = target === this.backend && this.#watchSyncCalls ? performance.now() : -1
+      try {
+        const results = sync.adjustSync(key, list, delta, charges)
+        if (results !== undefined) {
+          const out = done(results)
+          if (start >= 0) this.#called('adjust', start, true)
+          return Promise.resolve(out)
+        }
+      } catch (err) {
+        if (start >= 0) this.#called('adjust', start, true, this.#wrap(err))
+        return failed(err)
+      }
+    }
+    const adjust = target.adjust as NonNullable<Backend['adjust']>
+    if (target === this.backend) {
+      return this.#call('adjust', (o) => adjust.call(target, key, list, delta, charges, o)).then(
+        (results) => {
+          try {
+            return done(results)
+          } catch (err) {
+            return failed(this.#failure(err))
+          }
+        },
+        (err) => failed(err),
+      )
+    }
+    // The fallback: bounded by timeoutMs, outside the breaker (as its decisions are).
+    let call: Promise<BackendResult[]>
+    try {
+      call = adjust.call(target, key, list, delta, charges, { deadline: Date.now() + this.timeoutMs })
+    } catch (err) {
+      return failed(err)
+    }
+    return new Promise<Settlement>((resolve) => {
+      const pending = this.#deadlines.add(() => {
+        resolve(
+          failed(
+            new FastlimitError(
+              'ERR_FASTLIMIT_TIMEOUT',
+              `[fastlimit] [core] The fallback did not answer within ${this.timeoutMs} ms (timeoutMs).`,
+            ),
+          ),
+        )
+      })
+      call.then(
+        (r) => {
+          if (!pending.settle()) return
+          try {
+            resolve(done(r))
+          } catch (err) {
+            resolve(failed(err))
+          }
+        },
+        (err) => {
+          if (pending.settle()) resolve(failed(err))
+        },
+      )
+    })
+  }
+
+  /**
    * Waits until the rules admit `cost` for `identity`, then resolves with the admitting decision (the
    * cost is charged then, as by `check`). Denied, it sleeps the exact `retryAfterMs` the store gave and
    * asks again: no polling. Waiters of one identity, scope and rules in this process are served first
@@ -844,7 +1158,7 @@ export class FastLimit {
    * charges nothing past it), and a backend that throws instead of rejecting is treated as a rejection.
    * Failures come back already wrapped and counted ({@link #failure}).
    */
-  #call<T>(operation: 'check' | 'peek' | 'reset', call: (options: CallOptions) => Promise<T>): Promise<T> {
+  #call<T>(operation: BackendCallEvent['operation'], call: (options: CallOptions) => Promise<T>): Promise<T> {
     const refused = this.#admit()
     if (refused !== undefined) return Promise.reject(refused)
     const probe = this.#state !== 'closed'
@@ -1082,6 +1396,40 @@ export class FastLimit {
       )
     })
   }
+}
+
+/** Whether a backend can adjust (a reservation's settle, a refund). */
+function canAdjust(backend: Backend): boolean {
+  return (
+    typeof backend.adjust === 'function' || typeof (backend as Partial<SyncBackend>).adjustSync === 'function'
+  )
+}
+
+/** What a reservation keeps of one bucket's admitting result. */
+function chargeOf(cost: number, r: BackendResult): Charge {
+  const at = r.atMs
+  return typeof at === 'number' && Number.isSafeInteger(at)
+    ? { cost, resetMs: r.resetMs, atMs: at }
+    : { cost, resetMs: r.resetMs }
+}
+
+function settlement(
+  outcome: SettlementOutcome,
+  delta: number,
+  rules?: readonly Rule[],
+  results?: readonly BackendResult[],
+  error?: FastlimitError,
+): Settlement {
+  const out: { -readonly [K in keyof Settlement]: Settlement[K] } = {
+    outcome,
+    delta,
+    rules:
+      rules !== undefined && results !== undefined
+        ? Object.freeze(rules.map((rule, i) => ruleResult(rule, results[i] as BackendResult)))
+        : Object.freeze([]),
+  }
+  if (error !== undefined) out.error = error
+  return out
 }
 
 /** Checks and validates the breaker option. */
@@ -1365,4 +1713,76 @@ function decide(
     results,
     error,
   ) as unknown as Decision
+}
+
+/**
+ * The one implementation of {@link Reservation}: the decision's fields, and a settle that runs once.
+ */
+class ReservationImpl {
+  declare readonly allowed: boolean
+  declare readonly reason: DecisionReason
+  declare readonly source: 'backend' | 'fallback' | 'policy'
+  declare readonly limit: number
+  declare readonly remaining: number | undefined
+  declare readonly resetMs: number | undefined
+  declare readonly retryAfterMs: number
+  declare readonly cost: number
+  declare readonly rule: Rule
+  declare readonly error?: FastlimitError
+  readonly #decision: Decision
+  readonly #apply: (actualCost: number) => Promise<Settlement>
+  #settled = false
+
+  constructor(decision: Decision, apply: (actualCost: number) => Promise<Settlement>) {
+    this.allowed = decision.allowed
+    this.reason = decision.reason
+    this.source = decision.source
+    this.limit = decision.limit
+    this.remaining = decision.remaining
+    this.resetMs = decision.resetMs
+    this.retryAfterMs = decision.retryAfterMs
+    this.cost = decision.cost
+    this.rule = decision.rule
+    if (decision.error !== undefined) this.error = decision.error
+    this.#decision = decision
+    this.#apply = apply
+  }
+
+  /** Every rule's result, as the decision has it. */
+  get rules(): Decision['rules'] {
+    return this.#decision.rules
+  }
+
+  get settled(): boolean {
+    return this.#settled
+  }
+
+  settle(actualCost: number): Promise<Settlement> {
+    if (typeof actualCost !== 'number' || !Number.isSafeInteger(actualCost) || actualCost < 0) {
+      return Promise.reject(
+        new FastlimitError(
+          'ERR_FASTLIMIT_ARGUMENT',
+          `[fastlimit] [core] settle(actualCost): actualCost must be a whole number from 0 to 2^53 - 1, got ${show(actualCost)}.`,
+        ),
+      )
+    }
+    if (this.#settled) {
+      return Promise.reject(
+        new FastlimitError(
+          'ERR_FASTLIMIT_ARGUMENT',
+          '[fastlimit] [core] This reservation was already settled or cancelled: each settles once.',
+        ),
+      )
+    }
+    this.#settled = true
+    return this.#apply(actualCost)
+  }
+
+  cancel(): Promise<Settlement> {
+    return this.settle(0)
+  }
+
+  toJSON(): unknown {
+    return (this.#decision as unknown as { toJSON(): unknown }).toJSON()
+  }
 }

@@ -5,7 +5,7 @@
 // almost nothing. A binary min-heap orders the slots by expiry for eviction and the sweep; its keys are
 // refreshed lazily (an expiry only grows, so a stale heap key is a lower bound that the eviction fixes).
 
-import { algorithms, stepAll } from './algorithms'
+import { adjustAll, algorithms, stepAll } from './algorithms'
 import { slidingLog, slidingLogInPlace } from './algorithms/sliding-log'
 import type { StepOutput } from './algorithms/types'
 import {
@@ -13,9 +13,17 @@ import {
   type BucketConfig,
   bucketId,
   type CallOptions,
+  type Charge,
   type SyncBackend,
 } from './backend'
-import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } from './errors'
+import {
+  ConfigError,
+  checkAdjustArguments,
+  checkPositiveCost,
+  checkTimerMs,
+  FastlimitError,
+  show,
+} from './errors'
 
 /** Options of {@link MemoryBackend}. */
 export interface MemoryBackendOptions {
@@ -457,11 +465,14 @@ export class MemoryBackend implements SyncBackend {
           ? slidingLog(undefined, now, bucket, cost)
           : slidingLogInPlace(state, now, bucket, cost)
     } else out = algorithms[bucket.algorithm](state, now, bucket, cost)
-    if (out.result.allowed || out.rebased) {
+    const result = out.result
+    if (result.allowed || out.rebased) {
       if (s === NONE) this.write(this.create(key, now + out.ttlMs, now), id, long, out, now)
       else this.write(s, id, long, out, now, lane)
+      // The clock of the charge, for a reservation's refund (Backend.adjust).
+      if (result.allowed) (result as { atMs?: number }).atMs = now
     }
-    return out.result
+    return result
   }
 
   /** {@link Backend.checkAndIncrementAll}, synchronously. Never returns undefined. */
@@ -486,7 +497,54 @@ export class MemoryBackend implements SyncBackend {
         this.write(slot, bucketId(bucket), bucket.algorithm === 'sliding-log', out, now)
       }
     }
-    return all.results
+    const results = all.results
+    if (all.allowed) for (const r of results) (r as { atMs?: number }).atMs = now
+    return results
+  }
+
+  /** {@link Backend.adjust}, synchronously. Never returns undefined. */
+  adjustSync(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+  ): BackendResult[] {
+    checkAdjustArguments('memory', buckets, delta, charges)
+    if (this.closed) throw this.closedError()
+    const now = this.now()
+    const found = this.keys.get(key)
+    const s = found === undefined ? NONE : found
+    const n = buckets.length
+    const states: Array<number[] | undefined> = new Array(n)
+    // Copies: inline states share a scratch array.
+    for (let i = 0; i < n; i++) states[i] = this.stateOf(s, bucketId(buckets[i] as BucketConfig))?.slice()
+    const outs = adjustAll(states, now, buckets, delta, charges)
+    let slot = s
+    const results: BackendResult[] = new Array(n)
+    for (let i = 0; i < n; i++) {
+      const out = outs[i] as StepOutput & { readonly changed: boolean }
+      if (out.changed || out.rebased) {
+        const bucket = buckets[i] as BucketConfig
+        if (slot === NONE) slot = this.create(key, now + out.ttlMs, now)
+        this.write(slot, bucketId(bucket), bucket.algorithm === 'sliding-log', out, now)
+      }
+      results[i] = out.result
+    }
+    return results
+  }
+
+  adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    _options?: CallOptions,
+  ): Promise<BackendResult[]> {
+    try {
+      return Promise.resolve(this.adjustSync(key, buckets, delta, charges))
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
   /** {@link Backend.peek}, synchronously. Never returns undefined. */

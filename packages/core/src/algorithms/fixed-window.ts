@@ -1,7 +1,7 @@
 // Fixed window: one counter per window aligned to the epoch.
 import { RETRY_NEVER } from '../backend'
 import { result } from './math'
-import type { StepFunction } from './types'
+import type { AdjustFunction, State, StepFunction } from './types'
 
 /**
  * `'fixed-window'`: counts cost in windows of `windowMs` aligned to the Unix epoch, so every process
@@ -64,4 +64,39 @@ export const fixedWindow: StepFunction = (state, now, bucket, cost, skewMs = 0) 
     return { state: [start, count], result: result(true, L, L - count, end, 0), ttlMs: ttl, rebased }
   }
   return { state: [start, count], result: result(false, L, L - count, end, end - t), ttlMs: ttl, rebased }
+}
+
+/**
+ * The adjustment of `'fixed-window'` (see `AdjustFunction`). A refund lowers the count of the window
+ * the state holds, only if that window counted the charge (`charge.resetMs - windowMs`; any window with
+ * no charge given), never below 0: a charge made in a window that has passed refunds nothing. An extra
+ * charge counts in the window a check would count in, up to `limit`.
+ */
+export const fixedWindowAdjust: AdjustFunction = (state, now, bucket, delta, charge, skewMs = 0) => {
+  const read = fixedWindow(state, now, bucket, 0, skewMs)
+  const L = bucket.limit
+  const count = read.state[1] as number
+  let next = count
+  if (delta > 0) next = delta >= L - count ? (count > L ? count : L) : count + delta
+  else if (delta < 0 && count > 0) {
+    let r = -delta
+    // A count read is the stored window's (the same window, another clock's, or one moved back).
+    let counted = true
+    if (charge !== undefined) {
+      if (charge.cost < r) r = charge.cost
+      counted = ((state as State)[0] as number) === charge.resetMs - bucket.windowMs
+    }
+    if (counted) next = r >= count ? 0 : count - r
+  }
+  if (next === count) {
+    return {
+      state: read.state,
+      result: read.result,
+      ttlMs: read.ttlMs,
+      rebased: read.rebased,
+      changed: false,
+    }
+  }
+  const out = fixedWindow([read.state[0] as number, next], now, bucket, 0, skewMs)
+  return { state: out.state, result: out.result, ttlMs: out.ttlMs, rebased: read.rebased, changed: true }
 }

@@ -1,6 +1,6 @@
 // GCRA: the generic cell rate algorithm, one theoretical arrival time per key.
-import { charge, chargedLevel, drainMs, levelAhead } from './meter'
-import type { StepFunction } from './types'
+import { adjustMeter, charge, chargedLevel, drainMs, levelAhead } from './meter'
+import type { AdjustFunction, StepFunction } from './types'
 
 /**
  * `'gcra'` (the default): the generic cell rate algorithm. It stores one timestamp, the theoretical
@@ -39,4 +39,17 @@ export const gcra: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
   const after = chargedLevel
   const whole = Math.floor(after / L)
   return { state: [now + whole, after - whole * L], result, ttlMs: drainMs(after, L), rebased }
+}
+
+/**
+ * The adjustment of `'gcra'` (see `AdjustFunction`): the TAT moves back by the refund (never before
+ * now, never by more than the charge still holds) or forward by an extra charge (never past a full bucket).
+ */
+export const gcraAdjust: AdjustFunction = (state, now, bucket, delta, charge, skewMs = 0) =>
+  adjustMeter(gcra, tatOf, state, now, bucket, delta, charge, skewMs)
+
+/** The GCRA state of a meter at `level` units: the TAT in whole ms and a fraction in 1/limit ms. */
+function tatOf(level: number, now: number, bucket: { readonly limit: number }): number[] {
+  const whole = Math.floor(level / bucket.limit)
+  return [now + whole, level - whole * bucket.limit]
 }

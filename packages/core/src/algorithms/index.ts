@@ -1,24 +1,36 @@
 // The algorithms by name, and the one dispatching step every JavaScript backend calls.
-import type { Algorithm, BackendResult, BucketConfig } from '../backend'
-import { fixedWindow } from './fixed-window'
-import { gcra } from './gcra'
-import { leakyBucket } from './leaky-bucket'
-import { SLIDING_LOG_SLOTS, slidingLog, slidingLogInPlace, slidingLogSlotMs } from './sliding-log'
-import { slidingWindow } from './sliding-window'
-import { tokenBucket } from './token-bucket'
-import type { State, StepFunction, StepOutput } from './types'
-
-export type { State, StepFunction, StepOutput }
-export {
-  fixedWindow,
-  gcra,
-  leakyBucket,
+import type { Algorithm, BackendResult, BucketConfig, Charge } from '../backend'
+import { fixedWindow, fixedWindowAdjust } from './fixed-window'
+import { gcra, gcraAdjust } from './gcra'
+import { leakyBucket, leakyBucketAdjust } from './leaky-bucket'
+import {
   SLIDING_LOG_SLOTS,
   slidingLog,
+  slidingLogAdjust,
+  slidingLogInPlace,
+  slidingLogSlotMs,
+} from './sliding-log'
+import { slidingWindow, slidingWindowAdjust } from './sliding-window'
+import { tokenBucket, tokenBucketAdjust } from './token-bucket'
+import type { AdjustFunction, AdjustOutput, State, StepFunction, StepOutput } from './types'
+
+export type { AdjustFunction, AdjustOutput, State, StepFunction, StepOutput }
+export {
+  fixedWindow,
+  fixedWindowAdjust,
+  gcra,
+  gcraAdjust,
+  leakyBucket,
+  leakyBucketAdjust,
+  SLIDING_LOG_SLOTS,
+  slidingLog,
+  slidingLogAdjust,
   slidingLogInPlace,
   slidingLogSlotMs,
   slidingWindow,
+  slidingWindowAdjust,
   tokenBucket,
+  tokenBucketAdjust,
 }
 
 /** Every algorithm's step function, by name. */
@@ -29,6 +41,16 @@ export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.free
   'token-bucket': tokenBucket,
   'leaky-bucket': leakyBucket,
   gcra,
+})
+
+/** Every algorithm's adjustment (refund or extra charge, see {@link AdjustFunction}), by name. */
+export const adjustments: Readonly<Record<Algorithm, AdjustFunction>> = Object.freeze({
+  'fixed-window': fixedWindowAdjust,
+  'sliding-window': slidingWindowAdjust,
+  'sliding-log': slidingLogAdjust,
+  'token-bucket': tokenBucketAdjust,
+  'leaky-bucket': leakyBucketAdjust,
+  gcra: gcraAdjust,
 })
 
 /** The names of all algorithms, in a stable order. */
@@ -130,4 +152,48 @@ export function stepAll(
     }
   }
   return { allowed, outputs, results }
+}
+
+/**
+ * Applies `bucket.algorithm`'s adjustment to a state: the refund (`delta < 0`) or extra charge
+ * (`delta > 0`) behind `Backend.adjust`, as one pure function (see {@link AdjustFunction}).
+ * A custom backend reads the state, calls `adjustStep`, and writes `state` back in one transaction
+ * when `changed` or `rebased`.
+ *
+ * @example
+ * ```ts
+ * const out = adjustStep(await db.read(key), Date.now(), bucket, -3, charge)
+ * if (out.changed || out.rebased) await db.write(key, out.state, out.ttlMs)
+ * ```
+ */
+export function adjustStep(
+  state: State | undefined,
+  nowMs: number,
+  bucket: BucketConfig,
+  delta: number,
+  charge: Charge | undefined,
+  skewMs = 0,
+): AdjustOutput {
+  return adjustments[bucket.algorithm](state, nowMs, bucket, delta, charge, skewMs)
+}
+
+/**
+ * The step behind `Backend.adjust` on several buckets of one key: {@link adjustStep} on each, with
+ * `charges[i]` for bucket `i` (or none). Nothing is ever denied, so every output is applied: write
+ * `outputs[i].state` back when its `changed` or `rebased`, all in one transaction. Pure.
+ */
+export function adjustAll(
+  states: ReadonlyArray<State | undefined>,
+  nowMs: number,
+  buckets: readonly BucketConfig[],
+  delta: number,
+  charges: readonly Charge[] | undefined,
+  skewMs = 0,
+): AdjustOutput[] {
+  const outputs: AdjustOutput[] = new Array(buckets.length)
+  for (let i = 0; i < buckets.length; i++) {
+    const bucket = buckets[i] as BucketConfig
+    outputs[i] = adjustments[bucket.algorithm](states[i], nowMs, bucket, delta, charges?.[i], skewMs)
+  }
+  return outputs
 }

@@ -1,6 +1,6 @@
 // Leaky bucket as a meter: a level that drains at a constant rate.
-import { charge, chargedLevel, drain, drainMs, levelAhead } from './meter'
-import type { StepFunction } from './types'
+import { adjustMeter, charge, chargedLevel, drain, drainMs, levelAhead } from './meter'
+import type { AdjustFunction, StepFunction } from './types'
 
 /**
  * `'leaky-bucket'` (as a meter): each admitted call pours its cost into a bucket of capacity
@@ -37,4 +37,16 @@ export const leakyBucket: StepFunction = (state, now, bucket, cost, skewMs = 0) 
   const result = charge(level, t, bucket, cost)
   const after = chargedLevel
   return { state: [after, t], result, ttlMs: drainMs(after, bucket.limit), rebased }
+}
+
+/**
+ * The adjustment of `'leaky-bucket'` (see `AdjustFunction`): a refund lowers the level (never by more
+ * than the charge still holds, never below empty), an extra charge raises it (never above full).
+ */
+export const leakyBucketAdjust: AdjustFunction = (state, now, bucket, delta, charge, skewMs = 0) =>
+  adjustMeter(leakyBucket, levelOf, state, now, bucket, delta, charge, skewMs)
+
+/** The leaky-bucket state of a meter at `level` units. */
+function levelOf(level: number, now: number): number[] {
+  return [level, now]
 }

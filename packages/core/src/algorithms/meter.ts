@@ -4,9 +4,10 @@
 // units of cost drain in exactly `windowMs`. Capacity is `burst * windowMs` units. With these units
 // every quantity is an integer and no fraction is ever rounded.
 
-import type { BackendResult, BucketConfig } from '../backend'
+import type { BackendResult, BucketConfig, Charge } from '../backend'
 import { RETRY_NEVER } from '../backend'
 import { ceilDiv, result } from './math'
+import type { AdjustOutput, State, StepFunction } from './types'
 
 /** The level after draining for `elapsed` ms at `rate` units per ms. */
 export function drain(level: number, elapsed: number, rate: number): number {
@@ -61,4 +62,84 @@ export function charge(level: number, t: number, bucket: BucketConfig, cost: num
 export function drainMs(level: number, rate: number): number {
   const ms = ceilDiv(level, rate)
   return ms > 0 ? ms : 1
+}
+
+/**
+ * A meter's level after an adjustment (see `AdjustFunction`). A refund takes back at most what the
+ * charge still holds: the meter drains oldest first, so a charge that left the level at `a` holds
+ * `a - e * limit` units `e` ms later. `a` is known to within a millisecond's drain from the charge's
+ * `resetMs` (`at + ceil(a / limit)`), and is at least the charge itself (`cost * windowMs`) when `atMs`
+ * is known: the larger of the two lower bounds is used, so a refund is never more than the charge
+ * holds, and exact while the charge has not begun to drain out. A positive delta fills up to `cap`.
+ */
+export function adjustLevel(
+  level: number,
+  now: number,
+  bucket: BucketConfig,
+  delta: number,
+  charge: Charge | undefined,
+): number {
+  const L = bucket.limit
+  const W = bucket.windowMs
+  const B = bucket.burst ?? L
+  const cap = B * W
+  if (delta > 0) {
+    if (level >= cap) return level
+    // delta * W stays exact: capped at B first, and B * W <= 2^52.
+    const add = delta >= B ? cap : delta * W
+    return add >= cap - level ? cap : level + add
+  }
+  if (delta === 0 || level <= 0) return level
+  let r = -delta
+  let bound = level
+  if (charge !== undefined) {
+    if (charge.cost < r) r = charge.cost
+    // resetMs = at + ceil(a / L), so a - e * L > (resetMs - now - 1) * L.
+    let held = 0
+    const k = charge.resetMs - now - 1
+    if (k >= ceilDiv(cap, L)) held = cap
+    else if (k >= 0) held = k * L + 1
+    const at = charge.atMs
+    if (at !== undefined) {
+      // a >= cost * W (the charge itself), less what drained since.
+      const cw = charge.cost >= B ? cap : charge.cost * W
+      const e = now - at
+      const left = e <= 0 ? cw : e >= ceilDiv(cw, L) ? 0 : cw - e * L
+      if (left > held) held = left
+    }
+    if (held < bound) bound = held
+  }
+  // r * W stays exact: only computed when r <= ceil(bound / W).
+  const back = r > ceilDiv(bound, W) ? bound : r * W < bound ? r * W : bound
+  return level - back
+}
+
+/**
+ * The adjustment of one of the three meters: read the state as `step` does (a peek, which also
+ * rebases), adjust the level, and peek again at the new state, written by `encode`.
+ */
+export function adjustMeter(
+  step: StepFunction,
+  encode: (level: number, now: number, bucket: BucketConfig) => number[],
+  state: State | undefined,
+  now: number,
+  bucket: BucketConfig,
+  delta: number,
+  charge: Charge | undefined,
+  skewMs: number,
+): AdjustOutput {
+  const read = step(state, now, bucket, 0, skewMs)
+  const level = chargedLevel
+  const next = adjustLevel(level, now, bucket, delta, charge)
+  if (next === level) {
+    return {
+      state: read.state,
+      result: read.result,
+      ttlMs: read.ttlMs,
+      rebased: read.rebased,
+      changed: false,
+    }
+  }
+  const out = step(encode(next, now, bucket), now, bucket, 0, skewMs)
+  return { state: out.state, result: out.result, ttlMs: out.ttlMs, rebased: read.rebased, changed: true }
 }

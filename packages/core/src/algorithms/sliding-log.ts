@@ -1,7 +1,7 @@
 // Sliding log: admitted cost with its time, at most SLIDING_LOG_SLOTS entries; exact while they suffice.
 import { RETRY_NEVER } from '../backend'
 import { ceilDiv, result } from './math'
-import type { StepFunction, StepOutput } from './types'
+import type { AdjustFunction, StepFunction, StepOutput } from './types'
 
 /**
  * The most entries a `'sliding-log'` state holds, whatever the limit: its state is at most twice this
@@ -152,4 +152,75 @@ function merge(s: number[], m: number, W: number): void {
     }
   }
   s.length = w + 2
+}
+
+/**
+ * The adjustment of `'sliding-log'` (see `AdjustFunction`). A refund lowers the entry that counted the
+ * charge (at `charge.resetMs - windowMs`, or the later entry of the same slot it was merged into while
+ * that time is still in the window), never below 0, and drops an entry that reaches 0; a charge whose
+ * entry has left the window refunds nothing. With no charge given, the newest entries give back first.
+ * An extra charge is logged where a check would log it, up to `limit` in the window, merging entries
+ * as a check does when there are more than {@link SLIDING_LOG_SLOTS}.
+ */
+export const slidingLogAdjust: AdjustFunction = (state, now, bucket, delta, charge, skewMs = 0) => {
+  const raw = state === undefined || state.length % 2 !== 0 ? [] : state
+  const read = slidingLogInPlace(raw.slice(), now, bucket, 0, skewMs)
+  const s = read.state
+  const m = s.length
+  const L = bucket.limit
+  const W = bucket.windowMs
+  // Where a check reads and writes: now, or the newest entry when it is another clock's, ahead.
+  const e = m > 0 && (s[m - 2] as number) > now ? (s[m - 2] as number) : now
+  let changed = false
+  if (delta > 0) {
+    let used = 0
+    for (let i = 1; i < m; i += 2) used += s[i] as number
+    if (used < L) {
+      const add = delta >= L - used ? L - used : delta
+      if (m > 0 && s[m - 2] === e) s[m - 1] = (s[m - 1] as number) + add
+      else s.push(e, add)
+      if (s.length > 2 * SLIDING_LOG_SLOTS) merge(s, s.length, W)
+      changed = true
+    }
+  } else if (delta < 0 && m > 0) {
+    let r = -delta
+    if (charge !== undefined) {
+      if (charge.cost < r) r = charge.cost
+      // A log moved back (rebased) moved every entry by the same amount; its newest entry stays.
+      const shift = read.rebased ? (raw[raw.length - 2] as number) - (s[m - 2] as number) : 0
+      const at = charge.resetMs - W - shift
+      let i = 0
+      while (i < m && (s[i] as number) < at) i += 2
+      if (i < m) {
+        const t = s[i] as number
+        const g = slidingLogSlotMs(W)
+        if (t === at || (!read.rebased && at > e - W && Math.floor(t / g) === Math.floor(at / g))) {
+          const c = s[i + 1] as number
+          if (r >= c) s.splice(i, 2)
+          else s[i + 1] = c - r
+          changed = true
+        }
+      }
+    } else {
+      let i = m - 2
+      while (i >= 0 && r > 0) {
+        const c = s[i + 1] as number
+        if (r >= c) {
+          r -= c
+          i -= 2
+        } else {
+          s[i + 1] = c - r
+          r = 0
+        }
+      }
+      // Entries after i were emptied.
+      s.length = i + 2
+      changed = true
+    }
+  }
+  if (!changed) {
+    return { state: s, result: read.result, ttlMs: read.ttlMs, rebased: read.rebased, changed: false }
+  }
+  const out = slidingLogInPlace(s, now, bucket, 0, skewMs)
+  return { state: out.state, result: out.result, ttlMs: out.ttlMs, rebased: read.rebased, changed: true }
 }

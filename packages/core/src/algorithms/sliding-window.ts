@@ -1,7 +1,7 @@
 // Sliding window counter: the current window's count plus the previous one's, weighted by overlap.
 import { RETRY_NEVER } from '../backend'
 import { ceilDiv, result } from './math'
-import type { StepFunction } from './types'
+import type { AdjustFunction, StepFunction } from './types'
 
 /**
  * `'sliding-window'`: the sliding window counter. It estimates the cost in the last `windowMs` as
@@ -91,4 +91,69 @@ export const slidingWindow: StepFunction = (state, now, bucket, cost, skewMs = 0
     ttlMs,
     rebased,
   }
+}
+
+/**
+ * The adjustment of `'sliding-window'` (see `AdjustFunction`). A refund lowers the count of the window
+ * that counted the charge (`charge.resetMs - 2 * windowMs`) while it is the current or the previous
+ * one, never below 0 (no charge given: the current window first, then the previous one); so the
+ * estimate drops by what the charge still weighs in it. An extra charge counts in the current window,
+ * up to `limit`.
+ */
+export const slidingWindowAdjust: AdjustFunction = (state, now, bucket, delta, charge, skewMs = 0) => {
+  const read = slidingWindow(state, now, bucket, 0, skewMs)
+  const L = bucket.limit
+  const W = bucket.windowMs
+  const start = read.state[0] as number
+  let prev = read.state[1] as number
+  let curr = read.state[2] as number
+  let changed = false
+  if (delta > 0) {
+    if (curr < L) {
+      curr = delta >= L - curr ? L : curr + delta
+      changed = true
+    }
+  } else if (delta < 0) {
+    let r = -delta
+    let inCurr = true
+    let inPrev = true
+    if (charge !== undefined) {
+      if (charge.cost < r) r = charge.cost
+      const counted = charge.resetMs - 2 * W
+      // The stored windows the counts read come from: [s0 - W, s0] when s0 is this window or a later
+      // one (another clock's, or moved back), or s0 alone as the previous window.
+      let currWindow = Number.NaN
+      let prevWindow = Number.NaN
+      if (state !== undefined && state.length === 3) {
+        const s0 = state[0] as number
+        if (s0 >= Math.floor(now / W) * W) {
+          currWindow = s0
+          prevWindow = s0 - W
+        } else prevWindow = s0
+      }
+      inCurr = counted === currWindow
+      inPrev = counted === prevWindow
+    }
+    if (inCurr && curr > 0 && r > 0) {
+      const take = r < curr ? r : curr
+      curr -= take
+      r -= take
+      changed = true
+    }
+    if (inPrev && prev > 0 && r > 0) {
+      prev -= r < prev ? r : prev
+      changed = true
+    }
+  }
+  if (!changed) {
+    return {
+      state: read.state,
+      result: read.result,
+      ttlMs: read.ttlMs,
+      rebased: read.rebased,
+      changed: false,
+    }
+  }
+  const out = slidingWindow([start, prev, curr], now, bucket, 0, skewMs)
+  return { state: out.state, result: out.result, ttlMs: out.ttlMs, rebased: read.rebased, changed: true }
 }

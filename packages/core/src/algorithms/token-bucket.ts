@@ -1,6 +1,7 @@
 // Token bucket: tokens refill at a constant rate up to a capacity; each call spends its cost.
-import { charge, chargedLevel, drain, drainMs, levelAhead } from './meter'
-import type { StepFunction } from './types'
+import type { BucketConfig } from '../backend'
+import { adjustMeter, charge, chargedLevel, drain, drainMs, levelAhead } from './meter'
+import type { AdjustFunction, StepFunction } from './types'
 
 /**
  * `'token-bucket'`: a bucket holds up to `burst ?? limit` tokens and refills continuously at `limit`
@@ -37,4 +38,16 @@ export const tokenBucket: StepFunction = (state, now, bucket, cost, skewMs = 0) 
   const result = charge(missing, t, bucket, cost)
   const after = chargedLevel
   return { state: [cap - after, t], result, ttlMs: drainMs(after, bucket.limit), rebased }
+}
+
+/**
+ * The adjustment of `'token-bucket'` (see `AdjustFunction`): a refund puts tokens back (never more
+ * than the charge still lacks, never above `burst`), an extra charge takes more (never below empty).
+ */
+export const tokenBucketAdjust: AdjustFunction = (state, now, bucket, delta, charge, skewMs = 0) =>
+  adjustMeter(tokenBucket, tokensOf, state, now, bucket, delta, charge, skewMs)
+
+/** The token-bucket state of a meter missing `level` units. */
+function tokensOf(level: number, now: number, bucket: BucketConfig): number[] {
+  return [(bucket.burst ?? bucket.limit) * bucket.windowMs - level, now]
 }

@@ -1,5 +1,5 @@
 // The shape every algorithm shares: a pure integer step from (state, now, bucket, cost) to a new state.
-import type { BackendResult, BucketConfig } from '../backend'
+import type { BackendResult, BucketConfig, Charge } from '../backend'
 
 /**
  * An algorithm's stored state: a short array of safe integers (never fractions), so that every
@@ -51,3 +51,46 @@ export type StepFunction = (
   cost: number,
   skewMs?: number,
 ) => StepOutput
+
+/** What an {@link AdjustFunction} returns. */
+export interface AdjustOutput extends StepOutput {
+  /**
+   * Whether the adjustment changed anything: write `state` back (with a TTL of `ttlMs`) when `changed`
+   * or `rebased`; otherwise the stored state already means the same and the write may be skipped.
+   */
+  readonly changed: boolean
+}
+
+/**
+ * An algorithm's adjustment as a pure function of integers: the refund or extra charge of
+ * `Backend.adjust` on one bucket. Integer-only like {@link StepFunction}, reading the state exactly as
+ * the algorithm's step does (the same `skewMs` rules, the same rebasing), then:
+ *
+ * - `delta < 0` refunds up to `-delta` units (at most `charge.cost` with a charge), never lifting the
+ *   bucket above its capacity. With a `charge`, only out of what counted that charge and still holds
+ *   it: the meters (`'gcra'`, `'token-bucket'`, `'leaky-bucket'`) drain oldest first, so a charge that
+ *   left the bucket at level `a` holds `a - e * limit` scaled units `e` ms later, and no more than that
+ *   comes back; the windows refund only in the window (`'fixed-window'`, `'sliding-window'`: the
+ *   current or the previous one) or the log entry (`'sliding-log'`, or the entry of its slot it was
+ *   merged into) that counted it. Without a charge, out of what the bucket holds now, newest first.
+ * - `delta > 0` charges `delta` units now, never denied, but saturating: a meter fills up to its
+ *   capacity and a window counts at most `limit`; the excess is forgiven.
+ *
+ * `result` is the bucket after the adjustment as a peek sees it (`allowed`: whether a cost of 1
+ * would pass), and `ttlMs` as the step gives it for that state.
+ *
+ * @param state the stored state, or `undefined`
+ * @param nowMs the current time, integer epoch milliseconds (the backend's clock)
+ * @param bucket the validated configuration
+ * @param delta a safe integer: negative refunds, positive charges more, 0 changes nothing
+ * @param charge what the call being settled charged to this bucket, or `undefined` when unknown
+ * @param skewMs as for {@link StepFunction}
+ */
+export type AdjustFunction = (
+  state: State | undefined,
+  nowMs: number,
+  bucket: BucketConfig,
+  delta: number,
+  charge: Charge | undefined,
+  skewMs?: number,
+) => AdjustOutput

@@ -3,10 +3,12 @@
 import {
   ALGORITHMS,
   type Algorithm,
+  adjustAll,
   type Backend,
   type BackendResult,
   type BucketConfig,
   bucketId,
+  type Charge,
   type State,
   step,
   stepAll,
@@ -97,7 +99,18 @@ export interface ConformanceOptions<B extends Backend = Backend> {
 }
 
 /** The optional methods of {@link Backend} the suite's cases may need. */
-type Optional = 'checkAndIncrementAll' | 'peek' | 'reset' | 'clear'
+type Optional = 'checkAndIncrementAll' | 'peek' | 'reset' | 'clear' | 'adjust'
+
+/** A result without `atMs` (which the steps leave out and backends with `adjust` add). */
+export function withoutAtMs(r: BackendResult): BackendResult {
+  return {
+    allowed: r.allowed,
+    limit: r.limit,
+    remaining: r.remaining,
+    resetMs: r.resetMs,
+    retryAfterMs: r.retryAfterMs,
+  }
+}
 
 /** A reference model of the protocol: the core `step` applied to a plain Map. Backends must agree with it. */
 export class ReferenceModel {
@@ -129,6 +142,28 @@ export class ReferenceModel {
 
   peek(key: string, bucket: BucketConfig, now: number): BackendResult {
     return step(this.#read(key, bucket, now), now, bucket, 0).result
+  }
+
+  adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    now: number,
+  ): BackendResult[] {
+    const outs = adjustAll(
+      buckets.map((b) => this.#read(key, b, now)),
+      now,
+      buckets,
+      delta,
+      charges,
+    )
+    outs.forEach((o, i) => {
+      if (!o.changed && !o.rebased) return
+      const id = `${key}\u0000${bucketId(buckets[i] as BucketConfig)}`
+      this.#states.set(id, { state: o.state, expiresAt: now + o.ttlMs })
+    })
+    return outs.map((o) => o.result)
   }
 
   reset(key: string): void {
@@ -219,6 +254,15 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
   const resetAt = (key: string) => (backend.reset as NonNullable<Backend['reset']>).call(backend, k(key))
   const charge = (key: string, bucket: BucketConfig, cost: number) =>
     backend.checkAndIncrement(k(key), bucket, cost)
+  const adjustAt = (
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+  ) => (backend.adjust as NonNullable<Backend['adjust']>).call(backend, k(key), buckets, delta, charges)
+  /** What a reservation keeps of an admitting result. */
+  const chargeFrom = (r: BackendResult, cost: number): Charge =>
+    r.atMs === undefined ? { cost, resetMs: r.resetMs } : { cost, resetMs: r.resetMs, atMs: r.atMs }
 
   describe(`backend conformance: ${options.name}`, () => {
     beforeAll(async () => {
@@ -260,9 +304,10 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
         )
 
         it(
-          'matches the reference step exactly over random sequences of time, cost, peek and reset',
+          'matches the reference step exactly over random sequences of time, cost, peek, reset and adjust',
           async () => {
             const model = new ReferenceModel()
+            const charged = new Map<string, { buckets: BucketConfig[]; charges: Charge[] }>()
             for (const [n, bucket] of shapes(algorithm).entries()) {
               const random = prng(0x5eed + n * 7919 + algorithm.length)
               const pair: BucketConfig[] = [bucket, { algorithm: 'fixed-window', limit: 9, windowMs: 2000 }]
@@ -274,7 +319,16 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
                 const op = random()
                 let expected: unknown
                 let actual: unknown
-                if (
+                if (has('adjust') && op >= 0.5 && op < 0.6) {
+                  // A refund or extra charge, of the last admitting charge on the key or of none.
+                  const last = charged.get(key)
+                  const delta = random() < 0.75 ? -1 - Math.floor(random() * 4) : 1 + Math.floor(random() * 3)
+                  const use = last !== undefined && random() < 0.7 ? last : undefined
+                  const buckets = use?.buckets ?? [bucket]
+                  expected = model.adjust(key, buckets, delta, use?.charges, now)
+                  actual = await adjustAt(key, buckets, delta, use?.charges)
+                  for (const r of actual as BackendResult[]) checkInvariants(r, now, false)
+                } else if (
                   op < 0.6 ||
                   (op < 0.8 && !has('checkAndIncrementAll')) ||
                   (op >= 0.8 && op < 0.97 && !has('peek'))
@@ -282,12 +336,22 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
                   const cost =
                     random() < 0.85 ? 1 : 1 + Math.floor(random() * ((bucket.burst ?? bucket.limit) + 2))
                   expected = model.check(key, bucket, cost, now)
-                  actual = await charge(key, bucket, cost)
-                  checkInvariants(actual as BackendResult, now, true)
+                  const r = await charge(key, bucket, cost)
+                  checkInvariants(r, now, true)
+                  if (has('adjust') && r.allowed) {
+                    expect(r.atMs, 'an admitting result of a backend with adjust carries atMs').toBe(now)
+                    charged.set(key, { buckets: [bucket], charges: [chargeFrom(r, cost)] })
+                  }
+                  actual = withoutAtMs(r)
                 } else if (op < 0.8) {
                   const cost = 1 + Math.floor(random() * 2)
                   expected = model.checkAll(key, pair, cost, now)
-                  actual = await chargeAll(key, pair, cost)
+                  const rs = await chargeAll(key, pair, cost)
+                  if (has('adjust') && rs.every((r) => r.allowed)) {
+                    for (const r of rs) expect(r.atMs).toBe(now)
+                    charged.set(key, { buckets: pair, charges: rs.map((r) => chargeFrom(r, cost)) })
+                  }
+                  actual = rs.map(withoutAtMs)
                 } else if (op < 0.97) {
                   expected = model.peek(key, bucket, now)
                   actual = await peekAt(key, bucket)
@@ -432,6 +496,88 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
         )
 
         it(
+          'adjust: a cancel in the same millisecond restores the bucket exactly, a lower settle equals the lower charge',
+          async (ctx) => {
+            needs(ctx.skip, 'adjust', 'peek')
+            const bucket: BucketConfig = { algorithm, limit: 7, windowMs: 1000 }
+            await charge('adj:a', bucket, 2)
+            await charge('adj:b', bucket, 2)
+            const before = await peekAt('adj:a', bucket)
+            const r = await charge('adj:a', bucket, 5)
+            expect(r.allowed).toBe(true)
+            const back = await adjustAt('adj:a', [bucket], -5, [chargeFrom(r, 5)])
+            expect(back.map(withoutAtMs)).toEqual([withoutAtMs(before)])
+            expect(await peekAt('adj:a', bucket)).toEqual(before)
+            clock.advance(30)
+            const six = await charge('adj:a', bucket, 5)
+            await charge('adj:b', bucket, 2)
+            await adjustAt('adj:a', [bucket], -3, [chargeFrom(six, 5)])
+            expect(await peekAt('adj:a', bucket)).toEqual(await peekAt('adj:b', bucket))
+            clock.advance(450)
+            expect(await peekAt('adj:a', bucket)).toEqual(await peekAt('adj:b', bucket))
+          },
+          timeout,
+        )
+
+        it(
+          'adjust: a refund never lifts a bucket above its capacity nor gives back a charge that has passed; an extra charge saturates',
+          async (ctx) => {
+            needs(ctx.skip, 'adjust', 'peek')
+            const bucket: BucketConfig = { algorithm, limit: 5, windowMs: 1000 }
+            const none = await adjustAt('adj:empty', [bucket], -3, undefined)
+            expect(none[0]).toMatchObject({ allowed: true, remaining: 5 })
+            const r = await charge('adj:cap', bucket, 2)
+            await adjustAt('adj:cap', [bucket], -2, [chargeFrom(r, 2)])
+            await adjustAt('adj:cap', [bucket], -9, undefined)
+            expect((await peekAt('adj:cap', bucket)).remaining).toBe(5)
+            // A charge two windows old (drained, or in a window that has passed) gives nothing back.
+            const old = await charge('adj:old', bucket, 4)
+            clock.advance(2500)
+            await charge('adj:old', bucket, 3)
+            const late = await adjustAt('adj:old', [bucket], -4, [chargeFrom(old, 4)])
+            expect(late[0]?.remaining).toBe(2)
+            // An extra charge is never denied, and fills the bucket at most.
+            const more = await adjustAt('adj:old', [bucket], 50, undefined)
+            expect(more[0]).toMatchObject({ allowed: false, remaining: 0 })
+            expect(Number.isFinite(more[0]?.retryAfterMs)).toBe(true)
+            const full = await charge('adj:full', bucket, 5)
+            expect(more[0]?.retryAfterMs).toBe((await peekAt('adj:full', bucket)).retryAfterMs)
+            expect(full.allowed).toBe(true)
+          },
+          timeout,
+        )
+
+        it(
+          `adjust: ${concurrency} concurrent charges and settles keep the totals exact`,
+          async (ctx) => {
+            needs(ctx.skip, 'adjust', 'peek', 'checkAndIncrementAll')
+            const big: BucketConfig = { algorithm, limit: concurrency * 10, windowMs: 3_600_000 }
+            const pair: BucketConfig[] = [big, { algorithm, limit: concurrency * 20, windowMs: 7_200_000 }]
+            let kept = 0
+            await Promise.all(
+              Array.from({ length: concurrency }, async (_, i) => {
+                const rs = await chargeAll('adj:atomic', pair, 5)
+                expect(rs.every((r) => r.allowed)).toBe(true)
+                const actual = i % 7 // 0 to 6: refunds, an equal settle, extra charges
+                kept += actual
+                if (actual !== 5)
+                  await adjustAt(
+                    'adj:atomic',
+                    pair,
+                    actual - 5,
+                    rs.map((r) => chargeFrom(r, 5)),
+                  )
+              }),
+            )
+            expect((await peekAt('adj:atomic', big)).remaining).toBe(concurrency * 10 - kept)
+            expect((await peekAt('adj:atomic', pair[1] as BucketConfig)).remaining).toBe(
+              concurrency * 20 - kept,
+            )
+          },
+          timeout,
+        )
+
+        it(
           'after the clock steps back a day, a full key admits again once retryAfterMs has passed',
           async () => {
             const bucket: BucketConfig = { algorithm, limit: 3, windowMs: 1000 }
@@ -489,6 +635,14 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
             await expect(callAll.call(backend, k('late'), pair, 1, late)).rejects.toMatchObject({
               code: 'ERR_FASTLIMIT_TIMEOUT',
             })
+          }
+          if (has('adjust')) {
+            const adjust = backend.adjust as NonNullable<Backend['adjust']>
+            await expect(adjust.call(backend, k('late'), [bucket], 1, undefined, late)).rejects.toMatchObject(
+              {
+                code: 'ERR_FASTLIMIT_TIMEOUT',
+              },
+            )
           }
           const onTime = { deadline: Date.now() + 60_000 }
           expect(await backend.checkAndIncrement(k('late'), bucket, 1, onTime)).toMatchObject({
