@@ -537,7 +537,7 @@ export class HttpLimiter<Req, Res> {
     this.#outcome =
       o.countWhen === undefined && o.settle === undefined
         ? undefined
-        : new Outcome<Req, Res>(o.countWhen, o.settle, adapter.responseEnd, where)
+        : new Outcome<Req, Res>(o.countWhen, o.settle, adapter.responseEnd, where, this.limiter)
     this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
 

@@ -1,7 +1,7 @@
 // countWhen and settle: a request is reserved when it arrives and charged what it really cost when its response ends.
 
 import { ConfigError, show } from '../errors'
-import type { Decision } from '../limiter'
+import type { Decision, FastLimit } from '../limiter'
 import { warnOnce } from './warn'
 
 /**
@@ -116,6 +116,7 @@ export class Outcome<Req, Res> {
     settle: unknown,
     responseEnd: ((req: Req, res: Res, end: () => void) => void) | undefined,
     name: string,
+    limiter: FastLimit,
   ) {
     for (const [option, value] of [
       ['countWhen', countWhen],
@@ -126,6 +127,13 @@ export class Outcome<Req, Res> {
           `[fastlimit] [${name}] ${option} must be a function of the request, got ${show(value)}.`,
         )
       }
+    }
+    const backend = limiter.backend as { adjust?: unknown; adjustSync?: unknown }
+    if (typeof backend.adjust !== 'function' && typeof backend.adjustSync !== 'function') {
+      throw new ConfigError(
+        `[fastlimit] [${name}] countWhen and settle refund or charge after the response, which needs a backend ` +
+          'with adjust (MemoryBackend, RedisBackend, SQLiteBackend, PostgresBackend): this one has none.',
+      )
     }
     this.#countWhen = countWhen as ((req: Req, res: Res) => boolean | Promise<boolean>) | undefined
     this.#settle = settle as ((req: Req, res: Res) => number | Promise<number>) | undefined
