@@ -96,5 +96,8 @@ export const FASTLIMIT_LIMITER: unique symbol = Symbol('fastlimit:limiter')
 /** Metadata key of `@RateLimit`. */
 export const RATE_LIMIT_METADATA = 'fastlimit:rate-limit'
 
+/** Metadata key of every `@RateLimit` on a handler or controller, in the order written (stacked limits). */
+export const RATE_LIMITS_METADATA = 'fastlimit:rate-limits'
+
 /** Metadata key of `@SkipRateLimit`. */
 export const SKIP_RATE_LIMIT_METADATA = 'fastlimit:skip'

@@ -1143,6 +1143,7 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
         const rules = { limit: 10, window: '1m', algorithm: 'fixed-window' } as const
         const { client, settled, outcomes, limiter } = await routes({
           rules,
+          scope: 'stream',
           cost: () => 5,
           settle: (_req, res) => Number(res.header('x-used')),
         })
@@ -1169,12 +1170,12 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
         expect(head.toLowerCase()).toContain('ratelimit: limit=10, remaining=5, reset=')
         await settled(1)
         expect(outcomes).toEqual([{ path: '/stream', status: 200, used: '2' }])
-        expect((await limiter.peek('127.0.0.1', rules)).remaining).toBe(8)
+        expect((await limiter.peek('127.0.0.1', rules, { scope: 'stream' })).remaining).toBe(8)
         // Later requests are decided too, and the aborted one never again.
         await get(client, '/a', { 'x-use': '1' })
         await settled(2)
         expect(outcomes.map((o) => o.path)).toEqual(['/stream', '/a'])
-        expect((await limiter.peek('127.0.0.1', rules)).remaining).toBe(7)
+        expect((await limiter.peek('127.0.0.1', rules, { scope: 'stream' })).remaining).toBe(7)
       },
       timeout,
     )
@@ -1184,6 +1185,7 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
       async () => {
         const { client, settled, outcomes, limiter } = await routes({
           rules: '2/min',
+          scope: 'throw',
           countWhen: (_req, res) => res.status < 500,
         })
         for (let i = 0; i < 3; i++) {
@@ -1197,7 +1199,7 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
           { path: '/throw', status: 500, used: undefined },
           { path: '/throw', status: 500, used: undefined },
         ])
-        expect((await limiter.peek('127.0.0.1', '2/min')).remaining).toBe(2)
+        expect((await limiter.peek('127.0.0.1', '2/min', { scope: 'throw' })).remaining).toBe(2)
       },
       timeout,
     )
