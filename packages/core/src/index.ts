@@ -73,8 +73,8 @@ export type {
 } from './http'
 export {
   applyCombined,
-  checkHandler,
   CLIENT_CLOSED_REQUEST,
+  checkHandler,
   cidrContains,
   compileTrust,
   createHttpLimiter,

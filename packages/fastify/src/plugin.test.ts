@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream'
 import { ConfigError, FastLimit, MemoryBackend } from '@fastlimit/core'
 import {
   type AdapterAppOptions,
@@ -6,7 +7,6 @@ import {
   adaptOptions,
   type SuiteResponse,
 } from '@fastlimit/core/testing'
-import { PassThrough } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import Fastify4 from 'fastify4'
 import { afterEach, describe, expect, it } from 'vitest'
