@@ -12,7 +12,8 @@ import { fastifyListener, nestListener } from './http-apps'
 const [framework = 'koa', roundsText = '7', nText = '20000'] = process.argv.slice(2)
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
-const MODES = ['bare', 'noop', 'fastlimit', 'peer'] as const
+// countWhen: fastlimit deciding after the response, as for "skip successful requests" (each 200 refunded).
+const MODES = ['bare', 'noop', 'fastlimit', 'peer', 'countWhen'] as const
 type Mode = (typeof MODES)[number]
 type Listener = (req: IncomingMessage, res: ServerResponse) => void
 
@@ -49,6 +50,15 @@ async function listener(mode: Mode): Promise<Listener> {
       const { rateLimit } = await import('@fastlimit/express')
       app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
     }
+    if (mode === 'countWhen') {
+      const { rateLimit } = await import('@fastlimit/express')
+      app.use(
+        rateLimit({
+          rules: { limit: LIMIT, window: WINDOW_MS },
+          countWhen: (_req, res) => res.statusCode >= 400,
+        }),
+      )
+    }
     if (mode === 'peer') {
       const { rateLimit } = await import('express-rate-limit')
       app.use(
@@ -68,6 +78,12 @@ async function listener(mode: Mode): Promise<Listener> {
       const { rateLimit } = await import('@fastlimit/koa')
       app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
     }
+    if (mode === 'countWhen') {
+      const { rateLimit } = await import('@fastlimit/koa')
+      app.use(
+        rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS }, countWhen: (ctx) => ctx.status >= 400 }),
+      )
+    }
     if (mode === 'peer') {
       const { default: ratelimit } = await import('koa-ratelimit')
       app.use(ratelimit({ driver: 'memory', db: new Map(), duration: WINDOW_MS, max: LIMIT }))
@@ -85,6 +101,10 @@ async function listener(mode: Mode): Promise<Listener> {
   if (mode === 'fastlimit') {
     const { rateLimit } = await import('@fastlimit/hono')
     app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+  }
+  if (mode === 'countWhen') {
+    const { rateLimit } = await import('@fastlimit/hono')
+    app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS }, countWhen: (c) => c.res.status >= 400 }))
   }
   if (mode === 'peer') {
     const { rateLimiter } = await import('hono-rate-limiter')
@@ -118,6 +138,8 @@ function request(handler: Listener): Promise<number> {
     res.assignSocket(socket as never)
     res.on('finish', () => {
       res.detachSocket(socket as never)
+      // What Node's server does after a response finishes (resOnFinish): 'close', which countWhen waits for.
+      process.nextTick(() => res.emit('close'))
       resolve(res.statusCode)
     })
     handler(req, res)
@@ -127,7 +149,7 @@ function request(handler: Listener): Promise<number> {
 const handlers = new Map<Mode, Listener>()
 for (const mode of MODES) handlers.set(mode, await listener(mode))
 const n = Number(nText)
-const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [] }
+const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [], countWhen: [] }
 for (const mode of MODES) for (let i = 0; i < 3000; i++) await request(handlers.get(mode) as Listener)
 for (let round = 0; round < Number(roundsText); round++) {
   for (const mode of rotate(MODES, round)) {
