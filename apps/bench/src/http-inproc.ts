@@ -4,6 +4,8 @@
 // server's JavaScript) without the loopback TCP stack, whose cost is the same for every variant and
 // dominates the noise on a shared machine.
 //   node --import tsx src/http-inproc.ts <express|hono|koa|fastify|nestjs> <rounds> <requests per slice>
+//   node --import tsx src/http-inproc.ts <framework> count <mode> <n>     (under callgrind: 2,000 warm-up
+//   requests of one mode, then n; the caller subtracts two runs of different n)
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { rotate } from './harness'
@@ -144,6 +146,19 @@ function request(handler: Listener): Promise<number> {
     })
     handler(req, res)
   })
+}
+
+if (roundsText === 'count') {
+  const mode = nText as Mode
+  const handler = await listener(mode)
+  const n = Number(process.argv[5] ?? '1000')
+  for (let i = 0; i < 2000 + n; i++) {
+    const status = await request(handler)
+    if (status !== 200) throw new Error(`${framework} ${mode}: status ${status}`)
+  }
+  // Let what was decided after the last responses finish inside the count.
+  await new Promise((r) => setTimeout(r, 10))
+  process.exit(0)
 }
 
 const handlers = new Map<Mode, Listener>()
