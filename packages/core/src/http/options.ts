@@ -42,8 +42,8 @@ export interface RateLimitCommonOptions<Req, Res = never> extends OutcomeOptions
    * lists of strings by value, objects and `RuleSet`s by identity, bounded), so a function that
    * returns the same strings or the same objects (a table per plan) costs no parsing per request;
    * a fresh object per request is parsed every time. Something that is not a rule fails the
-   * request with a `ConfigError` naming the value, handed to the framework's error handling like
-   * an error of `key`. See {@link RulesFunction}.
+   * request with a `FastlimitError` (`ERR_FASTLIMIT_ARGUMENT`) naming the value, handed to the
+   * framework's error handling like an error of `key`. See {@link RulesFunction}.
    * @default '100/min'
    * @example
    * ```ts

@@ -92,7 +92,7 @@ describe('rules as a function of the request', () => {
         () => undefined,
         (err: unknown) => err,
       )
-      expect((error as { code?: string }).code, String(bad)).toBe('ERR_FASTLIMIT_CONFIG')
+      expect((error as { code?: string }).code, String(bad)).toBe('ERR_FASTLIMIT_ARGUMENT')
       expect((error as Error).message).toContain(
         `[fastlimit] [test] rules(req) returned ${JSON.stringify(bad) ?? 'undefined'}, which is not a rule: `,
       )

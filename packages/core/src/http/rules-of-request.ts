@@ -1,6 +1,6 @@
 // `rules` as a function of the request: what it returns compiled once and cached, with its header writer.
 
-import { ConfigError, show } from '../errors'
+import { FastlimitError, show } from '../errors'
 import type { CheckOptions, FastLimit } from '../limiter'
 import type { RuleSet, RulesInput } from '../rules'
 import type { RateLimitHeaders } from './headers'
@@ -59,7 +59,7 @@ export class RulesOfRequest<Req> {
 
   /**
    * The entry of `req`'s rules. A promise only when the function returns one. Rejects (or throws)
-   * with what the function throws, or a {@link ConfigError} naming a value that is not a rule.
+   * with what the function throws, or a `FastlimitError` (`ERR_FASTLIMIT_ARGUMENT`) naming a value that is not a rule.
    */
   of(req: Req): RulesEntry | Promise<RulesEntry> {
     const given = this.#fn(req)
@@ -94,7 +94,8 @@ export class RulesOfRequest<Req> {
       rules = this.#limiter.rules(input)
     } catch (err) {
       const why = err instanceof Error ? err.message.replace(/^\[fastlimit\] \[[a-z]+\] /, '') : String(err)
-      throw new ConfigError(
+      throw new FastlimitError(
+        'ERR_FASTLIMIT_ARGUMENT',
         `[fastlimit] [${this.#adapter}] rules(${this.#requestName}) returned ${show(input)}, which is not a rule: ${why}`,
         { cause: err },
       )

@@ -1013,7 +1013,7 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
         const bad = await setup({ rules: () => '100/fortnight' })
         const r = await get(bad.client)
         expect(r.status).toBe(500)
-        expect(r.body).toBe('ERR_FASTLIMIT_CONFIG')
+        expect(r.body).toBe('ERR_FASTLIMIT_ARGUMENT')
       },
       timeout,
     )
