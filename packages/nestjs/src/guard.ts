@@ -199,7 +199,7 @@ export class FastLimitGuard implements CanActivate {
       // Without an HTTP response (not over HTTP), the reservation stays as charged.
       responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
         const raw = res?.raw ?? res
-        if (typeof raw?.once === 'function') onResponseClose(raw, end)
+        if (typeof raw?.on === 'function') onResponseClose(raw, end)
       },
       expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
         req.rateLimit = decision

@@ -64,6 +64,8 @@ export interface Settleable {
   cancel(): Promise<unknown>
 }
 
+function noop(): void {}
+
 /**
  * A Node `ServerResponse` (Express's `res`, Koa's `ctx.res`, Fastify's `reply.raw`), as
  * {@link onResponseClose} uses it: no Node import, so core stays runnable on Workers.
@@ -73,7 +75,7 @@ export interface NodeResponseLike {
   readonly headersSent: boolean
   /** `true` once the response (or its connection) is closed (Node 18.0+). */
   readonly closed?: boolean
-  once(event: 'close', listener: () => void): unknown
+  on(event: 'close', listener: () => void): unknown
 }
 
 /**
@@ -95,7 +97,8 @@ export function onResponseClose(res: NodeResponseLike, end: () => void): void {
     end()
   }
   if (res.closed === true) closed()
-  else res.once('close', closed)
+  // 'close' is emitted once: `on` spares the wrapper `once` would allocate per request.
+  else res.on('close', closed)
 }
 
 /**
@@ -169,8 +172,29 @@ export class Outcome<Req, Res> {
     }
   }
 
-  /** Cancels or settles `reservation` as `countWhen` and `settle` say. Never rejects. */
-  async decide(req: Req, res: Res, reservation: Settleable): Promise<void> {
+  /**
+   * Cancels or settles `reservation` as `countWhen` and `settle` say. Never rejects. A `countWhen`
+   * alone that answers a boolean is decided without a promise unless there is something to refund.
+   */
+  decide(req: Req, res: Res, reservation: Settleable): void | Promise<void> {
+    const countWhen = this.#countWhen
+    if (countWhen !== undefined && this.#settle === undefined) {
+      let counted: boolean | Promise<boolean>
+      try {
+        counted = countWhen(req, res)
+      } catch (err) {
+        this.#failed('countWhen', err)
+        return
+      }
+      if (counted === true) return
+      if (counted === false) {
+        return reservation.cancel().then(noop, (err: unknown) => this.#failed('cancel', err))
+      }
+    }
+    return this.#decide(req, res, reservation)
+  }
+
+  async #decide(req: Req, res: Res, reservation: Settleable): Promise<void> {
     let step = 'countWhen'
     try {
       const countWhen = this.#countWhen
@@ -200,11 +224,16 @@ export class Outcome<Req, Res> {
       if (cost === 0) await reservation.cancel()
       else await reservation.settle(cost)
     } catch (err) {
-      warnOnce(
-        `outcome-error-${step}`,
-        `[fastlimit] [${this.#name}] ${step} failed after the response (${err instanceof Error ? err.message : show(err)}): ` +
-          'the request keeps its reserved cost. (Warned once per process.)',
-      )
+      this.#failed(step, err)
     }
+  }
+
+  /** Warns (once per process and step) that deciding after the response failed: the reserved cost stays. */
+  #failed(step: string, err: unknown): void {
+    warnOnce(
+      `outcome-error-${step}`,
+      `[fastlimit] [${this.#name}] ${step} failed after the response (${err instanceof Error ? err.message : show(err)}): ` +
+        'the request keeps its reserved cost. (Warned once per process.)',
+    )
   }
 }
