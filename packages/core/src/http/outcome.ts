@@ -41,8 +41,8 @@ export interface OutcomeOptions<Req, Res> {
   /**
    * The actual cost of the request, read from its response when it ends (a header the handler set,
    * a value it stored on the request): charged instead of the reserved `cost`, refunding the
-   * difference or charging more (a settle above the reservation may take the bucket past its limit:
-   * later requests wait longer). `0` refunds everything. May be async. Something that is not a whole
+   * difference or charging more (charged even past what remains: the bucket fills up to its
+   * capacity, later requests wait, and what does not fit is forgiven). `0` refunds everything. May be async. Something that is not a whole
    * number of 0 or more (or an error) is warned about once and the reserved cost stays charged.
    * With `countWhen`, runs only for requests that count.
    * @default undefined: requests cost what `cost` says
