@@ -1,4 +1,4 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,reservation]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -11,6 +11,7 @@ import { outboundSection } from './outbound-section'
 import { postgresSection } from './postgres-section'
 import { redisSection } from './redis-section'
 import { chart, type Headline, markdown, ratio, type Section, table } from './report'
+import { reservationSection } from './reservation-section'
 import { sqliteSection } from './sqlite-section'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -176,6 +177,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['http', () => httpSection({ quick })],
   ['outbound', () => outboundSection({ quick })],
   ['otel', () => otelSection({ quick })],
+  ['reservation', () => reservationSection({ quick })],
 ]
 const sections: Section[] = []
 for (const [name, run] of registry) if (wants(name)) sections.push(await run())

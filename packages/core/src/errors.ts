@@ -125,16 +125,18 @@ export function checkAdjustArguments(
   delta: unknown,
   charges: unknown,
 ): void {
-  const bad = (what: string) =>
-    new FastlimitError('ERR_FASTLIMIT_ARGUMENT', `[fastlimit] [${tag}] adjust: ${what}.`)
   if (typeof delta !== 'number' || !Number.isSafeInteger(delta)) {
-    throw bad(`delta must be a whole number from -(2^53 - 1) to 2^53 - 1, got ${show(delta)}`)
+    throw badAdjust(tag, `delta must be a whole number from -(2^53 - 1) to 2^53 - 1, got ${show(delta)}`)
   }
   if (charges === undefined) return
   if (!Array.isArray(charges) || charges.length !== buckets.length) {
-    throw bad(`charges must be undefined or one Charge per bucket (${buckets.length}), got ${show(charges)}`)
+    throw badAdjust(
+      tag,
+      `charges must be undefined or one Charge per bucket (${buckets.length}), got ${show(charges)}`,
+    )
   }
-  for (const c of charges as unknown[]) {
+  for (let i = 0; i < charges.length; i++) {
+    const c: unknown = charges[i]
     const x = c as { cost?: unknown; resetMs?: unknown; atMs?: unknown } | null
     if (
       typeof x !== 'object' ||
@@ -146,7 +148,14 @@ export function checkAdjustArguments(
       !Number.isSafeInteger(x.resetMs) ||
       (x.atMs !== undefined && (typeof x.atMs !== 'number' || !Number.isSafeInteger(x.atMs)))
     ) {
-      throw bad(`a charge must be { cost, resetMs, atMs? } of whole numbers (cost >= 1), got ${show(c)}`)
+      throw badAdjust(
+        tag,
+        `a charge must be { cost, resetMs, atMs? } of whole numbers (cost >= 1), got ${show(c)}`,
+      )
     }
   }
+}
+
+function badAdjust(tag: string, what: string): FastlimitError {
+  return new FastlimitError('ERR_FASTLIMIT_ARGUMENT', `[fastlimit] [${tag}] adjust: ${what}.`)
 }

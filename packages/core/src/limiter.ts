@@ -55,7 +55,7 @@ export interface BreakerEvent {
   readonly backend: Backend
 }
 
-/** A decision made by `check` or `peek`, given to `limiter.on('decision', ...)`. */
+/** A decision made by `check`, `peek` or `reserve`, given to `limiter.on('decision', ...)`. */
 export interface DecisionEvent {
   /** Which call made it (`'reserve'`: a check that returned a {@link Reservation}). */
   readonly operation: 'check' | 'peek' | 'reserve'
@@ -100,7 +100,7 @@ export interface ListenOptions {
 
 /** The events of a {@link FastLimit}, by name, with what each listener receives. */
 export interface FastLimitEvents {
-  /** A `check` or `peek` decided (by the store, the fallback or the policy). */
+  /** A `check`, `peek` or `reserve` decided (by the store, the fallback or the policy). */
   decision: DecisionEvent
   /** A call to the store settled: its duration and outcome. Calls the breaker or `maxInFlight` kept off the store are not calls. */
   call: BackendCallEvent
@@ -961,10 +961,14 @@ export class FastLimit {
     let target: Backend | undefined
     if (Array.isArray(from)) {
       const results = from as readonly BackendResult[]
-      decision = decide(list, results, cost, source, error)
+      decision =
+        list.length === 1
+          ? decideOne(list, results[0] as BackendResult, cost, source, error)
+          : decide(list, results, cost, source, error)
       if (decision.allowed) {
         target = this.backend
-        charges = results.map((r) => chargeOf(cost, r))
+        charges = new Array(results.length)
+        for (let i = 0; i < results.length; i++) charges[i] = chargeOf(cost, results[i] as BackendResult)
       }
     } else {
       decision = from as Decision
@@ -973,13 +977,12 @@ export class FastLimit {
         charges = decision.rules.map((r) => ({ cost, resetMs: r.resetMs }))
       }
     }
-    return new ReservationImpl(decision, (actual) => {
-      const delta = actual - cost
-      if (target === undefined) return Promise.resolve(settlement('skipped', 0))
-      if (delta === 0) return Promise.resolve(settlement('unchanged', 0))
-      return this.#adjust(target, key, list, delta, charges)
-    }) as unknown as Reservation
+    return new ReservationImpl(decision, this.#settler, target, key, list, charges) as unknown as Reservation
   }
+
+  /** How a {@link ReservationImpl} reaches the store: one function per limiter, not one per reservation. */
+  readonly #settler: Settler = (target, key, list, delta, charges) =>
+    this.#adjust(target, key, list, delta, charges)
 
   /**
    * Gives back `cost` units to `identity` under every rule, for a caller that kept no
@@ -1025,26 +1028,12 @@ export class FastLimit {
     charges: readonly Charge[] | undefined,
   ): Promise<Settlement> {
     if (this.#closed) return Promise.reject(this.#closedError())
-    const done = (results: unknown): Settlement => {
-      if (!areResults(results, list.length)) throw malformed()
-      return settlement('adjusted', delta, list, results)
-    }
-    // Failures of #call come wrapped and counted by the breaker already; others are wrapped here.
-    const failed = (err: unknown): Promise<Settlement> => {
-      const error = this.#wrap(err)
-      const code = error.code
-      if (
-        code === 'ERR_FASTLIMIT_CLOSED' ||
-        code === 'ERR_FASTLIMIT_ARGUMENT' ||
-        code === 'ERR_FASTLIMIT_CONFIG'
-      )
-        return Promise.reject(error)
-      this.#report(error)
-      if (this.#policy === 'throw') return Promise.reject(error)
-      return Promise.resolve(settlement('failed', delta, list, undefined, error))
-    }
     if (!canAdjust(target)) {
-      return failed(missing(target, 'adjust', 'settling a reservation on the fallback'))
+      return this.#adjustFailed(
+        missing(target, 'adjust', 'settling a reservation on the fallback'),
+        delta,
+        list,
+      )
     }
     const sync = isSyncBackend(target) ? target : undefined
     if (sync?.adjustSync !== undefined) {
@@ -1052,13 +1041,13 @@ export class FastLimit {
       try {
         const results = sync.adjustSync(key, list, delta, charges)
         if (results !== undefined) {
-          const out = done(results)
+          const out = adjusted(results, delta, list)
           if (start >= 0) this.#called('adjust', start, true)
           return Promise.resolve(out)
         }
       } catch (err) {
         if (start >= 0) this.#called('adjust', start, true, this.#wrap(err))
-        return failed(err)
+        return this.#adjustFailed(err, delta, list)
       }
     }
     const adjust = target.adjust as NonNullable<Backend['adjust']>
@@ -1066,12 +1055,12 @@ export class FastLimit {
       return this.#call('adjust', (o) => adjust.call(target, key, list, delta, charges, o)).then(
         (results) => {
           try {
-            return done(results)
+            return adjusted(results, delta, list)
           } catch (err) {
-            return failed(this.#failure(err))
+            return this.#adjustFailed(this.#failure(err), delta, list)
           }
         },
-        (err) => failed(err),
+        (err) => this.#adjustFailed(err, delta, list),
       )
     }
     // The fallback: bounded by timeoutMs, outside the breaker (as its decisions are).
@@ -1079,16 +1068,18 @@ export class FastLimit {
     try {
       call = adjust.call(target, key, list, delta, charges, { deadline: Date.now() + this.timeoutMs })
     } catch (err) {
-      return failed(err)
+      return this.#adjustFailed(err, delta, list)
     }
     return new Promise<Settlement>((resolve) => {
       const pending = this.#deadlines.add(() => {
         resolve(
-          failed(
+          this.#adjustFailed(
             new FastlimitError(
               'ERR_FASTLIMIT_TIMEOUT',
               `[fastlimit] [core] The fallback did not answer within ${this.timeoutMs} ms (timeoutMs).`,
             ),
+            delta,
+            list,
           ),
         )
       })
@@ -1096,16 +1087,35 @@ export class FastLimit {
         (r) => {
           if (!pending.settle()) return
           try {
-            resolve(done(r))
+            resolve(adjusted(r, delta, list))
           } catch (err) {
-            resolve(failed(err))
+            resolve(this.#adjustFailed(err, delta, list))
           }
         },
         (err) => {
-          if (pending.settle()) resolve(failed(err))
+          if (pending.settle()) resolve(this.#adjustFailed(err, delta, list))
         },
       )
     })
+  }
+
+  /**
+   * A failed adjustment: argument, configuration and closed errors reject; other failures are reported
+   * and resolve `'failed'` (reject under `'throw'`). Failures of #call come wrapped and counted by the
+   * breaker already; others are wrapped here.
+   */
+  #adjustFailed(err: unknown, delta: number, list: readonly Rule[]): Promise<Settlement> {
+    const error = this.#wrap(err)
+    const code = error.code
+    if (
+      code === 'ERR_FASTLIMIT_CLOSED' ||
+      code === 'ERR_FASTLIMIT_ARGUMENT' ||
+      code === 'ERR_FASTLIMIT_CONFIG'
+    )
+      return Promise.reject(error)
+    this.#report(error)
+    if (this.#policy === 'throw') return Promise.reject(error)
+    return Promise.resolve(settlement('failed', delta, list, undefined, error))
   }
 
   /**
@@ -1398,6 +1408,12 @@ export class FastLimit {
   }
 }
 
+/** The settlement of an adjustment the store answered; throws when the answer is malformed. */
+function adjusted(results: unknown, delta: number, list: readonly Rule[]): Settlement {
+  if (!areResults(results, list.length)) throw malformed()
+  return settlement('adjusted', delta, list, results)
+}
+
 /** Whether a backend can adjust (a reservation's settle, a refund). */
 function canAdjust(backend: Backend): boolean {
   return (
@@ -1413,6 +1429,8 @@ function chargeOf(cost: number, r: BackendResult): Charge {
     : { cost, resetMs: r.resetMs }
 }
 
+const NO_RULES: readonly RuleResult[] = Object.freeze([])
+
 function settlement(
   outcome: SettlementOutcome,
   delta: number,
@@ -1423,10 +1441,12 @@ function settlement(
   const out: { -readonly [K in keyof Settlement]: Settlement[K] } = {
     outcome,
     delta,
-    rules:
-      rules !== undefined && results !== undefined
-        ? Object.freeze(rules.map((rule, i) => ruleResult(rule, results[i] as BackendResult)))
-        : Object.freeze([]),
+    rules: NO_RULES,
+  }
+  if (rules !== undefined && results !== undefined) {
+    const list: RuleResult[] = new Array(rules.length)
+    for (let i = 0; i < rules.length; i++) list[i] = ruleResult(rules[i] as Rule, results[i] as BackendResult)
+    out.rules = Object.freeze(list)
   }
   if (error !== undefined) out.error = error
   return out
@@ -1715,6 +1735,15 @@ function decide(
   ) as unknown as Decision
 }
 
+/** Adjusts a key's charge on the backend that holds it, through the limiter's policies. */
+type Settler = (
+  target: Backend,
+  key: string,
+  list: readonly Rule[],
+  delta: number,
+  charges: readonly Charge[] | undefined,
+) => Promise<Settlement>
+
 /**
  * The one implementation of {@link Reservation}: the decision's fields, and a settle that runs once.
  */
@@ -1730,10 +1759,22 @@ class ReservationImpl {
   declare readonly rule: Rule
   declare readonly error?: FastlimitError
   readonly #decision: Decision
-  readonly #apply: (actualCost: number) => Promise<Settlement>
+  readonly #settler: Settler
+  /** The backend holding the charge; undefined when nothing was charged (denied, or the policy decided). */
+  readonly #target: Backend | undefined
+  readonly #key: string
+  readonly #list: readonly Rule[]
+  readonly #charges: readonly Charge[] | undefined
   #settled = false
 
-  constructor(decision: Decision, apply: (actualCost: number) => Promise<Settlement>) {
+  constructor(
+    decision: Decision,
+    settler: Settler,
+    target: Backend | undefined,
+    key: string,
+    list: readonly Rule[],
+    charges: readonly Charge[] | undefined,
+  ) {
     this.allowed = decision.allowed
     this.reason = decision.reason
     this.source = decision.source
@@ -1745,7 +1786,11 @@ class ReservationImpl {
     this.rule = decision.rule
     if (decision.error !== undefined) this.error = decision.error
     this.#decision = decision
-    this.#apply = apply
+    this.#settler = settler
+    this.#target = target
+    this.#key = key
+    this.#list = list
+    this.#charges = charges
   }
 
   /** Every rule's result, as the decision has it. */
@@ -1775,7 +1820,11 @@ class ReservationImpl {
       )
     }
     this.#settled = true
-    return this.#apply(actualCost)
+    const target = this.#target
+    if (target === undefined) return Promise.resolve(settlement('skipped', 0))
+    const delta = actualCost - this.cost
+    if (delta === 0) return Promise.resolve(settlement('unchanged', 0))
+    return this.#settler(target, this.#key, this.#list, delta, this.#charges)
   }
 
   cancel(): Promise<Settlement> {

@@ -4,12 +4,15 @@ import {
   type Backend,
   type BackendResult,
   type BucketConfig,
+  type Charge,
   type Decision,
   FastLimit,
   gcra,
   type MemoryBackend,
   parseRule,
+  type Reservation,
   type Rule,
+  type Settlement,
   type StepFunction,
   type SyncBackend,
   step,
@@ -49,5 +52,19 @@ describe('public types', () => {
     limiter.check('id', '1/s', { cost: '2' })
     // @ts-expect-error the policy is a closed set
     new FastLimit({ onBackendError: 'open' })
+  })
+
+  it('types reservations and adjust', () => {
+    const limiter = new FastLimit()
+    expectTypeOf(limiter.reserve('id', '10/s', { cost: 3, scope: 's' })).toEqualTypeOf<Promise<Reservation>>()
+    expectTypeOf<Reservation>().toExtend<Decision>()
+    expectTypeOf<Reservation['settle']>().toEqualTypeOf<(actualCost: number) => Promise<Settlement>>()
+    expectTypeOf<Reservation['cancel']>().toEqualTypeOf<() => Promise<Settlement>>()
+    expectTypeOf(limiter.refund('id', '10/s', 2, { scope: 's' })).toEqualTypeOf<Promise<Settlement>>()
+    expectTypeOf<Settlement['outcome']>().toEqualTypeOf<'adjusted' | 'unchanged' | 'skipped' | 'failed'>()
+    expectTypeOf<NonNullable<Backend['adjust']>>().parameter(3).toEqualTypeOf<readonly Charge[] | undefined>()
+    expectTypeOf<MemoryBackend['adjustSync']>().returns.toEqualTypeOf<BackendResult[]>()
+    // @ts-expect-error refund takes a cost
+    limiter.refund('id', '10/s')
   })
 })

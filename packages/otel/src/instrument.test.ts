@@ -221,6 +221,8 @@ describe('instrument: backend calls', () => {
     instrument(memory, { meterProvider, syncCalls: true, attributes: { 'fastlimit.limiter': 'memory' } })
     for (let i = 0; i < 7; i++) await memory.check(`k${i}`, '10/s')
     await memory.reset('k1')
+    const reservation = await memory.reserve('k2', '10/s', { cost: 3 })
+    await reservation.settle(1)
     const backend = new ScriptedBackend()
     backend.delayMs = 30
     const slow = new FastLimit({ backend })
@@ -230,8 +232,9 @@ describe('instrument: backend calls', () => {
     const d = METRICS.callDuration
     const sync = points(all, d, { 'fastlimit.limiter': 'memory', [A.operation]: 'check', [A.sync]: true })
     expect(sync).toHaveLength(1)
-    expect((sync[0]!.value as Histogram).count).toBe(7)
+    expect((sync[0]!.value as Histogram).count).toBe(8)
     expect(total(all, d, { 'fastlimit.limiter': 'memory', [A.operation]: 'reset', [A.sync]: false })).toBe(1)
+    expect(total(all, d, { 'fastlimit.limiter': 'memory', [A.operation]: 'adjust', [A.sync]: true })).toBe(1)
     const [asyncPoint] = points(all, d, {
       'fastlimit.limiter': 'slow',
       [A.callOutcome]: 'ok',

@@ -41,7 +41,7 @@ export interface InstrumentOptions {
    */
   tracerProvider?: TracerProvider
   /**
-   * Records a span for every call to the store (`fastlimit check`, `fastlimit peek`, `fastlimit reset`),
+   * Records a span for every call to the store (`fastlimit check`, `fastlimit peek`, `fastlimit reset`, `fastlimit adjust`),
    * with its real start and end times, as a child of the span active when `check` was called. Calls
    * the breaker or `maxInFlight` kept off the store are not calls and get no span.
    * @default false
@@ -88,7 +88,7 @@ const OUTCOMES = ['allowed', 'denied', 'would-deny'] as const
 const REASONS = ['ok', 'rate-limited', 'cost-exceeds-limit', 'fail-open', 'fail-closed'] as const
 const SOURCES = ['backend', 'fallback', 'policy'] as const
 const DECISION_OPERATIONS = ['check', 'peek'] as const
-const CALL_OPERATIONS = ['check', 'peek', 'reset'] as const
+const CALL_OPERATIONS = ['check', 'peek', 'reset', 'adjust'] as const
 const BREAKER_STATES: readonly BreakerState[] = ['closed', 'open', 'half-open']
 /** Cells per rule: outcome x reason x source x operation. */
 const CELLS = OUTCOMES.length * REASONS.length * SOURCES.length * DECISION_OPERATIONS.length
@@ -433,7 +433,8 @@ export function instrument(limiter: FastLimit, options: InstrumentOptions = {}):
     const attrs =
       error === undefined
         ? (okAttributes[
-            (e.operation === 'check' ? 0 : e.operation === 'peek' ? 1 : 2) * 2 + (sync ? 1 : 0)
+            (e.operation === 'check' ? 0 : e.operation === 'peek' ? 1 : e.operation === 'reset' ? 2 : 3) * 2 +
+              (sync ? 1 : 0)
           ] as Attributes)
         : failed(e.operation, sync, error)
     histogram.record(e.durationMs / 1000, attrs)

@@ -1,11 +1,15 @@
 // PostgresBackend: the core algorithms applied in one READ COMMITTED transaction with row locks per decision.
 import {
+  type AdjustOutput,
+  adjustAll,
   type Backend,
   type BackendResult,
   type BucketConfig,
   bucketId,
   type CallOptions,
+  type Charge,
   ConfigError,
+  checkAdjustArguments,
   decodeState,
   encodeState,
   FastlimitError,
@@ -433,6 +437,51 @@ class Engine {
    */
   decide(key: string, buckets: readonly BucketConfig[], cost: number, deadline: number | undefined) {
     checkCost(cost)
+    return this.#transact(key, buckets, deadline, (states, now) => {
+      const all = stepAll(states, now, buckets, cost)
+      const results = all.results
+      // The clock of the charge, for a reservation's refund (Backend.adjust).
+      if (all.allowed) for (const r of results) (r as { atMs?: number }).atMs = now
+      return { results, outputs: all.outputs, write: (out) => all.allowed || out.rebased }
+    })
+  }
+
+  /**
+   * A refund or extra charge on several buckets of one key (see `Backend.adjust` in core): the same
+   * transaction as {@link decide}, with the core `adjustAll` as its step.
+   */
+  adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    deadline: number | undefined,
+  ) {
+    checkAdjustArguments('postgres', buckets, delta, charges)
+    return this.#transact(key, buckets, deadline, (states, now) => {
+      const outputs = adjustAll(states, now, buckets, delta, charges)
+      return {
+        results: outputs.map((o) => o.result),
+        outputs,
+        write: (out) => (out as AdjustOutput).changed || out.rebased,
+      }
+    })
+  }
+
+  /** Locks the rows of a key's buckets, applies `compute` at the clock read under the locks, writes back. */
+  #transact(
+    key: string,
+    buckets: readonly BucketConfig[],
+    deadline: number | undefined,
+    compute: (
+      states: Array<number[] | undefined>,
+      now: number,
+    ) => {
+      results: BackendResult[]
+      outputs: readonly StepOutput[]
+      write: (out: StepOutput) => boolean
+    },
+  ): Promise<BackendResult[]> {
     if (buckets.length === 0) return this.#closed ? Promise.reject(closedError()) : Promise.resolve([])
     return this.run(deadline, async (lease) => {
       const n = buckets.length
@@ -483,13 +532,13 @@ class Engine {
           rows[i] = row
           states[i] = row[1] > now ? decodeState(row[0]) : undefined
         }
-        const all = stepAll(states, now, buckets, cost)
+        const all = compute(states, now)
         const writes: string[] = []
         const written = new Set<string>()
         for (let i = 0; i < n; i++) {
           const out = all.outputs[i] as StepOutput
           const id = ids[i] as string
-          if (!(all.allowed || out.rebased) || written.has(id)) continue
+          if (!all.write(out) || written.has(id)) continue
           written.add(id)
           const row = rows[i] as [string, number]
           const until = now + out.ttlMs
@@ -826,6 +875,24 @@ export class PostgresBackend implements Backend {
   ): Promise<BackendResult[]> {
     try {
       return this[ENGINE].decide(key, buckets, cost, options?.deadline)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /**
+   * {@link Backend.adjust}: a refund or an extra charge on several buckets of one key, in one
+   * transaction that locks their rows as a decision does (two round trips), never applied after its deadline.
+   */
+  adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    options?: CallOptions,
+  ): Promise<BackendResult[]> {
+    try {
+      return this[ENGINE].adjust(key, buckets, delta, charges, options?.deadline)
     } catch (err) {
       return Promise.reject(err)
     }

@@ -7,7 +7,9 @@ import {
   type BackendResult,
   type BucketConfig,
   type CallOptions,
+  type Charge,
   ConfigError,
+  checkAdjustArguments,
   FastlimitError,
   type SyncBackend,
 } from '@fastlimit/core'
@@ -440,6 +442,28 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
+   * {@link Backend.adjust}, synchronously: every bucket in one `BEGIN IMMEDIATE` transaction (a refund or
+   * an extra charge, see `adjustStep` in core).
+   * @returns the results, or `undefined` when the write lock is held elsewhere (see {@link checkAndIncrementSync}).
+   */
+  adjustSync(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+  ): BackendResult[] | undefined {
+    this.usable()
+    checkAdjustArguments('sqlite', buckets, delta, charges)
+    if (this.lock.waiting) return undefined
+    try {
+      return this.conn.adjust(key, buckets, delta, charges, undefined)
+    } catch (err) {
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
+    }
+  }
+
+  /**
    * {@link Backend.peek}, synchronously: one read, no transaction and no write lock (in WAL mode readers
    * never wait for a writer).
    * @returns the result, or `undefined` in the rare case the read had to wait (e.g. a WAL recovery elsewhere)
@@ -511,6 +535,27 @@ export class SQLiteBackend implements Backend, SyncBackend {
       return Promise.reject(err)
     }
     return this.waitFor((deadline) => this.conn.checkAll(key, buckets, cost, deadline), options)
+  }
+
+  /**
+   * Refunds or charges more on several buckets of one key (see `Backend.adjust` in core), all of them in
+   * one `BEGIN IMMEDIATE` transaction; waits for the lock as {@link checkAndIncrement} does, and is never
+   * applied after its deadline.
+   */
+  adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    options?: CallOptions,
+  ): Promise<BackendResult[]> {
+    try {
+      this.usable()
+      checkAdjustArguments('sqlite', buckets, delta, charges)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.waitFor((deadline) => this.conn.adjust(key, buckets, delta, charges, deadline), options)
   }
 
   /** Reads a bucket without charging it. */

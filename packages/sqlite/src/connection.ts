@@ -1,9 +1,11 @@
 // One open database, ready for decisions: its statements prepared and its transactions built once.
 import {
+  adjustAll,
   algorithms,
   type BackendResult,
   type BucketConfig,
   bucketId,
+  type Charge,
   decodeState,
   encodeState,
   type StepOutput,
@@ -34,6 +36,14 @@ export interface Connection {
     key: string,
     buckets: readonly BucketConfig[],
     cost: number,
+    deadline: number | undefined,
+  ): BackendResult[]
+  /** Adjusts several buckets of one key (a refund or an extra charge) in one `BEGIN IMMEDIATE` transaction. */
+  adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
     deadline: number | undefined,
   ): BackendResult[]
   /** A read, no transaction and no write lock. */
@@ -92,8 +102,11 @@ export function connect(db: Database.Database, table: string, now: () => number)
         cost,
       )
       // Charged, or moved back to now after the clock stepped back: either way the row changes.
-      if (out.result.allowed || out.rebased) write(key, id, row, t, out, bucket.windowMs)
-      return out.result
+      const result = out.result
+      if (result.allowed || out.rebased) write(key, id, row, t, out, bucket.windowMs)
+      // The clock of the charge, for a reservation's refund (Backend.adjust).
+      if (result.allowed) (result as { atMs?: number }).atMs = t
+      return result
     },
   ).immediate
   const checkAll = db.transaction(
@@ -123,7 +136,42 @@ export function connect(db: Database.Database, table: string, now: () => number)
           write(key, ids[i] as string, rows[i], t, out, (buckets[i] as BucketConfig).windowMs)
         }
       }
-      return all.results
+      const results = all.results
+      if (all.allowed) for (const r of results) (r as { atMs?: number }).atMs = t
+      return results
+    },
+  ).immediate
+  const adjust = db.transaction(
+    (
+      key: string,
+      buckets: readonly BucketConfig[],
+      delta: number,
+      charges: readonly Charge[] | undefined,
+      deadline: number | undefined,
+    ): BackendResult[] => {
+      if (deadline !== undefined && Date.now() >= deadline) throw expired()
+      const t = now()
+      const n = buckets.length
+      const ids: string[] = new Array(n)
+      const rows: Array<Row | undefined> = new Array(n)
+      const states: Array<number[] | undefined> = new Array(n)
+      for (let i = 0; i < n; i++) {
+        const id = bucketId(buckets[i] as BucketConfig)
+        const row = select.get(key, id, t) as Row | undefined
+        ids[i] = id
+        rows[i] = row
+        states[i] = row === undefined ? undefined : decodeState(row[0])
+      }
+      const outs = adjustAll(states, t, buckets, delta, charges)
+      const results: BackendResult[] = new Array(n)
+      for (let i = 0; i < n; i++) {
+        const out = outs[i] as (typeof outs)[number]
+        if (out.changed || out.rebased) {
+          write(key, ids[i] as string, rows[i], t, out, (buckets[i] as BucketConfig).windowMs)
+        }
+        results[i] = out.result
+      }
+      return results
     },
   ).immediate
   const resetTx = db.transaction((key: string, deadline: number | undefined): void => {
@@ -135,6 +183,7 @@ export function connect(db: Database.Database, table: string, now: () => number)
     db,
     check,
     checkAll,
+    adjust,
     peek(key, bucket) {
       const t = now()
       const row = select.get(key, bucketId(bucket), t) as Row | undefined

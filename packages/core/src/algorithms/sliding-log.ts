@@ -156,8 +156,9 @@ function merge(s: number[], m: number, W: number): void {
 
 /**
  * The adjustment of `'sliding-log'` (see `AdjustFunction`). A refund lowers the entry that counted the
- * charge (at `charge.resetMs - windowMs`, or the later entry of the same slot it was merged into while
- * that time is still in the window), never below 0, and drops an entry that reaches 0; a charge whose
+ * charge (at `charge.resetMs - windowMs`; above a `limit` of {@link SLIDING_LOG_SLOTS}, where entries
+ * merge, the later entry of the same slot it may have been merged into while that time is still in
+ * the window), never below 0, and drops an entry that reaches 0; a charge whose
  * entry has left the window refunds nothing. With no charge given, the newest entries give back first.
  * An extra charge is logged where a check would log it, up to `limit` in the window, merging entries
  * as a check does when there are more than {@link SLIDING_LOG_SLOTS}.
@@ -194,7 +195,11 @@ export const slidingLogAdjust: AdjustFunction = (state, now, bucket, delta, char
       if (i < m) {
         const t = s[i] as number
         const g = slidingLogSlotMs(W)
-        if (t === at || (!read.rebased && at > e - W && Math.floor(t / g) === Math.floor(at / g))) {
+        // Entries merge only when more than SLIDING_LOG_SLOTS hold cost in one window, so only
+        // above that limit can a later entry of the same slot hold the charge.
+        const merged =
+          L > SLIDING_LOG_SLOTS && !read.rebased && at > e - W && Math.floor(t / g) === Math.floor(at / g)
+        if (t === at || merged) {
           const c = s[i + 1] as number
           if (r >= c) s.splice(i, 2)
           else s[i + 1] = c - r

@@ -1,8 +1,11 @@
 import {
+  adjustAll,
   type Backend,
   type BackendResult,
   type BucketConfig,
   bucketId,
+  type Charge,
+  checkAdjustArguments,
   decodeState,
   encodeState,
   step,
@@ -61,7 +64,33 @@ export class MapBackend implements Backend {
         this.#data.set(slots[i] as string, { state: encodeState(o.state), expiresAt: now + o.ttlMs })
       }
     })
-    return out.results
+    // An admitting call reports its clock: a reservation hands it back to adjust.
+    return out.allowed ? out.results.map((r) => ({ ...r, atMs: now })) : out.results
+  }
+
+  // A reservation's settle, cancel, or a refund: the same read, step (adjustAll) and write.
+  async adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+  ): Promise<BackendResult[]> {
+    checkAdjustArguments('map', buckets, delta, charges)
+    const now = Math.floor(this.#clock())
+    const slots = buckets.map((bucket) => this.#slot(key, bucket))
+    const outs = adjustAll(
+      slots.map((slot) => this.#read(slot, now)),
+      now,
+      buckets,
+      delta,
+      charges,
+    )
+    outs.forEach((o, i) => {
+      if (o.changed || o.rebased) {
+        this.#data.set(slots[i] as string, { state: encodeState(o.state), expiresAt: now + o.ttlMs })
+      }
+    })
+    return outs.map((o) => o.result)
   }
 
   async peek(key: string, bucket: BucketConfig): Promise<BackendResult> {

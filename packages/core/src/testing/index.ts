@@ -24,6 +24,7 @@ export {
   type SuiteRequest,
   type SuiteResponse,
 } from './adapter'
+export { type ReservationPropertyOptions, reservationProperties } from './reservations'
 
 /** A settable clock for tests. */
 export interface FakeClock {

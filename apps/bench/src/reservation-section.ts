@@ -1,0 +1,165 @@
+// The reservation section: what a reservation (limiter.reserve, then settle) costs beside a plain
+// limiter.check, on MemoryBackend, SQLiteBackend and PostgresBackend. Each case runs in a process of its
+// own per round, round-robin; on memory also as instructions per operation under callgrind (two runs of
+// different length subtracted, so start-up and warm-up cancel out).
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createDatabase } from '../../../packages/postgres/test/databases'
+import { fmtOps, fmtStat, rotate, runJsonChild, type Stat, stat } from './harness'
+import { type Headline, type Section, table } from './report'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const root = path.resolve(here, '..')
+const child = path.join(here, 'reservation-child.ts')
+
+const CASES = [
+  { id: 'check', name: 'check (cost 2)' },
+  { id: 'reserve-settle', name: 'reserve (cost 2) + settle(1): one refund' },
+  { id: 'reserve-equal', name: 'reserve (cost 2) + settle(2): no store call' },
+] as const
+const BACKENDS = ['memory', 'sqlite', 'postgres'] as const
+type BackendName = (typeof BACKENDS)[number]
+
+function hasValgrind(): boolean {
+  return spawnSync('sh', ['-c', 'command -v valgrind'], { stdio: 'ignore' }).status === 0
+}
+
+/** Instructions callgrind counts for `n` operations of a memory case (plus start-up and warm-up). */
+function instructions(id: string, n: number): number {
+  const run = spawnSync(
+    'valgrind',
+    [
+      '--tool=callgrind',
+      '--callgrind-out-file=/dev/null',
+      process.execPath,
+      '--single-threaded',
+      '--import',
+      'tsx',
+      child,
+      'memory',
+      id,
+      'count',
+      String(n),
+    ],
+    { cwd: root, encoding: 'utf8', timeout: 900_000 },
+  )
+  const m = /Collected\s*:\s*(\d+)/.exec(run.stderr)
+  if (run.status !== 0 || !m) throw new Error(`callgrind of ${id} failed: ${run.stderr.slice(-2000)}`)
+  return Number(m[1])
+}
+
+export async function reservationSection({ quick }: { quick: boolean }): Promise<Section> {
+  const rounds = quick ? 3 : 7
+  const warm = quick ? '150' : '300'
+  const sliceMs = quick ? '200' : '600'
+  console.log(`[bench] reservation: ${rounds} rounds per case and backend, one process per case and round`)
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fastlimit-bench-reservation-'))
+  const db = await createDatabase()
+  const samples = new Map<string, number[]>()
+  try {
+    const where: Record<BackendName, (id: string) => string> = {
+      memory: () => '',
+      sqlite: (id) => path.join(dir, `${id}.db`),
+      postgres: () => db.url,
+    }
+    for (let r = 0; r < rounds; r++) {
+      for (const backend of BACKENDS) {
+        for (const c of rotate(CASES, r)) {
+          const { opsPerSec } = runJsonChild<{ opsPerSec: number }>(
+            child,
+            [backend, c.id, 'time', warm, sliceMs, where[backend](c.id)],
+            { cwd: root, timeout: 120_000 },
+            `reservation case ${backend}/${c.id} failed`,
+          )
+          const k = `${backend}/${c.id}`
+          samples.set(k, [...(samples.get(k) ?? []), opsPerSec])
+        }
+      }
+      process.stdout.write(`  round ${r + 1}/${rounds}\r`)
+    }
+    process.stdout.write('\n')
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
+    await db.drop()
+  }
+  const ops = new Map<string, Stat>([...samples].map(([k, v]) => [k, stat(v)]))
+
+  // Instructions per operation on memory: (I(4n) - I(n)) / 3n, the median of `reps`.
+  const perOp = new Map<string, number>()
+  const valgrind = hasValgrind()
+  if (valgrind) {
+    const n = quick ? 50_000 : 100_000
+    const reps = quick ? 1 : 3
+    console.log(
+      `[bench] reservation: instructions per operation under callgrind (${n} and 4x that, ${reps}x)`,
+    )
+    for (const c of CASES) {
+      const diffs: number[] = []
+      for (let r = 0; r < reps; r++) diffs.push((instructions(c.id, 4 * n) - instructions(c.id, n)) / (3 * n))
+      perOp.set(c.id, stat(diffs).median)
+    }
+  }
+
+  const rows: string[][] = []
+  const headlines: Headline[] = []
+  for (const backend of BACKENDS) {
+    const check = (ops.get(`${backend}/check`) as Stat).median
+    for (const c of CASES) {
+      const s = ops.get(`${backend}/${c.id}`) as Stat
+      const ins = backend === 'memory' ? perOp.get(c.id) : undefined
+      const checkIns = perOp.get('check')
+      rows.push([
+        backend,
+        c.name,
+        fmtStat(s),
+        c.id === 'check' ? '1.00x' : `${(check / s.median).toFixed(2)}x`,
+        ins === undefined ? '—' : ins.toFixed(0),
+        ins === undefined || checkIns === undefined ? '—' : `${(ins / checkIns).toFixed(2)}x`,
+      ])
+    }
+    const settle = (ops.get(`${backend}/reserve-settle`) as Stat).median
+    const memIns = perOp.get('reserve-settle')
+    const checkIns = perOp.get('check')
+    if (backend === 'memory' && memIns !== undefined && checkIns !== undefined) {
+      headlines.push({
+        label: 'reservation: memory check / (reserve + settle), instructions',
+        ratio: checkIns / memIns,
+        detail: `${checkIns.toFixed(0)} instructions per check, ${memIns.toFixed(0)} per reserve + settle`,
+      })
+    } else {
+      headlines.push({
+        label: `reservation: ${backend} check / (reserve + settle), ops/s`,
+        ratio: settle / check,
+        detail: `${fmtOps(check)} checks/s, ${fmtOps(settle)} reserve + settle/s`,
+      })
+    }
+  }
+  return {
+    title: 'Reservations: reserve + settle beside a plain check',
+    body: [
+      'One caller awaiting one operation after another over 10,000 rotating keys, a `gcra` rule never reached,',
+      'each case a process of its own per round (round-robin); SQLite on a WAL file in a temp directory,',
+      'Postgres in a database of its own (its defaults: the server clock, two round trips per store call).',
+      '`reserve + settle(1)` makes two store calls (the check, then the refund in one transaction);',
+      '`settle(2)`, at the reserved cost, makes none. Instructions per operation (memory) are counted by',
+      'callgrind (`node --single-threaded`); "slower" is the time (or instructions) per operation over a check.',
+      '',
+      table(
+        [
+          'backend',
+          'case',
+          'ops/s, median (min–max)',
+          'time / check',
+          'instructions per op',
+          'instructions / check',
+        ],
+        rows,
+      ),
+      valgrind ? '' : '\nvalgrind was not on the PATH: no instruction counts.',
+    ].join('\n'),
+    headlines,
+  }
+}
