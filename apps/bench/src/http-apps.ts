@@ -5,7 +5,8 @@
 import 'reflect-metadata'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
-export type Flavour = 'bare' | 'noop' | 'fastlimit' | 'peer'
+/** `countWhen`: fastlimit deciding after the response (skip successful requests: every 200 refunded). */
+export type Flavour = 'bare' | 'noop' | 'fastlimit' | 'peer' | 'countWhen'
 export type Listener = (req: IncomingMessage, res: ServerResponse) => void
 
 const LIMIT = 1_000_000_000
@@ -23,9 +24,12 @@ export async function fastifyListener(flavour: Flavour): Promise<Listener> {
     },
   })
   if (flavour === 'noop') app.addHook('onRequest', (_request, _reply, done) => done())
-  if (flavour === 'fastlimit') {
+  if (flavour === 'fastlimit' || flavour === 'countWhen') {
     const { rateLimit } = await import('@fastlimit/fastify')
-    await app.register(rateLimit, { rules: { limit: LIMIT, window: WINDOW_MS } })
+    await app.register(rateLimit, {
+      rules: { limit: LIMIT, window: WINDOW_MS },
+      ...(flavour === 'countWhen' ? { countWhen: (_request, reply) => reply.statusCode >= 400 } : {}),
+    })
   }
   if (flavour === 'peer') {
     const { default: rateLimit } = await import('@fastify/rate-limit')
@@ -62,9 +66,16 @@ export async function nestListener(flavour: Flavour): Promise<Listener> {
   const imports: unknown[] = []
   const providers: unknown[] = []
   if (flavour === 'noop') providers.push({ provide: APP_GUARD, useClass: NoopGuard })
-  if (flavour === 'fastlimit') {
+  if (flavour === 'fastlimit' || flavour === 'countWhen') {
     const { FastLimitModule } = await import('@fastlimit/nestjs')
-    imports.push(FastLimitModule.forRoot({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+    imports.push(
+      FastLimitModule.forRoot({
+        rules: { limit: LIMIT, window: WINDOW_MS },
+        ...(flavour === 'countWhen'
+          ? { countWhen: (_req: unknown, res: ServerResponse) => res.statusCode >= 400 }
+          : {}),
+      }),
+    )
   }
   if (flavour === 'peer') {
     const { ThrottlerGuard, ThrottlerModule } = await import('@nestjs/throttler')

@@ -4,6 +4,8 @@
 // server's JavaScript) without the loopback TCP stack, whose cost is the same for every variant and
 // dominates the noise on a shared machine.
 //   node --import tsx src/http-inproc.ts <express|hono|koa|fastify|nestjs> <rounds> <requests per slice>
+//   node --import tsx src/http-inproc.ts <framework> count <mode> <n>     (under callgrind: 2,000 warm-up
+//   requests of one mode, then n; the caller subtracts two runs of different n)
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { rotate } from './harness'
@@ -12,7 +14,8 @@ import { fastifyListener, nestListener } from './http-apps'
 const [framework = 'koa', roundsText = '7', nText = '20000'] = process.argv.slice(2)
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
-const MODES = ['bare', 'noop', 'fastlimit', 'peer'] as const
+// countWhen: fastlimit deciding after the response, as for "skip successful requests" (each 200 refunded).
+const MODES = ['bare', 'noop', 'fastlimit', 'peer', 'countWhen'] as const
 type Mode = (typeof MODES)[number]
 type Listener = (req: IncomingMessage, res: ServerResponse) => void
 
@@ -49,6 +52,15 @@ async function listener(mode: Mode): Promise<Listener> {
       const { rateLimit } = await import('@fastlimit/express')
       app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
     }
+    if (mode === 'countWhen') {
+      const { rateLimit } = await import('@fastlimit/express')
+      app.use(
+        rateLimit({
+          rules: { limit: LIMIT, window: WINDOW_MS },
+          countWhen: (_req, res) => res.statusCode >= 400,
+        }),
+      )
+    }
     if (mode === 'peer') {
       const { rateLimit } = await import('express-rate-limit')
       app.use(
@@ -68,6 +80,12 @@ async function listener(mode: Mode): Promise<Listener> {
       const { rateLimit } = await import('@fastlimit/koa')
       app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
     }
+    if (mode === 'countWhen') {
+      const { rateLimit } = await import('@fastlimit/koa')
+      app.use(
+        rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS }, countWhen: (ctx) => ctx.status >= 400 }),
+      )
+    }
     if (mode === 'peer') {
       const { default: ratelimit } = await import('koa-ratelimit')
       app.use(ratelimit({ driver: 'memory', db: new Map(), duration: WINDOW_MS, max: LIMIT }))
@@ -85,6 +103,10 @@ async function listener(mode: Mode): Promise<Listener> {
   if (mode === 'fastlimit') {
     const { rateLimit } = await import('@fastlimit/hono')
     app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
+  }
+  if (mode === 'countWhen') {
+    const { rateLimit } = await import('@fastlimit/hono')
+    app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS }, countWhen: (c) => c.res.status >= 400 }))
   }
   if (mode === 'peer') {
     const { rateLimiter } = await import('hono-rate-limiter')
@@ -118,16 +140,31 @@ function request(handler: Listener): Promise<number> {
     res.assignSocket(socket as never)
     res.on('finish', () => {
       res.detachSocket(socket as never)
+      // What Node's server does after a response finishes (resOnFinish): 'close', which countWhen waits for.
+      process.nextTick(() => res.emit('close'))
       resolve(res.statusCode)
     })
     handler(req, res)
   })
 }
 
+if (roundsText === 'count') {
+  const mode = nText as Mode
+  const handler = await listener(mode)
+  const n = Number(process.argv[5] ?? '1000')
+  for (let i = 0; i < 2000 + n; i++) {
+    const status = await request(handler)
+    if (status !== 200) throw new Error(`${framework} ${mode}: status ${status}`)
+  }
+  // Let what was decided after the last responses finish inside the count.
+  await new Promise((r) => setTimeout(r, 10))
+  process.exit(0)
+}
+
 const handlers = new Map<Mode, Listener>()
 for (const mode of MODES) handlers.set(mode, await listener(mode))
 const n = Number(nText)
-const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [] }
+const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [], countWhen: [] }
 for (const mode of MODES) for (let i = 0; i < 3000; i++) await request(handlers.get(mode) as Listener)
 for (let round = 0; round < Number(roundsText); round++) {
   for (const mode of rotate(MODES, round)) {

@@ -72,6 +72,7 @@ export async function httpSection({ quick }: { quick: boolean }): Promise<Sectio
       ['noop', 'a no-op middleware'],
       ['fastlimit', `@fastlimit/${f}`],
       ['peer', PEERS[f]],
+      ['countWhen', `@fastlimit/${f} with countWhen (each 200 refunded)`],
     ] as const) {
       inRows.push([
         f,
@@ -82,6 +83,13 @@ export async function httpSection({ quick }: { quick: boolean }): Promise<Sectio
     }
     const ours = (r['fastlimit-overhead'] as Stat).median
     const peer = (r['peer-overhead'] as Stat).median
+    const counted = (r['countWhen-overhead'] as Stat).median
+    headlines.push({
+      label: `${f}: countWhen (reserve, response hook, refund) / plain check (in process)`,
+      ratio: counted / Math.max(0.05, ours),
+      detail: `${ours.toFixed(2)} -> ${counted.toFixed(2)} µs CPU per request, no network`,
+      unresolved: ours <= 0 || counted <= 0,
+    })
     headlines.push({
       label: `${f}: ${PEERS[f]} overhead / ours (in process)`,
       ratio: peer / Math.max(0.05, ours),
@@ -121,6 +129,8 @@ export async function httpSection({ quick }: { quick: boolean }): Promise<Sectio
       '### In process, without the network',
       '',
       "The same apps and middlewares, their request listener driven through Node's own `IncomingMessage` and",
+      '(the "countWhen" row: fastlimit deciding after the response, `countWhen: res.statusCode >= 400`, so',
+      'every 200 is reserved, waits for the response to close and is refunded: the cost of the response hook)',
       '`ServerResponse` over an in-memory socket (no TCP), one process per framework with the four variants',
       'interleaved round-robin; CPU per request from `process.cpuUsage()`. What remains is the JavaScript each',
       'variant runs, so this table resolves differences of a microsecond that the loopback run above cannot.',

@@ -29,6 +29,15 @@ const view = (req: Request) => ({
   header: (name: string) => req.get(name),
 })
 
+/** The ended response as the suite's countWhen and settle see it. */
+const outcome = (_req: Request, res: Response) => ({
+  status: res.statusCode,
+  header: (name: string) => {
+    const v = res.getHeader(name)
+    return v === undefined ? undefined : String(v)
+  },
+})
+
 const servers: import('node:http').Server[] = []
 
 async function serve(
@@ -98,6 +107,33 @@ function layeredApp(
   })
 }
 
+/** The suite's routed app: two groups, a route in both, statuses and costs from the request, a stream, a throw. */
+function routedApp(lib: Express, a: AdapterAppOptions, b: AdapterAppOptions): Promise<AdapterClient> {
+  const groupA = rateLimit(adaptOptions(a, view, outcome))
+  const groupB = rateLimit(adaptOptions(b, view, outcome))
+  const answer = (req: Request, res: Response) => {
+    const use = req.get('x-use')
+    if (use !== undefined) res.set('x-used', use)
+    res.status(Number(req.get('x-status') ?? '200')).send('ok')
+  }
+  return serve(lib, undefined, 'app', (app) => {
+    app.get('/a', groupA, answer)
+    app.get('/a2', groupA, answer)
+    app.get('/b', groupB, answer)
+    app.get('/ab', groupA, groupB, answer)
+    app.get('/stream', groupA, (req, res) => {
+      const use = req.get('x-use')
+      if (use !== undefined) res.set('x-used', use)
+      res.status(200).type('text/plain')
+      res.write('first')
+      res.on('close', () => res.end())
+    })
+    app.get('/throw', groupA, () => {
+      throw Object.assign(new Error('handler failed'), { code: 'E_HANDLER' })
+    })
+  })
+}
+
 for (const [version, lib] of [
   ['Express 5', express],
   ['Express 4', express4],
@@ -106,6 +142,7 @@ for (const [version, lib] of [
     name: `@fastlimit/express on ${version}`,
     makeApp: (options: AdapterAppOptions, mount) => serve(lib, rateLimit(adaptOptions(options, view)), mount),
     makeLayeredApp: (appOptions, routeOptions) => layeredApp(lib, appOptions, routeOptions),
+    makeRoutedApp: (a, b) => routedApp(lib, a, b),
   })
 
   describe(`@fastlimit/express on ${version}`, () => {

@@ -9,6 +9,7 @@ import {
   type HttpDenial,
   type HttpInvalidCost,
   isRequestAborted,
+  onResponseClose,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -69,7 +70,7 @@ export interface RateLimitMiddleware {
 }
 
 /** Options of {@link rateLimit}: the options every fastlimit adapter takes, plus `handler`. */
-export interface RateLimitOptions extends RateLimitCommonOptions<Request> {
+export interface RateLimitOptions extends RateLimitCommonOptions<Request, Response> {
   /**
    * Sends the refusal yourself instead of `statusCode` and `message` (render a page, redirect...).
    * Called for requests over the limit and for outages (`decision.reason === 'fail-closed'`), with
@@ -99,6 +100,8 @@ const adapter: HttpAdapter<Request, Response> = {
   attached: (req) => req.rateLimit,
   // mode: 'delay' drops a held request whose client has gone.
   signal: (_req, res) => closeSignal(res),
+  // countWhen and settle: decided when Node's response closes (sent, or the client gone).
+  responseEnd: (_req, res, end) => onResponseClose(res, end),
 }
 
 /**

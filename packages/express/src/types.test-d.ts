@@ -1,6 +1,6 @@
 // Express 5 types (@types/express 5): the middleware keeps route parameters precise, and reset/peek take any request.
 import type { RateLimitInfo } from '@fastlimit/core'
-import express, { type Request, Router } from 'express'
+import express, { type Request, type Response, Router } from 'express'
 import { describe, expectTypeOf, it } from 'vitest'
 import { rateLimit } from './index'
 
@@ -41,5 +41,19 @@ describe('@fastlimit/express types (Express 5)', () => {
     expectTypeOf(limit.peek({} as Request<{ id: string }>)).toEqualTypeOf<
       Promise<RateLimitInfo | undefined>
     >()
+  })
+
+  it('types countWhen and settle on the request and response, and rules as a function of the request', () => {
+    rateLimit({
+      rules: (req) => (req.get('x-plan') === 'pro' ? '100/s' : { limit: 5, window: '1s' }),
+      countWhen: (req, res) => {
+        expectTypeOf(req).toEqualTypeOf<Request>()
+        expectTypeOf(res).toEqualTypeOf<Response>()
+        return res.statusCode >= 400
+      },
+      settle: async (_req, res) => Number(res.getHeader('x-tokens')),
+    })
+    // @ts-expect-error settle returns a number
+    rateLimit({ settle: (_req, res) => res.getHeader('x-tokens') })
   })
 })

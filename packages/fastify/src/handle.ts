@@ -81,16 +81,23 @@ export class HandleRecorder {
 
   constructor(real: FastLimit) {
     const handles = this.#handles
-    const check = (identity: string, rules: RulesInput | RuleSet, options?: CheckOptions) =>
-      real.check(identity, rules, options).then((decision) => {
+    const record =
+      (identity: string, rules: RulesInput | RuleSet, options?: CheckOptions) =>
+      <D extends Decision>(decision: D): D => {
         if (handles.size >= MAX_PENDING) handles.clear()
         handles.set(decision, new Handle(real, identity, rules, options?.scope))
         return decision
-      })
+      }
+    const check = (identity: string, rules: RulesInput | RuleSet, options?: CheckOptions) =>
+      real.check(identity, rules, options).then(record(identity, rules, options))
+    // countWhen / settle reserve instead of checking: the same handle for the reservation.
+    const reserve = (identity: string, rules: RulesInput | RuleSet, options?: CheckOptions) =>
+      real.reserve(identity, rules, options).then(record(identity, rules, options))
     const bound = new Map<PropertyKey, unknown>()
     this.limiter = new Proxy(real, {
       get(target, property) {
         if (property === 'check') return check
+        if (property === 'reserve') return reserve
         const value = Reflect.get(target, property, target)
         if (typeof value !== 'function') return value
         // FastLimit keeps private fields: its methods must run with the real limiter as `this`.

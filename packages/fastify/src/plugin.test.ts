@@ -1,3 +1,4 @@
+import { PassThrough } from 'node:stream'
 import { ConfigError, FastLimit, MemoryBackend } from '@fastlimit/core'
 import {
   type AdapterAppOptions,
@@ -6,7 +7,7 @@ import {
   adaptOptions,
   type SuiteResponse,
 } from '@fastlimit/core/testing'
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import Fastify4 from 'fastify4'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type RateLimitOptions, type RouteRateLimitOptions, rateLimit } from './index'
@@ -75,6 +76,7 @@ async function listener(app: FastifyInstance): Promise<AdapterClient> {
       return { status: res.status, headers, body: await res.text() }
     },
     close: () => app.close(),
+    origin: base,
   }
 }
 
@@ -129,6 +131,55 @@ afterEach(async () => {
   for (const app of apps.splice(0)) await app.close()
 })
 
+/** The ended response as the suite's countWhen and settle see it. */
+const outcome = (_request: FastifyRequest, reply: FastifyReply) => ({
+  status: reply.statusCode,
+  header: (name: string) => {
+    const v = reply.getHeader(name)
+    return v === undefined ? undefined : String(v)
+  },
+})
+
+/** The suite's routed app: two groups (fastify.rateLimit hooks), a route in both, a stream, a throw. */
+async function routed(lib: Factory, a: AdapterAppOptions, b: AdapterAppOptions): Promise<FastifyInstance> {
+  const app = lib({ logger: false }) as unknown as FastifyInstance
+  apps.push(app)
+  app.setErrorHandler((err, _request, reply) => {
+    reply
+      .code(500)
+      .type('text/plain')
+      .send(String((err as { code?: string }).code ?? 'error'))
+  })
+  await app.register(rateLimit, { global: false })
+  const groupA = app.rateLimit(adaptOptions(a, view, outcome) as RouteRateLimitOptions)
+  const groupB = app.rateLimit(adaptOptions(b, view, outcome) as RouteRateLimitOptions)
+  const answer = (request: FastifyRequest, reply: FastifyReply) => {
+    const use = request.headers['x-use']
+    if (typeof use === 'string') reply.header('x-used', use)
+    reply
+      .code(Number(request.headers['x-status'] ?? '200'))
+      .type('text/plain')
+      .send('ok')
+  }
+  app.get('/a', { onRequest: groupA }, answer)
+  app.get('/a2', { onRequest: groupA }, answer)
+  app.get('/b', { onRequest: groupB }, answer)
+  app.get('/ab', { onRequest: [groupA, groupB] }, answer)
+  app.get('/stream', { onRequest: groupA }, (request, reply) => {
+    const use = request.headers['x-use']
+    if (typeof use === 'string') reply.header('x-used', use)
+    const body = new PassThrough()
+    body.write('first')
+    reply.raw.on('close', () => body.end())
+    reply.code(200).type('text/plain').send(body)
+  })
+  app.get('/throw', { onRequest: groupA }, () => {
+    throw Object.assign(new Error('handler failed'), { code: 'E_HANDLER' })
+  })
+  await app.ready()
+  return app
+}
+
 for (const [version, lib] of [
   ['Fastify 5', Fastify],
   ['Fastify 4', Fastify4 as unknown as Factory],
@@ -137,10 +188,12 @@ for (const [version, lib] of [
   adapterConformance({
     name: `@fastlimit/fastify on ${version} (inject)`,
     makeApp: async (o, mount) => injector(await build(lib, options(o), mount)),
+    makeRoutedApp: async (a, b) => injector(await routed(lib, a, b)),
   })
   adapterConformance({
     name: `@fastlimit/fastify on ${version} (listening on 127.0.0.1)`,
     makeApp: async (o, mount) => listener(await build(lib, options(o), mount)),
+    makeRoutedApp: async (a, b) => listener(await routed(lib, a, b)),
   })
   adapterConformance({
     name: `@fastlimit/fastify on ${version} (every option in config.rateLimit)`,

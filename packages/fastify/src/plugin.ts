@@ -8,6 +8,7 @@ import {
   type Decision,
   FastLimit,
   type HttpDenial,
+  onResponseClose,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
 import type {
@@ -65,7 +66,8 @@ export type RateLimitHook = 'onRequest' | 'preValidation' | 'preHandler'
  * Options of the {@link rateLimit} plugin: the options every fastlimit adapter takes, plus `global`,
  * `hook`, `handler`, and `trustProxy: 'fastify'`.
  */
-export interface RateLimitOptions extends Omit<RateLimitCommonOptions<FastifyRequest>, 'trustProxy'> {
+export interface RateLimitOptions
+  extends Omit<RateLimitCommonOptions<FastifyRequest, FastifyReply>, 'trustProxy'> {
   /**
    * Whether every route the plugin sees is limited. `false` limits only the routes whose
    * `config.rateLimit` is `true` or an options object.
@@ -93,7 +95,7 @@ export interface RateLimitOptions extends Omit<RateLimitCommonOptions<FastifyReq
    * `trustProxy` server option (opt in only if you configured that).
    * @default false: the client is the connection's peer; forwarding headers are ignored
    */
-  trustProxy?: RateLimitCommonOptions<FastifyRequest>['trustProxy'] | 'fastify'
+  trustProxy?: RateLimitCommonOptions<FastifyRequest, FastifyReply>['trustProxy'] | 'fastify'
 }
 
 /** The options of one route's limit (`config.rateLimit`): the plugin's options but `global`. */
@@ -134,6 +136,9 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
     noAddressHint: "trustProxy: 'fastify' to use request.ip",
     // mode: 'delay' drops a held request whose client has gone.
     signal: (_request: FastifyRequest, reply: FastifyReply): AbortSignal => closeSignal(reply.raw),
+    // countWhen and settle: decided when Node's response closes (sent, or the client gone).
+    responseEnd: (_request: FastifyRequest, reply: FastifyReply, end: () => void): void =>
+      onResponseClose(reply.raw, end),
   }
 }
 
@@ -191,7 +196,7 @@ function compiler(recorders: Map<FastLimit, HandleRecorder>) {
       recorders.set(real, recorder)
     }
     const fromFastify = trustProxy === 'fastify'
-    const common: RateLimitCommonOptions<FastifyRequest> = {
+    const common: RateLimitCommonOptions<FastifyRequest, FastifyReply> = {
       ...rest,
       limiter: recorder === undefined ? real : recorder.limiter,
     }

@@ -62,6 +62,43 @@ function layeredApp(
   return app
 }
 
+/** The ended response as the suite's countWhen and settle see it. */
+const outcome = (c: Context) => ({
+  status: c.res.status,
+  header: (name: string) => c.res.headers.get(name) ?? undefined,
+})
+
+/** The suite's routed app: two groups, a route in both, statuses and costs from the request, a stream, a throw. */
+function routedApp(a: AdapterAppOptions, b: AdapterAppOptions, connInfo = false): Hono {
+  const app = new Hono()
+  app.onError((err, c) => c.text(String((err as { code?: string }).code ?? 'error'), 500))
+  const groupA = make(a, connInfo)
+  const groupB = make(b, connInfo)
+  const answer = (c: Context) => {
+    const use = c.req.header('x-use')
+    if (use !== undefined) c.header('x-used', use)
+    return c.text('ok', Number(c.req.header('x-status') ?? '200') as 200)
+  }
+  app.get('/a', groupA, answer)
+  app.get('/a2', groupA, answer)
+  app.get('/b', groupB, answer)
+  app.get('/ab', groupA, groupB, answer)
+  app.get('/stream', groupA, (c) => {
+    const use = c.req.header('x-use')
+    if (use !== undefined) c.header('x-used', use)
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('first'))
+      },
+    })
+    return c.body(body, 200, { 'content-type': 'text/plain' })
+  })
+  app.get('/throw', groupA, () => {
+    throw Object.assign(new Error('handler failed'), { code: 'E_HANDLER' })
+  })
+  return app
+}
+
 async function read(res: Response): Promise<SuiteResponse> {
   return { status: res.status, headers: Object.fromEntries(res.headers), body: await res.text() }
 }
@@ -92,7 +129,7 @@ async function overSocket(app: Hono): Promise<AdapterClient> {
 /** The middleware of the suite's options; with `connInfo`, finding the address through getConnInfo (as on Bun, Deno, Workers). */
 const make = (options: AdapterAppOptions, connInfo = false) =>
   rateLimit({
-    ...adaptOptions(options, view),
+    ...adaptOptions(options, view, outcome),
     ...(connInfo ? { getConnInfo: () => ({ remote: { address: '127.0.0.1' } }) } : {}),
   })
 
@@ -100,12 +137,14 @@ adapterConformance({
   name: '@fastlimit/hono in process (app.request)',
   makeApp: (options, mount) => inProcess(build(make(options), mount)),
   makeLayeredApp: (appOptions, routeOptions) => inProcess(layeredApp(make, appOptions, routeOptions)),
+  makeRoutedApp: (a, b) => inProcess(routedApp(a, b)),
 })
 
 adapterConformance({
   name: '@fastlimit/hono on @hono/node-server',
   makeApp: (options, mount) => overSocket(build(make(options), mount)),
   makeLayeredApp: (appOptions, routeOptions) => overSocket(layeredApp(make, appOptions, routeOptions)),
+  makeRoutedApp: (a, b) => overSocket(routedApp(a, b)),
 })
 
 adapterConformance({
@@ -116,6 +155,10 @@ adapterConformance({
   },
   makeLayeredApp: (appOptions, routeOptions) => {
     const app = layeredApp((o) => make(o, true), appOptions, routeOptions)
+    return { request: async (path, init) => read(await app.request(path, init)) }
+  },
+  makeRoutedApp: (a, b) => {
+    const app = routedApp(a, b, true)
     return { request: async (path, init) => read(await app.request(path, init)) }
   },
 })

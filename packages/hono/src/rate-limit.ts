@@ -205,10 +205,6 @@ function gone(err: unknown): Response {
   throw err
 }
 
-function passThrough(): undefined {
-  return undefined
-}
-
 function refusal<D>(_c: Context, _sink: HeaderSink, denial: D): D {
   return denial
 }
@@ -221,19 +217,25 @@ async function viaHono(
   deny: Deny,
 ): Promise<Response | undefined> {
   const sink: string[] = []
+  // The request goes on inside run(), so that countWhen and settle are decided after the handler.
   const denial = await http.run<HttpDenial | HttpInvalidCost | Response | undefined>(
     c,
     sink,
-    passThrough,
+    () => proceed(c, sink, next),
     refusal,
     gone,
     refusal,
   )
   if (denial instanceof Response) return denial
-  copyHeaders(c, sink)
   if (denial !== undefined) {
+    copyHeaders(c, sink)
     return denial.kind === 'invalid-cost' ? sendDenial(c, sink, denial) : deny(c, sink, denial)
   }
+  return undefined
+}
+
+async function proceed(c: Context, sink: string[], next: Next): Promise<undefined> {
+  copyHeaders(c, sink)
   await next()
   // A handler that returns a Response of its own drops headers set before it: set them again.
   if (sink.length > 0 && c.res.headers.get(sink[0] as string) === null) {

@@ -18,4 +18,17 @@ describe('@fastlimit/hono types', () => {
     })
     expectTypeOf(limit.reset).parameter(0).toEqualTypeOf<Context>()
   })
+
+  it('types countWhen and settle on the context, and rules as a function of it', () => {
+    rateLimit({
+      rules: async (c) => (c.req.header('x-plan') === 'pro' ? ['10/s', '1000/day'] : '1/s'),
+      countWhen: (c) => {
+        expectTypeOf(c).toEqualTypeOf<Context>()
+        return c.res.status >= 400
+      },
+      settle: (c) => Number(c.res.headers.get('x-tokens')),
+    })
+    // @ts-expect-error countWhen returns a boolean
+    rateLimit({ countWhen: (c) => c.res.status })
+  })
 })

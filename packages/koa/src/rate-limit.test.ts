@@ -1,5 +1,6 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import { PassThrough } from 'node:stream'
 import { ConfigError, FastLimit, MemoryBackend } from '@fastlimit/core'
 import {
   type AdapterAppOptions,
@@ -28,6 +29,12 @@ const frozen = () => {
   }
 }
 
+/** The ended response as the suite's countWhen and settle see it. */
+const outcome = (ctx: Context) => ({
+  status: ctx.status,
+  header: (name: string) => ctx.response.get(name) || undefined,
+})
+
 const servers: Server[] = []
 
 async function serve(
@@ -35,8 +42,11 @@ async function serve(
   limit: Middleware | undefined,
   mount: 'app' | 'route',
   routes: Record<string, Middleware> = {},
+  silent = false,
 ): Promise<AdapterClient> {
   const app = new App()
+  // The routed app's stream is cut by its client on purpose: Koa would log the premature close.
+  app.silent = silent
   app.use(async (ctx, next) => {
     try {
       await next()
@@ -110,6 +120,52 @@ function layeredApp(
   })
 }
 
+/** The suite's routed app: two groups, a route in both, statuses and costs from the request, a stream, a throw. */
+function routedApp(App: typeof Koa, a: AdapterAppOptions, b: AdapterAppOptions): Promise<AdapterClient> {
+  const groupA = rateLimit(adaptOptions(a, view, outcome))
+  const groupB = rateLimit(adaptOptions(b, view, outcome))
+  const answer = async (ctx: Context) => {
+    const use = ctx.get('x-use')
+    if (use !== '') ctx.set('x-used', use)
+    ctx.status = Number(ctx.get('x-status') || '200')
+    ctx.type = 'text/plain'
+    ctx.body = 'ok'
+  }
+  const behind =
+    (handler: (ctx: Context) => Promise<void> | void, ...groups: Middleware[]): Middleware =>
+    (ctx) => {
+      const run = (i: number): Promise<void> =>
+        i === groups.length
+          ? Promise.resolve(handler(ctx))
+          : Promise.resolve((groups[i] as Middleware)(ctx, () => run(i + 1)))
+      return run(0)
+    }
+  return serve(
+    App,
+    undefined,
+    'app',
+    {
+      'GET /a': behind(answer, groupA),
+      'GET /a2': behind(answer, groupA),
+      'GET /b': behind(answer, groupB),
+      'GET /ab': behind(answer, groupA, groupB),
+      'GET /stream': behind((ctx) => {
+        const use = ctx.get('x-use')
+        if (use !== '') ctx.set('x-used', use)
+        const body = new PassThrough()
+        body.write('first')
+        ctx.res.on('close', () => body.end())
+        ctx.type = 'text/plain'
+        ctx.body = body
+      }, groupA),
+      'GET /throw': behind(() => {
+        throw Object.assign(new Error('handler failed'), { code: 'E_HANDLER' })
+      }, groupA),
+    },
+    true,
+  )
+}
+
 for (const [version, App] of [
   ['Koa 3', Koa],
   ['Koa 2', Koa2],
@@ -118,6 +174,7 @@ for (const [version, App] of [
     name: `@fastlimit/koa on ${version}`,
     makeApp: (options, mount) => serve(App, rateLimit(adaptOptions(options, view)), mount),
     makeLayeredApp: (appOptions, routeOptions) => layeredApp(App, appOptions, routeOptions),
+    makeRoutedApp: (a, b) => routedApp(App, a, b),
   })
 
   describe(`@fastlimit/koa on ${version}`, () => {

@@ -8,6 +8,7 @@ import {
   type HttpAdapter,
   type HttpDenial,
   type HttpInvalidCost,
+  onResponseClose,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -77,6 +78,8 @@ const adapter: HttpAdapter<Context, Context> = {
   attached: (ctx) => ctx.state.rateLimit,
   // mode: 'delay' drops a held request whose client has gone.
   signal: (ctx) => closeSignal(ctx.res),
+  // countWhen and settle: decided when Node's response closes (sent, or the client gone).
+  responseEnd: (ctx, _res, end) => onResponseClose(ctx.res, end),
 }
 
 /**

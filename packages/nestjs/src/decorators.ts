@@ -6,6 +6,7 @@ import { requestOf } from './context'
 import type { RateLimitHandle as Handle } from './handle'
 import {
   RATE_LIMIT_METADATA,
+  RATE_LIMITS_METADATA,
   type RateLimitDecoratorOptions,
   type RateLimitMetadata,
   SKIP_RATE_LIMIT_METADATA,
@@ -29,7 +30,8 @@ const noAdapter = {
  * given are the module's. Without a `scope`, the limit counts apart from every other, under a scope
  * named after where it is declared (`CatsController`, `CatsController.create`); give several the
  * same `scope` (and rules) to count them together. A handler's `@RateLimit` or `@SkipRateLimit`
- * wins over its controller's. Options are checked now: a bad one throws a `ConfigError`.
+ * wins over its controller's. Stack several on one handler (or controller) to count it in each, in
+ * the order written (a route in two groups). Options are checked now: a bad one throws a `ConfigError`.
  *
  * @example
  * ```ts
@@ -53,6 +55,16 @@ export function RateLimit(
         ? (target as { name: string }).name
         : `${(target as { constructor: { name: string } }).constructor.name}.${String(key)}`
     const metadata: RateLimitMetadata = { rules, options, origin }
+    // Decorators apply bottom-up: the one written first is applied last, and counts first.
+    const holder = descriptor === undefined ? target : descriptor.value
+    const read = (Reflect as unknown as { getMetadata?: (key: string, target: object) => unknown })
+      .getMetadata
+    const stacked = (read?.(RATE_LIMITS_METADATA, holder) as RateLimitMetadata[] | undefined) ?? []
+    SetMetadata(RATE_LIMITS_METADATA, [metadata, ...stacked])(
+      target,
+      key as string | symbol,
+      descriptor as PropertyDescriptor,
+    )
     SetMetadata(RATE_LIMIT_METADATA, metadata)(
       target,
       key as string | symbol,

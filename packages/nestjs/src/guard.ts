@@ -9,6 +9,7 @@ import {
   type HttpDenial,
   type HttpLimiter,
   isRequestAborted,
+  onResponseClose,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
 import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
@@ -21,9 +22,11 @@ import {
   FASTLIMIT_OPTIONS,
   type FastLimitModuleOptions,
   RATE_LIMIT_METADATA,
+  RATE_LIMITS_METADATA,
   type RateLimitMetadata,
   type RateLimitOptions,
   type RateLimitRequest,
+  type RateLimitResponse,
   SKIP_RATE_LIMIT_METADATA,
 } from './options'
 import { scopeFor } from './scope'
@@ -75,7 +78,7 @@ export class FastLimitGuard implements CanActivate {
   readonly #recorders: Map<FastLimit, HandleRecorder>
   readonly #default: HttpLimiter<RateLimitRequest, unknown>
   readonly #declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
-  readonly #limits = new Map<Target, Map<Target, HttpLimiter<RateLimitRequest, unknown> | null>>()
+  readonly #limits = new Map<Target, Map<Target, readonly HttpLimiter<RateLimitRequest, unknown>[] | null>>()
 
   constructor(reflector: Reflector, options: FastLimitModuleOptions, limiter: FastLimit) {
     this.#reflector = reflector
@@ -102,8 +105,28 @@ export class FastLimitGuard implements CanActivate {
   canActivate(context: ExecutionContext): boolean | Promise<boolean> {
     const req = requestOf(context)
     if (req === undefined || req === null) return true
-    const http = this.#limitOf(context.getHandler(), context.getClass())
-    if (http === null) return true
+    const limits = this.#limitOf(context.getHandler(), context.getClass())
+    if (limits === null) return true
+    if (limits.length === 1)
+      return this.#count(req, context, limits[0] as HttpLimiter<RateLimitRequest, unknown>)
+    return this.#countAll(req, context, limits)
+  }
+
+  /** Stacked `@RateLimit`s: counted in the order written; the first refusal stops the rest. */
+  async #countAll(
+    req: RateLimitRequest,
+    context: ExecutionContext,
+    limits: readonly HttpLimiter<RateLimitRequest, unknown>[],
+  ): Promise<boolean> {
+    for (const http of limits) if (!(await this.#count(req, context, http))) return false
+    return true
+  }
+
+  #count(
+    req: RateLimitRequest,
+    context: ExecutionContext,
+    http: HttpLimiter<RateLimitRequest, unknown>,
+  ): boolean | Promise<boolean> {
     // A request is counted once per limit: the guard run again for it (global and @UseGuards both,
     // several resolvers of one GraphQL operation) answers as the first run did.
     const memo: unknown[] | undefined = req[COUNTED]
@@ -116,7 +139,7 @@ export class FastLimitGuard implements CanActivate {
     return result
   }
 
-  #limitOf(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {
+  #limitOf(handler: Target, controller: Target): readonly HttpLimiter<RateLimitRequest, unknown>[] | null {
     let byController = this.#limits.get(handler)
     if (byController === undefined) {
       byController = new Map()
@@ -130,25 +153,30 @@ export class FastLimitGuard implements CanActivate {
     return http
   }
 
-  #resolve(handler: Target, controller: Target): HttpLimiter<RateLimitRequest, unknown> | null {
+  #resolve(handler: Target, controller: Target): readonly HttpLimiter<RateLimitRequest, unknown>[] | null {
     for (const target of [handler, controller]) {
       if (this.#reflector.get<boolean | undefined>(SKIP_RATE_LIMIT_METADATA, target) === true) return null
-      const declared = this.#reflector.get<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, target)
-      if (declared !== undefined) {
-        let http = this.#declared.get(declared)
-        if (http === undefined) {
-          http = this.#build({
-            ...this.#base,
-            ...declared.options,
-            rules: declared.rules,
-            scope: declared.options.scope ?? scopeFor(declared.origin),
-          })
-          this.#declared.set(declared, http)
-        }
-        return http
-      }
+      const single = this.#reflector.get<RateLimitMetadata | undefined>(RATE_LIMIT_METADATA, target)
+      if (single === undefined) continue
+      const stacked = this.#reflector.get<RateLimitMetadata[] | undefined>(RATE_LIMITS_METADATA, target)
+      return (stacked ?? [single]).map((declared) => this.#declaredLimit(declared))
     }
-    return this.#default
+    return [this.#default]
+  }
+
+  /** The compiled limit of one `@RateLimit`, shared by every guard of the module. */
+  #declaredLimit(declared: RateLimitMetadata): HttpLimiter<RateLimitRequest, unknown> {
+    let http = this.#declared.get(declared)
+    if (http === undefined) {
+      http = this.#build({
+        ...this.#base,
+        ...declared.options,
+        rules: declared.rules,
+        scope: declared.options.scope ?? scopeFor(declared.origin),
+      })
+      this.#declared.set(declared, http)
+    }
+    return http
   }
 
   #build(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
@@ -179,6 +207,12 @@ export class FastLimitGuard implements CanActivate {
       },
       method: (req: RateLimitRequest): string => req.method,
       setHeader,
+      // countWhen and settle: decided when Node's response closes (Express res, or a Fastify reply's raw).
+      // Without an HTTP response (not over HTTP), the reservation stays as charged.
+      responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
+        const raw = res?.raw ?? res
+        if (typeof raw?.on === 'function') onResponseClose(raw, end)
+      },
       expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
         req.rateLimit = decision
         req.rateLimitHandle = handles.handleOf(decision)
@@ -191,7 +225,10 @@ export class FastLimitGuard implements CanActivate {
           : undefined
       },
     }
-    const common: RateLimitCommonOptions<RateLimitRequest> = { ...options, limiter: recorder.limiter }
+    const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = {
+      ...options,
+      limiter: recorder.limiter,
+    }
     return createHttpLimiter(common, adapter)
   }
 }

@@ -12,10 +12,12 @@ export type {
   RateLimitModuleLimits,
   RateLimitOptions,
   RateLimitRequest,
+  RateLimitResponse,
 } from './options'
 export {
   FASTLIMIT_LIMITER,
   FASTLIMIT_OPTIONS,
   RATE_LIMIT_METADATA,
+  RATE_LIMITS_METADATA,
   SKIP_RATE_LIMIT_METADATA,
 } from './options'

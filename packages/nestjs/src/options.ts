@@ -13,11 +13,18 @@ import type { ModuleMetadata } from '@nestjs/common'
 export type RateLimitRequest = any
 
 /**
+ * The platform's response, as `countWhen` and `settle` get it: an Express `Response` or a Fastify
+ * `FastifyReply` (both have `statusCode` and `getHeader`).
+ */
+// biome-ignore lint/suspicious/noExplicitAny: the platform decides; annotate the parameter with yours.
+export type RateLimitResponse = any
+
+/**
  * The options of one limit: what every fastlimit adapter takes. In `forRoot` they are the
  * defaults of every route; in `@RateLimit(rules, options)` they replace them for a controller or a
  * handler.
  */
-export type RateLimitOptions = RateLimitCommonOptions<RateLimitRequest>
+export type RateLimitOptions = RateLimitCommonOptions<RateLimitRequest, RateLimitResponse>
 
 /** Options of {@link FastLimitModule.forRoot}: the default limit, and how the module installs itself. */
 export interface FastLimitModuleOptions extends RateLimitOptions {
@@ -88,6 +95,9 @@ export const FASTLIMIT_LIMITER: unique symbol = Symbol('fastlimit:limiter')
 
 /** Metadata key of `@RateLimit`. */
 export const RATE_LIMIT_METADATA = 'fastlimit:rate-limit'
+
+/** Metadata key of every `@RateLimit` on a handler or controller, in the order written (stacked limits). */
+export const RATE_LIMITS_METADATA = 'fastlimit:rate-limits'
 
 /** Metadata key of `@SkipRateLimit`. */
 export const SKIP_RATE_LIMIT_METADATA = 'fastlimit:skip'

@@ -84,6 +84,7 @@ export async function client(app: INestApplication): Promise<AdapterClient> {
       return { status: res.status, headers, body: await res.text() }
     },
     close: () => app.close(),
+    origin: base,
   }
 }
 

@@ -1,9 +1,18 @@
 // The shared adapter suite, on Nest with the Express and the Fastify platform (real servers on 127.0.0.1).
 // Registered by conformance.test.ts (Nest 11) and by apps/nestjs-compat10 and apps/nestjs-compat12 (Nest 10, 12).
+
+import { PassThrough } from 'node:stream'
 import { type AdapterAppOptions, adapterConformance, adaptOptions } from '@fastlimit/core/testing'
-import { All, Controller, Get, Module, UseGuards } from '@nestjs/common'
+import { All, Controller, Get, Module, Req, Res, UseGuards } from '@nestjs/common'
 import { afterEach, expect, it } from 'vitest'
-import { FastLimitGuard, FastLimitModule, type RateLimitRequest } from '../src/index'
+import {
+  FastLimitGuard,
+  FastLimitModule,
+  RateLimit,
+  type RateLimitDecoratorOptions,
+  type RateLimitRequest,
+  type RateLimitResponse,
+} from '../src/index'
 import { client, closeAll, nestVersion, type Platform, sameNest, start } from './apps'
 
 const view = (req: RateLimitRequest) => ({
@@ -38,6 +47,97 @@ function suiteModule(options: AdapterAppOptions, mount: 'app' | 'route') {
   return SuiteModule
 }
 
+/** The ended response as the suite's countWhen and settle see it (an Express response or a Fastify reply). */
+const outcome = (_req: RateLimitRequest, res: RateLimitResponse) => ({
+  status: res.statusCode as number,
+  header: (name: string) => {
+    const v = res.getHeader(name)
+    return v === undefined ? undefined : String(v)
+  },
+})
+
+/** `@RateLimit` arguments of the suite's options: the limiter and clock go to the module. */
+function declared(options: AdapterAppOptions): [AdapterAppOptions['rules'], RateLimitDecoratorOptions] {
+  const { limiter: _l, clock: _c, rules, ...rest } = adaptOptions(options, view, outcome) as AdapterAppOptions
+  return [rules ?? '100/min', rest as RateLimitDecoratorOptions]
+}
+
+/** The suite's routed app: two groups (stacked `@RateLimit` on `/ab`), statuses and costs from the request, a stream, a throw. */
+function routedModule(a: AdapterAppOptions, b: AdapterAppOptions) {
+  const [rulesA, optionsA] = declared(a)
+  const [rulesB, optionsB] = declared(b)
+  // biome-ignore lint/suspicious/noExplicitAny: the suite passes its rules through as given.
+  const groupA = () => RateLimit(rulesA as any, { scope: 'group-a', ...optionsA })
+  // biome-ignore lint/suspicious/noExplicitAny: as above.
+  const groupB = () => RateLimit(rulesB as any, { scope: 'group-b', ...optionsB })
+  const fastify = (res: RateLimitResponse) => typeof res.code === 'function' && res.raw !== undefined
+  const answer = (req: RateLimitRequest, res: RateLimitResponse) => {
+    const use = req.headers['x-use']
+    if (typeof use === 'string') res.header?.('x-used', use) ?? res.setHeader('x-used', use)
+    const status = Number(req.headers['x-status'] ?? '200')
+    if (fastify(res)) res.code(status)
+    else res.status(status)
+    return 'ok'
+  }
+  @Controller()
+  class RoutedController {
+    @Get('a')
+    @groupA()
+    a(@Req() req: RateLimitRequest, @Res({ passthrough: true }) res: RateLimitResponse) {
+      return answer(req, res)
+    }
+
+    @Get('a2')
+    @groupA()
+    a2(@Req() req: RateLimitRequest, @Res({ passthrough: true }) res: RateLimitResponse) {
+      return answer(req, res)
+    }
+
+    @Get('b')
+    @groupB()
+    b(@Req() req: RateLimitRequest, @Res({ passthrough: true }) res: RateLimitResponse) {
+      return answer(req, res)
+    }
+
+    @Get('ab')
+    @groupA()
+    @groupB()
+    ab(@Req() req: RateLimitRequest, @Res({ passthrough: true }) res: RateLimitResponse) {
+      return answer(req, res)
+    }
+
+    @Get('stream')
+    @groupA()
+    stream(@Req() req: RateLimitRequest, @Res() res: RateLimitResponse) {
+      const use = req.headers['x-use']
+      if (fastify(res)) {
+        if (typeof use === 'string') res.header('x-used', use)
+        const body = new PassThrough()
+        body.write('first')
+        res.raw.on('close', () => body.end())
+        res.code(200).type('text/plain').send(body)
+        return
+      }
+      if (typeof use === 'string') res.setHeader('x-used', use)
+      res.status(200).type('text/plain')
+      res.write('first')
+      res.on('close', () => res.end())
+    }
+
+    @Get('throw')
+    @groupA()
+    fail() {
+      throw Object.assign(new Error('handler failed'), { code: 'E_HANDLER' })
+    }
+  }
+  @Module({
+    imports: [FastLimitModule.forRoot({ limiter: a.limiter, clock: a.clock })],
+    controllers: [RoutedController],
+  })
+  class RoutedModule {}
+  return RoutedModule
+}
+
 /** Registers the adapter suite on both platforms, for the Nest whose packages resolve here (its major version). */
 export function nestConformance(major: number): void {
   const version = `Nest ${major}`
@@ -50,6 +150,7 @@ export function nestConformance(major: number): void {
     adapterConformance({
       name: `@fastlimit/nestjs on ${version} with the ${platform} platform`,
       makeApp: async (options, mount) => client(await start(platform, suiteModule(options, mount))),
+      makeRoutedApp: async (a, b) => client(await start(platform, routedModule(a, b))),
     })
   }
 }

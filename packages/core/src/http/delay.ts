@@ -142,7 +142,8 @@ interface Waiting {
  */
 export class HttpDelay<Req, Res> {
   readonly #limiter: FastLimit
-  readonly #rules: RuleSet
+  /** The middleware's rules, or `undefined` when they are a function of the request (given to `wait`). */
+  readonly #rules: RuleSet | undefined
   readonly #scope: string | undefined
   readonly #maxDelayMs: number
   readonly #maxQueue: number
@@ -152,7 +153,7 @@ export class HttpDelay<Req, Res> {
 
   constructor(
     limiter: FastLimit,
-    rules: RuleSet,
+    rules: RuleSet | undefined,
     scope: string | undefined,
     settings: DelaySettings,
     name: string,
@@ -191,6 +192,7 @@ export class HttpDelay<Req, Res> {
     req: Req,
     res: Res,
     denied: StoreDecision | undefined,
+    rules: RuleSet = this.#rules as RuleSet,
   ): Promise<Decision> {
     const started = performance.now()
     let w = this.#waiting.get(identity)
@@ -207,7 +209,7 @@ export class HttpDelay<Req, Res> {
     try {
       signal = this.#signal?.(req, res)
       const maxWaitMs = this.#maxDelayMs
-      const d = await this.#limiter.wait(identity, this.#rules, {
+      const d = await this.#limiter.wait(identity, rules, {
         cost,
         maxWaitMs,
         maxQueue: this.#maxQueue,
@@ -223,9 +225,9 @@ export class HttpDelay<Req, Res> {
       if (signal?.aborted === true && err === signal.reason)
         throw new RequestAbortedError(this.#name, { cause: err })
       if (!(err instanceof FastlimitError)) throw err
-      if (err.code === 'ERR_FASTLIMIT_WAIT_TOO_LONG') return this.#tooLong(err, w, cost)
+      if (err.code === 'ERR_FASTLIMIT_WAIT_TOO_LONG') return this.#tooLong(err, w, cost, rules)
       if (err.code === 'ERR_FASTLIMIT_OVERLOADED') return refusal(w.last, this.#maxDelayMs, cost)
-      if (err.code === 'ERR_FASTLIMIT_CLOSED') return this.#closed(err, cost)
+      if (err.code === 'ERR_FASTLIMIT_CLOSED') return this.#closed(err, cost, rules)
       throw err
     } finally {
       if (--w.count === 0 && this.#waiting.get(identity) === w) this.#waiting.delete(identity)
@@ -233,12 +235,12 @@ export class HttpDelay<Req, Res> {
   }
 
   /** The refusal of a request that cannot be admitted within `maxDelayMs`. */
-  #tooLong(err: FastlimitError, w: Waiting, cost: number): Decision {
+  #tooLong(err: FastlimitError, w: Waiting, cost: number, rules: RuleSet): Decision {
     const e = err as FastlimitError & { retryAfterMs?: number; decision?: Decision }
     const known = e.decision !== undefined && e.decision.source !== 'policy' ? e.decision : undefined
     if (known === undefined && err.cause instanceof FastlimitError) {
       // Refused because the store kept failing under 'fail-closed': an outage, as a check would say.
-      return policyDecision(this.#rules, false, cost, err.cause)
+      return policyDecision(rules, false, cost, err.cause)
     }
     const base = known ?? w.last
     let retry = e.retryAfterMs
@@ -253,10 +255,10 @@ export class HttpDelay<Req, Res> {
    * cannot be reached (`'fail-open'` admits, `'fail-closed'` and `{ fallback }` refuse as an outage,
    * `'throw'` fails it with the error).
    */
-  #closed(err: FastlimitError, cost: number): Decision {
+  #closed(err: FastlimitError, cost: number, rules: RuleSet): Decision {
     const policy = (this.#limiter as { onBackendError?: unknown }).onBackendError ?? 'throw'
     if (policy === 'throw') throw err
-    return policyDecision(this.#rules, policy === 'fail-open', cost, err)
+    return policyDecision(rules, policy === 'fail-open', cost, err)
   }
 }
 

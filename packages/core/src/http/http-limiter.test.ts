@@ -933,7 +933,7 @@ describe('createHttpLimiter: options are checked at construction', () => {
     expect(() =>
       createHttpLimiter({ handler: () => {} } as RateLimitCommonOptions<Req>, adapter),
     ).not.toThrow()
-    expect(createHttpLimiter(undefined, adapter).rules.rules[0]?.name).toBe('100/1m')
+    expect(createHttpLimiter(undefined, adapter).rules?.rules[0]?.name).toBe('100/1m')
   })
 })
 

@@ -28,6 +28,8 @@ import {
   walkProxies,
 } from './ip'
 import type { MessageBody, RateLimitCommonOptions } from './options'
+import { Outcome, type Settleable } from './outcome'
+import { type RulesEntry, RulesOfRequest } from './rules-of-request'
 import { warned, warnOnce } from './warn'
 
 /**
@@ -86,6 +88,14 @@ export interface HttpAdapter<Req, Res> {
    * @default none: a held request waits its turn even when its client has gone
    */
   signal?(req: Req, res: Res): AbortSignal | undefined
+  /**
+   * Calls `end` once when the response to `req` is over, for `countWhen` and `settle`: sent, or the
+   * client gone first (the handler having thrown, the framework's error handling has answered by
+   * then). Adapters on Node's `http` pass {@link onResponseClose} on the Node response. Without it,
+   * the request is decided when the `next` given to {@link HttpLimiter.run} settles (Hono: the
+   * handler's `Response` is built, its status and headers final).
+   */
+  responseEnd?(req: Req, res: Res, end: () => void): void
 }
 
 /** How warnings write a header's name. */
@@ -188,6 +198,8 @@ const OPTION_NAMES = [
   'outageStatusCode',
   'maxDelayMs',
   'maxQueue',
+  'countWhen',
+  'settle',
 ] as const
 
 /** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
@@ -272,10 +284,10 @@ function isPlainObject(value: unknown): boolean {
 export class HttpLimiter<Req, Res> {
   /** The limiter deciding. */
   readonly limiter: FastLimit
-  /** The rules, compiled once. */
-  readonly rules: RuleSet
-  /** The header writer. */
-  readonly headers: RateLimitHeaders
+  /** The rules, compiled once; `undefined` when `rules` is a function of the request. */
+  readonly rules: RuleSet | undefined
+  /** The header writer; `undefined` when `rules` is a function of the request (one writer per rule set then). */
+  readonly headers: RateLimitHeaders | undefined
   /** The status of a refusal. */
   readonly statusCode: number
   /** The status of a refusal because the limiter's store is unavailable (`'fail-closed'`). */
@@ -325,11 +337,18 @@ export class HttpLimiter<Req, Res> {
   readonly #cache = new Map<string, string>()
   /** The waiting of `mode: 'delay'`, or `undefined` in the other modes. */
   readonly #delay: HttpDelay<Req, Res> | undefined
+  /** `countWhen` and `settle`, or `undefined` when neither is given: plain checks then. */
+  readonly #outcome: Outcome<Req, Res> | undefined
+  /** The rules of each request when `rules` is a function, or `undefined`. */
+  readonly #perRequest: RulesOfRequest<Req> | undefined
   /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
   #sniff = true
   #sniffCount = 0
 
-  constructor(options: RateLimitCommonOptions<Req>, adapter: HttpAdapter<Req, Res>) {
+  constructor(
+    options: RateLimitCommonOptions<Req, NoInfer<Res>> | RateLimitCommonOptions<Req>,
+    adapter: HttpAdapter<Req, Res>,
+  ) {
     const where = typeof adapter?.name === 'string' ? adapter.name : 'core'
     this.#name = where
     const fail = (message: string): never => {
@@ -345,7 +364,7 @@ export class HttpLimiter<Req, Res> {
         fail(`Unknown option ${show(name)}: rateLimit() takes ${[...known].join(', ')}.`)
       }
     }
-    const o = options as RateLimitCommonOptions<Req>
+    const o = options as RateLimitCommonOptions<Req, Res>
     const fn = <F>(name: string, value: unknown): F | undefined => {
       if (value !== undefined && typeof value !== 'function') {
         fail(`${name} must be a function, got ${show(value)}.`)
@@ -365,7 +384,8 @@ export class HttpLimiter<Req, Res> {
       }
     }
     this.limiter = o.limiter ?? new FastLimit()
-    this.rules = this.limiter.rules(o.rules ?? '100/min')
+    const rulesFn = typeof o.rules === 'function' ? o.rules : undefined
+    this.rules = rulesFn === undefined ? this.limiter.rules((o.rules ?? '100/min') as RuleSet) : undefined
 
     this.#key = fn('key', o.key)
     this.#normalize = fn('normalize', o.normalize)
@@ -445,7 +465,7 @@ export class HttpLimiter<Req, Res> {
     }
     const legacy = o.legacyHeaders ?? false
     if (typeof legacy !== 'boolean') fail(`legacyHeaders must be true or false, got ${show(legacy)}.`)
-    this.headers = new RateLimitHeaders(this.rules, format, legacy)
+    this.headers = this.rules === undefined ? undefined : new RateLimitHeaders(this.rules, format, legacy)
     this.#writeHeaders = format !== false || legacy
 
     const status = o.statusCode ?? 429
@@ -532,6 +552,18 @@ export class HttpLimiter<Req, Res> {
     if (typeof requestName !== 'string' || !/^[A-Za-z_$][\w$]{0,31}$/.test(requestName))
       fail('The adapter requestName must be an identifier, e.g. req.')
     this.#requestName = requestName
+    if (adapter.responseEnd !== undefined && typeof adapter.responseEnd !== 'function')
+      fail('The adapter responseEnd must be a function (req, res, end) => void.')
+    this.#outcome =
+      o.countWhen === undefined && o.settle === undefined
+        ? undefined
+        : new Outcome<Req, Res>(o.countWhen, o.settle, adapter.responseEnd, where, this.limiter)
+    if (this.#outcome !== undefined && mode === 'delay') {
+      // A held request is admitted by limiter.wait, which charges at once: there is no reservation to settle.
+      fail(
+        "mode 'delay' cannot be combined with countWhen or settle: a held request is charged when it is admitted. Use two middlewares (a delaying one, then one with countWhen or settle), or mode 'enforce'.",
+      )
+    }
     this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
 
@@ -539,18 +571,33 @@ export class HttpLimiter<Req, Res> {
     const rules = this.rules
     const scoped = this.#scoped
     let checkedShared = false
+    const reset = (identity: string): Promise<void> => {
+      if (!checkedShared) {
+        checkedShared = true
+        this.#warnSharedScope()
+      }
+      return limiter.reset(identity, scoped)
+    }
     this.#owner = {
       scope: o.scope,
       headers: this.#writeHeaders ? this.headers : undefined,
-      reset: (identity) => {
-        if (!checkedShared) {
-          checkedShared = true
-          this.#warnSharedScope()
-        }
-        return limiter.reset(identity, scoped)
-      },
-      peek: (identity) => limiter.peek(identity, rules, scoped),
+      reset,
+      // With rules per request, this owner only resets: each rule set has its own owner for the rest.
+      peek: (identity) => limiter.peek(identity, rules as RuleSet, scoped),
     }
+    this.#perRequest =
+      rulesFn === undefined
+        ? undefined
+        : new RulesOfRequest(
+            rulesFn,
+            limiter,
+            this.#owner,
+            reset,
+            scoped,
+            (set) => (this.#writeHeaders ? new RateLimitHeaders(set, format, legacy) : undefined),
+            where,
+            this.#requestName,
+          )
     let built = MIDDLEWARES.get(limiter)
     if (built === undefined) {
       built = new Map()
@@ -595,8 +642,9 @@ export class HttpLimiter<Req, Res> {
   async peek(req: Req): Promise<RateLimitInfo | undefined> {
     const identity = await this.#identityOf(req)
     if (identity === undefined) return undefined
-    const decision = await this.#owner.peek(identity)
-    return new RequestRateLimit(decision, identity, this.#owner, undefined, 0)
+    const owner = this.#perRequest === undefined ? this.#owner : (await this.#perRequest.of(req)).owner
+    const decision = await owner.peek(identity)
+    return new RequestRateLimit(decision, identity, owner, undefined, 0)
   }
 
   /** The identity this middleware counted `req` under, or would; `undefined` when allow-listed. */
@@ -757,6 +805,8 @@ export class HttpLimiter<Req, Res> {
   ): Promise<T> {
     let denial: HttpDenial | undefined
     let unusable = false
+    /** The reservation to decide when the response ends (`countWhen`, `settle`). */
+    let reserved: (Decision & Settleable) | undefined
     try {
       let proceed = true
       const skipMethods = this.#skipMethods
@@ -789,20 +839,35 @@ export class HttpLimiter<Req, Res> {
         }
         const costFn = this.#cost
         let decision: Decision | undefined
+        let rules = this.rules as RuleSet
+        let owner = this.#owner
+        let headers = this.headers as RateLimitHeaders
+        if (this.#perRequest !== undefined) {
+          const e = this.#perRequest.of(req)
+          const entry: RulesEntry = e instanceof Promise ? await e : e
+          rules = entry.rules
+          owner = entry.owner
+          headers = entry.headers as RateLimitHeaders
+        }
         // mode 'delay': a client with requests held here joins them; any other is checked as in 'enforce'.
         const delay = this.#delay
-        let join = delay?.holding(identity) === true
-        if (costFn === undefined) {
+        let join = false
+        if (costFn === undefined && this.#outcome === undefined) {
+          join = delay?.holding(identity) === true
           decision = join
-            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined)
-            : await this.limiter.check(identity, this.rules, this.#scoped)
+            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined, rules)
+            : await this.limiter.check(identity, rules, this.#scoped)
         } else {
-          const c = costFn(req)
-          const given = typeof c === 'number' ? c : await c
-          let cost: number | undefined = given
-          // 0 is "not counted"; anything else that is not a whole number of 1 or more follows invalidCost.
-          if (typeof cost !== 'number' || !(cost > 0) || !Number.isSafeInteger(cost)) {
-            cost = cost === 0 ? 0 : this.#unusableCost(cost)
+          let given: unknown = 1
+          let cost: number | undefined = 1
+          if (costFn !== undefined) {
+            const c = costFn(req)
+            given = typeof c === 'number' ? c : await c
+            cost = given as number
+            // 0 is "not counted"; anything else that is not a whole number of 1 or more follows invalidCost.
+            if (typeof cost !== 'number' || !(cost > 0) || !Number.isSafeInteger(cost)) {
+              cost = cost === 0 ? 0 : this.#unusableCost(cost)
+            }
           }
           if (cost === undefined) {
             if (this.mode !== 'shadow') {
@@ -811,18 +876,26 @@ export class HttpLimiter<Req, Res> {
             }
           } else if (cost !== 0) {
             join = delay?.holding(identity) === true
-            decision = join
-              ? await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined)
-              : await this.limiter.check(identity, this.rules, {
-                  cost,
-                  scope: this.#scope,
-                  mode: this.mode === 'shadow' ? 'shadow' : 'enforce',
-                })
+            const checkOptions = {
+              cost,
+              scope: this.#scope,
+              mode: this.mode === 'shadow' ? ('shadow' as const) : ('enforce' as const),
+            }
+            if (join) {
+              decision = await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined, rules)
+            } else if (this.#outcome === undefined) {
+              decision = await this.limiter.check(identity, rules, checkOptions)
+            } else {
+              // countWhen / settle: reserve now, decide the cost when the response ends.
+              const reservation = await this.limiter.reserve(identity, rules, checkOptions)
+              decision = reservation
+              if (reservation.allowed) reserved = reservation
+            }
           }
         }
         // A denial the limit can lift within maxDelayMs: held until it does.
         if (delay !== undefined && !join && decision !== undefined && delay.holds(decision)) {
-          decision = await delay.wait(identity, decision.cost, req, res, decision)
+          decision = await delay.wait(identity, decision.cost, req, res, decision, rules)
         }
         if (decision !== undefined) {
           const last = this.#attached(req)
@@ -830,10 +903,10 @@ export class HttpLimiter<Req, Res> {
           // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
           const write = this.#writeHeaders && decision.source !== 'policy'
           const now = write ? this.#clock() : 0
-          const info = new RequestRateLimit(decision, identity, this.#owner, previous, now)
+          const info = new RequestRateLimit(decision, identity, owner, previous, now)
           this.#attach(req, res, info)
           if (write) {
-            if (previous === undefined) this.headers.apply(res, this.#setHeader, decision, now)
+            if (previous === undefined) headers.apply(res, this.#setHeader, decision, now)
             else applyCombined(res, this.#setHeader, RequestRateLimit.headerEntries(info))
           }
           if (!decision.allowed) {
@@ -851,7 +924,9 @@ export class HttpLimiter<Req, Res> {
       return fail(err)
     }
     if (unusable) return (invalid as NonNullable<typeof invalid>)(req, res, INVALID_COST, next)
-    return denial === undefined ? next() : deny(req, res, denial, next)
+    if (denial !== undefined) return deny(req, res, denial, next)
+    if (reserved !== undefined) return (this.#outcome as Outcome<Req, Res>).follow(req, res, reserved, next)
+    return next()
   }
 
   /**
@@ -907,7 +982,7 @@ export class HttpLimiter<Req, Res> {
  * ```
  */
 export function createHttpLimiter<Req, Res>(
-  options: RateLimitCommonOptions<Req> | undefined,
+  options: RateLimitCommonOptions<Req, NoInfer<Res>> | RateLimitCommonOptions<Req> | undefined,
   adapter: HttpAdapter<Req, Res>,
 ): HttpLimiter<Req, Res> {
   return new HttpLimiter(options ?? {}, adapter)

@@ -1,6 +1,7 @@
 import { describe, expectTypeOf, it } from 'vitest'
 import type { Decision } from '../limiter'
-import { createHttpLimiter, type HttpAdapter, type HttpDenial } from './http-limiter'
+import type { RuleSet, RulesInput } from '../rules'
+import { createHttpLimiter, type HttpAdapter, type HttpDenial, type HttpLimiter } from './http-limiter'
 import type { RateLimitInfo } from './info'
 import type { RateLimitCommonOptions } from './options'
 
@@ -105,5 +106,30 @@ describe('HTTP layer types', () => {
     )
     expectTypeOf(http.reset).toEqualTypeOf<(req: Req) => Promise<void>>()
     expectTypeOf(http.peek).toEqualTypeOf<(req: Req) => Promise<RateLimitInfo | undefined>>()
+  })
+
+  it('types countWhen and settle on the request alone, or on the request and response', () => {
+    expectTypeOf<RateLimitCommonOptions<Req>['countWhen']>().toEqualTypeOf<
+      ((req: Req) => boolean | Promise<boolean>) | undefined
+    >()
+    expectTypeOf<RateLimitCommonOptions<Req, Res>['settle']>().toEqualTypeOf<
+      ((req: Req, res: Res) => number | Promise<number>) | undefined
+    >()
+    expectTypeOf<RateLimitCommonOptions<Req>['rules']>().toEqualTypeOf<
+      RulesInput | RuleSet | ((req: Req) => RulesInput | RuleSet | Promise<RulesInput | RuleSet>) | undefined
+    >()
+    // Options written for the request alone serve an adapter that has a response too.
+    const alone: RateLimitCommonOptions<Req> = { countWhen: (req) => req.user !== '' }
+    const adapter = {
+      name: 'typed',
+      remoteAddress: () => undefined,
+      header: () => undefined,
+      method: () => 'GET',
+      setHeader: (res: Res, name: string, value: string) => {
+        res.set(name, value)
+      },
+    }
+    expectTypeOf(createHttpLimiter(alone, adapter)).toEqualTypeOf<HttpLimiter<Req, Res>>()
+    createHttpLimiter({ settle: (_req, res) => res.size }, adapter)
   })
 })

@@ -38,4 +38,6 @@ export {
   resolveClientIp,
 } from './ip'
 export { normalizeIdentity } from './normalize'
-export type { JsonBody, MessageBody, RateLimitCommonOptions } from './options'
+export type { JsonBody, MessageBody, RateLimitCommonOptions, RulesFunction } from './options'
+export type { NodeResponseLike, OutcomeFunction, OutcomeOptions } from './outcome'
+export { CLIENT_CLOSED_REQUEST, onResponseClose } from './outcome'

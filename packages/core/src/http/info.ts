@@ -87,6 +87,11 @@ export interface InfoOwner {
   peek(identity: string): Promise<Decision>
   /** The middleware's scope. */
   readonly scope: string | undefined
+  /**
+   * The middleware's own owner when this one stands for one of its rule sets (`rules` as a function
+   * of the request): {@link RequestRateLimit.find} then finds the request by the middleware.
+   */
+  readonly group?: InfoOwner
   /** Its header writer, or `undefined` when it writes no RateLimit fields. */
   readonly headers: RateLimitHeaders | undefined
 }
@@ -178,7 +183,7 @@ export class RequestRateLimit implements RateLimitInfo {
 
   /** The info `owner` recorded for this request, looking back from `info`, or `undefined`. */
   static find(info: RequestRateLimit | undefined, owner: InfoOwner): RequestRateLimit | undefined {
-    for (let i = info; i !== undefined; i = i.#previous) if (i.#owner === owner) return i
+    for (let i = info; i !== undefined; i = i.#previous) if ((i.#owner.group ?? i.#owner) === owner) return i
     return undefined
   }
 

@@ -4,6 +4,14 @@ import type { Decision, FastLimit } from '../limiter'
 import type { RuleSet, RulesInput } from '../rules'
 import type { HeaderFormat } from './headers'
 import type { ProxyHeader, TrustProxySetting } from './ip'
+import type { OutcomeOptions } from './outcome'
+
+/**
+ * `rules` as a function of the request: returns the rules for this request (one rule or several, or
+ * a `RuleSet`), or a promise of them. Requests with the same rules count in the same buckets as any
+ * other middleware with those rules on the same limiter and scope.
+ */
+export type RulesFunction<Req> = (req: Req) => RulesInput | RuleSet | Promise<RulesInput | RuleSet>
 
 /** A JSON body: what `JSON.stringify` turns into an object or array. */
 export type JsonBody = { readonly [key: string]: unknown } | readonly unknown[]
@@ -13,10 +21,11 @@ export type MessageBody = string | JsonBody
 
 /**
  * The options of `rateLimit()` in every adapter, `Req` being the framework's request (Express
- * `Request`, Koa `Context`, Hono `Context`). Every option is checked when `rateLimit()` is called;
+ * `Request`, Koa `Context`, Hono `Context`), and `Res` its response where it has its own (Express
+ * `Response`; `never` where the context holds both: `countWhen` and `settle` then take the context alone). Every option is checked when `rateLimit()` is called;
  * a bad one throws a `ConfigError` naming it.
  */
-export interface RateLimitCommonOptions<Req> {
+export interface RateLimitCommonOptions<Req, Res = never> extends OutcomeOptions<Req, Res> {
   /**
    * The limiter that decides, and so where counts live: pass one built on a `RedisBackend` or
    * `SQLiteBackend` to share limits between processes. Share one limiter between middlewares to
@@ -27,9 +36,22 @@ export interface RateLimitCommonOptions<Req> {
   /**
    * One rule or several (all-or-nothing): `'100/min'`, `['10/s', '1000/day']`,
    * `{ limit: 5, window: '15m', name: 'login' }`. Compiled once, when `rateLimit()` is called.
+   *
+   * Or a function of the request (may be async) returning the rules for this request: a plan's
+   * quota, looked up from its API key. What it returns is compiled once and cached (strings and
+   * lists of strings by value, objects and `RuleSet`s by identity, bounded), so a function that
+   * returns the same strings or the same objects (a table per plan) costs no parsing per request;
+   * a fresh object per request is parsed every time. Something that is not a rule fails the
+   * request with a `FastlimitError` (`ERR_FASTLIMIT_ARGUMENT`) naming the value, handed to the
+   * framework's error handling like an error of `key`. See {@link RulesFunction}.
    * @default '100/min'
+   * @example
+   * ```ts
+   * const PLANS = { free: '100/hour', pro: ['10/s', '10000/hour'] } as const
+   * rateLimit({ key: (req) => apiKey(req), rules: async (req) => PLANS[await planOf(apiKey(req))] })
+   * ```
    */
-  rules?: RulesInput | RuleSet
+  rules?: RulesInput | RuleSet | RulesFunction<Req>
   /**
    * Who is limited: returns the identity to count against (a user id, an API key). May be async.
    * @default the client's IP address (IPv6 grouped by `ipv6Subnet`), found as `trustProxy` says

@@ -20,8 +20,16 @@ export interface SuiteRequest {
   header(name: string): string | undefined
 }
 
-/** `rateLimit()` options with the suite's functions written against {@link SuiteRequest}. */
-export type AdapterAppOptions = RateLimitCommonOptions<SuiteRequest>
+/** The response as the suite's `countWhen` and `settle` see it, when it has ended. */
+export interface SuiteOutcome {
+  /** The status sent (or, for a client gone before the response began, the one the adapter documents). */
+  readonly status: number
+  /** A response header by lower-case name. */
+  header(name: string): string | undefined
+}
+
+/** `rateLimit()` options with the suite's functions written against {@link SuiteRequest} and {@link SuiteOutcome}. */
+export type AdapterAppOptions = RateLimitCommonOptions<SuiteRequest, SuiteOutcome>
 
 /** A response as the suite reads it: header names in lower case. */
 export interface SuiteResponse {
@@ -37,8 +45,9 @@ export interface AdapterClient {
   /** Closes what `makeApp` opened (a listening server). */
   close?(): void | Promise<void>
   /**
-   * `http://127.0.0.1:PORT` when the app listens on a real socket: the delay-mode case of a client
-   * that disconnects while its request is held needs one (it is listed as skipped without).
+   * `http://127.0.0.1:<port>` when the app listens on a real socket: the suite then also sends raw
+   * requests and disconnects mid-response, and a client leaves while its request is held (delay mode).
+   * In-process clients leave it out (those cases are skipped).
    */
   readonly origin?: string
 }
@@ -80,6 +89,21 @@ export interface AdapterConformanceOptions {
     appOptions: AdapterAppOptions,
     routeOptions: AdapterAppOptions,
   ) => AdapterClient | Promise<AdapterClient>
+  /**
+   * Builds a real app with two middlewares, `groupA = rateLimit(a)` and `groupB = rateLimit(b)` (one
+   * limiter, one clock), for limits shared by several routes and decided after the response
+   * (`countWhen`, `settle`). The app must, besides answering errors as {@link makeApp} says:
+   * - `GET /a` and `GET /a2`, behind `groupA`: answer with the status in the request's `x-status`
+   *   header (200 without it) and the body `ok`, with the response header `x-used` set to the
+   *   request's `x-use` header when it has one;
+   * - `GET /b`, behind `groupB`, and `GET /ab`, behind `groupA` then `groupB`: answer `200` `ok`;
+   * - `GET /stream`, behind `groupA`: answer `200` with `x-used` as `/a` does, send the body `first`,
+   *   then send nothing more until the client disconnects (then end it);
+   * - `GET /throw`, behind `groupA`: throw an error with `code: 'E_HANDLER'` from the handler.
+   * The options' `countWhen` and `settle` see the response through {@link adaptOptions}'s `response`.
+   * Adapters written against an earlier suite leave it out: those cases are then listed as skipped.
+   */
+  makeRoutedApp?: (a: AdapterAppOptions, b: AdapterAppOptions) => AdapterClient | Promise<AdapterClient>
   /** Per-test timeout in ms. @default 30000 */
   timeoutMs?: number
   /**
@@ -94,7 +118,9 @@ export interface AdapterConformanceOptions {
 
 /**
  * Rewrites the suite's option functions (which take a {@link SuiteRequest}) into functions of the
- * framework's request, given how to view one as a `SuiteRequest`. Other options pass through.
+ * framework's request, given how to view one as a `SuiteRequest` (and, for `countWhen` and
+ * `settle`, how to view the ended response as a {@link SuiteOutcome}: from the framework's request
+ * and response, or its context alone). Other options pass through.
  *
  * @example
  * ```ts
@@ -106,18 +132,27 @@ export interface AdapterConformanceOptions {
  * }
  * ```
  */
-export function adaptOptions<Req>(
+export function adaptOptions<Req, Res = never>(
   options: AdapterAppOptions,
   view: (req: Req) => SuiteRequest,
-): RateLimitCommonOptions<Req> {
+  // biome-ignore lint/suspicious/noExplicitAny: the framework's response, or nothing where a context holds both
+  response?: (req: Req, res: any) => SuiteOutcome,
+): RateLimitCommonOptions<Req, Res> {
   const out: Record<string, unknown> = { ...options }
-  for (const name of ['key', 'cost', 'skip', 'onLimit', 'message'] as const) {
+  for (const name of ['key', 'cost', 'skip', 'onLimit', 'message', 'rules'] as const) {
     const f = options[name]
     if (typeof f === 'function') {
       out[name] = (req: Req, ...rest: unknown[]) => (f as (...a: unknown[]) => unknown)(view(req), ...rest)
     }
   }
-  return out as RateLimitCommonOptions<Req>
+  for (const name of ['countWhen', 'settle'] as const) {
+    const f = options[name] as ((req: SuiteRequest, res: SuiteOutcome) => unknown) | undefined
+    if (typeof f !== 'function') continue
+    if (response === undefined)
+      throw new Error(`adaptOptions: ${name} needs the response view (its third argument).`)
+    out[name] = (req: Req, res: unknown) => f(view(req), response(req, res))
+  }
+  return out as RateLimitCommonOptions<Req, Res>
 }
 
 const T0 = 1_700_000_040_000 // a whole minute: fixed windows start here
@@ -139,6 +174,53 @@ function limitHeaders(res: SuiteResponse): Record<string, string> {
     if (/ratelimit|retry-after/i.test(name)) out[name.toLowerCase()] = value
   }
   return out
+}
+
+/**
+ * Wraps a limiter so that the suite knows when what was decided after a response has reached the
+ * store: `pending()` counts the `settle` and `cancel` calls of its reservations still running.
+ */
+function tracked(limiter: FastLimit): { limiter: FastLimit; pending: () => number } {
+  let pending = 0
+  const bind = (target: object, bound: Map<PropertyKey, unknown>, property: PropertyKey) => {
+    const value = Reflect.get(target, property, target)
+    if (typeof value !== 'function') return value
+    let fn = bound.get(property)
+    if (fn === undefined) {
+      fn = value.bind(target)
+      bound.set(property, fn)
+    }
+    return fn
+  }
+  const reservation = (r: object) => {
+    const bound = new Map<PropertyKey, unknown>()
+    return new Proxy(r, {
+      get(target, property) {
+        if (property !== 'settle' && property !== 'cancel') return bind(target, bound, property)
+        return (...args: unknown[]) => {
+          pending++
+          const f = Reflect.get(target, property, target) as (...a: unknown[]) => Promise<unknown>
+          return f.apply(target, args).finally(() => {
+            pending--
+          })
+        }
+      },
+    })
+  }
+  const bound = new Map<PropertyKey, unknown>()
+  const proxy = new Proxy(limiter, {
+    get(target, property) {
+      if (property !== 'reserve') return bind(target, bound, property)
+      return (...args: Parameters<FastLimit['reserve']>) => target.reserve(...args).then(reservation)
+    },
+  })
+  return { limiter: proxy, pending: () => pending }
+}
+
+/** Waits (without asserting on time) until `done()` holds; fails with `what` after 10 s. */
+async function until(done: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 10_000 && !done(); i++) await new Promise((r) => setTimeout(r, 1))
+  if (!done()) throw new Error(`adapter conformance: gave up waiting for ${what}`)
 }
 
 function brokenBackend(): Backend {
@@ -196,6 +278,41 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
     )
     opened.push(client)
     return { clock, limiter, client }
+  }
+  const routed = options.makeRoutedApp !== undefined
+  /** A case of the routed app: run when the adapter serves it, listed as skipped otherwise. */
+  const withRoutes = routed ? it : it.skip
+  /**
+   * The routed app of {@link AdapterConformanceOptions.makeRoutedApp} on one tracked limiter and
+   * clock; `outcomes` lists what each `countWhen` / `settle` call saw, `settled(n)` waits until `n`
+   * calls were made and what they decided has reached the store.
+   */
+  const routes = async (a: AdapterAppOptions, b: AdapterAppOptions = { rules: '100/min', scope: 'b' }) => {
+    const clock = fakeClock(T0)
+    const base = new FastLimit({ backend: new MemoryBackend({ clock: clock.now, cleanupIntervalMs: 0 }) })
+    const { limiter, pending } = tracked(base)
+    const outcomes: { path: string; status: number; used: string | undefined }[] = []
+    const record =
+      <T>(f: ((req: SuiteRequest, res: SuiteOutcome) => T | Promise<T>) | undefined) =>
+      (req: SuiteRequest, res: SuiteOutcome) => {
+        outcomes.push({ path: req.path, status: res.status, used: res.header('x-used') })
+        return (f as (req: SuiteRequest, res: SuiteOutcome) => T)(req, res)
+      }
+    const observed: AdapterAppOptions = { ...a }
+    // One record per request: on settle only when countWhen is absent.
+    if (a.countWhen !== undefined)
+      observed.countWhen = record(a.countWhen as (r: SuiteRequest, s: SuiteOutcome) => boolean)
+    else if (a.settle !== undefined)
+      observed.settle = record(a.settle as (r: SuiteRequest, s: SuiteOutcome) => number)
+    const make = options.makeRoutedApp as NonNullable<AdapterConformanceOptions['makeRoutedApp']>
+    const client = await make({ limiter, clock: clock.now, ...observed }, { limiter, clock: clock.now, ...b })
+    opened.push(client)
+    const settled = (n: number) =>
+      until(
+        () => outcomes.length >= n && pending() === 0,
+        `${n} responses to be decided (saw ${outcomes.length})`,
+      )
+    return { clock, limiter: base, client, outcomes, settled }
   }
   const down = (onBackendError: BackendErrorPolicy) =>
     new FastLimit({ backend: brokenBackend(), onBackendError })
@@ -881,6 +998,225 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
     })
 
     it(
+      'takes the rules of each request from a function of it: per-plan limits from an API key',
+      async () => {
+        const plans: Record<string, string | readonly string[]> = {
+          free: '2/min',
+          pro: ['4/min', '1000/day'],
+        }
+        const { client } = await setup({
+          key: (req) => req.header('x-api-key') ?? 'anonymous',
+          rules: async (req) => plans[(req.header('x-api-key') ?? '').split('-')[0] as string] ?? '1/min',
+        })
+        const statuses = async (key: string, n: number) => {
+          const out: number[] = []
+          for (let i = 0; i < n; i++) out.push((await get(client, '/', { 'x-api-key': key })).status)
+          return out
+        }
+        expect(await statuses('free-1', 3)).toEqual([200, 200, 429])
+        expect(await statuses('pro-1', 5)).toEqual([200, 200, 200, 200, 429])
+        expect(await statuses('free-2', 3)).toEqual([200, 200, 429])
+        expect(await statuses('none', 2)).toEqual([200, 429])
+        expect(limitHeaders(await get(client, '/', { 'x-api-key': 'pro-2' }))).toEqual({
+          'ratelimit-policy': '4;w=60, 1000;w=86400',
+          ratelimit: 'limit=4, remaining=3, reset=15',
+        })
+        // A rule the function returns that is not one: the framework's error handling, naming the value.
+        const bad = await setup({ rules: () => '100/fortnight' })
+        const r = await get(bad.client)
+        expect(r.status).toBe(500)
+        expect(r.body).toBe('ERR_FASTLIMIT_ARGUMENT')
+      },
+      timeout,
+    )
+
+    it(
+      'shares one limit between two middlewares of the same limiter, scope and rules',
+      async () => {
+        const one = await setup({ rules: '3/min', scope: 'group' })
+        const two = await setup({ limiter: one.limiter, rules: '3/min', scope: 'group' })
+        const statuses = [
+          (await get(one.client)).status,
+          (await get(two.client)).status,
+          (await get(one.client)).status,
+          (await get(two.client)).status,
+          (await get(one.client)).status,
+        ]
+        expect(statuses).toEqual([200, 200, 200, 429, 429])
+      },
+      timeout,
+    )
+
+    withRoutes(
+      'shares one limit between the routes of a group, and counts a route in two groups in both',
+      async () => {
+        const a = { rules: '3/min', scope: 'a' } as const
+        const b = { rules: '2/min', scope: 'b' } as const
+        const { client } = await routes(a, b)
+        const seq = async (...paths: string[]) => {
+          const out: number[] = []
+          for (const p of paths) out.push((await get(client, p)).status)
+          return out
+        }
+        expect(await seq('/a', '/a2', '/a', '/a2', '/a')).toEqual([200, 200, 200, 429, 429])
+        // Group a is full: a route in both groups is refused by it.
+        expect(await seq('/ab', '/b', '/b', '/b')).toEqual([429, 200, 200, 429])
+        const fresh = await routes(a, b)
+        const seq2 = async (...paths: string[]) => {
+          const out: number[] = []
+          for (const p of paths) out.push((await get(fresh.client, p)).status)
+          return out
+        }
+        expect(await seq2('/ab', '/ab', '/b', '/a', '/a2', '/ab')).toEqual([200, 200, 429, 200, 429, 429])
+      },
+      timeout,
+    )
+
+    withRoutes(
+      'skips successful logins with countWhen: 5 failures allowed, any number of successes',
+      async () => {
+        const { client, outcomes, settled, limiter } = await routes({
+          rules: '5/15m',
+          scope: 'login',
+          countWhen: (_req, res) => res.status >= 400,
+        })
+        const attempt = (ok: boolean) => get(client, '/a', ok ? {} : { 'x-status': '401' })
+        const seen: number[] = []
+        for (const ok of [false, true, false, true, true, false, false]) {
+          seen.push((await attempt(ok)).status)
+          await settled(seen.length)
+        }
+        for (let i = 0; i < 20; i++) {
+          seen.push((await attempt(true)).status)
+          await settled(seen.length)
+        }
+        expect(seen).toEqual([401, 200, 401, 200, 200, 401, 401, ...Array(20).fill(200)])
+        // The headers sent with a response report its reservation: four failures counted, and this one.
+        const fifth = await attempt(false)
+        expect(fifth.status).toBe(401)
+        expect(limitHeaders(fifth).ratelimit).toMatch(/^limit=5, remaining=0, /)
+        await settled(seen.length + 1)
+        const refused = await attempt(true)
+        expect(refused.status).toBe(429)
+        expect((await attempt(false)).status).toBe(429)
+        // Refused requests are not decided after the response: nothing was reserved for them.
+        expect(outcomes.length).toBe(seen.length + 1)
+        expect((await limiter.peek('127.0.0.1', '5/15m', { scope: 'login' })).remaining).toBe(0)
+      },
+      timeout,
+    )
+
+    withRoutes(
+      'counts only client errors (4xx) with countWhen',
+      async () => {
+        const { client, settled } = await routes({
+          rules: '3/min',
+          countWhen: (_req, res) => res.status >= 400 && res.status < 500,
+        })
+        const seen: number[] = []
+        for (const status of ['200', '500', '404', '201', '503', '400', '202', '401', '404', '200']) {
+          seen.push((await get(client, '/a', { 'x-status': status })).status)
+          if (seen[seen.length - 1] !== 429) await settled(seen.filter((s) => s !== 429).length)
+        }
+        expect(seen).toEqual([200, 500, 404, 201, 503, 400, 202, 401, 429, 429])
+      },
+      timeout,
+    )
+
+    withRoutes(
+      'settles the actual cost from a response header: refunds the unused part, charges more',
+      async () => {
+        const rules = { limit: 100, window: '1m', algorithm: 'fixed-window' } as const
+        const { client, settled, limiter } = await routes({
+          rules,
+          scope: 'tokens',
+          cost: () => 10,
+          settle: (_req, res) => Number(res.header('x-used')),
+        })
+        const remaining = async () => (await limiter.peek('127.0.0.1', rules, { scope: 'tokens' })).remaining
+        const first = await get(client, '/a', { 'x-use': '3' })
+        // Sent before the body: the reservation of 10.
+        expect(limitHeaders(first).ratelimit).toMatch(/^limit=100, remaining=90, reset=/)
+        await settled(1)
+        expect(await remaining()).toBe(97)
+        await get(client, '/a2', { 'x-use': '25' })
+        await settled(2)
+        expect(await remaining()).toBe(72)
+        await get(client, '/a', { 'x-use': '0' })
+        await settled(3)
+        expect(await remaining()).toBe(72)
+      },
+      timeout,
+    )
+
+    withRoutes(
+      'decides once when the client disconnects mid-response, with the status and headers sent',
+      async (context) => {
+        const rules = { limit: 10, window: '1m', algorithm: 'fixed-window' } as const
+        const { client, settled, outcomes, limiter } = await routes({
+          rules,
+          scope: 'stream',
+          cost: () => 5,
+          settle: (_req, res) => Number(res.header('x-used')),
+        })
+        const origin = client.origin
+        // In process there is no socket to drop: listed as skipped.
+        if (origin === undefined) return context.skip()
+        const net = await import('node:net')
+        const url = new URL(origin)
+        const head = await new Promise<string>((resolve, reject) => {
+          const socket = net.connect(Number(url.port), url.hostname)
+          let got = ''
+          socket.on('data', (chunk) => {
+            got += chunk.toString('latin1')
+            if (got.includes('first')) {
+              socket.destroy()
+              resolve(got)
+            }
+          })
+          socket.on('error', reject)
+          socket.on('close', () => reject(new Error(`the connection closed before the body began: ${got}`)))
+          socket.write(`GET /stream HTTP/1.1\r\nHost: ${url.host}\r\nx-use: 2\r\n\r\n`)
+        })
+        expect(head).toMatch(/^HTTP\/1\.1 200 /)
+        expect(head.toLowerCase()).toContain('ratelimit: limit=10, remaining=5, reset=')
+        await settled(1)
+        expect(outcomes).toEqual([{ path: '/stream', status: 200, used: '2' }])
+        expect((await limiter.peek('127.0.0.1', rules, { scope: 'stream' })).remaining).toBe(8)
+        // Later requests are decided too, and the aborted one never again.
+        await get(client, '/a', { 'x-use': '1' })
+        await settled(2)
+        expect(outcomes.map((o) => o.path)).toEqual(['/stream', '/a'])
+        expect((await limiter.peek('127.0.0.1', rules, { scope: 'stream' })).remaining).toBe(7)
+      },
+      timeout,
+    )
+
+    withRoutes(
+      "decides once when the handler throws, with the status of the framework's error handling",
+      async () => {
+        const { client, settled, outcomes, limiter } = await routes({
+          rules: '2/min',
+          scope: 'throw',
+          countWhen: (_req, res) => res.status < 500,
+        })
+        for (let i = 0; i < 3; i++) {
+          const r = await get(client, '/throw')
+          expect(r.status).toBe(500)
+          expect(r.body).toBe('E_HANDLER')
+          await settled(i + 1)
+        }
+        expect(outcomes).toEqual([
+          { path: '/throw', status: 500, used: undefined },
+          { path: '/throw', status: 500, used: undefined },
+          { path: '/throw', status: 500, used: undefined },
+        ])
+        expect((await limiter.peek('127.0.0.1', '2/min', { scope: 'throw' })).remaining).toBe(2)
+      },
+      timeout,
+    )
+
+    it(
       'checks options when rateLimit() is called',
       async () => {
         const bad: Record<string, unknown>[] = [
@@ -898,6 +1234,9 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
           { invalidCost: 0 },
           { invalidCost: 'clamp' },
           { outageStatusCode: 200 },
+          { countWhen: true },
+          { settle: 5 },
+          { rules: 42 },
         ]
         for (const o of bad) {
           let error: unknown
@@ -919,15 +1258,6 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
-
-/** Resolves once `ready()` holds, looking every few milliseconds (a server-side step the client cannot see). */
-async function until(ready: () => boolean, what: string): Promise<void> {
-  for (let i = 0; i < 2000; i++) {
-    if (ready()) return
-    await sleep(5)
-  }
-  throw new Error(`[adapter suite] timed out waiting for ${what}`)
-}
 
 /**
  * The `mode: 'delay'` cases, on real time: a request over the limit held until admitted, one that cannot
