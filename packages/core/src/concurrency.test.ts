@@ -6,45 +6,9 @@ import type { Lease } from './concurrency'
 import { FastlimitError } from './errors'
 import { FastLimit, type LeaseEvent } from './limiter'
 import { MemoryBackend } from './memory'
-import { fakeClock } from './testing'
+import { fakeClock, leaseCrowd } from './testing'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
-
-/**
- * Runs `n` acquirers at once against `limiter`: each tries until it gets a slot (waiting the
- * `retryAfterMs` it is given, at most `pollMs`), holds it for `holdMs`, then releases. The holders count
- * themselves: the most at once is returned.
- */
-export async function crowd(
-  limiter: FastLimit,
-  identity: string,
-  options: { n: number; limit: number; leaseMs: number; holdMs: number; pollMs: number },
-): Promise<{ max: number; done: number; refusals: number }> {
-  let holding = 0
-  let max = 0
-  let done = 0
-  let refusals = 0
-  await Promise.all(
-    Array.from({ length: options.n }, async () => {
-      for (;;) {
-        const lease = await limiter.acquire(identity, { limit: options.limit, leaseMs: options.leaseMs })
-        if (!lease.allowed) {
-          refusals++
-          await sleep(Math.min(options.pollMs, lease.retryAfterMs))
-          continue
-        }
-        holding++
-        if (holding > max) max = holding
-        await sleep(options.holdMs)
-        holding--
-        await lease.release()
-        done++
-        return
-      }
-    }),
-  )
-  return { max, done, refusals }
-}
 
 describe('FastLimit.acquire on MemoryBackend', () => {
   it('grants up to the limit, reports holders and remaining, and releases idempotently', async () => {
@@ -114,7 +78,7 @@ describe('FastLimit.acquire on MemoryBackend', () => {
 
   it('never lets more than 5 of 1,000 concurrent acquirers hold a slot at once', async () => {
     const limiter = new FastLimit()
-    const r = await crowd(limiter, 'hot', { n: 1000, limit: 5, leaseMs: 60_000, holdMs: 1, pollMs: 2 })
+    const r = await leaseCrowd(limiter, 'hot', { n: 1000, limit: 5, leaseMs: 60_000, holdMs: 1, pollMs: 2 })
     expect(r.done).toBe(1000)
     expect(r.max).toBe(5)
     expect(r.refusals).toBeGreaterThan(0)

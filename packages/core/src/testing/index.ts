@@ -25,7 +25,7 @@ export {
   type SuiteRequest,
   type SuiteResponse,
 } from './adapter'
-export { leaseCases } from './leases'
+export { type LeaseCrowdOptions, type LeaseCrowdResult, leaseCases, leaseCrowd } from './leases'
 export { type ReservationPropertyOptions, reservationProperties } from './reservations'
 
 /** A settable clock for tests. */

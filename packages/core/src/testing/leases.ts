@@ -1,7 +1,7 @@
 // The conformance cases of concurrency leases (Backend.acquire / Backend.release), run by backendConformance
 // when the backend implements both.
 
-import type { AcquireResult, Backend, SlotConfig } from '@fastlimit/core'
+import type { AcquireResult, Backend, FastLimit, SlotConfig } from '@fastlimit/core'
 import { describe, expect, it } from 'vitest'
 import type { FakeClock } from './index'
 
@@ -14,6 +14,68 @@ export interface LeaseCaseContext {
   readonly timeout: number
   readonly concurrency: number
   readonly deadlines: boolean
+}
+
+/** Options of {@link leaseCrowd}. */
+export interface LeaseCrowdOptions {
+  /** Acquirers started at once. */
+  n: number
+  /** The concurrency limit each asks for. */
+  limit: number
+  /** The `leaseMs` each asks for. */
+  leaseMs: number
+  /** How long each holds its slot, in milliseconds. */
+  holdMs: number
+  /** The longest a refused acquirer sleeps before it tries again (it sleeps `retryAfterMs` if shorter). */
+  pollMs: number
+}
+
+/** What {@link leaseCrowd} saw. */
+export interface LeaseCrowdResult {
+  /** The most holders at once, as the holders counted themselves. */
+  max: number
+  /** Acquirers that held a slot and released it (all of them, when it resolves). */
+  done: number
+  /** Refused attempts, all acquirers together. */
+  refusals: number
+}
+
+/**
+ * Runs `n` acquirers at once against `limiter`: each tries until it gets a slot (sleeping the
+ * `retryAfterMs` it is given, at most `pollMs`), holds it for `holdMs`, then releases it. The holders
+ * count themselves, so `max` is the most that really held a slot at once (at most `limit` when the
+ * backend is exact).
+ */
+export async function leaseCrowd(
+  limiter: FastLimit,
+  identity: string,
+  options: LeaseCrowdOptions,
+): Promise<LeaseCrowdResult> {
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+  let holding = 0
+  let max = 0
+  let done = 0
+  let refusals = 0
+  await Promise.all(
+    Array.from({ length: options.n }, async () => {
+      for (;;) {
+        const lease = await limiter.acquire(identity, { limit: options.limit, leaseMs: options.leaseMs })
+        if (!lease.allowed) {
+          refusals++
+          await sleep(Math.min(options.pollMs, lease.retryAfterMs))
+          continue
+        }
+        holding++
+        if (holding > max) max = holding
+        await sleep(options.holdMs)
+        holding--
+        await lease.release()
+        done++
+        return
+      }
+    }),
+  )
+  return { max, done, refusals }
 }
 
 let serial = 0
