@@ -29,11 +29,7 @@ export interface LeaseStatements {
 }
 
 /** Prepares the lease statements of `table` on `db` (whose schema is in place). */
-export function leaseStatements(
-  db: Database.Database,
-  table: string,
-  now: () => number,
-): LeaseStatements {
+export function leaseStatements(db: Database.Database, table: string, now: () => number): LeaseStatements {
   const t = `"${table}_leases"`
   // Expired leases of the key go first: the count and the earliest expiry are then of live leases only.
   const purge = db.prepare(`DELETE FROM ${t} WHERE key = ? AND expires_at <= ?`)
