@@ -1,5 +1,6 @@
 // RedisBackend: the Backend protocol on ioredis; every decision is one atomic Lua script on one Redis key.
 import {
+  type AcquireResult,
   ALGORITHMS,
   type Backend,
   type BackendResult,
@@ -7,14 +8,17 @@ import {
   bucketId,
   type CallOptions,
   ConfigError,
+  checkLeaseArguments,
   FastlimitError,
   RETRY_NEVER,
+  type SlotConfig,
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { connectionProblem, createClient, explain } from './client'
 import { hasSample, release, retain, sampleAll, serverDeadline, watch } from './clock'
 import { runnerFor, type ScriptCall, type ScriptRunner } from './command'
 import { keyNamespace, prefixPattern, redisKey } from './keys'
+import { acquireScript, leaseKey, RELEASE_SCRIPT, readAcquire, readRelease } from './leases'
 import { type ScriptDefinition, scriptFor } from './scripts'
 import { parseRedisUrl } from './url'
 
@@ -429,6 +433,8 @@ export class RedisBackend implements Backend {
   private readonly owned: boolean
   private readonly prefix: string
   private readonly clock: (() => number) | undefined
+  /** The expiry margin of keys (in the scripts' text). */
+  private readonly marginMs: number
   private readonly name: string
   private readonly where: string
   private readonly waitReplicas: RedisWaitReplicas | undefined
@@ -604,7 +610,8 @@ export class RedisBackend implements Backend {
     // One script for every call, with the expiry margin in its text.
     // With client time, states from clocks up to maxClockSkewMs ahead are kept, and so are their keys.
     const skew = timeSource === 'client' ? (maxClockSkewMs ?? DEFAULT_SKEW_MS) : 0
-    const script: ScriptDefinition = scriptFor(Math.max(expiryMarginMs, skew), skew)
+    this.marginMs = Math.max(expiryMarginMs, skew)
+    const script: ScriptDefinition = scriptFor(this.marginMs, skew)
     this.name = script.name
     this.sha = script.sha
     this.runner = runnerFor(script)
@@ -867,6 +874,7 @@ export class RedisBackend implements Backend {
     deadline: number | undefined,
     at: number,
     charges: boolean,
+    runner?: ScriptRunner,
   ): Promise<unknown> {
     try {
       if (!this.everReady) {
@@ -876,9 +884,10 @@ export class RedisBackend implements Backend {
       // Without a deadline, no slot: `at` -1.
       if (deadline === undefined) at = -1
       else if (Date.now() >= deadline) throw expired(what)
-      if (this.script !== undefined) return await this.sendDefined(args, at, deadline ?? 0)
+      if (this.script !== undefined && runner === undefined)
+        return await this.sendDefined(args, at, deadline ?? 0)
       this.cork()
-      return await this.call(args, at, deadline ?? 0, charges, what)
+      return await this.call(args, at, deadline ?? 0, charges, what, runner)
     } catch (err) {
       throw this.wrap(err, what)
     }
@@ -896,16 +905,17 @@ export class RedisBackend implements Backend {
     deadline: number,
     charges: boolean,
     what: string,
+    runner: ScriptRunner = this.runner,
   ): Promise<unknown> {
-    let call: ScriptCall = this.runner.send(this.redis, args, at, deadline)
+    let call: ScriptCall = runner.send(this.redis, args, at, deadline)
     const wait = this.waitReplicas !== undefined && charges ? this.waitOn(call.socket) : undefined
     try {
       let reply: unknown
       try {
         reply = await call.promise
       } catch (err) {
-        if (!this.runner.noScript(err)) throw err
-        call = this.runner.send(this.redis, args, at, deadline)
+        if (!runner.noScript(err)) throw err
+        call = runner.send(this.redis, args, at, deadline)
         reply = await call.promise
       }
       if (wait !== undefined) {
@@ -1037,6 +1047,33 @@ export class RedisBackend implements Backend {
       return Promise.reject(err)
     }
     return this.one(key, bucket, 0, deadline, 'peek')
+  }
+
+  /**
+   * {@inheritDoc Backend.acquire} One EVALSHA of a script of its own, atomic on the server: the key's
+   * leases are a sorted set (token, expiry) next to its hash, with the same hash tag (see the README:
+   * Concurrency leases). `options.deadline` as for checkAndIncrement. `waitReplicas` does not apply.
+   */
+  async acquire(key: string, slots: SlotConfig, token: string, options?: CallOptions): Promise<AcquireResult> {
+    checkLeaseArguments('redis', slots, token)
+    const deadline = deadlineOf(options)
+    if (this.closed) throw this.closedError()
+    checkKey(key)
+    const runner = runnerFor(acquireScript(this.marginMs))
+    const conf = `${slots.limit}:${slots.leaseMs}`
+    const args = [runner.sha, '1', leaseKey(this.prefix, key), token, conf, '', this.now('acquire')]
+    return readAcquire(await this.send(args, 'acquire', deadline, 5, false, runner), slots.limit)
+  }
+
+  /** {@inheritDoc Backend.release} One EVALSHA (ZSCORE, ZREM), atomic on the server. */
+  async release(key: string, token: string, options?: CallOptions): Promise<boolean> {
+    checkLeaseArguments('redis', undefined, token)
+    const deadline = deadlineOf(options)
+    if (this.closed) throw this.closedError()
+    checkKey(key)
+    const runner = runnerFor(RELEASE_SCRIPT)
+    const args = [runner.sha, '1', leaseKey(this.prefix, key), token, '', '', this.now('release')]
+    return readRelease(await this.send(args, 'release', deadline, 5, false, runner))
   }
 
   /** {@inheritDoc Backend.reset} UNLINK of the key's one Redis hash. */
