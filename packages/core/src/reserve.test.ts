@@ -17,7 +17,7 @@ function setup(algorithm: 'gcra' | 'fixed-window' = 'gcra') {
 
 /** An asynchronous backend in front of a MemoryBackend, whose adjust the test can break. */
 function asyncBackend(inner: MemoryBackend) {
-  const state = { adjust: 'ok' as 'ok' | 'reject' | 'garbage', adjusts: 0 }
+  const state = { adjust: 'ok' as 'ok' | 'reject' | 'garbage' | 'hang', adjusts: 0 }
   const backend: Backend = {
     kind: 'test',
     checkAndIncrement: (key: string, bucket: BucketConfig, cost: number) =>
@@ -35,6 +35,7 @@ function asyncBackend(inner: MemoryBackend) {
       state.adjusts++
       if (state.adjust === 'reject') return Promise.reject(new Error('ECONNRESET'))
       if (state.adjust === 'garbage') return Promise.resolve([{ nope: 1 }] as unknown as BackendResult[])
+      if (state.adjust === 'hang') return new Promise<BackendResult[]>(() => {})
       return inner.adjust(key, buckets, delta, charges)
     },
   }
@@ -190,6 +191,26 @@ describe('backends without adjust, failures and policies', () => {
     state.adjust = 'reject'
     await expect(r2.cancel()).rejects.toMatchObject({ code: 'ERR_FASTLIMIT_BACKEND' })
     await expect(strict.refund('w', '10/min', 1)).rejects.toBeInstanceOf(FastlimitError)
+  })
+
+  it('a settle goes through timeoutMs and the breaker like a check', async () => {
+    const inner = new MemoryBackend()
+    const { backend, state } = asyncBackend(inner)
+    const limiter = new FastLimit({ backend, timeoutMs: 20, breaker: { failures: 2, openMs: 60_000 } })
+    const errors: string[] = []
+    limiter.on('error', (e) => errors.push(e.code))
+    const rs = await Promise.all([1, 2, 3].map(() => limiter.reserve('u', '10/min', { cost: 2 })))
+    state.adjust = 'hang'
+    expect((await rs[0]?.settle(1))?.error?.code).toBe('ERR_FASTLIMIT_TIMEOUT')
+    expect((await rs[1]?.cancel())?.error?.code).toBe('ERR_FASTLIMIT_TIMEOUT')
+    expect(limiter.breakerState).toBe('open')
+    const calls = state.adjusts
+    const open = await rs[2]?.settle(0)
+    expect(open).toMatchObject({ outcome: 'failed', error: { code: 'ERR_FASTLIMIT_CIRCUIT_OPEN' } })
+    expect(state.adjusts).toBe(calls)
+    expect(errors).toEqual(['ERR_FASTLIMIT_TIMEOUT', 'ERR_FASTLIMIT_TIMEOUT'])
+    // Nothing was refunded: the reserved cost stays charged.
+    expect((await inner.peek('fl:{u}', limiter.rules('10/min').rules[0] as BucketConfig)).remaining).toBe(4)
   })
 
   it('settles a reservation the fallback decided on the fallback', async () => {
