@@ -53,6 +53,8 @@ export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
   Cidr,
+  ConcurrencyOptions,
+  ConcurrencySetting,
   HeaderEntry,
   HeaderFormat,
   HttpAdapter,

@@ -236,8 +236,17 @@ export interface ScopeOptions {
  * - `'rate-limited'`: a rule denied; retry after `retryAfterMs`.
  * - `'cost-exceeds-limit'`: the cost is larger than a rule's capacity; it can never pass (`retryAfterMs` is `Infinity`).
  * - `'fail-open'`, `'fail-closed'`: the backend failed or timed out (`error` says how); the policy decided.
+ * - `'concurrency-limited'`: only in the decision an HTTP middleware's `concurrency` option hands to
+ *   `handler`, `message` and `onLimit`: too many of the client's requests are in flight (no rate rule
+ *   was checked; `rules` is empty, and `lease` holds the refused lease).
  */
-export type DecisionReason = 'ok' | 'rate-limited' | 'cost-exceeds-limit' | 'fail-open' | 'fail-closed'
+export type DecisionReason =
+  | 'ok'
+  | 'rate-limited'
+  | 'cost-exceeds-limit'
+  | 'fail-open'
+  | 'fail-closed'
+  | 'concurrency-limited'
 
 /** One rule's part of a {@link Decision} made by a store (the backend or the fallback). */
 export interface RuleResult extends BackendResult {

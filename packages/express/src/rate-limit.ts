@@ -95,6 +95,11 @@ const adapter: HttpAdapter<Request, Response> = {
     req.rateLimit = info
   },
   attached: (req) => req.rateLimit,
+  // The concurrency option's slot is released once the response is sent or the client went away.
+  onFinished: (_req, res, done) => {
+    res.once('finish', done)
+    res.once('close', done)
+  },
 }
 
 /**

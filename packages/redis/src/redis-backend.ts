@@ -1054,7 +1054,12 @@ export class RedisBackend implements Backend {
    * leases are a sorted set (token, expiry) next to its hash, with the same hash tag (see the README:
    * Concurrency leases). `options.deadline` as for checkAndIncrement. `waitReplicas` does not apply.
    */
-  async acquire(key: string, slots: SlotConfig, token: string, options?: CallOptions): Promise<AcquireResult> {
+  async acquire(
+    key: string,
+    slots: SlotConfig,
+    token: string,
+    options?: CallOptions,
+  ): Promise<AcquireResult> {
     checkLeaseArguments('redis', slots, token)
     const deadline = deadlineOf(options)
     if (this.closed) throw this.closedError()

@@ -1,8 +1,17 @@
 // The framework-neutral HTTP limiter: options checked once, then one lean path per request.
 
+import { canLease, type Lease } from '../concurrency'
 import { ConfigError, FastlimitError, show } from '../errors'
 import { type CheckOptions, type Decision, FastLimit } from '../limiter'
-import type { RuleSet } from '../rules'
+import type { Rule, RuleSet } from '../rules'
+import {
+  acquireSlot,
+  compileConcurrency,
+  concurrencyDecision,
+  concurrencyProblem,
+  type HttpConcurrency,
+  releaseWhenDone,
+} from './concurrency'
 import {
   applyCombined,
   HEADER_FORMATS,
@@ -77,6 +86,12 @@ export interface HttpAdapter<Req, Res> {
    * @deprecated give `attach` and `attached`
    */
   expose?(req: Req, res: Res, decision: Decision): void
+  /**
+   * Calls `done` once, when the response has been sent or the client went away (Node:
+   * `res.once('close')`), so that the `concurrency` option releases the request's slot then. Without
+   * it, the slot is released when the rest of the middleware chain (`next()`) settles.
+   */
+  onFinished?(req: Req, res: Res, done: () => void): void
 }
 
 /** How warnings write a header's name. */
@@ -91,16 +106,22 @@ function headerName(name: ProxyHeader): string {
  * application's own `handler` gets both.
  */
 export interface HttpDenial {
-  /** `'limit'`: over the limit (or a cost the limit can never admit); `'outage'`: the store could not decide. */
-  readonly kind: 'limit' | 'outage'
+  /**
+   * `'limit'`: over the limit (or a cost the limit can never admit); `'concurrency'`: too many of the
+   * client's requests in flight (the `concurrency` option; `lease` says how many); `'outage'`: the store
+   * could not decide.
+   */
+  readonly kind: 'limit' | 'concurrency' | 'outage'
   /** The status to send: `statusCode` (429 by default) or, for an outage, `outageStatusCode` (503 by default). */
   readonly status: number
   /** The `Content-Type` of `body`. */
   readonly contentType: string
   /** The body, serialized. */
   readonly body: string
-  /** The decision that refused the request. */
+  /** The decision that refused the request (`reason: 'concurrency-limited'` for kind `'concurrency'`). */
   readonly decision: Decision
+  /** For a refusal of the `concurrency` option: the refused lease. */
+  readonly lease?: Lease
 }
 
 /**
@@ -177,6 +198,7 @@ const OPTION_NAMES = [
   'normalize',
   'invalidCost',
   'outageStatusCode',
+  'concurrency',
 ] as const
 
 /** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
@@ -303,6 +325,8 @@ export class HttpLimiter<Req, Res> {
   readonly #scope: string | undefined
   /** `{ scope }` for every check without a cost function, built once; `undefined` when unscoped. */
   readonly #scoped: CheckOptions | undefined
+  readonly #concurrency: HttpConcurrency | undefined
+  readonly #onFinished: ((req: Req, res: Res, done: () => void) => void) | undefined
   readonly #clock: () => number
   readonly #writeHeaders: boolean
   readonly #messageFn: ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>) | undefined
@@ -353,6 +377,14 @@ export class HttpLimiter<Req, Res> {
     }
     this.limiter = o.limiter ?? new FastLimit()
     this.rules = this.limiter.rules(o.rules ?? '100/min')
+    this.#concurrency = compileConcurrency(o.concurrency, where)
+    if (this.#concurrency !== undefined && !canLease(this.limiter.backend)) {
+      fail(
+        'concurrency needs a limiter whose backend has acquire() and release() (MemoryBackend, SQLiteBackend, ' +
+          'RedisBackend): implement them on yours, or remove concurrency.',
+      )
+    }
+    this.#onFinished = typeof adapter.onFinished === 'function' ? adapter.onFinished : undefined
 
     this.#key = fn('key', o.key)
     this.#normalize = fn('normalize', o.normalize)
@@ -737,6 +769,9 @@ export class HttpLimiter<Req, Res> {
   ): Promise<T> {
     let denial: HttpDenial | undefined
     let unusable = false
+    // The concurrency option: the request's slot, and how to release it once the response is done.
+    let lease: Lease | undefined
+    let finish: ((settled: unknown) => void) | undefined
     try {
       let proceed = true
       const skipMethods = this.#skipMethods
@@ -770,7 +805,9 @@ export class HttpLimiter<Req, Res> {
         const costFn = this.#cost
         let decision: Decision | undefined
         if (costFn === undefined) {
-          decision = await this.limiter.check(identity, this.rules, this.#scoped)
+          if (this.#concurrency !== undefined) lease = await this.#slot(identity)
+          if (lease === undefined || lease.allowed)
+            decision = await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
           const given = typeof c === 'number' ? c : await c
@@ -785,11 +822,13 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
-            decision = await this.limiter.check(identity, this.rules, {
-              cost,
-              scope: this.#scope,
-              mode: this.mode,
-            })
+            if (this.#concurrency !== undefined) lease = await this.#slot(identity)
+            if (lease === undefined || lease.allowed)
+              decision = await this.limiter.check(identity, this.rules, {
+                cost,
+                scope: this.#scope,
+                mode: this.mode,
+              })
           }
         }
         if (decision !== undefined) {
@@ -813,13 +852,59 @@ export class HttpLimiter<Req, Res> {
             }
           }
         }
+        if (lease !== undefined) {
+          if (!lease.allowed) denial = await this.#denyConcurrency(req, res, lease)
+          else if (denial !== undefined) await lease.release()
+          else finish = releaseWhenDone(lease, req, res, this.#onFinished)
+        }
       }
     } catch (err) {
+      // The rate check (or a message function) failed after the slot was taken: give it back.
+      if (lease?.allowed === true && finish === undefined) void lease.release().catch(() => undefined)
       if (fail === undefined) throw err
       return fail(err)
     }
     if (unusable) return (invalid as NonNullable<typeof invalid>)(req, res, INVALID_COST, next)
-    return denial === undefined ? next() : deny(req, res, denial, next)
+    if (denial !== undefined) return deny(req, res, denial, next)
+    if (finish === undefined) return next()
+    let settled: T | Promise<T>
+    try {
+      settled = next()
+    } catch (err) {
+      finish(undefined)
+      throw err
+    }
+    finish(settled)
+    return settled
+  }
+
+  /** Takes the request's slot (the `concurrency` option). */
+  #slot(identity: string): Promise<Lease> {
+    return acquireSlot(this.limiter, this.#concurrency as HttpConcurrency, identity, this.#scope, this.mode)
+  }
+
+  /**
+   * A request refused for concurrency (or for an outage of the store under `'fail-closed'`): `onLimit`,
+   * `Retry-After`, and the refusal to send (none in shadow mode). No RateLimit headers: no rate rule
+   * was checked.
+   */
+  async #denyConcurrency(req: Req, res: Res, lease: Lease): Promise<HttpDenial | undefined> {
+    const decision = concurrencyDecision(lease, this.rules.rules[0] as Rule, this.#clock())
+    if (this.#onLimit !== undefined) this.#onLimit(req, decision)
+    if (this.mode === 'shadow') return undefined
+    const retry = retryAfterValue(lease.retryAfterMs)
+    if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
+    if (decision.reason === 'fail-closed') return this.#deny(req, decision)
+    const status = this.statusCode
+    const base = { kind: 'concurrency', status, decision, lease } as const
+    if (this.#messageBody !== undefined)
+      return { ...base, contentType: this.#messageType, body: this.#messageBody }
+    const messageFn = this.#messageFn
+    if (messageFn === undefined)
+      return { ...base, contentType: PROBLEM_JSON, body: concurrencyProblem(status, lease) }
+    const m = await messageFn(req, decision)
+    if (typeof m === 'string') return { ...base, contentType: TEXT, body: m }
+    return { ...base, contentType: JSON_TYPE, body: JSON.stringify(m) }
   }
 
   /**

@@ -25,6 +25,11 @@ export {
   type SuiteRequest,
   type SuiteResponse,
 } from './adapter'
+export {
+  type ConcurrencyConformanceOptions,
+  concurrencyConformance,
+  type ListeningApp,
+} from './concurrency-adapter'
 export { type LeaseCrowdOptions, type LeaseCrowdResult, leaseCases, leaseCrowd } from './leases'
 export { type ReservationPropertyOptions, reservationProperties } from './reservations'
 
