@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest'
 import type { AcquireResult, Backend, CallOptions, SlotConfig } from './backend'
 import type { Lease } from './concurrency'
-import { FastlimitError } from './errors'
+import { ConfigError, FastlimitError } from './errors'
+import { createHttpLimiter } from './http'
 import { FastLimit, type LeaseEvent } from './limiter'
 import { MemoryBackend } from './memory'
 import { fakeClock, leaseCrowd } from './testing'
@@ -298,5 +299,30 @@ describe('FastLimit.acquire on an asynchronous backend, and the error policies',
     const l: Lease = await limiter.acquire('u', { limit: 1 })
     expect(l.error).toBeInstanceOf(FastlimitError)
     expect(l.error?.message).toMatch(/not an AcquireResult/)
+  })
+})
+
+describe('the concurrency option of the HTTP layer', () => {
+  const adapter = {
+    name: 'test',
+    remoteAddress: () => '127.0.0.1',
+    header: () => undefined,
+    method: () => 'GET',
+    setHeader: () => undefined,
+    onFinished: () => undefined,
+  }
+  it('checks the option, the backend and the adapter when rateLimit() is called', () => {
+    for (const bad of [0, 10_001, 1.5, '5', { limit: 5, lease: 1 }, { limit: 5, leaseMs: 0 }, [5], null]) {
+      expect(() => createHttpLimiter({ concurrency: bad as never }, adapter)).toThrow(ConfigError)
+    }
+    expect(() => createHttpLimiter({ concurrency: 5 }, adapter)).not.toThrow()
+    expect(() => createHttpLimiter({ concurrency: { limit: 5, leaseMs: 1000 } }, adapter)).not.toThrow()
+    const { onFinished: _, ...blind } = adapter
+    expect(() => createHttpLimiter({ concurrency: 5 }, blind)).toThrow(/HttpAdapter\.onFinished/)
+    const inner = new MemoryBackend()
+    const minimal: Backend = { checkAndIncrement: (k, b, c) => inner.checkAndIncrement(k, b, c) }
+    expect(() =>
+      createHttpLimiter({ concurrency: 5, limiter: new FastLimit({ backend: minimal }) }, adapter),
+    ).toThrow(/acquire\(\) and release\(\)/)
   })
 })

@@ -131,6 +131,11 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
       request.rateLimitHandle = recorder?.handleOf(decision)
     },
     noAddressHint: "trustProxy: 'fastify' to use request.ip",
+    // The concurrency option's slot is released once the response is sent or the client went away.
+    onFinished: (_request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+      reply.raw.once('finish', done)
+      reply.raw.once('close', done)
+    },
   }
 }
 

@@ -69,8 +69,9 @@ export function acquireSlot(
 }
 
 /**
- * Releases `lease` once the response is done: through the adapter's `onFinished` when it has one,
- * else when `settled` (the rest of the middleware chain) settles. Internal.
+ * Releases `lease` once the response is done: through the adapter's `onFinished` (which the HTTP layer
+ * requires with `concurrency`), or, should it throw, when `settled` (the rest of the middleware chain)
+ * settles. Internal.
  */
 export function releaseWhenDone<Req, Res>(
   lease: Lease,

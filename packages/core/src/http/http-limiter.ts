@@ -89,7 +89,7 @@ export interface HttpAdapter<Req, Res> {
   /**
    * Calls `done` once, when the response has been sent or the client went away (Node:
    * `res.once('close')`), so that the `concurrency` option releases the request's slot then. Without
-   * it, the slot is released when the rest of the middleware chain (`next()`) settles.
+   * it, `rateLimit()` refuses the `concurrency` option with a `ConfigError`.
    */
   onFinished?(req: Req, res: Res, done: () => void): void
 }
@@ -385,6 +385,12 @@ export class HttpLimiter<Req, Res> {
       )
     }
     this.#onFinished = typeof adapter.onFinished === 'function' ? adapter.onFinished : undefined
+    if (this.#concurrency !== undefined && this.#onFinished === undefined) {
+      fail(
+        `concurrency needs to know when a response ends, which this adapter (${where}) does not tell ` +
+          '(HttpAdapter.onFinished): remove concurrency, or use limiter.acquire() in your handler.',
+      )
+    }
 
     this.#key = fn('key', o.key)
     this.#normalize = fn('normalize', o.normalize)
