@@ -1,10 +1,11 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,reservation]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,reservation,lease]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
+import { leaseSection } from './lease-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
 import { otelSection } from './otel-section'
 import { outboundSection } from './outbound-section'
@@ -178,6 +179,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['outbound', () => outboundSection({ quick })],
   ['otel', () => otelSection({ quick })],
   ['reservation', () => reservationSection({ quick })],
+  ['lease', () => leaseSection({ quick })],
 ]
 const sections: Section[] = []
 for (const [name, run] of registry) if (wants(name)) sections.push(await run())
