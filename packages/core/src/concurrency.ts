@@ -91,8 +91,8 @@ export function slotConfig(options: unknown): SlotConfig {
       `[fastlimit] [core] acquire() takes options { limit, leaseMs?, scope? }, got ${show(options)}. For example { limit: 5, leaseMs: 30000 }.`,
     )
   }
-  for (const key of Object.keys(options)) {
-    if (!NAMES.includes(key)) {
+  for (const key in options) {
+    if (key !== 'limit' && key !== 'leaseMs' && key !== 'scope' && key !== 'mode') {
       throw new ConfigError(
         `[fastlimit] [core] Unknown acquire() option ${show(key)}: it takes ${NAMES.join(', ')}.`,
       )

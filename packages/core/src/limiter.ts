@@ -393,6 +393,8 @@ export interface ReservationActions {
 export type Reservation = Decision & ReservationActions
 
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
+/** One settled promise for every release that had nothing to wait for. */
+const RESOLVED: Promise<void> = Promise.resolve()
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
 /** Recent identities whose storage key is kept, so a hot identity builds and hashes its key once. */
@@ -1200,17 +1202,21 @@ export class FastLimit {
     } catch (err) {
       return Promise.reject(err)
     }
-    const scope = options.scope
-    const mode = options.mode === 'shadow' ? 'shadow' : 'enforce'
     const token = newToken()
-    const observe = (lease: Lease, operation: 'acquire' | 'release'): void => {
-      if ((this.#listeners.lease?.length ?? 0) > 0)
-        this.#emit('lease', { operation, lease, identity, scope, mode, backend: this.#kind })
-    }
+    // Events cost nothing while nobody listens: no closure, no promise hop.
+    const observe =
+      (this.#listeners.lease?.length ?? 0) === 0
+        ? undefined
+        : (lease: Lease, operation: 'acquire' | 'release'): void => {
+            const scope = options.scope
+            const mode = options.mode === 'shadow' ? 'shadow' : 'enforce'
+            this.#emit('lease', { operation, lease, identity, scope, mode, backend: this.#kind })
+          }
     const lease =
       typeof key === 'string'
         ? this.#acquire(key, slots, token, observe)
         : key.then((k) => this.#acquire(k, slots, token, observe))
+    if (observe === undefined) return lease
     return lease.then((l) => {
       observe(l, 'acquire')
       return l
@@ -1222,10 +1228,12 @@ export class FastLimit {
     key: string,
     slots: SlotConfig,
     token: string,
-    observe: (lease: Lease, operation: 'release') => void,
+    observe: ((lease: Lease, operation: 'release') => void) | undefined,
   ): Promise<Lease> {
     const backend = this.backend
     const make = (r: AcquireResult, source: 'backend' | 'fallback', on: Backend, error?: FastlimitError) => {
+      if (observe === undefined)
+        return new LeaseImpl(slots, source, r, error, () => this.#release(on, key, token))
       let lease: LeaseImpl | undefined
       lease = new LeaseImpl(slots, source, r, error, () =>
         this.#release(on, key, token).then(() => observe(lease as LeaseImpl, 'release')),
@@ -1333,27 +1341,20 @@ export class FastLimit {
    * `quiet` (the release of a late grant) reports nothing and never rejects.
    */
   #release(target: Backend, key: string, token: string, quiet = false): Promise<void> {
-    const failed = (err: unknown): Promise<void> => {
-      const error = this.#wrap(err)
-      // A closed store holds nothing to free.
-      if (quiet || error.code === 'ERR_FASTLIMIT_CLOSED') return Promise.resolve()
-      if (error.code !== 'ERR_FASTLIMIT_ARGUMENT' && error.code !== 'ERR_FASTLIMIT_CONFIG')
-        this.#report(error)
-      return this.#policy === 'throw' ? Promise.reject(error) : Promise.resolve()
-    }
     const sync = target as SyncBackend
     if (typeof sync.releaseSync === 'function') {
       const start = target === this.backend && this.#watchSyncCalls ? performance.now() : -1
       try {
         if (sync.releaseSync(key, token) !== undefined) {
           if (start >= 0) this.#called('release', start, true)
-          return Promise.resolve()
+          return RESOLVED
         }
       } catch (err) {
         if (start >= 0) this.#called('release', start, true, this.#wrap(err))
-        return failed(err)
+        return this.#releaseFailed(err, quiet)
       }
     }
+    const failed = (err: unknown): Promise<void> => this.#releaseFailed(err, quiet)
     const release = target.release as NonNullable<Backend['release']>
     if (target === this.backend) {
       return this.#call('release', (o) => release.call(target, key, token, o)).then(() => undefined, failed)
@@ -1362,6 +1363,15 @@ export class FastLimit {
       () => release.call(target, key, token, { deadline: Date.now() + this.timeoutMs }),
       undefined,
     ).then(() => undefined, failed)
+  }
+
+  /** A failed release: reported, and resolved (rejected under `'throw'`); `quiet` reports nothing. */
+  #releaseFailed(err: unknown, quiet: boolean): Promise<void> {
+    const error = this.#wrap(err)
+    // A closed store holds nothing to free.
+    if (quiet || error.code === 'ERR_FASTLIMIT_CLOSED') return RESOLVED
+    if (error.code !== 'ERR_FASTLIMIT_ARGUMENT' && error.code !== 'ERR_FASTLIMIT_CONFIG') this.#report(error)
+    return this.#policy === 'throw' ? Promise.reject(error) : RESOLVED
   }
 
   /** A call to the fallback, bounded by `timeoutMs` and outside the breaker (as its decisions are). */
