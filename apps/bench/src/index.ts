@@ -1,8 +1,10 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,reservation,lease]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle,delay,reservation,lease]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { bundleSection } from './bundle-section'
+import { delaySection } from './delay-section'
 import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
 import { leaseSection } from './lease-section'
@@ -178,6 +180,8 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['http', () => httpSection({ quick })],
   ['outbound', () => outboundSection({ quick })],
   ['otel', () => otelSection({ quick })],
+  ['bundle', bundleSection],
+  ['delay', () => delaySection({ quick })],
   ['reservation', () => reservationSection({ quick })],
   ['lease', () => leaseSection({ quick })],
 ]

@@ -23,6 +23,8 @@ const DENIED = 'rotating keys (10,000), denied'
 /** Diagnostic rows: fastlimit gcra's path with its layers peeled off one by one. */
 const PEELED = 'gcra, layers peeled off'
 const OURS: readonly Algorithm[] = ['gcra', 'fixed-window', 'sliding-window']
+/** The reservation row: FastLimit.reserve, then settle below the reserved cost (a refund). */
+const RESERVE = 'fastlimit gcra, reserve 2 + settle 1'
 
 /** The floor: one counter per key, expiring with its window; the least a Redis limiter can run. */
 const FLOOR_LUA = `local n = redis.call('INCR', KEYS[1])
@@ -126,6 +128,19 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
         latency: true,
         call: rotating(async (k) => (await limiter.check(k, rules)).reason === 'ok'),
       })
+      if (algorithm === 'gcra') {
+        // A reservation: reserve 2, then settle at 1 (a refund of 1: RedisBackend.adjust, a second EVALSHA).
+        cases.push({
+          name: RESERVE,
+          group: ALLOWED,
+          kind: 'fastlimit',
+          latency: true,
+          call: rotating(async (k) => {
+            const r = await limiter.reserve(`reserve-${k}`, rules, { cost: 2 })
+            return r.reason === 'ok' && (await r.settle(1)).outcome === 'adjusted'
+          }),
+        })
+      }
     }
     if (gcra) {
       // Where the time goes: the same decision without FastLimit, then without RedisBackend (our gcra script
@@ -387,6 +402,9 @@ function report({
     '  no auto-pipelining, the calls of one tick written together, no offline queue), the whole path: rule',
     '  lookup, identity escaping, one `EVALSHA` of its script (server `TIME`, `HGET`, the step, and on a charge',
     '  `HSET`, `PTTL` and, when the expiry must grow, `PEXPIRE`), the `timeoutMs` timer, a `Decision`.',
+    `- \`${RESERVE}\`: \`FastLimit.reserve(identity, rule, { cost: 2 })\`, then \`settle(1)\` once it resolves: the check,`,
+    '  then `RedisBackend.adjust` (a second `EVALSHA` of the same script, refunding 1 of the charge); one decision',
+    '  counts both round trips. Compare it with `fastlimit gcra` for the cost of a reservation.',
     '- `rate-limiter-flexible`: `RateLimiterRedis.consume` (one `EVALSHA` of `SET NX EX` + `INCRBY` + `PTTL`), on',
     '  the ioredis client its docs show (`enableOfflineQueue: false`) and on the same with',
     '  `enableAutoPipelining: true`. **fastlimit is compared with the better of the two** in every ratio.',
@@ -552,6 +570,21 @@ function report({
         (floorAp && floorAp !== floorLat
           ? `; ${ratio(lt(floorAp).p50.median, lt(o).p50.median)} vs the auto-pipelined raw`
           : ''),
+    })
+  }
+  const reserve = cases.find((c) => c.group === ALLOWED && c.name === RESERVE)
+  const check = ours('gcra')
+  if (reserve && check) {
+    body.push(
+      '',
+      `A reservation (\`${RESERVE}\`) against a plain check (\`fastlimit gcra\`): ${ratio(tp(reserve).opsPerSec.median, tp(check).opsPerSec.median)} the`,
+      `throughput at ${IN_FLIGHT} in flight, ${us(tp(reserve).serverUs.median)} vs ${us(tp(check).serverUs.median)} redis-server CPU µs and ${us(tp(reserve).clientUs.median)} vs`,
+      `${us(tp(check).clientUs.median)} client CPU µs per decision, sequential p50 ${us(lt(reserve).p50.median)} vs ${us(lt(check).p50.median)} µs (two round trips instead of one).`,
+    )
+    headlines.push({
+      label: `redis gcra reserve + settle vs check, ${IN_FLIGHT} in flight`,
+      ratio: tp(reserve).opsPerSec.median / tp(check).opsPerSec.median,
+      detail: `${fmtOps(tp(reserve).opsPerSec.median)} vs ${fmtOps(tp(check).opsPerSec.median)} decisions/s; sequential p50 ${us(lt(reserve).p50.median)} vs ${us(lt(check).p50.median)} µs`,
     })
   }
   const deniedOurs = ours('gcra', DENIED)

@@ -1,6 +1,8 @@
-// One case of the reservation section, in a process of its own:
-//   node --import tsx src/reservation-child.ts <backend> <case> time <warmup ms> <slice ms> [where]  -> {"opsPerSec": n}
-//   node --import tsx src/reservation-child.ts memory <case> count <n>                            (under callgrind)
+// The cases of the reservation section, in a process of its own:
+//   node --import tsx src/reservation-child.ts <backend> all pair <warmup ms> <ms per case> [where]
+//     -> {"check": ops/s, "reserve-settle": ops/s, "reserve-equal": ops/s}, the cases run in alternating
+//        batches, so that a machine's changing load weighs on each alike
+//   node --import tsx src/reservation-child.ts <backend> <case> count <n> [_ where]     (under callgrind)
 // Backends: 'memory', 'sqlite' (where: a file path), 'postgres' (where: a connection string).
 // Cases, each on 10,000 rotating keys with a gcra rule never reached:
 //   'check'          limiter.check(key, rules, { cost: 2 })
@@ -39,7 +41,7 @@ const KEYS = 10_000
 const keys = Array.from({ length: KEYS }, (_, i) => `user-${i}`)
 let i = 0
 
-const op: () => Promise<unknown> =
+const opOf = (name: string): (() => Promise<unknown>) =>
   name === 'check'
     ? () => limiter.check(keys[i++ % KEYS] as string, rules, { cost: 2 })
     : name === 'reserve-settle'
@@ -50,30 +52,38 @@ const op: () => Promise<unknown> =
             throw new Error(`unknown case ${name}`)
           }
 
-async function run(n: number): Promise<void> {
+async function run(op: () => Promise<unknown>, n: number): Promise<void> {
   for (let j = 0; j < n; j++) await op()
 }
 
-async function timed(ms: number): Promise<number> {
-  let batch = 16
-  let ops = 0
-  const start = performance.now()
-  for (;;) {
-    const t0 = performance.now()
-    await run(batch)
-    ops += batch
-    const t1 = performance.now()
-    if (t1 - start >= ms) return ops / ((t1 - start) / 1000)
-    if (t1 - t0 < 2) batch *= 2
+const CASES = ['check', 'reserve-settle', 'reserve-equal'] as const
+
+/** Alternating batches of every case until each has run `ms`; operations per second of each. */
+async function pair(ms: number): Promise<Record<string, number>> {
+  const time = new Map<string, number>(CASES.map((c) => [c, 0]))
+  const count = new Map<string, number>(CASES.map((c) => [c, 0]))
+  let batch = 8
+  while ((time.get('check') as number) < ms) {
+    for (const c of CASES) {
+      const t0 = performance.now()
+      await run(opOf(c), batch)
+      time.set(c, (time.get(c) as number) + performance.now() - t0)
+      count.set(c, (count.get(c) as number) + batch)
+    }
+    // Batches of about 20 ms: long enough to time, short enough to alternate often.
+    if (((time.get('check') as number) / (count.get('check') as number)) * batch < 20) batch *= 2
   }
+  return Object.fromEntries(
+    CASES.map((c) => [c, (count.get(c) as number) / ((time.get(c) as number) / 1000)]),
+  )
 }
 
 if (how === 'count') {
   // Under callgrind: a fixed warm-up, then n operations; the caller subtracts two runs of different n.
-  await run(50_000)
-  await run(Number(a))
+  await run(opOf(name), 50_000)
+  await run(opOf(name), Number(a))
 } else {
-  await timed(Number(a))
-  console.log(JSON.stringify({ opsPerSec: await timed(Number(b)) }))
+  await pair(Number(a))
+  console.log(JSON.stringify(await pair(Number(b))))
 }
 await close()

@@ -10,10 +10,13 @@ const server = createServer(async (req, res) => {
   const ip = req.socket.remoteAddress ?? 'unknown'
   const d = await limiter.check(ip, rules)
   res.setHeader('RateLimit-Policy', `${d.limit};w=10`)
-  res.setHeader(
-    'RateLimit',
-    `limit=${d.limit}, remaining=${d.remaining}, reset=${Math.ceil((d.resetMs - Date.now()) / 1000)}`,
-  )
+  // A decision of the error policy (the store was not reached) knows no remaining or reset: send none.
+  if (d.source !== 'policy') {
+    res.setHeader(
+      'RateLimit',
+      `limit=${d.limit}, remaining=${d.remaining}, reset=${Math.ceil((d.resetMs - Date.now()) / 1000)}`,
+    )
+  }
   if (!d.allowed) {
     res.writeHead(429, {
       'Content-Type': 'application/json',

@@ -76,7 +76,10 @@ const optionsArb = mutated(fc.constant({ rules: '10/s' }), {
     fc.constant(() => 'x'),
     hostileValue,
   ),
-  mode: fc.oneof(fc.constantFrom('enforce', 'shadow', 'dry-run'), hostileValue),
+  mode: fc.oneof(fc.constantFrom('enforce', 'shadow', 'delay', 'dry-run'), hostileValue),
+  // Held at most 50 ms: a request of the shared limiter over its limit is held, never for long.
+  maxDelayMs: fc.oneof(fc.constantFrom<unknown>(1, 50, 0, -1, 1.5, '50', 2 ** 31), hostileValue),
+  maxQueue: fc.oneof(fc.constantFrom<unknown>(1, 10, 0, 1.5, '10', 1e9 + 1), hostileValue),
   trustProxy: fc.oneof(
     fc.constantFrom<unknown>(
       false,

@@ -18,6 +18,8 @@
  * - `ERR_FASTLIMIT_WAIT_TOO_LONG`: a `wait` (or a throttled call) cannot be admitted within its
  *   `maxWaitMs`, or its cost can never pass; refused as soon as that is known.
  * - `ERR_FASTLIMIT_CLOSED`: the limiter or backend was used after `close()`.
+ * - `ERR_FASTLIMIT_ABORTED`: the client of a request held in `mode: 'delay'` closed the connection
+ *   while it waited; nothing was charged for it.
  */
 export type FastlimitErrorCode =
   | 'ERR_FASTLIMIT_CONFIG'
@@ -29,6 +31,7 @@ export type FastlimitErrorCode =
   | 'ERR_FASTLIMIT_OVERLOADED'
   | 'ERR_FASTLIMIT_WAIT_TOO_LONG'
   | 'ERR_FASTLIMIT_CLOSED'
+  | 'ERR_FASTLIMIT_ABORTED'
 
 /**
  * The one error class of fastlimit. Being over a limit is never an error (it is `allowed: false`);

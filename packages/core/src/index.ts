@@ -53,6 +53,7 @@ export type { BackendFromUrlOptions } from './from-url'
 export { backendFromUrl } from './from-url'
 export type {
   Cidr,
+  ClosableResponse,
   ConcurrencyOptions,
   ConcurrencySetting,
   HeaderEntry,
@@ -77,6 +78,7 @@ export {
   applyCombined,
   checkHandler,
   cidrContains,
+  closeSignal,
   compileTrust,
   createHttpLimiter,
   createIpMatcher,
@@ -89,6 +91,7 @@ export {
   IP_RANGES,
   ipKey,
   isLocalAddress,
+  isRequestAborted,
   normalizeIdentity,
   parseCidr,
   parseForwarded,
@@ -96,6 +99,7 @@ export {
   parseIp,
   problemDetails,
   RateLimitHeaders,
+  RequestAbortedError,
   resolveClientIp,
   retryAfterValue,
 } from './http'

@@ -561,6 +561,11 @@ export class FastLimit {
     return this.#state
   }
 
+  /** What decides when the store fails ({@link FastLimitOptions.onBackendError}), as given. */
+  get onBackendError(): BackendErrorPolicy {
+    return this.#policy
+  }
+
   /** Calls to the backend not yet answered, timed-out ones included. */
   get inFlight(): number {
     return this.#inFlight

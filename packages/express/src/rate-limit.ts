@@ -2,11 +2,13 @@
 
 import {
   checkHandler,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   type HttpAdapter,
   type HttpDenial,
   type HttpInvalidCost,
+  isRequestAborted,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -100,6 +102,8 @@ const adapter: HttpAdapter<Request, Response> = {
     res.once('finish', done)
     res.once('close', done)
   },
+  // mode: 'delay' drops a held request whose client has gone.
+  signal: (_req, res) => closeSignal(res),
 }
 
 /**
@@ -129,11 +133,16 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const deny = handler === undefined ? sendDenial : denyWith(handler)
   // Not async: run() sends errors to next(err) itself, so nothing is left for Express 4 to drop.
   function fastlimit(req: Request, res: Response, next: NextFunction): void {
-    void http.run<void>(req, res, next, deny, next, sendDenial)
+    void http.run<void>(req, res, next, deny, (err) => fail(err, next), sendDenial)
   }
   fastlimit.reset = (req: Request) => http.reset(req)
   fastlimit.peek = (req: Request) => http.peek(req)
   return fastlimit as RateLimitMiddleware
+}
+
+/** Errors go to Express's error handling, but a request whose client left while held (mode 'delay') just ends. */
+function fail(err: unknown, next: NextFunction): void {
+  if (!isRequestAborted(err)) next(err)
 }
 
 function sendDenial(

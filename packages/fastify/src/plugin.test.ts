@@ -62,6 +62,7 @@ async function listener(app: FastifyInstance): Promise<AdapterClient> {
   const address = app.server.address()
   const base = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`
   return {
+    origin: base,
     async request(path, init = {}) {
       const res = await fetch(base + path, {
         method: init.method ?? 'GET',

@@ -3,6 +3,7 @@
 import {
   ConfigError,
   checkHandler,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   FastLimit,
@@ -136,6 +137,8 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
       reply.raw.once('finish', done)
       reply.raw.once('close', done)
     },
+    // mode: 'delay' drops a held request whose client has gone.
+    signal: (_request: FastifyRequest, reply: FastifyReply): AbortSignal => closeSignal(reply.raw),
   }
 }
 

@@ -79,6 +79,7 @@ async function overSocket(app: Hono): Promise<AdapterClient> {
   })
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
   return {
+    origin: base,
     request: async (path, init) => read(await fetch(base + path, init)),
     close: () =>
       new Promise<void>((resolve) => {

@@ -9,6 +9,7 @@ import {
   type HttpDenial,
   type HttpInvalidCost,
   type HttpLimiter,
+  isRequestAborted,
   type RateLimitCommonOptions,
   type RateLimitInfo,
 } from '@fastlimit/core'
@@ -179,6 +180,8 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
     attach,
     attached,
     onFinished,
+    // mode: 'delay' drops a held request whose client has gone (@hono/node-server, Bun and Deno abort it).
+    signal: (c) => c.req.raw.signal,
   }
   const http = createHttpLimiter(options, adapter)
   const deny =
@@ -193,7 +196,7 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
         outgoing as NodeOutgoing,
         next as () => Promise<undefined>,
         deny,
-        undefined,
+        gone,
         sendDenial,
       )
     }
@@ -212,6 +215,15 @@ function sendDenial(c: Context, _: HeaderSink, denial: HttpDenial | HttpInvalidC
   return c.body(denial.body, denial.status as 429, { 'content-type': denial.contentType })
 }
 
+/**
+ * Errors go to Hono's error handling, but a request whose client left while held (mode 'delay') ends
+ * with an empty 499 that no one receives.
+ */
+function gone(err: unknown): Response {
+  if (isRequestAborted(err)) return new Response(null, { status: 499 })
+  throw err
+}
+
 function passThrough(): undefined {
   return undefined
 }
@@ -228,14 +240,15 @@ async function viaHono(
   deny: Deny,
 ): Promise<Response | undefined> {
   const sink: string[] = []
-  const denial = await http.run<HttpDenial | HttpInvalidCost | undefined>(
+  const denial = await http.run<HttpDenial | HttpInvalidCost | Response | undefined>(
     c,
     sink,
     passThrough,
     refusal,
-    undefined,
+    gone,
     refusal,
   )
+  if (denial instanceof Response) return denial
   copyHeaders(c, sink)
   if (denial !== undefined) {
     return denial.kind === 'invalid-cost' ? sendDenial(c, sink, denial) : deny(c, sink, denial)

@@ -62,8 +62,10 @@ async function serve(
     const s = app.listen(0, '127.0.0.1', () => resolve(s))
   })
   servers.push(server)
-  const agent = request(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  const agent = request(origin)
   return {
+    origin,
     async request(path, init = {}) {
       const method = (init.method ?? 'GET').toLowerCase() as 'get' | 'post' | 'options'
       const res = await agent[method](path).set(init.headers ?? {})

@@ -2,6 +2,7 @@
 
 import {
   checkHandler,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   type HttpAdapter,
@@ -79,6 +80,8 @@ const adapter: HttpAdapter<Context, Context> = {
     ctx.res.once('finish', done)
     ctx.res.once('close', done)
   },
+  // mode: 'delay' drops a held request whose client has gone.
+  signal: (ctx) => closeSignal(ctx.res),
 }
 
 /**

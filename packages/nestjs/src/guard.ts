@@ -1,14 +1,17 @@
 // The guard: finds the limit of the handler (its @RateLimit, its controller's, or the module's) and applies it.
 
 import {
+  type ClosableResponse,
+  closeSignal,
   createHttpLimiter,
   type Decision,
   type FastLimit,
   type HttpDenial,
   type HttpLimiter,
+  isRequestAborted,
   type RateLimitCommonOptions,
 } from '@fastlimit/core'
-import { type CanActivate, type ExecutionContext, Inject, Injectable } from '@nestjs/common'
+import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
 import { requestOf, responseOf, setHeader } from './context'
 import { RateLimitException } from './exception'
@@ -41,6 +44,15 @@ const COUNTED = Symbol('fastlimit.counted')
 
 function allow(): boolean {
   return true
+}
+
+/**
+ * Errors go to Nest's exception handling; a request whose client left while held (mode 'delay') as an
+ * `HttpException` 499, which Nest answers (to no one) without logging it as a server error.
+ */
+function fail(err: unknown): never {
+  if (isRequestAborted(err)) throw new HttpException('Client Closed Request', 499, { cause: err })
+  throw err
 }
 
 function deny(_req: unknown, _res: unknown, denial: HttpDenial): never {
@@ -98,7 +110,7 @@ export class FastLimitGuard implements CanActivate {
     if (memo !== undefined) {
       for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
     }
-    const result = http.run<boolean>(req, responseOf(context), allow, deny)
+    const result = http.run<boolean>(req, responseOf(context), allow, deny, fail)
     if (memo === undefined) req[COUNTED] = [http, result]
     else memo.push(http, result)
     return result
@@ -170,6 +182,13 @@ export class FastLimitGuard implements CanActivate {
       expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
         req.rateLimit = decision
         req.rateLimitHandle = handles.handleOf(decision)
+      },
+      // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
+      signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
+        const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
+        return typeof (raw as ClosableResponse | undefined)?.once === 'function'
+          ? closeSignal(raw as ClosableResponse)
+          : undefined
       },
     }
     const common: RateLimitCommonOptions<RateLimitRequest> = { ...options, limiter: recorder.limiter }

@@ -74,6 +74,7 @@ export async function client(app: INestApplication): Promise<AdapterClient> {
   const address = app.getHttpServer().address() as { port: number }
   const base = `http://127.0.0.1:${address.port}`
   return {
+    origin: base,
     async request(path, init = {}) {
       const res = await fetch(base + path, { method: init.method ?? 'GET', headers: init.headers ?? {} })
       const headers: Record<string, string> = {}

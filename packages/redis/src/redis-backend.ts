@@ -7,6 +7,7 @@ import {
   type BucketConfig,
   bucketId,
   type CallOptions,
+  type Charge,
   ConfigError,
   checkLeaseArguments,
   FastlimitError,
@@ -210,7 +211,7 @@ function notAResult(reply: unknown, what: string): FastlimitError {
     const by = Number(late[1]) - Number(late[2])
     return new FastlimitError(
       'ERR_FASTLIMIT_TIMEOUT',
-      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was charged. The limiter ` +
+      `[fastlimit] [redis] ${what} was applied ${by} ms past its deadline; nothing was ${what === 'adjust' ? 'changed' : 'charged'}. The limiter ` +
         'had already given up on it (timeoutMs) and applied its onBackendError policy: Redis is slow to answer ' +
         '(check LATENCY DOCTOR, SLOWLOG and the network), or timeoutMs is too short for it.',
     )
@@ -250,11 +251,25 @@ function read(text: string, at: number): number {
   return at
 }
 
-/** The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here. */
-function result(reply: string, limit: number, what: string): BackendResult {
+/**
+ * The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here.
+ * `charged`: the result of a check that charged, whose fourth integer is not its retryAfterMs (0) but the
+ * time the script stepped with, its `atMs` (for a reservation's Charge).
+ */
+function result(reply: string, limit: number, charged: boolean, what: string): BackendResult {
   const allowed = values[0] as number
   const retry = values[3] as number
   if (allowed !== 0 && allowed !== 1) throw notAResult(reply, what)
+  if (charged) {
+    return {
+      allowed: true,
+      limit,
+      remaining: values[1] as number,
+      resetMs: values[2] as number,
+      retryAfterMs: 0,
+      atMs: retry,
+    }
+  }
   return {
     allowed: allowed === 1,
     limit,
@@ -264,22 +279,31 @@ function result(reply: string, limit: number, what: string): BackendResult {
   }
 }
 
-/** The one result of a one-bucket reply. */
-function readOne(reply: unknown, limit: number, what: string): BackendResult {
+/** The one result of a one-bucket reply (`check`: of a check, whose admitting result carries atMs). */
+function readOne(reply: unknown, limit: number, check: boolean, what: string): BackendResult {
   if (typeof reply !== 'string' || read(reply, 0) !== reply.length) throw notAResult(reply, what)
-  return result(reply, limit, what)
+  return result(reply, limit, check && values[0] === 1, what)
 }
 
-/** The results of a several-bucket reply, one per limit. */
-function readAll(reply: unknown, limits: readonly number[], what: string): BackendResult[] {
+/**
+ * The results of a several-bucket reply, one per limit. `check`: of a check, whose results carry atMs
+ * when it admitted (all of them: a denied check's buckets that would have admitted charged nothing).
+ */
+function readAll(reply: unknown, limits: readonly number[], check: boolean, what: string): BackendResult[] {
   if (typeof reply !== 'string') throw notAResult(reply, what)
+  // A check that admitted admitted every bucket (all or nothing): read the flags first.
+  let charged = check
+  for (let i = 0, at = 0; charged && i < limits.length; i++) {
+    at = read(reply, at)
+    if (at < 0 || values[0] !== 1) charged = false
+  }
   const results: BackendResult[] = new Array(limits.length)
   let at = 0
   for (let i = 0; i < limits.length; i++) {
     at = read(reply, at)
     // Every result but the last ends with a comma.
     if (at < 0 || (at === reply.length) !== (i === limits.length - 1)) throw notAResult(reply, what)
-    results[i] = result(reply, limits[i] as number, what)
+    results[i] = result(reply, limits[i] as number, charged, what)
   }
   return results
 }
@@ -291,6 +315,53 @@ function checkCost(cost: unknown): void {
       `[fastlimit] [redis] cost must be a positive whole number, got ${show(cost)}.`,
     )
   }
+}
+
+function checkDelta(delta: unknown): void {
+  if (typeof delta !== 'number' || !Number.isSafeInteger(delta)) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [redis] delta must be a whole number (negative refunds, positive charges more), got ${show(delta)}.`,
+    )
+  }
+}
+
+function isWhole(n: unknown): boolean {
+  return typeof n === 'number' && Number.isSafeInteger(n)
+}
+
+/**
+ * The charges argument of an adjustment: '' for none, else `cost,resetMs,atMs` of each bucket joined by
+ * commas (atMs '' when unknown).
+ */
+function chargesArg(charges: readonly Charge[] | undefined, count: number): string {
+  if (charges === undefined) return ''
+  if (!Array.isArray(charges) || charges.length !== count) {
+    throw new FastlimitError(
+      'ERR_FASTLIMIT_ARGUMENT',
+      `[fastlimit] [redis] charges must be undefined or one charge per bucket (${count}), got ${show(charges)}.`,
+    )
+  }
+  const parts: string[] = []
+  for (const charge of charges as readonly unknown[]) {
+    const c = charge as Partial<Charge> | null
+    if (
+      typeof c !== 'object' ||
+      c === null ||
+      !isWhole(c.cost) ||
+      (c.cost as number) < 1 ||
+      !isWhole(c.resetMs) ||
+      (c.atMs !== undefined && !isWhole(c.atMs))
+    ) {
+      throw new FastlimitError(
+        'ERR_FASTLIMIT_ARGUMENT',
+        `[fastlimit] [redis] Each charge must be { cost, resetMs, atMs? } with whole numbers (cost from 1), as an ` +
+          `admitting result gives them, got ${show(charge)}.`,
+      )
+    }
+    parts.push(String(c.cost), String(c.resetMs), c.atMs === undefined ? '' : String(c.atMs))
+  }
+  return parts.join(',')
 }
 
 function checkKey(key: unknown): void {
@@ -321,7 +392,7 @@ function expired(what: string): FastlimitError {
   return new FastlimitError(
     'ERR_FASTLIMIT_TIMEOUT',
     `[fastlimit] [redis] ${what} was not sent: its deadline passed while it waited for the connection; ` +
-      'nothing was charged.',
+      `nothing was ${what === 'adjust' ? 'changed' : 'charged'}.`,
   )
 }
 
@@ -859,7 +930,7 @@ export class RedisBackend implements Backend {
             : deadline !== undefined
               ? [sha, '1', k, p.field, '']
               : [sha, '1', k, p.field]
-    return readOne(await this.send(args, what, deadline, 4, cost > 0), p.limit, what)
+    return readOne(await this.send(args, what, deadline, 4, cost > 0), p.limit, cost > 0, what)
   }
 
   /**
@@ -1035,7 +1106,42 @@ export class RedisBackend implements Backend {
     const what = 'checkAndIncrementAll'
     const k = redisKey(this.prefix, key)
     const args = [this.sha, '1', k, '', String(cost), this.now(what), ...fields]
-    return readAll(await this.send(args, what, deadline, 3, true), limits, what)
+    return readAll(await this.send(args, what, deadline, 3, true), limits, true, what)
+  }
+
+  /**
+   * {@inheritDoc Backend.adjust} The script's port of core's `adjustAll`: one EVALSHA for every bucket,
+   * atomic on the server, at the same clock as the checks (the server's `TIME`, or `clock`). With
+   * `options.deadline`, an adjustment that reaches Redis at or after it changes nothing and rejects with
+   * `ERR_FASTLIMIT_TIMEOUT`. Never followed by `waitReplicas`' WAIT (a refund lost in a failover only
+   * leaves the charge in place).
+   */
+  async adjust(
+    key: string,
+    buckets: readonly BucketConfig[],
+    delta: number,
+    charges: readonly Charge[] | undefined,
+    options?: CallOptions,
+  ): Promise<BackendResult[]> {
+    checkDelta(delta)
+    const deadline = deadlineOf(options)
+    const charged = chargesArg(charges, buckets.length)
+    if (buckets.length === 0) return []
+    // As for checkAndIncrementAll: the field and the configuration ('' when the field is that) of each.
+    const fields: string[] = []
+    const limits: number[] = []
+    for (const bucket of buckets) {
+      const p = prepare(bucket)
+      fields.push(p.field, p.conf)
+      limits.push(p.limit)
+    }
+    if (this.closed) throw this.closedError()
+    checkKey(key)
+    const what = 'adjust'
+    const k = redisKey(this.prefix, key)
+    // An even number of script arguments: the script's adjustment.
+    const args = [this.sha, '1', k, '', String(delta), this.now(what), charged, ...fields]
+    return readAll(await this.send(args, what, deadline, 3, false), limits, false, what)
   }
 
   /** {@inheritDoc Backend.peek} The script with cost 0: reads, writes nothing. */

@@ -1,5 +1,7 @@
 // The one Lua script of RedisBackend: every algorithm (a port of its TypeScript step), for one bucket or
-// for several buckets of one key all or nothing, dispatching on the bucket's id.
+// for several buckets of one key all or nothing, dispatching on the bucket's id; and every algorithm's
+// adjustment (a port of its TypeScript adjust step: the refund or extra charge of a reservation), for
+// one or more buckets of one key at once, told apart by its even number of arguments.
 //
 // The ports repeat the TypeScript integer arithmetic operation for operation, in the same order. Lua 5.1
 // numbers are IEEE doubles, as in JavaScript, and rules keep every operand below 2^53, so the results are
@@ -24,14 +26,11 @@
 import { createHash } from 'node:crypto'
 import { SLIDING_LOG_SLOTS } from '@fastlimit/core'
 
-/**
- * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
- * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, `enc`
- * (the new state as text, set only when `ok` and `c > 0`), and `norm` (set only when the stored state lay
- * further ahead of now than SKEW allows, core's `rebased`: the uncharged state moved back to now, as text).
- * A state ahead by no more than SKEW is another clock's and is counted from as it lies (core's `skewMs`).
- */
-const STEP = `
+// The step is assembled from one reading part and one charging part per algorithm; the adjustment
+// (ADJUST, below) shares the reading parts, so both read a state exactly alike.
+
+/** The bucket's configuration, parsed from `conf`: `alg`, `L`, `W`, `B`. */
+const CONF = `
 local alg, L, W, B = match(conf, '^(%l[%l-]*):(%d+):(%d+):(%d+)$')
 if not alg then return redis.error_reply('ERR fastlimit: bad bucket ' .. conf) end
 -- Digits only, so \`s + 0\` converts (once; tonumber converts twice). Strings are interned: a burst
@@ -42,8 +41,10 @@ if B == L then
 else
   L, B = L + 0, B + 0
 end
-W = W + 0
-if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
+W = W + 0`
+
+/** The meters' reading of `text` at `now`: `cap`, `level`, `t`, `rebased` (core: levelAhead, drain). */
+const METER_READ = `
   -- The three meters (core: algorithms/meter.ts): a level in scaled units; capacity B * W.
   local cap = B * W
   local level, t, rebased = 0, now, false
@@ -98,7 +99,10 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
         rebased = true
       end
     end
-  end
+  end`
+
+/** The meters' charge of `c` at `level` (core: charge), and the state written. */
+const METER_CHARGE = `
   -- charge(level, t, L, W, B, c)
   local after = level
   if c > 0 and c <= B and level + c * W <= cap then
@@ -135,8 +139,10 @@ if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then
       e = fmt('%d,%d', after, t)
     end
     if ok and c > 0 then enc = e else norm = e end
-  end
-elseif alg == 'fixed-window' then
+  end`
+
+/** Fixed window's reading: `start`, `count` (and `norm` when moved back). */
+const FW_READ = `
   local start = floor(now / W) * W
   local count = 0
   if text then
@@ -152,7 +158,9 @@ elseif alg == 'fixed-window' then
         end
       end
     end
-  end
+  end`
+
+const FW_CHARGE = `
   local t = now
   local fin = start + W
   ttl = fin - t
@@ -171,8 +179,10 @@ elseif alg == 'fixed-window' then
     enc = fmt('%d,%d', start, count)
   else
     ok, reset, retry = false, fin, fin - t
-  end
-elseif alg == 'sliding-window' then
+  end`
+
+/** Sliding window's reading: `start`, `prev`, `curr` (and `norm` when moved back). */
+const SW_READ = `
   local start = floor(now / W) * W
   local prev, curr = 0, 0
   if text then
@@ -190,7 +200,9 @@ elseif alg == 'sliding-window' then
         prev = s3
       end
     end
-  end
+  end`
+
+const SW_CHARGE = `
   local t = now
   -- Before the start of another clock's window, estimate as at its start.
   local elapsed = 0
@@ -238,8 +250,13 @@ elseif alg == 'sliding-window' then
       retry = r
     end
     ok, rem = c == 0 and used + 1 <= L, L - used
-  end
-elseif alg == 'sliding-log' then
+  end`
+
+/**
+ * Sliding log's reading: `s` (the entries in the window, `m` integers), `used`, `shift` (> 0 when moved
+ * back, then `norm`), `e` (where a check reads and writes), `newest`.
+ */
+const SL_READ = `
   -- Core: algorithms/sliding-log.ts. At most SLOTS entries; a 65th merges the oldest two of one slot.
   local SLOTS = ${SLIDING_LOG_SLOTS}
   -- decodeState: integers joined by commas, each safe; anything malformed reads as no state.
@@ -280,16 +297,10 @@ elseif alg == 'sliding-log' then
   end
   if shift > 0 then norm = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m)) end
   local newest = t
-  if m > 0 then newest = s[m - 1] end
-  if c > 0 and c <= L and used + c <= L then
-    if m > 0 and newest == e then
-      s[m] = s[m] + c
-    else
-      s[m + 1] = e
-      s[m + 2] = c
-      m = m + 2
-    end
-    if m > 2 * SLOTS then
+  if m > 0 then newest = s[m - 1] end`
+
+/** Core's merge(): brings the `m / 2` entries of `s` down to SLOTS. */
+const MERGE = `
       -- merge(): one pass from the oldest; an entry in the slot of the one before joins it.
       local g = floor(W / (SLOTS - 1))
       if g * (SLOTS - 1) < W then g = g + 1 end
@@ -309,7 +320,18 @@ elseif alg == 'sliding-log' then
           prev = slot
         end
       end
-      m = w + 1
+      m = w + 1`
+
+const SL_CHARGE = `
+  if c > 0 and c <= L and used + c <= L then
+    if m > 0 and newest == e then
+      s[m] = s[m] + c
+    else
+      s[m + 1] = e
+      s[m + 2] = c
+      m = m + 2
+    end
+    if m > 2 * SLOTS then${MERGE}
     end
     used = used + c
     ok, rem, reset, retry, ttl = true, L - used, e + W, 0, e + W - t
@@ -335,6 +357,201 @@ elseif alg == 'sliding-log' then
       retry = s[i - 1] + W - t
     end
     ok, rem = c == 0 and used + 1 <= L, L - used
+  end`
+
+/**
+ * The step of one bucket. In: `conf` (`algorithm:limit:windowMs:burst`), `text` (the stored state, or
+ * false), `c` (the cost, 0 peeks), `now`. Out: `ok`, `rem`, `reset`, `retry` (-1 for never), `ttl`, `enc`
+ * (the new state as text, set only when `ok` and `c > 0`), and `norm` (set only when the stored state lay
+ * further ahead of now than SKEW allows, core's `rebased`: the uncharged state moved back to now, as text).
+ * A state ahead by no more than SKEW is another clock's and is counted from as it lies (core's `skewMs`).
+ */
+const STEP = `${CONF}
+if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then${METER_READ}${METER_CHARGE}
+elseif alg == 'fixed-window' then${FW_READ}${FW_CHARGE}
+elseif alg == 'sliding-window' then${SW_READ}${SW_CHARGE}
+elseif alg == 'sliding-log' then${SL_READ}${SL_CHARGE}
+else
+  return redis.error_reply('ERR fastlimit: unknown bucket ' .. conf)
+end
+`
+
+/**
+ * The adjustment of one bucket (core's adjustStep: a refund, delta < 0, or an extra charge, delta > 0),
+ * ported operation for operation like the step. In: `conf`, `text`, `now`, `delta`, and the charge being
+ * settled: `ccost`, `creset`, `cat` (`atMs`; nil when unknown), all nil when no charge is given. Out:
+ * `newt`, the adjusted state as text, or nil when nothing changed. The bucket's result is then the step's
+ * peek of `newt` (or of `text` when unchanged, which also gives `norm` when it lay too far ahead), as core
+ * computes it. Each algorithm reads the state exactly as the step does (its reading part).
+ */
+const ADJUST = `${CONF}
+if alg == 'gcra' or alg == 'token-bucket' or alg == 'leaky-bucket' then${METER_READ}
+  -- adjustLevel: a refund takes back at most what the charge still holds; an extra charge fills up to cap.
+  local lv = level
+  if delta > 0 then
+    if level < cap then
+      local add = cap
+      if delta < B then add = delta * W end
+      if add >= cap - level then lv = cap else lv = level + add end
+    end
+  elseif delta < 0 and level > 0 then
+    local r, bound = -delta, level
+    if ccost then
+      if ccost < r then r = ccost end
+      -- resetMs = at + ceil(a / L), so a - e * L > (resetMs - now - 1) * L.
+      local held, k = 0, creset - now - 1
+      local q = floor(cap / L)
+      if q * L < cap then q = q + 1 end
+      if k >= q then held = cap elseif k >= 0 then held = k * L + 1 end
+      if cat then
+        -- a >= cost * W (the charge itself), less what drained since.
+        local cw = cap
+        if ccost < B then cw = ccost * W end
+        local el, left = now - cat, 0
+        local d = floor(cw / L)
+        if d * L < cw then d = d + 1 end
+        if el <= 0 then left = cw elseif el < d then left = cw - el * L end
+        if left > held then held = left end
+      end
+      if held < bound then bound = held end
+    end
+    -- r * W only when r <= ceil(bound / W): below 2^53.
+    local q = floor(bound / W)
+    if q * W < bound then q = q + 1 end
+    local back = bound
+    if r <= q and r * W < bound then back = r * W end
+    lv = level - back
+  end
+  if lv ~= level then
+    if alg == 'gcra' then
+      local whole = floor(lv / L)
+      newt = fmt('%d,%d', now + whole, lv - whole * L)
+    elseif alg == 'token-bucket' then
+      newt = fmt('%d,%d', cap - lv, now)
+    else
+      newt = fmt('%d,%d', lv, now)
+    end
+  end
+elseif alg == 'fixed-window' then${FW_READ}
+  local lv = count
+  if delta > 0 then
+    if delta >= L - count then
+      lv = L
+      if count > L then lv = count end
+    else
+      lv = count + delta
+    end
+  elseif delta < 0 and count > 0 then
+    local r, counted = -delta, true
+    if ccost then
+      if ccost < r then r = ccost end
+      -- Only the window that counted the charge (the stored one: count > 0 means a valid state).
+      counted = match(text, '^(%-?%d+),') + 0 == creset - W
+    end
+    if counted then
+      if r >= count then lv = 0 else lv = count - r end
+    end
+  end
+  if lv ~= count then newt = fmt('%d,%d', start, lv) end
+elseif alg == 'sliding-window' then${SW_READ}
+  local changed = false
+  if delta > 0 then
+    if curr < L then
+      if delta >= L - curr then curr = L else curr = curr + delta end
+      changed = true
+    end
+  elseif delta < 0 then
+    local r, inCurr, inPrev = -delta, true, true
+    if ccost then
+      if ccost < r then r = ccost end
+      -- Only the window that counted the charge, if it is one the counts were read from: the stored
+      -- window and the one before it, or the stored window alone as the previous one.
+      local counted = creset - 2 * W
+      inCurr, inPrev = false, false
+      local s0 = text and match(text, '^(%-?%d+),%-?%d+,%-?%d+$')
+      if s0 then
+        s0 = s0 + 0
+        if s0 >= floor(now / W) * W then
+          inCurr, inPrev = counted == s0, counted == s0 - W
+        else
+          inPrev = counted == s0
+        end
+      end
+    end
+    if inCurr and curr > 0 and r > 0 then
+      local take = curr
+      if r < curr then take = r end
+      curr, r, changed = curr - take, r - take, true
+    end
+    if inPrev and prev > 0 and r > 0 then
+      if r < prev then prev = prev - r else prev = 0 end
+      changed = true
+    end
+  end
+  if changed then newt = fmt('%d,%d,%d', start, prev, curr) end
+elseif alg == 'sliding-log' then${SL_READ}
+  local changed = false
+  if delta > 0 then
+    -- Logged where a check logs, up to limit in the window, merged as a check merges.
+    if used < L then
+      local add = delta
+      if delta >= L - used then add = L - used end
+      if m > 0 and s[m - 1] == e then
+        s[m] = s[m] + add
+      else
+        s[m + 1] = e
+        s[m + 2] = add
+        m = m + 2
+      end
+      if m > 2 * SLOTS then${MERGE}
+      end
+      changed = true
+    end
+  elseif delta < 0 and m > 0 then
+    local r = -delta
+    if ccost then
+      if ccost < r then r = ccost end
+      -- The entry that counted the charge; above a limit of SLOTS, where entries merge, also the later
+      -- one of its slot it may have been merged into (while its time is in the window). A log moved
+      -- back moved every entry by shift.
+      local at = creset - W - shift
+      local i = 1
+      while i < m and s[i] < at do i = i + 2 end
+      if i < m then
+        local ti = s[i]
+        local g = floor(W / (SLOTS - 1))
+        if g * (SLOTS - 1) < W then g = g + 1 end
+        if ti == at or (L > SLOTS and shift == 0 and at > e - W and floor(ti / g) == floor(at / g)) then
+          local k = s[i + 1]
+          if r >= k then
+            for j = i, m - 2 do s[j] = s[j + 2] end
+            m = m - 2
+          else
+            s[i + 1] = k - r
+          end
+          changed = true
+        end
+      end
+    else
+      -- No charge given: the newest entries give back first.
+      local i = m - 1
+      while i >= 1 and r > 0 do
+        local k = s[i + 1]
+        if r >= k then
+          r = r - k
+          i = i - 2
+        else
+          s[i + 1] = k - r
+          r = 0
+        end
+      end
+      m = i + 1
+      changed = true
+    end
+  end
+  if changed then
+    newt = ''
+    if m > 0 then newt = fmt(string.rep('%d,', m - 1) .. '%d', unpack(s, 1, m)) end
   end
 else
   return redis.error_reply('ERR fastlimit: unknown bucket ' .. conf)
@@ -351,7 +568,11 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  * KEYS[1]: the key's hash. ARGV, for one bucket: field (bucket id), then as far as needed: deadline,
  * cost (1 when left out; 0 peeks), now ('' or left out reads the server's TIME), configuration
  * (`algorithm:limit:windowMs:burst`; '' or left out when the field is that). For several buckets:
- * deadline, cost, now, then the field and the configuration of each.
+ * deadline, cost, now, then the field and the configuration of each (an odd count of arguments). For an
+ * adjustment (`RedisBackend.adjust`, core's adjustAll) of one or more buckets: deadline, delta (a refund
+ * when negative), now, the charges ('' for none, else `cost,resetMs,atMs` of each bucket joined by
+ * commas, atMs '' when unknown), then the field and the configuration of each (an even count of
+ * arguments, so the checks of one bucket, 1 to 5 arguments, and of several never test for it).
  *
  * deadline: epoch ms on the server's clock ('' or left out for none). A call that runs at or after it
  * reads and writes nothing and returns `late:<server now>:<deadline>`. It is compared with the server's
@@ -359,7 +580,9 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  * drop late calls, and runs them).
  *
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
- * retryAfterMs (-1 for never). Several buckets are all or nothing, as core's stepAll.
+ * retryAfterMs (-1 for never); a check that charged puts the time it stepped with (core's `atMs`) in
+ * place of its retryAfterMs, which is 0 (no argument more to format). Several buckets are all or nothing,
+ * as core's stepAll. An adjustment returns each bucket's peek after it.
  */
 const lua = (
   margin: number,
@@ -404,8 +627,65 @@ if argc <= 5 then
     call('HSET', key, field, enc)
     ${EXPIRE('ttl')}
   end
-  if ok then ok = 1 else ok = 0 end
+  -- A charge answers with its time (core's atMs) where its retryAfterMs, 0, would be.
+  if ok then
+    ok = 1
+    if c > 0 then retry = now end
+  else
+    ok = 0
+  end
   return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
+end
+if argc % 2 == 0 then
+  -- An adjustment of one or more buckets (core's adjustAll): never denied, every bucket applied at once.
+  local delta = cost
+  local n = (argc - 4) / 2
+  local fields, confs = {}, {}
+  for i = 1, n do
+    local field = ARGV[3 + 2 * i]
+    fields[i] = field
+    local conf = ARGV[4 + 2 * i]
+    if conf == '' then conf = field end
+    confs[i] = conf
+  end
+  -- The charges: cost, resetMs and atMs ('' when unknown) of each bucket, or '' for none.
+  local cs = {}
+  if ARGV[4] ~= '' then
+    for v in string.gmatch(ARGV[4] .. ',', '([^,]*),') do cs[#cs + 1] = v end
+  end
+  local texts = call('HMGET', key, unpack(fields))
+  local out, writes, longest = {}, {}, 0
+  for i = 1, n do
+    local conf, text = confs[i], texts[i]
+    local ccost, creset, cat
+    if cs[3 * i] then
+      ccost, creset = cs[3 * i - 2] + 0, cs[3 * i - 1] + 0
+      if cs[3 * i] ~= '' then cat = cs[3 * i] + 0 end
+    end
+    local newt
+    do
+      local norm
+      ${ADJUST}
+    end
+    if newt then text = newt end
+    local c = 0
+    local ok, rem, reset, retry, ttl, enc, norm
+    ${STEP}
+    -- The adjusted state; or, unchanged, moved back to now after the clock stepped back.
+    local w = newt or norm
+    if w then
+      writes[#writes + 1] = fields[i]
+      writes[#writes + 1] = w
+      if ttl > longest then longest = ttl end
+    end
+    if ok then ok = 1 else ok = 0 end
+    out[i] = fmt('%d,%d,%d,%d', ok, rem, reset, retry)
+  end
+  if #writes > 0 then
+    call('HSET', key, unpack(writes))
+    ${EXPIRE('longest')}
+  end
+  return table.concat(out, ',')
 end
 -- Several buckets, all or nothing (core's stepAll).
 local n = (argc - 3) / 2
@@ -430,7 +710,9 @@ for i = 1, n do
   ttls[i] = ttl
   if not ok then all = false end
   if ttl > longest then longest = ttl end
-  local k = ok and 1 or 0
+  -- Admitted: the time where retryAfterMs (0) would be, as for one bucket (replaced below if denied).
+  local k = 0
+  if ok then k, retry = 1, now end
   out[i] = fmt('%d,%d,%d,%d', k, rem, reset, retry)
 end
 if all then
@@ -488,7 +770,7 @@ function define(prefix: string, lua: string): ScriptDefinition {
 const scripts = new Map<string, ScriptDefinition>()
 
 /**
- * The script of every call (checkAndIncrement, checkAndIncrementAll, and peek with cost 0) for an
+ * The script of every call (checkAndIncrement, checkAndIncrementAll, peek with cost 0, and adjust) for an
  * expiry margin and a clock skew tolerance (core's `skewMs`; 0 for the server's TIME), which are part
  * of its text: no argument more per call.
  */

@@ -1,5 +1,5 @@
 // Type tests: RedisBackend is a Backend, and its options take ioredis clients and a closed set of values.
-import type { Backend, BackendResult } from '@fastlimit/core'
+import type { Backend, BackendResult, Charge } from '@fastlimit/core'
 import type { Cluster, Redis } from 'ioredis'
 import { describe, expectTypeOf, it } from 'vitest'
 import { RedisBackend, type RedisBackendOptions, type RedisTimeSource, type RedisWaitReplicas } from './index'
@@ -15,6 +15,12 @@ describe('public types', () => {
     expectTypeOf<RedisBackend['checkAndIncrement']>()
       .parameter(3)
       .toEqualTypeOf<{ readonly deadline?: number } | undefined>()
+  })
+
+  it('implements adjust, the refund and extra charge behind reservations', () => {
+    expectTypeOf<RedisBackend['adjust']>().toExtend<NonNullable<Backend['adjust']>>()
+    expectTypeOf<RedisBackend['adjust']>().parameter(3).toEqualTypeOf<readonly Charge[] | undefined>()
+    expectTypeOf<RedisBackend['adjust']>().returns.toEqualTypeOf<Promise<BackendResult[]>>()
   })
 
   it('types the options', () => {

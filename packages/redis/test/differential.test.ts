@@ -1,14 +1,19 @@
 // Differential test: for every algorithm, random sequences of (time, cost) go through the Lua script
 // (client time source) and through the TypeScript step from core; every result must be identical field by
 // field, and so must the stored state, down to its text. Covers peek (cost 0), costs above the capacity,
-// checkAndIncrementAll with mixed algorithms, bursts, fractional emission intervals (7 per 1000 ms),
+// checkAndIncrementAll with mixed algorithms, adjustments (refunds and extra charges of one bucket or two,
+// with the charge of an earlier admission, a made-up charge, or none: core's adjustAll), bursts, fractional emission intervals (7 per 1000 ms),
 // clocks running backwards (within and beyond the clock skew tolerance: 0 as with the server's TIME,
 // 2 s, and the default 5 minutes of timeSource 'client'), long gaps and large timestamps.
 import {
   ALGORITHMS,
   type Algorithm,
+  adjustAll,
+  adjustStep,
+  type BackendResult,
   type BucketConfig,
   bucketId,
+  type Charge,
   encodeState,
   MAX_SCALED,
   MAX_WINDOW_MS,
@@ -55,7 +60,20 @@ function bucketArb(algorithm: Algorithm): fc.Arbitrary<BucketConfig> {
     })
 }
 
-type Op = { dt: number; kind: 'check' | 'peek' | 'all'; cost: number }
+type Op = {
+  dt: number
+  kind: 'check' | 'peek' | 'all' | 'adjust' | 'adjust-all'
+  cost: number
+  /**
+   * For the adjustments: the charges given (of the last admissions, of an earlier one picked by `pick`,
+   * made up, or none), and delta's sign.
+   */
+  charge?: 'last' | 'earlier' | 'made-up' | 'none'
+  pick?: number
+  sign?: -1 | 0 | 1
+  /** A made-up charge: resetMs and atMs offsets from now, and whether atMs is given. */
+  madeUp?: { reset: number; at: number; withAt: boolean }
+}
 
 /** Time steps relative to the window: bursts (0), fractions, whole windows, long gaps, and backwards. */
 function dtArb(windowMs: number): fc.Arbitrary<number> {
@@ -76,13 +94,76 @@ function opsArb(bucket: BucketConfig): fc.Arbitrary<Op[]> {
     { weight: 3, arbitrary: fc.integer({ min: 1, max: capacity + 2 }) },
     { weight: 1, arbitrary: fc.constantFrom(capacity, capacity + 1) },
   )
-  const op = fc.record({
-    dt: dtArb(bucket.windowMs),
-    kind: fc.constantFrom<Op['kind']>('check', 'check', 'check', 'peek', 'all'),
-    cost,
-  })
+  // Adjustments come mostly soon after a check, while the bucket still holds its charge.
+  const soon = fc.oneof(
+    { weight: 4, arbitrary: fc.constant(0) },
+    { weight: 3, arbitrary: fc.integer({ min: 0, max: Math.max(1, Math.floor(bucket.windowMs / 4)) }) },
+    { weight: 2, arbitrary: dtArb(bucket.windowMs) },
+  )
+  const op = fc.oneof(
+    {
+      weight: 5,
+      arbitrary: fc.record({
+        dt: dtArb(bucket.windowMs),
+        kind: fc.constantFrom<Op['kind']>('check', 'check', 'check', 'peek', 'all'),
+        cost,
+        ...adjustArbs(bucket.windowMs),
+      }),
+    },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        dt: soon,
+        kind: fc.constantFrom<Op['kind']>('adjust', 'adjust', 'adjust-all'),
+        cost,
+        ...adjustArbs(bucket.windowMs),
+      }),
+    },
+  )
   return fc.array(op, { minLength: 1, maxLength: 80 })
 }
+
+/** The fields of an adjustment: mostly refunds of the last admission's charge. */
+function adjustArbs(windowMs: number) {
+  const offset = fc.oneof(
+    fc.integer({ min: -2 * windowMs, max: 2 * windowMs }),
+    fc.integer({ min: -3, max: 3 }),
+  )
+  return {
+    charge: fc.constantFrom<NonNullable<Op['charge']>>('last', 'last', 'last', 'earlier', 'made-up', 'none'),
+    pick: fc.nat(),
+    sign: fc.constantFrom<NonNullable<Op['sign']>>(-1, -1, -1, 1, 0),
+    madeUp: fc.record({ reset: offset, at: offset, withAt: fc.boolean() }),
+  }
+}
+
+/**
+ * The charges of an adjustment op: from the last or an earlier admission of each bucket (else made up),
+ * or none. `admitted` holds each bucket's admissions, oldest first.
+ */
+function chargesOf(
+  op: Op,
+  ids: readonly string[],
+  admitted: ReadonlyMap<string, readonly Charge[]>,
+  now: number,
+): Charge[] | undefined {
+  if (op.charge === 'none') return undefined
+  return ids.map((id) => {
+    const all = admitted.get(id) ?? []
+    const known =
+      op.charge === 'last'
+        ? all[all.length - 1]
+        : op.charge === 'earlier' && all.length > 0
+          ? all[(op.pick as number) % all.length]
+          : undefined
+    if (known !== undefined) return known
+    const m = op.madeUp as NonNullable<Op['madeUp']>
+    return { cost: op.cost, resetMs: now + m.reset, ...(m.withAt ? { atMs: now + m.at } : {}) }
+  })
+}
+
+/** A check's result as RedisBackend returns it: core's, admitting ones with the time the script stepped with. */
+const at = (r: BackendResult, now: number): BackendResult => (r.allowed ? { ...r, atMs: now } : r)
 
 const START_TIMES = [
   1_700_000_000_123, // now-ish
@@ -112,6 +193,13 @@ const scenario = (algorithm: Algorithm): fc.Arbitrary<Scenario> =>
       start: fc.constantFrom(...START_TIMES).chain((t) => fc.integer({ min: t, max: t + 100_000 })),
     }),
   )
+
+/** The charge an admitting result stands for, as a reservation keeps it. */
+const charged = (cost: number, r: BackendResult, now: number): Charge => ({
+  cost,
+  resetMs: r.resetMs,
+  atMs: now,
+})
 
 let raw: Redis
 
@@ -151,11 +239,12 @@ const overflowScenario = fc
         { weight: 1, arbitrary: fc.integer({ min: 0, max: windowMs }) },
         { weight: 1, arbitrary: fc.integer({ min: -Math.min(windowMs, 5000), max: -1 }) },
       ),
-      kind: fc.constantFrom<Op['kind']>('check', 'check', 'check', 'check', 'check', 'peek', 'all'),
+      kind: fc.constantFrom<Op['kind']>('check', 'check', 'check', 'check', 'check', 'peek', 'all', 'adjust'),
       cost: fc.oneof(
         { weight: 9, arbitrary: fc.constant(1) },
         { weight: 1, arbitrary: fc.integer({ min: 1, max: Math.min(bucket.limit, 50) }) },
       ),
+      ...adjustArbs(windowMs),
     })
     return fc.record({
       bucket: fc.constant(bucket),
@@ -191,6 +280,8 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
       )
       let run = 0
       let full = 0
+      // Adjustments that changed a state: refunds of a charge, and the others.
+      const changed = { refund: 0, other: 0 }
       try {
         await fc.assert(
           fc.asyncProperty(arbitrary, async ({ bucket, skew, other, ops, start }) => {
@@ -200,6 +291,13 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
             const states = new Map<string, State>()
             const ids = [bucketId(bucket), bucketId(other)]
             now = start
+            // The charges of each bucket's admissions, for the adjustments to settle.
+            const admitted = new Map<string, Charge[]>()
+            const admit = (id: string, charge: Charge) => {
+              const list = admitted.get(id) ?? []
+              list.push(charge)
+              admitted.set(id, list)
+            }
             for (const [i, op] of ops.entries()) {
               now = Math.max(0, now + op.dt)
               const where = `op ${i} (${JSON.stringify(op)}) at ${now} of ${JSON.stringify(bucket)}`
@@ -209,8 +307,11 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
               } else if (op.kind === 'check') {
                 const out = step(states.get(ids[0] as string), now, bucket, op.cost, skew)
                 if (out.result.allowed || out.rebased) states.set(ids[0] as string, out.state)
-                expect(await backend.checkAndIncrement(key, bucket, op.cost), where).toEqual(out.result)
-              } else {
+                if (out.result.allowed) admit(ids[0] as string, charged(op.cost, out.result, now))
+                expect(await backend.checkAndIncrement(key, bucket, op.cost), where).toEqual(
+                  at(out.result, now),
+                )
+              } else if (op.kind === 'all') {
                 const buckets = [bucket, other]
                 const all = stepAll(
                   ids.map((id) => states.get(id)),
@@ -221,8 +322,32 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
                 )
                 for (const [j, o] of all.outputs.entries()) {
                   if (all.allowed || o.rebased) states.set(ids[j] as string, o.state)
+                  if (all.allowed) admit(ids[j] as string, charged(op.cost, o.result, now))
                 }
-                expect(await backend.checkAndIncrementAll(key, buckets, op.cost), where).toEqual(all.results)
+                expect(await backend.checkAndIncrementAll(key, buckets, op.cost), where).toEqual(
+                  all.allowed ? all.results.map((r) => at(r, now)) : all.results,
+                )
+              } else {
+                const n = op.kind === 'adjust' ? 1 : 2
+                const buckets = [bucket, other].slice(0, n)
+                const adjusted = ids.slice(0, n)
+                const delta = (op.sign as number) * op.cost
+                const charges = chargesOf(op, adjusted, admitted, now)
+                const outputs = adjustAll(
+                  adjusted.map((id) => states.get(id)),
+                  now,
+                  buckets,
+                  delta,
+                  charges,
+                  skew,
+                )
+                for (const [j, o] of outputs.entries()) {
+                  if (o.changed || o.rebased) states.set(adjusted[j] as string, o.state)
+                  if (o.changed) changed[delta < 0 && charges !== undefined ? 'refund' : 'other']++
+                }
+                expect(await backend.adjust(key, buckets, delta, charges), where).toEqual(
+                  outputs.map((o) => o.result),
+                )
               }
               // The stored state, as text: the same integers, printed in full (never 1.7e+12).
               const stored = await raw.hmget(`${prefix}:${key}`, ...ids)
@@ -234,6 +359,9 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
           }),
           { numRuns },
         )
+        // The adjustments do change states, refunds of a charge included.
+        expect(changed.refund).toBeGreaterThan(numRuns / 4)
+        expect(changed.other).toBeGreaterThan(numRuns / 4)
         // The overflowing sequences do reach the bound (and merge from there on).
         if (name.startsWith('sliding-log beyond')) expect(full).toBeGreaterThan(numRuns * 5)
       } finally {
@@ -260,8 +388,47 @@ describe('the Lua scripts and the TypeScript steps agree exactly', () => {
       expect(await backend.peek('k', bucket)).toEqual(step(old, T + 5000, bucket, 0).result)
       const out = step(old, T + 5000, bucket, 7)
       expect(out.state.length).toBe(2 * SLIDING_LOG_SLOTS)
-      expect(await backend.checkAndIncrement('k', bucket, 7)).toEqual(out.result)
+      expect(await backend.checkAndIncrement('k', bucket, 7)).toEqual(at(out.result, T + 5000))
       expect(await raw.hget(`${PREFIX}old::k`, bucketId(bucket))).toBe(encodeState(out.state))
+    } finally {
+      await backend.clear()
+      await backend.close()
+    }
+  })
+
+  it('refunds a sliding-log charge only from its own entry up to a limit of 64, from its slot above', async () => {
+    const T = 1_700_000_000_000 // a multiple of the slot (16 ms of a 1000 ms window)
+    let now = T
+    const backend = RedisBackend.fromUrl(urlOf('standalone'), {
+      keyPrefix: `${PREFIX}slot:`,
+      timeSource: 'client',
+      clock: () => now,
+      maxClockSkewMs: 0,
+    })
+    try {
+      for (const limit of [5, 100]) {
+        const bucket = parseRule({ algorithm: 'sliding-log', limit, windowMs: 1000 })
+        const key = `k${limit}`
+        let state: State | undefined
+        // Two charges 1 ms apart, in one slot; the first is cancelled, then refunded once more: only above
+        // 64, where entries merge, may the later entry of its slot hold it.
+        now = T
+        const first = await backend.checkAndIncrement(key, bucket, 1)
+        state = step(state, now, bucket, 1).state
+        now = T + 1
+        await backend.checkAndIncrement(key, bucket, 1)
+        state = step(state, now, bucket, 1).state
+        const charge: Charge = { cost: 1, resetMs: first.resetMs, atMs: first.atMs }
+        for (let i = 0; i < 2; i++) {
+          const out = adjustStep(state, now, bucket, -1, charge)
+          if (out.changed || out.rebased) state = out.state
+          expect(await backend.adjust(key, [bucket], -1, [charge]), `limit ${limit}, refund ${i}`).toEqual([
+            out.result,
+          ])
+          expect(await raw.hget(`${PREFIX}slot::${key}`, bucketId(bucket))).toBe(encodeState(state))
+        }
+        expect(state).toEqual(limit === 5 ? [T + 1, 1] : [])
+      }
     } finally {
       await backend.clear()
       await backend.close()

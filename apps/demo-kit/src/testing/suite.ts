@@ -35,12 +35,12 @@ export function demoSuite(name: string, root: string): void {
     for (let i = already; i < 5; i++) {
       const r = await login(base)
       expect(r.status).toBe(401)
-      expect(r.headers.get('ratelimit-policy')).toBe('5;w=900')
+      expect(r.headers.get('ratelimit-policy')).toBe('100;w=60, 5;w=900')
       expect(r.headers.get('ratelimit')).toMatch(new RegExp(`^limit=5, remaining=${4 - i}, reset=\\d+$`))
     }
     const refused = await login(base)
     expect(refused.status).toBe(429)
-    expect(refused.headers.get('ratelimit-policy')).toBe('5;w=900')
+    expect(refused.headers.get('ratelimit-policy')).toBe('100;w=60, 5;w=900')
     expect(refused.headers.get('ratelimit')).toMatch(/^limit=5, remaining=0, reset=(\d+)$/)
     const retry = Number(refused.headers.get('retry-after'))
     expect(retry).toBeGreaterThan(0)
@@ -75,7 +75,7 @@ export function demoSuite(name: string, root: string): void {
         const r = await fetch(`${demo.base}/search?q=fast&limit=100`)
         expect(r.status).toBe(200)
         expect(((await r.json()) as { cost: number }).cost).toBe(10)
-        expect(r.headers.get('ratelimit-policy')).toBe('30;w=60')
+        expect(r.headers.get('ratelimit-policy')).toBe('100;w=60, 30;w=60')
       }
       const refused = await fetch(`${demo.base}/search?q=fast&limit=100`)
       expect(refused.status).toBe(429)

@@ -912,7 +912,7 @@ describe('createHttpLimiter: options are checked at construction', () => {
       },
       /message cannot be serialized/,
     ],
-    ['a bad mode', { mode: 'dry-run' }, /mode must be 'enforce' or 'shadow'/],
+    ['a bad mode', { mode: 'dry-run' }, /mode must be 'enforce', 'shadow' or 'delay'/],
   ]
   it.each(bad)('rejects %s', (_, options, message) => {
     let error: unknown

@@ -12,6 +12,7 @@ import {
   type HttpConcurrency,
   releaseWhenDone,
 } from './concurrency'
+import { delaySettings, HttpDelay } from './delay'
 import {
   applyCombined,
   HEADER_FORMATS,
@@ -92,6 +93,14 @@ export interface HttpAdapter<Req, Res> {
    * it, `rateLimit()` refuses the `concurrency` option with a `ConfigError`.
    */
   onFinished?(req: Req, res: Res, done: () => void): void
+  /**
+   * An `AbortSignal` that aborts when the client of `req` goes away (closes the connection), for
+   * `mode: 'delay'`: a request held while it waits leaves its queue at once and fails with a
+   * `RequestAbortedError`. Asked for only when a request must wait. On Node's `http` server:
+   * `signal: (req, res) => closeSignal(res)`; on the Fetch API: `(c) => c.req.raw.signal`.
+   * @default none: a held request waits its turn even when its client has gone
+   */
+  signal?(req: Req, res: Res): AbortSignal | undefined
 }
 
 /** How warnings write a header's name. */
@@ -199,6 +208,8 @@ const OPTION_NAMES = [
   'invalidCost',
   'outageStatusCode',
   'concurrency',
+  'maxDelayMs',
+  'maxQueue',
 ] as const
 
 /** Forwarding headers a proxy in front of the app would add, as they are named in warnings. */
@@ -291,8 +302,8 @@ export class HttpLimiter<Req, Res> {
   readonly statusCode: number
   /** The status of a refusal because the limiter's store is unavailable (`'fail-closed'`). */
   readonly outageStatusCode: number
-  /** `'enforce'` or `'shadow'`. */
-  readonly mode: 'enforce' | 'shadow'
+  /** `'enforce'`, `'shadow'` or `'delay'`. */
+  readonly mode: 'enforce' | 'shadow' | 'delay'
   /** The middleware's scope, or `undefined`. */
   readonly scope: string | undefined
 
@@ -336,6 +347,8 @@ export class HttpLimiter<Req, Res> {
   readonly #direct: boolean
   readonly #needIp: boolean
   readonly #cache = new Map<string, string>()
+  /** The waiting of `mode: 'delay'`, or `undefined` in the other modes. */
+  readonly #delay: HttpDelay<Req, Res> | undefined
   /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
   #sniff = true
   #sniffCount = 0
@@ -504,9 +517,16 @@ export class HttpLimiter<Req, Res> {
     }
 
     const mode = o.mode ?? 'enforce'
-    if (mode !== 'enforce' && mode !== 'shadow')
-      fail(`mode must be 'enforce' or 'shadow', got ${show(mode)}.`)
+    if (mode !== 'enforce' && mode !== 'shadow' && mode !== 'delay')
+      fail(`mode must be 'enforce', 'shadow' or 'delay', got ${show(mode)}.`)
     this.mode = mode
+    const delay = delaySettings(mode, o, fail)
+    if (adapter.signal !== undefined && typeof adapter.signal !== 'function')
+      fail('The adapter signal must be a function (req, res) => AbortSignal | undefined.')
+    this.#delay =
+      delay === undefined
+        ? undefined
+        : new HttpDelay(this.limiter, this.rules, o.scope, delay, where, adapter.signal)
     // Observers of the limiter ('decision' events, @fastlimit/otel) see shadow checks as such.
     if (mode === 'shadow') this.#scoped = Object.freeze({ ...this.#scoped, mode: 'shadow' })
 
@@ -810,10 +830,15 @@ export class HttpLimiter<Req, Res> {
         }
         const costFn = this.#cost
         let decision: Decision | undefined
+        // mode 'delay': a client with requests held here joins them; any other is checked as in 'enforce'.
+        const delay = this.#delay
+        let join = delay?.holding(identity) === true
         if (costFn === undefined) {
           if (this.#concurrency !== undefined) lease = await this.#slot(identity)
           if (lease === undefined || lease.allowed)
-            decision = await this.limiter.check(identity, this.rules, this.#scoped)
+            decision = join
+              ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined)
+              : await this.limiter.check(identity, this.rules, this.#scoped)
         } else {
           const c = costFn(req)
           const given = typeof c === 'number' ? c : await c
@@ -829,13 +854,20 @@ export class HttpLimiter<Req, Res> {
             }
           } else if (cost !== 0) {
             if (this.#concurrency !== undefined) lease = await this.#slot(identity)
+            join = delay?.holding(identity) === true
             if (lease === undefined || lease.allowed)
-              decision = await this.limiter.check(identity, this.rules, {
-                cost,
-                scope: this.#scope,
-                mode: this.mode,
-              })
+              decision = join
+                ? await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined)
+                : await this.limiter.check(identity, this.rules, {
+                    cost,
+                    scope: this.#scope,
+                    mode: this.mode === 'shadow' ? 'shadow' : 'enforce',
+                  })
           }
+        }
+        // A denial the limit can lift within maxDelayMs: held until it does.
+        if (delay !== undefined && !join && decision !== undefined && delay.holds(decision)) {
+          decision = await delay.wait(identity, decision.cost, req, res, decision)
         }
         if (decision !== undefined) {
           const last = this.#attached(req)
@@ -886,7 +918,8 @@ export class HttpLimiter<Req, Res> {
 
   /** Takes the request's slot (the `concurrency` option). */
   #slot(identity: string): Promise<Lease> {
-    return acquireSlot(this.limiter, this.#concurrency as HttpConcurrency, identity, this.#scope, this.mode)
+    const mode = this.mode === 'shadow' ? 'shadow' : 'enforce'
+    return acquireSlot(this.limiter, this.#concurrency as HttpConcurrency, identity, this.#scope, mode)
   }
 
   /**

@@ -1,7 +1,7 @@
 import { describe, expectTypeOf, it } from 'vitest'
 import type { Lease } from '../concurrency'
 import type { Decision } from '../limiter'
-import { createHttpLimiter, type HttpDenial } from './http-limiter'
+import { createHttpLimiter, type HttpAdapter, type HttpDenial } from './http-limiter'
 import type { RateLimitInfo } from './info'
 import type { RateLimitCommonOptions } from './options'
 
@@ -11,6 +11,19 @@ interface Req {
 type Res = Map<string, string>
 
 describe('HTTP layer types', () => {
+  it("takes mode 'delay' with maxDelayMs and maxQueue, and an adapter's signal", () => {
+    expectTypeOf<RateLimitCommonOptions<Req>['mode']>().toEqualTypeOf<
+      'enforce' | 'shadow' | 'delay' | undefined
+    >()
+    expectTypeOf<RateLimitCommonOptions<Req>['maxDelayMs']>().toEqualTypeOf<number | undefined>()
+    expectTypeOf<RateLimitCommonOptions<Req>['maxQueue']>().toEqualTypeOf<number | undefined>()
+    const options: RateLimitCommonOptions<Req> = { mode: 'delay', maxDelayMs: 5000, maxQueue: 100 }
+    expectTypeOf(options).toMatchTypeOf<RateLimitCommonOptions<Req>>()
+    expectTypeOf<HttpAdapter<Req, Res>['signal']>().toEqualTypeOf<
+      ((req: Req, res: Res) => AbortSignal | undefined) | undefined
+    >()
+  })
+
   it('passes the framework request to every option function', () => {
     expectTypeOf<RateLimitCommonOptions<Req>['key']>().toEqualTypeOf<
       ((req: Req) => string | Promise<string>) | undefined

@@ -1,6 +1,8 @@
 // The HTTP layer every adapter shares: client IP, RateLimit headers, the 429 response, skip and allow lists.
 
 export type { ConcurrencyOptions, ConcurrencySetting } from './concurrency'
+export type { ClosableResponse } from './delay'
+export { closeSignal, isRequestAborted, RequestAbortedError } from './delay'
 export type { HeaderEntry, HeaderFormat, SetHeader } from './headers'
 export { applyCombined, delaySeconds, HEADER_FORMATS, RateLimitHeaders, retryAfterValue } from './headers'
 export type { HttpAdapter, HttpDenial, HttpInvalidCost } from './http-limiter'

@@ -128,9 +128,40 @@ export interface RateLimitCommonOptions<Req> {
   /**
    * `'enforce'` refuses requests over the limit. `'shadow'` decides, counts, sends RateLimit headers
    * and calls `onLimit`, but lets every request through: measure a new limit before enforcing it.
+   * `'delay'` holds a request over the limit until the limit admits it (slowing a client down instead
+   * of refusing it), for at most `maxDelayMs`: see {@link RateLimitCommonOptions.maxDelayMs}. One mode
+   * at a time, so shadow and delay do not mix.
    * @default 'enforce'
    */
-  mode?: 'enforce' | 'shadow'
+  mode?: 'enforce' | 'shadow' | 'delay'
+  /**
+   * With `mode: 'delay'` (required there, refused with the other modes): the longest a request over
+   * the limit is held, in milliseconds, 1 to 2147483647. A held request is admitted (and charged) at
+   * the exact time the store says its cost fits, through `limiter.wait`: no polling, first come first
+   * served per client in this process, never over the limit across processes. A request that cannot
+   * be admitted within `maxDelayMs` is refused at once with the usual 429 and `Retry-After`, without
+   * waiting in vain. A client that disconnects while held leaves its place to the next one at once and
+   * its handler never runs; it is charged nothing (unless it left while its check was at the store,
+   * which may then have charged it). The RateLimit headers of a held request describe the decision
+   * that admitted it; `onLimit` is called for refused requests only. If the limiter is closed while
+   * requests are held, they get what `onBackendError` answers when the store is out of reach
+   * (`'fail-open'` lets them through, `'fail-closed'` and `{ fallback }` answer `outageStatusCode`,
+   * `'throw'` passes the error on).
+   * @default none
+   * @example
+   * ```ts
+   * rateLimit({ rules: '10/s', mode: 'delay', maxDelayMs: 5000 }) // over 10/s: served late, up to 5 s
+   * ```
+   */
+  maxDelayMs?: number
+  /**
+   * With `mode: 'delay'`: the most requests held at once per client (identity) in this process; one
+   * more is refused at once with 429, its `Retry-After` saying `maxDelayMs` (by then every request
+   * ahead has been served or refused). Bounds the memory and sockets a flood of one client can hold.
+   * A whole number from 1 to 1000000000.
+   * @default 1000
+   */
+  maxQueue?: number
   /**
    * Called with every request found over the limit (and every `'fail-closed'` refusal, whose
    * `decision.reason` says so), in both modes: log or count them here. In shadow mode it is how you

@@ -36,6 +36,11 @@ export interface AdapterClient {
   request(path: string, init?: { method?: string; headers?: Record<string, string> }): Promise<SuiteResponse>
   /** Closes what `makeApp` opened (a listening server). */
   close?(): void | Promise<void>
+  /**
+   * `http://127.0.0.1:PORT` when the app listens on a real socket: the delay-mode case of a client
+   * that disconnects while its request is held needs one (it is listed as skipped without).
+   */
+  readonly origin?: string
 }
 
 /** Options of {@link adapterConformance}. */
@@ -77,6 +82,14 @@ export interface AdapterConformanceOptions {
   ) => AdapterClient | Promise<AdapterClient>
   /** Per-test timeout in ms. @default 30000 */
   timeoutMs?: number
+  /**
+   * Builds the limiter of the `mode: 'delay'` cases, which run on real time: a `FastLimit` with the
+   * given `onBackendError` on the store to test (a `RedisBackend` on a server of the test's own, with a
+   * fresh prefix each time). @default a `FastLimit` on a new `MemoryBackend`
+   */
+  delayLimiter?: (options: { onBackendError: BackendErrorPolicy }) => FastLimit | Promise<FastLimit>
+  /** `'delay'` registers the `mode: 'delay'` cases only (an adapter's run on another store). @default 'all' */
+  cases?: 'all' | 'delay'
 }
 
 /**
@@ -195,6 +208,9 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
       opened = []
       for (const c of list) await c.close?.()
     })
+
+    delayCases(options, (client) => opened.push(client), timeout)
+    if (options.cases === 'delay') return
 
     it(
       'admits exactly N, then answers 429 with RateLimit headers, Retry-After and problem details',
@@ -895,6 +911,200 @@ export function adapterConformance(options: AdapterConformanceOptions): void {
             'ERR_FASTLIMIT_CONFIG',
           )
           expect((error as Error).message).toMatch(/^\[fastlimit\] \[[a-z]+\] /)
+        }
+      },
+      timeout,
+    )
+  })
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
+/** Resolves once `ready()` holds, looking every few milliseconds (a server-side step the client cannot see). */
+async function until(ready: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 2000; i++) {
+    if (ready()) return
+    await sleep(5)
+  }
+  throw new Error(`[adapter suite] timed out waiting for ${what}`)
+}
+
+/**
+ * The `mode: 'delay'` cases, on real time: a request over the limit held until admitted, one that cannot
+ * be admitted within `maxDelayMs` refused at once, a client leaving while held, and the limiter closed
+ * under held requests.
+ */
+function delayCases(
+  options: AdapterConformanceOptions,
+  opened: (client: AdapterClient) => void,
+  timeout: number,
+): void {
+  const limiterFor = (onBackendError: BackendErrorPolicy): FastLimit | Promise<FastLimit> =>
+    options.delayLimiter?.({ onBackendError }) ??
+    new FastLimit({ backend: new MemoryBackend({ cleanupIntervalMs: 0 }), onBackendError })
+  /** An app in delay mode on a fresh limiter; `decisions` sees every store decision. */
+  const delayed = async (appOptions: AdapterAppOptions, onBackendError: BackendErrorPolicy = 'fail-open') => {
+    const limiter = await limiterFor(onBackendError)
+    const decisions: Decision[] = []
+    limiter.on('decision', (e) => {
+      decisions.push(e.decision)
+    })
+    const client = await options.makeApp(
+      { limiter, clock: Date.now, mode: 'delay', maxDelayMs: 5000, ...appOptions },
+      'app',
+    )
+    opened(client)
+    return { limiter, client, decisions }
+  }
+  const denials = (decisions: Decision[]) => decisions.filter((d) => !d.allowed).length
+  const admissions = (decisions: Decision[]) => decisions.filter((d) => d.allowed).length
+
+  describe("mode: 'delay'", () => {
+    it(
+      'holds a request over the limit until the limit admits it, then answers 200 with its headers',
+      async () => {
+        const onLimit = vi.fn()
+        const { client } = await delayed({ rules: { limit: 1, window: '400ms' }, onLimit })
+        const t0 = Date.now()
+        const first = await client.request('/')
+        expect(first.status).toBe(200)
+        const held = await client.request('/')
+        const t1 = Date.now()
+        expect(held.status).toBe(200)
+        expect(held.body).toBe('ok')
+        // Admitted by the store no earlier than 400 ms after the first admission, which came after t0.
+        expect(t1 - t0).toBeGreaterThanOrEqual(399)
+        // The headers describe the decision that admitted it: no Retry-After on a 200.
+        expect(held.headers['ratelimit-policy']).toBe('1;w=1')
+        expect(held.headers.ratelimit).toMatch(/^limit=1, remaining=0, reset=\d+$/)
+        expect(held.headers['retry-after']).toBeUndefined()
+        expect(onLimit).not.toHaveBeenCalled()
+      },
+      timeout,
+    )
+
+    it(
+      'refuses at once with 429 and the exact Retry-After when the wait would pass maxDelayMs',
+      async () => {
+        const onLimit = vi.fn()
+        const { client, decisions } = await delayed({ rules: '1/10min', maxDelayMs: 60_000, onLimit })
+        expect((await client.request('/')).status).toBe(200)
+        const refused = await client.request('/')
+        expect(refused.status).toBe(429)
+        // The store's retry time, not what would be left after waiting 60 s in vain (540 s).
+        expect(Number(refused.headers['retry-after'])).toBeGreaterThan(590)
+        expect(Number(refused.headers['retry-after'])).toBeLessThanOrEqual(600)
+        expect(refused.headers.ratelimit).toMatch(/^limit=1, remaining=0, reset=(59\d|600)$/)
+        expect(JSON.parse(refused.body)).toMatchObject({ status: 429, title: 'Too Many Requests' })
+        expect(onLimit).toHaveBeenCalledTimes(1)
+        expect(admissions(decisions)).toBe(1)
+      },
+      timeout,
+    )
+
+    it(
+      'frees the place of a client that disconnects while held, and charges it nothing',
+      async (ctx) => {
+        const { client, decisions } = await delayed({ rules: { limit: 1, window: '1s' }, maxQueue: 1 })
+        const origin = client.origin
+        if (origin === undefined) {
+          ctx.skip()
+          return
+        }
+        expect((await client.request('/')).status).toBe(200)
+        const gone = new AbortController()
+        const leaving = fetch(`${origin}/`, { signal: gone.signal }).then(
+          () => 'answered',
+          () => 'aborted',
+        )
+        await until(() => denials(decisions) >= 1, 'the held request to be denied by the store')
+        // The one place (maxQueue: 1) is taken: another request is refused at once.
+        const full = await client.request('/')
+        expect(full.status).toBe(429)
+        expect(full.headers['retry-after']).toBe('5')
+        gone.abort()
+        expect(await leaving).toBe('aborted')
+        // Once the server has seen the socket close, the next request takes the freed place.
+        let next: SuiteResponse
+        for (;;) {
+          next = await client.request('/')
+          if (next.status !== 429) break
+          await sleep(10)
+        }
+        expect(next.status).toBe(200)
+        // Admitted: the first request and the one that took the place; never the one that left.
+        expect(admissions(decisions)).toBe(2)
+      },
+      timeout,
+    )
+
+    it(
+      "answers held requests as onBackendError says when the limiter closes ('fail-closed': 503)",
+      async () => {
+        const { client, limiter, decisions } = await delayed(
+          { rules: { limit: 1, window: '3s' } },
+          'fail-closed',
+        )
+        expect((await client.request('/')).status).toBe(200)
+        const held = client.request('/')
+        await until(() => denials(decisions) >= 1, 'the held request to be denied by the store')
+        await limiter.close()
+        const r = await held
+        expect(r.status).toBe(503)
+        expect(r.headers['retry-after']).toBe('1')
+        expect(r.headers.ratelimit).toBeUndefined()
+        expect(admissions(decisions)).toBe(1)
+      },
+      timeout,
+    )
+
+    it(
+      "lets held requests through when the limiter closes under 'fail-open', and errs under 'throw'",
+      async () => {
+        for (const [policy, status, body] of [
+          ['fail-open', 200, 'ok'],
+          ['throw', 500, 'ERR_FASTLIMIT_CLOSED'],
+        ] as const) {
+          const { client, limiter, decisions } = await delayed({ rules: { limit: 1, window: '3s' } }, policy)
+          expect((await client.request('/')).status).toBe(200)
+          const held = client.request('/')
+          await until(() => denials(decisions) >= 1, 'the held request to be denied by the store')
+          await limiter.close()
+          expect(await held, policy).toMatchObject({ status, body })
+        }
+      },
+      timeout,
+    )
+
+    it(
+      "checks the delay options when rateLimit() is called (maxDelayMs needed with mode: 'delay', and only there)",
+      async () => {
+        const bad: Record<string, unknown>[] = [
+          { mode: 'delay' },
+          { mode: 'delay', maxDelayMs: 0 },
+          { mode: 'delay', maxDelayMs: -5 },
+          { mode: 'delay', maxDelayMs: 1.5 },
+          { mode: 'delay', maxDelayMs: Number.POSITIVE_INFINITY },
+          { mode: 'delay', maxDelayMs: '5s' },
+          { mode: 'delay', maxDelayMs: 2 ** 31 },
+          { mode: 'delay', maxDelayMs: 1000, maxQueue: 0 },
+          { mode: 'delay', maxDelayMs: 1000, maxQueue: 2.5 },
+          { maxDelayMs: 1000 },
+          { mode: 'shadow', maxDelayMs: 1000 },
+          { maxQueue: 10 },
+          { mode: 'slow' },
+        ]
+        for (const o of bad) {
+          let error: unknown
+          try {
+            opened(await options.makeApp(o as AdapterAppOptions, 'app'))
+          } catch (err) {
+            error = err
+          }
+          expect((error as { code?: unknown } | undefined)?.code, JSON.stringify(o)).toBe(
+            'ERR_FASTLIMIT_CONFIG',
+          )
+          expect((error as Error).message).toMatch(/^\[fastlimit\] \[[a-z]+\] .*(maxDelayMs|maxQueue|mode)/)
         }
       },
       timeout,
