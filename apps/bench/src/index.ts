@@ -1,4 +1,4 @@
-// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle,delay,reservation,local-tier]`: measures fastlimit beside the
+// `pnpm bench [--quick] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle,delay,reservation,local-tier,lease]`: measures fastlimit beside the
 // libraries users would otherwise pick, in one run, and writes RESULTS.md and chart.svg.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -7,6 +7,7 @@ import { bundleSection } from './bundle-section'
 import { delaySection } from './delay-section'
 import { fmtOps, fmtStat, type Measured, runJsonChild, stat } from './harness'
 import { httpSection } from './http-section'
+import { leaseSection } from './lease-section'
 import { localTierSection } from './local-tier-section'
 import { DENIED, memoryCases, ROTATING } from './memory'
 import { otelSection } from './otel-section'
@@ -184,6 +185,7 @@ const registry: Array<[string, () => Promise<Section> | Section]> = [
   ['delay', () => delaySection({ quick })],
   ['reservation', () => reservationSection({ quick })],
   ['local-tier', () => localTierSection({ quick })],
+  ['lease', () => leaseSection({ quick })],
 ]
 const sections: Section[] = []
 for (const [name, run] of registry) if (wants(name)) sections.push(await run())

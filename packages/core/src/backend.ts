@@ -79,6 +79,37 @@ export interface Charge {
 }
 
 /**
+ * A concurrency limit as a backend sees it (validated by `FastLimit.acquire`): at most `limit` live
+ * leases at once per key, each live for `leaseMs` after it was taken unless released earlier.
+ */
+export interface SlotConfig {
+  /** The most leases held at once (a whole number from 1 to {@link MAX_LEASE_LIMIT}). */
+  readonly limit: number
+  /** How long a lease lives unless released, in milliseconds (1 to 2147483647). */
+  readonly leaseMs: number
+}
+
+/** The largest `limit` of a {@link SlotConfig}: a key's live leases are kept in one small sorted list. */
+export const MAX_LEASE_LIMIT = 10_000
+
+/** What a backend answers to {@link Backend.acquire}. Every field is exact at the backend's clock. */
+export interface AcquireResult {
+  /** Whether the lease was taken (and recorded under its token). */
+  readonly acquired: boolean
+  /** The limit of the call. */
+  readonly limit: number
+  /** Live leases on the key after this call (this one included when acquired). */
+  readonly holders: number
+  /** When acquired, epoch milliseconds (backend clock) at which this lease expires; else 0. */
+  readonly expiresMs: number
+  /**
+   * 0 when acquired; else milliseconds until the earliest live lease expires (a slot frees then at the
+   * latest, sooner if a holder releases).
+   */
+  readonly retryAfterMs: number
+}
+
+/**
  * `retryAfterMs` of a call whose cost is larger than the bucket's capacity (`limit`, or `burst`):
  * it can never be admitted, so there is no time to wait. Check with `Number.isFinite(result.retryAfterMs)`.
  * HTTP adapters send no `Retry-After` header for it.
@@ -106,9 +137,9 @@ export interface CallOptions {
  * `backendConformance` from `@fastlimit/core/testing`.
  *
  * Only {@link Backend.checkAndIncrement} is required. Every other member is optional: a feature that
- * needs one the backend lacks (several rules at once, `peek`, `reset`, `clear`, `adjust`) fails with a
- * `ConfigError` naming the missing method, as early as it can be known (at `rateLimit()` for the
- * rules of a middleware, else at the call). The conformance suite runs the cases of what is implemented.
+ * needs one the backend lacks (several rules at once, `peek`, `reset`, `clear`, `adjust`,
+ * `acquire`/`release`) fails with a `ConfigError` naming the missing method, as early as it can be
+ * known (at `rateLimit()` for the rules of a middleware, else at the call). The conformance suite runs the cases of what is implemented.
  *
  * A backend stores, per `key`, one state per bucket (a bucket is identified by {@link bucketId}),
  * and applies the algorithm `step` functions from core to it. `key` is opaque: it may hold any
@@ -186,6 +217,27 @@ export interface Backend {
     charges: readonly Charge[] | undefined,
     options?: CallOptions,
   ): Promise<BackendResult[]>
+  /**
+   * Takes a lease on `key` under the token `token` if fewer than `slots.limit` leases are live, or
+   * denies without recording anything. Atomic with respect to every other `acquire` and `release` on the
+   * key, from any process sharing the store. First drops the key's expired leases (a lease is live while
+   * `now < expiresMs`), then counts. Leases live in a namespace of their own: `checkAndIncrement` on the
+   * same key never sees them, and `reset` does not release them. Optional: without it (and `release`),
+   * `FastLimit.acquire` fails with a `ConfigError` naming `acquire`.
+   *
+   * Never applied once `options.deadline` has passed where it would be applied (it rejects with
+   * `ERR_FASTLIMIT_TIMEOUT` instead). Stored state is bounded: at most `limit` live leases per key, and
+   * a key whose leases have all expired or been released holds nothing (or expires on its own).
+   *
+   * @param token unique per lease (1 to 128 printable ASCII characters; `FastLimit` makes them random)
+   */
+  acquire?(key: string, slots: SlotConfig, token: string, options?: CallOptions): Promise<AcquireResult>
+  /**
+   * Ends the lease `token` on `key`, if it is still live, freeing its slot; a lease that expired or was
+   * released already changes nothing (and never frees another lease's slot). Atomic. Idempotent.
+   * @returns whether the lease was live until this call
+   */
+  release?(key: string, token: string, options?: CallOptions): Promise<boolean>
   /** Reads a bucket without charging it: `allowed` says whether a cost of 1 would pass. Optional. */
   peek?(key: string, bucket: BucketConfig, options?: CallOptions): Promise<BackendResult>
   /** Forgets every bucket of `key`. Optional. */
@@ -242,6 +294,8 @@ export interface SyncBackend extends Backend {
     delta: number,
     charges: readonly Charge[] | undefined,
   ): BackendResult[] | undefined
+  acquireSync?(key: string, slots: SlotConfig, token: string): AcquireResult | undefined
+  releaseSync?(key: string, token: string): boolean | undefined
 }
 
 /** Whether a backend offers the synchronous fast path of {@link SyncBackend}. */

@@ -34,15 +34,19 @@ export {
   tokenBucketAdjust,
 } from './algorithms'
 export type {
+  AcquireResult,
   Algorithm,
   Backend,
   BackendResult,
   BucketConfig,
   CallOptions,
   Charge,
+  SlotConfig,
   SyncBackend,
 } from './backend'
-export { bucketId, isSyncBackend, RETRY_NEVER } from './backend'
+export { bucketId, isSyncBackend, MAX_LEASE_LIMIT, RETRY_NEVER } from './backend'
+export type { AcquireOptions, Lease, LeaseReason } from './concurrency'
+export { DEFAULT_LEASE_MS } from './concurrency'
 export type { FastlimitErrorCode } from './errors'
 export { ConfigError, checkAdjustArguments, FastlimitError } from './errors'
 export type { BackendFromUrlOptions } from './from-url'
@@ -50,6 +54,8 @@ export { backendFromUrl } from './from-url'
 export type {
   Cidr,
   ClosableResponse,
+  ConcurrencyOptions,
+  ConcurrencySetting,
   HeaderEntry,
   HeaderFormat,
   HttpAdapter,
@@ -104,6 +110,7 @@ export {
   retryAfterValue,
 } from './http'
 export { escapeIdentity, MAX_IDENTITY_LENGTH, storageKey, validatePrefix, validateScope } from './keys'
+export { checkLeaseArguments } from './leases'
 export type {
   BackendCallEvent,
   BackendErrorPolicy,
@@ -116,6 +123,7 @@ export type {
   DecisionReason,
   FastLimitEvents,
   FastLimitOptions,
+  LeaseEvent,
   ListenOptions,
   Reservation,
   ReservationActions,

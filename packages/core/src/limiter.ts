@@ -2,14 +2,25 @@
 
 import { ALGORITHMS } from './algorithms'
 import {
+  type AcquireResult,
   type Algorithm,
   type Backend,
   type BackendResult,
   type CallOptions,
   type Charge,
   isSyncBackend,
+  type SlotConfig,
   type SyncBackend,
 } from './backend'
+import {
+  type AcquireOptions,
+  canLease,
+  isAcquireResult,
+  type Lease,
+  LeaseImpl,
+  newToken,
+  slotConfig,
+} from './concurrency'
 import { Deadlines } from './deadline'
 import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } from './errors'
 import { identityName, storageKey, validatePrefix } from './keys'
@@ -76,14 +87,33 @@ export interface DecisionEvent {
 
 /** One call to the store, given to `limiter.on('call', ...)` when it settles (or times out). */
 export interface BackendCallEvent {
-  /** What the limiter asked of the store (`'adjust'`: a reservation's settle or cancel, or a refund). */
-  readonly operation: 'check' | 'peek' | 'reset' | 'adjust'
+  /**
+   * What the limiter asked of the store (`'adjust'`: a reservation's settle or cancel, or a refund;
+   * `'acquire'` and `'release'`: a concurrency lease).
+   */
+  readonly operation: 'check' | 'peek' | 'reset' | 'adjust' | 'acquire' | 'release'
   /** Milliseconds from the call to its answer, failure or timeout (`performance.now()`). */
   readonly durationMs: number
   /** Whether it went through the synchronous fast path (no promise, no timer). */
   readonly sync: boolean
   /** The failure, when it failed or timed out. */
   readonly error?: FastlimitError
+  /** The backend's `kind`, or `'custom'`. */
+  readonly backend: string
+}
+
+/** A lease taken (or refused) by `acquire`, or released, given to `limiter.on('lease', ...)`. */
+export interface LeaseEvent {
+  /** `'acquire'` when `acquire` decided; `'release'` when a granted lease's `release()` settled. */
+  readonly operation: 'acquire' | 'release'
+  /** The lease, as the caller receives it. */
+  readonly lease: Lease
+  /** The identity as the caller gave it (never a metric attribute: unbounded cardinality). */
+  readonly identity: string
+  /** The scope of the call, if any. */
+  readonly scope: string | undefined
+  /** `'shadow'` when the caller only observes, else `'enforce'`. */
+  readonly mode: 'enforce' | 'shadow'
   /** The backend's `kind`, or `'custom'`. */
   readonly backend: string
 }
@@ -108,9 +138,11 @@ export interface FastLimitEvents {
   breaker: BreakerEvent
   /** A backend call failed or timed out (the same errors `onError` receives). */
   error: FastlimitError
+  /** An `acquire` decided, or a granted lease was released. */
+  lease: LeaseEvent
 }
 
-const EVENTS: ReadonlySet<string> = new Set(['decision', 'call', 'breaker', 'error'])
+const EVENTS: ReadonlySet<string> = new Set(['decision', 'call', 'breaker', 'error', 'lease'])
 
 /** Options of {@link FastLimit}. */
 export interface FastLimitOptions {
@@ -204,8 +236,17 @@ export interface ScopeOptions {
  * - `'rate-limited'`: a rule denied; retry after `retryAfterMs`.
  * - `'cost-exceeds-limit'`: the cost is larger than a rule's capacity; it can never pass (`retryAfterMs` is `Infinity`).
  * - `'fail-open'`, `'fail-closed'`: the backend failed or timed out (`error` says how); the policy decided.
+ * - `'concurrency-limited'`: only in the decision an HTTP middleware's `concurrency` option hands to
+ *   `handler`, `message` and `onLimit`: too many of the client's requests are in flight (no rate rule
+ *   was checked; `rules` is empty, and `lease` holds the refused lease).
  */
-export type DecisionReason = 'ok' | 'rate-limited' | 'cost-exceeds-limit' | 'fail-open' | 'fail-closed'
+export type DecisionReason =
+  | 'ok'
+  | 'rate-limited'
+  | 'cost-exceeds-limit'
+  | 'fail-open'
+  | 'fail-closed'
+  | 'concurrency-limited'
 
 /** One rule's part of a {@link Decision} made by a store (the backend or the fallback). */
 export interface RuleResult extends BackendResult {
@@ -352,6 +393,8 @@ export interface ReservationActions {
 export type Reservation = Decision & ReservationActions
 
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
+/** One settled promise for every release that had nothing to wait for. */
+const RESOLVED: Promise<void> = Promise.resolve()
 const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
 /** Recent identities whose storage key is kept, so a hot identity builds and hashes its key once. */
@@ -386,13 +429,13 @@ function ruleResult(rule: Rule, r: Standing): RuleResult {
 }
 
 /** The optional backend methods a feature needs, for the error that names the missing one. */
-type Method = 'checkAndIncrementAll' | 'peek' | 'reset' | 'adjust'
+type Method = 'checkAndIncrementAll' | 'peek' | 'reset' | 'adjust' | 'acquire'
 
 function missing(backend: Backend, method: Method, feature: string): ConfigError {
   const kind = typeof backend.kind === 'string' ? ` (${backend.kind})` : ''
   return new ConfigError(
     `[fastlimit] [core] The backend${kind} has no ${method}(), which ${feature} needs. ` +
-      `Implement ${method} on it (see Backend in @fastlimit/core), or use a backend that has it (MemoryBackend, RedisBackend, SQLiteBackend).`,
+      `Implement ${method === 'acquire' ? 'acquire and release' : method} on it (see Backend in @fastlimit/core), or use a backend that has it (MemoryBackend, RedisBackend, SQLiteBackend).`,
   )
 }
 
@@ -540,7 +583,7 @@ export class FastLimit {
   ): () => void {
     if (!EVENTS.has(type)) {
       throw new ConfigError(
-        `[fastlimit] [core] Unknown event ${show(type)}: listen to 'decision', 'call', 'breaker' or 'error'.`,
+        `[fastlimit] [core] Unknown event ${show(type)}: listen to 'decision', 'call', 'breaker', 'error' or 'lease'.`,
       )
     }
     if (typeof listener !== 'function') {
@@ -1124,6 +1167,248 @@ export class FastLimit {
   }
 
   /**
+   * Takes one of `limit` slots of `identity` (a concurrency, or in-flight, limit: at most `limit`
+   * holders at once), or refuses. Release the lease when the work ends; a holder that never does (a
+   * crash, a hang) loses its slot after `leaseMs`. Being at the limit is `allowed: false` with
+   * `retryAfterMs` until the earliest lease expires, never an error.
+   *
+   * Each lease has a token of its own, so a `release()` after the lease expired (or a second one)
+   * never frees another holder's slot. Leases are kept apart from rate-limit state: the same identity
+   * may have rules for `check` and a concurrency limit. Breaker, timeout and `onBackendError` as for
+   * `check`: `'fail-open'` gives an allowed lease that holds nothing (its `release()` does nothing),
+   * `'fail-closed'` a refused one, `{ fallback }` a lease on the fallback (released there), `'throw'`
+   * rejects. An acquire that timed out but that the store applied late is released as soon as its
+   * answer arrives. Listeners of `'lease'` hear each acquire and release. Needs a backend with
+   * `acquire` and `release` (MemoryBackend, SQLiteBackend, RedisBackend).
+   *
+   * @example
+   * ```ts
+   * const lease = await limiter.acquire(apiKey, { limit: 20, leaseMs: 60_000 })
+   * if (!lease.allowed) return tooManyRequests(lease.retryAfterMs)
+   * try {
+   *   return await handle(request)
+   * } finally {
+   *   await lease.release()
+   * }
+   * ```
+   * @throws ConfigError (as a rejection) for bad options, or a backend without `acquire`
+   */
+  acquire(identity: string, options: AcquireOptions): Promise<Lease> {
+    let slots: SlotConfig
+    let key: string | Promise<string>
+    try {
+      if (this.#closed) throw this.#closedError()
+      slots = slotConfig(options)
+      key = this.#key(identity, options.scope)
+      if (!canLease(this.backend)) throw missing(this.backend, 'acquire', 'acquire()')
+      const policy = this.#policy
+      if (typeof policy === 'object' && !canLease(policy.fallback))
+        throw missing(policy.fallback, 'acquire', 'acquire() with this fallback')
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const token = newToken()
+    // Events cost nothing while nobody listens: no closure, no promise hop.
+    const observe =
+      (this.#listeners.lease?.length ?? 0) === 0
+        ? undefined
+        : (lease: Lease, operation: 'acquire' | 'release'): void => {
+            const scope = options.scope
+            const mode = options.mode === 'shadow' ? 'shadow' : 'enforce'
+            this.#emit('lease', { operation, lease, identity, scope, mode, backend: this.#kind })
+          }
+    const lease =
+      typeof key === 'string'
+        ? this.#acquire(key, slots, token, observe)
+        : key.then((k) => this.#acquire(k, slots, token, observe))
+    if (observe === undefined) return lease
+    return lease.then((l) => {
+      observe(l, 'acquire')
+      return l
+    })
+  }
+
+  /** {@link acquire} once the key is known. */
+  #acquire(
+    key: string,
+    slots: SlotConfig,
+    token: string,
+    observe: ((lease: Lease, operation: 'release') => void) | undefined,
+  ): Promise<Lease> {
+    const backend = this.backend
+    const make = (r: AcquireResult, source: 'backend' | 'fallback', on: Backend, error?: FastlimitError) => {
+      if (observe === undefined)
+        return new LeaseImpl(slots, source, r, error, () => this.#release(on, key, token))
+      let lease: LeaseImpl | undefined
+      lease = new LeaseImpl(slots, source, r, error, () =>
+        this.#release(on, key, token).then(() => observe(lease as LeaseImpl, 'release')),
+      )
+      return lease
+    }
+    const sync = this.#sync
+    if (sync?.acquireSync !== undefined) {
+      const start = this.#watchSyncCalls ? performance.now() : -1
+      try {
+        const r = sync.acquireSync(key, slots, token)
+        if (r !== undefined) {
+          if (!isAcquireResult(r)) throw malformedLease()
+          if (start >= 0) this.#called('acquire', start, true)
+          return Promise.resolve(make(r, 'backend', backend))
+        }
+      } catch (err) {
+        if (start >= 0) this.#called('acquire', start, true, this.#wrap(err))
+        return this.#leaseFailed(key, slots, token, err, make)
+      }
+    }
+    if (typeof backend.acquire !== 'function') return Promise.reject(missing(backend, 'acquire', 'acquire()'))
+    const acquire = backend.acquire
+    // Set once the limiter gave up on the call: a late grant is then released at once.
+    let gaveUp = false
+    return this.#call('acquire', (o) => {
+      const call = acquire.call(backend, key, slots, token, o)
+      Promise.resolve(call).then(
+        (r) => {
+          if (gaveUp && isAcquireResult(r) && r.acquired) void this.#release(backend, key, token, true)
+        },
+        () => undefined,
+      )
+      return call
+    }).then(
+      (r) =>
+        isAcquireResult(r)
+          ? make(r, 'backend', backend)
+          : this.#leaseFailed(key, slots, token, this.#failure(malformedLease()), make),
+      (err) => {
+        gaveUp = true
+        return this.#leaseFailed(key, slots, token, err, make)
+      },
+    )
+  }
+
+  /** The policy's lease after a failed acquire (as {@link #failed} for a decision). */
+  #leaseFailed(
+    key: string,
+    slots: SlotConfig,
+    token: string,
+    err: unknown,
+    make: (r: AcquireResult, source: 'fallback', on: Backend, error: FastlimitError) => Lease,
+  ): Promise<Lease> {
+    const error = this.#wrap(err)
+    const code = error.code
+    if (
+      code === 'ERR_FASTLIMIT_CLOSED' ||
+      code === 'ERR_FASTLIMIT_ARGUMENT' ||
+      code === 'ERR_FASTLIMIT_CONFIG'
+    )
+      return Promise.reject(error)
+    this.#report(error)
+    const policy = this.#policy
+    if (policy === 'throw') return Promise.reject(error)
+    if (typeof policy === 'object') {
+      const fallback = policy.fallback as SyncBackend
+      try {
+        const r =
+          typeof fallback.acquireSync === 'function' ? fallback.acquireSync(key, slots, token) : undefined
+        if (r !== undefined) {
+          if (!isAcquireResult(r)) throw malformedLease()
+          return Promise.resolve(make(r, 'fallback', fallback, error))
+        }
+      } catch (fallbackErr) {
+        return Promise.reject(this.#wrap(fallbackErr))
+      }
+      return this.#bounded(
+        () =>
+          (fallback.acquire as NonNullable<Backend['acquire']>).call(fallback, key, slots, token, {
+            deadline: Date.now() + this.timeoutMs,
+          }),
+        error,
+      ).then((r) =>
+        isAcquireResult(r)
+          ? make(r, 'fallback', fallback, error)
+          : Promise.reject(this.#wrap(malformedLease())),
+      )
+    }
+    const open = policy === 'fail-open'
+    return Promise.resolve(
+      new LeaseImpl(
+        slots,
+        'policy',
+        { allowed: open, retryAfterMs: open ? 0 : FAIL_CLOSED_RETRY_MS },
+        error,
+        undefined,
+      ),
+    )
+  }
+
+  /**
+   * Releases a lease on `target` (the backend through its fast path, breaker and deadline, or the
+   * fallback bounded by `timeoutMs`). A failure is reported and resolves (rejects under `'throw'`);
+   * `quiet` (the release of a late grant) reports nothing and never rejects.
+   */
+  #release(target: Backend, key: string, token: string, quiet = false): Promise<void> {
+    const sync = target as SyncBackend
+    if (typeof sync.releaseSync === 'function') {
+      const start = target === this.backend && this.#watchSyncCalls ? performance.now() : -1
+      try {
+        if (sync.releaseSync(key, token) !== undefined) {
+          if (start >= 0) this.#called('release', start, true)
+          return RESOLVED
+        }
+      } catch (err) {
+        if (start >= 0) this.#called('release', start, true, this.#wrap(err))
+        return this.#releaseFailed(err, quiet)
+      }
+    }
+    const failed = (err: unknown): Promise<void> => this.#releaseFailed(err, quiet)
+    const release = target.release as NonNullable<Backend['release']>
+    if (target === this.backend) {
+      return this.#call('release', (o) => release.call(target, key, token, o)).then(() => undefined, failed)
+    }
+    return this.#bounded(
+      () => release.call(target, key, token, { deadline: Date.now() + this.timeoutMs }),
+      undefined,
+    ).then(() => undefined, failed)
+  }
+
+  /** A failed release: reported, and resolved (rejected under `'throw'`); `quiet` reports nothing. */
+  #releaseFailed(err: unknown, quiet: boolean): Promise<void> {
+    const error = this.#wrap(err)
+    // A closed store holds nothing to free.
+    if (quiet || error.code === 'ERR_FASTLIMIT_CLOSED') return RESOLVED
+    if (error.code !== 'ERR_FASTLIMIT_ARGUMENT' && error.code !== 'ERR_FASTLIMIT_CONFIG') this.#report(error)
+    return this.#policy === 'throw' ? Promise.reject(error) : RESOLVED
+  }
+
+  /** A call to the fallback, bounded by `timeoutMs` and outside the breaker (as its decisions are). */
+  #bounded<T>(call: () => Promise<T>, cause: FastlimitError | undefined): Promise<T> {
+    let promise: Promise<T>
+    try {
+      promise = call()
+    } catch (err) {
+      return Promise.reject(this.#wrap(err))
+    }
+    return new Promise<T>((resolve, reject) => {
+      const pending = this.#deadlines.add(() => {
+        reject(
+          new FastlimitError(
+            'ERR_FASTLIMIT_TIMEOUT',
+            `[fastlimit] [core] The fallback did not answer within ${this.timeoutMs} ms (timeoutMs).`,
+            cause === undefined ? undefined : { cause },
+          ),
+        )
+      })
+      Promise.resolve(promise).then(
+        (r) => {
+          if (pending.settle()) resolve(r)
+        },
+        (err) => {
+          if (pending.settle()) reject(this.#wrap(err))
+        },
+      )
+    })
+  }
+
+  /**
    * Waits until the rules admit `cost` for `identity`, then resolves with the admitting decision (the
    * cost is charged then, as by `check`). Denied, it sleeps the exact `retryAfterMs` the store gave and
    * asks again: no polling. Waiters of one identity, scope and rules in this process are served first
@@ -1561,6 +1846,14 @@ function areResults(rs: unknown, n: number): rs is BackendResult[] {
   if (!Array.isArray(rs) || rs.length !== n) return false
   for (let i = 0; i < n; i++) if (!isResult(rs[i])) return false
   return true
+}
+
+function malformedLease(): FastlimitError {
+  return new FastlimitError(
+    'ERR_FASTLIMIT_BACKEND',
+    '[fastlimit] [core] The backend answered acquire with something that is not an AcquireResult (acquired, limit, ' +
+      'holders, expiresMs, retryAfterMs): check the backend with backendConformance from @fastlimit/core/testing.',
+  )
 }
 
 function malformed(): FastlimitError {

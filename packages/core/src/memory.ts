@@ -9,11 +9,13 @@ import { adjustAll, algorithms, stepAll } from './algorithms'
 import { slidingLog, slidingLogInPlace } from './algorithms/sliding-log'
 import type { StepOutput } from './algorithms/types'
 import {
+  type AcquireResult,
   type BackendResult,
   type BucketConfig,
   bucketId,
   type CallOptions,
   type Charge,
+  type SlotConfig,
   type SyncBackend,
 } from './backend'
 import {
@@ -24,6 +26,7 @@ import {
   FastlimitError,
   show,
 } from './errors'
+import { checkLeaseArguments, LeaseTable } from './leases'
 
 /** Options of {@link MemoryBackend}. */
 export interface MemoryBackendOptions {
@@ -116,6 +119,8 @@ export class MemoryBackend implements SyncBackend {
   private heap = new Int32Array(0)
   private heapKey = new Float64Array(0)
   private readonly scratch: number[][] = [[], [0], [0, 0], [0, 0, 0]]
+  /** Concurrency leases ({@link MemoryBackend.acquire}), kept apart from the buckets. */
+  private readonly leases: LeaseTable
   private timer: ReturnType<typeof setInterval> | undefined
   private timerStarted = false
   private sweeping = false
@@ -140,6 +145,7 @@ export class MemoryBackend implements SyncBackend {
       )
     }
     this.maxKeys = maxKeys
+    this.leases = new LeaseTable(maxKeys)
     this.clock = clock
     this.wallClock = clock === Date.now
     this.cleanupIntervalMs = cleanupIntervalMs
@@ -547,6 +553,48 @@ export class MemoryBackend implements SyncBackend {
     }
   }
 
+  /** {@link Backend.acquire}, synchronously. Never returns undefined. */
+  acquireSync(key: string, slots: SlotConfig, token: string): AcquireResult {
+    checkLeaseArguments('memory', slots, token)
+    if (this.closed) throw this.closedError()
+    if (!this.timerStarted) this.startSweeping()
+    return this.leases.acquire(key, slots, token, this.now())
+  }
+
+  /** {@link Backend.release}, synchronously. Never returns undefined. */
+  releaseSync(key: string, token: string): boolean {
+    checkLeaseArguments('memory', undefined, token)
+    if (this.closed) throw this.closedError()
+    return this.leases.release(key, token, this.now())
+  }
+
+  /**
+   * {@inheritDoc Backend.acquire} Leases are kept apart from the buckets: a sorted list of expiries per
+   * key (at most `limit` long), at most `maxKeys` keys with live leases (a new key beyond that fails with
+   * `ERR_FASTLIMIT_STORE_FULL`: dropping live leases would admit over their limit).
+   */
+  acquire(key: string, slots: SlotConfig, token: string, _options?: CallOptions): Promise<AcquireResult> {
+    try {
+      return Promise.resolve(this.acquireSync(key, slots, token))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** {@inheritDoc Backend.release} */
+  release(key: string, token: string, _options?: CallOptions): Promise<boolean> {
+    try {
+      return Promise.resolve(this.releaseSync(key, token))
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Keys holding concurrency leases (live, or expired and not yet swept). */
+  get leaseKeys(): number {
+    return this.leases.size
+  }
+
   /** {@link Backend.peek}, synchronously. Never returns undefined. */
   peekSync(key: string, bucket: BucketConfig): BackendResult {
     if (this.closed) throw this.closedError()
@@ -611,6 +659,7 @@ export class MemoryBackend implements SyncBackend {
 
   private empty(): void {
     this.keys.clear()
+    this.leases.clear()
     this.longs.clear()
     this.count = 0
     this.capacity = 0
@@ -653,13 +702,13 @@ export class MemoryBackend implements SyncBackend {
   /**
    * Drops expired keys, soonest-expired first, in batches of 10,000 steps per macrotask so a large sweep
    * never holds the event loop for long. Runs on its own every `cleanupIntervalMs` once something was
-   * written; call it to sweep now.
+   * written; call it to sweep now. Keys whose concurrency leases have all expired go too (in one pass).
    * @returns a promise of how many keys were dropped
    */
   sweep(): Promise<number> {
     if (this.sweeping || this.closed) return Promise.resolve(0)
     this.sweeping = true
-    let dropped = 0
+    let dropped = this.leases.sweep(this.now())
     return new Promise<number>((resolve) => {
       const batch = () => {
         if (this.closed) {

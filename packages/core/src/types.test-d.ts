@@ -8,6 +8,7 @@ import {
   type Decision,
   FastLimit,
   gcra,
+  type Lease,
   type MemoryBackend,
   parseRule,
   type Reservation,
@@ -43,8 +44,16 @@ describe('public types', () => {
     expectTypeOf(limiter.check('id', '10/s')).toEqualTypeOf<Promise<Decision>>()
     expectTypeOf<string | readonly string[]>().toExtend<Parameters<typeof limiter.check>[1]>()
     expectTypeOf<Decision['reason']>().toEqualTypeOf<
-      'ok' | 'rate-limited' | 'cost-exceeds-limit' | 'fail-open' | 'fail-closed'
+      'ok' | 'rate-limited' | 'cost-exceeds-limit' | 'fail-open' | 'fail-closed' | 'concurrency-limited'
     >()
+    expectTypeOf(limiter.acquire('id', { limit: 5 })).toEqualTypeOf<Promise<Lease>>()
+    expectTypeOf<Lease['release']>().toEqualTypeOf<() => Promise<void>>()
+    expectTypeOf<Lease['holders']>().toEqualTypeOf<number | undefined>()
+    expectTypeOf<Lease['reason']>().toEqualTypeOf<
+      'ok' | 'concurrency-limited' | 'fail-open' | 'fail-closed'
+    >()
+    // @ts-expect-error limit is required
+    limiter.acquire('id', { leaseMs: 1000 })
     expectTypeOf<Decision['source']>().toEqualTypeOf<'backend' | 'fallback' | 'policy'>()
     // @ts-expect-error an unknown algorithm is a type error
     limiter.check('id', { limit: 1, window: '1s', algorithm: 'leaky' })

@@ -98,6 +98,11 @@ const adapter: HttpAdapter<Request, Response> = {
     req.rateLimit = info
   },
   attached: (req) => req.rateLimit,
+  // The concurrency option's slot is released once the response is sent or the client went away.
+  onFinished: (_req, res, done) => {
+    res.once('finish', done)
+    res.once('close', done)
+  },
   // mode: 'delay' drops a held request whose client has gone.
   signal: (_req, res) => closeSignal(res),
   // countWhen and settle: decided when Node's response closes (sent, or the client gone).

@@ -76,7 +76,6 @@ async function listener(app: FastifyInstance): Promise<AdapterClient> {
       return { status: res.status, headers, body: await res.text() }
     },
     close: () => app.close(),
-    origin: base,
   }
 }
 

@@ -134,6 +134,11 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
       request.rateLimitHandle = recorder?.handleOf(decision)
     },
     noAddressHint: "trustProxy: 'fastify' to use request.ip",
+    // The concurrency option's slot is released once the response is sent or the client went away.
+    onFinished: (_request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
+      reply.raw.once('finish', done)
+      reply.raw.once('close', done)
+    },
     // mode: 'delay' drops a held request whose client has gone.
     signal: (_request: FastifyRequest, reply: FastifyReply): AbortSignal => closeSignal(reply.raw),
     // countWhen and settle: decided when Node's response closes (sent, or the client gone).

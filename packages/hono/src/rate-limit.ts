@@ -70,7 +70,25 @@ export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
 
 interface NodeBindings {
   incoming?: { socket?: { remoteAddress?: string } }
-  outgoing?: { setHeader?: (name: string, value: string) => unknown }
+  outgoing?: {
+    setHeader?: (name: string, value: string) => unknown
+    once?: (event: string, listener: () => void) => unknown
+  }
+}
+
+/** Off @hono/node-server: the release of a request's concurrency slot, called once its handlers are done. */
+const finishers = new WeakMap<Context, () => void>()
+
+/**
+ * The concurrency option's slot is released when Node's response closes (on @hono/node-server: sent,
+ * or the client went away), elsewhere once the handlers after the middleware have returned.
+ */
+function onFinished(c: Context, _sink: unknown, done: () => void): void {
+  const outgoing = nodeBindings(c)?.outgoing
+  if (typeof outgoing?.once === 'function') {
+    outgoing.once('finish', done)
+    outgoing.once('close', done)
+  } else finishers.set(c, done)
 }
 
 function nodeBindings(c: Context): NodeBindings | undefined {
@@ -161,6 +179,7 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
     setHeader,
     attach,
     attached,
+    onFinished,
     // mode: 'delay' drops a held request whose client has gone (@hono/node-server, Bun and Deno abort it).
     signal: (c) => c.req.raw.signal,
   }
@@ -236,7 +255,11 @@ async function viaHono(
 
 async function proceed(c: Context, sink: string[], next: Next): Promise<undefined> {
   copyHeaders(c, sink)
-  await next()
+  try {
+    await next()
+  } finally {
+    finishers.get(c)?.()
+  }
   // A handler that returns a Response of its own drops headers set before it: set them again.
   if (sink.length > 0 && c.res.headers.get(sink[0] as string) === null) {
     const res = new Response(c.res.body, c.res)

@@ -76,6 +76,11 @@ const adapter: HttpAdapter<Context, Context> = {
     ctx.state.rateLimit = info
   },
   attached: (ctx) => ctx.state.rateLimit,
+  // The concurrency option's slot is released once the response is sent or the client went away.
+  onFinished: (ctx, _res, done) => {
+    ctx.res.once('finish', done)
+    ctx.res.once('close', done)
+  },
   // mode: 'delay' drops a held request whose client has gone.
   signal: (ctx) => closeSignal(ctx.res),
   // countWhen and settle: decided when Node's response closes (sent, or the client gone).

@@ -84,7 +84,6 @@ export async function client(app: INestApplication): Promise<AdapterClient> {
       return { status: res.status, headers, body: await res.text() }
     },
     close: () => app.close(),
-    origin: base,
   }
 }
 

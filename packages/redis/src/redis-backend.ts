@@ -1,6 +1,7 @@
 // RedisBackend: the Backend protocol on a Redis client (ioredis, iovalkey, node-redis, Valkey GLIDE); every
 // decision is one atomic Lua script on one Redis key.
 import {
+  type AcquireResult,
   ALGORITHMS,
   type Backend,
   type BackendResult,
@@ -9,14 +10,17 @@ import {
   type CallOptions,
   type Charge,
   ConfigError,
+  checkLeaseArguments,
   FastlimitError,
   RETRY_NEVER,
+  type SlotConfig,
 } from '@fastlimit/core'
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import { createClient } from './client'
 import { clientKind, type Driver, NOT_MASTER, type RedisClient } from './driver'
 import { driverFor } from './drivers'
 import { keyNamespace, prefixPattern, redisKey } from './keys'
+import { acquireScript, leaseKey, RELEASE_SCRIPT, readAcquire, readRelease } from './leases'
 import { type ScriptDefinition, scriptFor } from './scripts'
 import { parseRedisUrl } from './url'
 
@@ -449,6 +453,8 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
   private readonly driver: Driver
   /** The script of every call. */
   private readonly script: ScriptDefinition
+  /** The expiry margin of keys (in the scripts' text). */
+  private readonly marginMs: number
   private readonly sha: string
   private readonly prefix: string
   private readonly clock: (() => number) | undefined
@@ -612,7 +618,8 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
     // One script for every call, with the expiry margin in its text.
     // With client time, states from clocks up to maxClockSkewMs ahead are kept, and so are their keys.
     const skew = timeSource === 'client' ? (maxClockSkewMs ?? DEFAULT_SKEW_MS) : 0
-    const script: ScriptDefinition = scriptFor(Math.max(expiryMarginMs, skew), skew)
+    this.marginMs = Math.max(expiryMarginMs, skew)
+    const script: ScriptDefinition = scriptFor(this.marginMs, skew)
     this.script = script
     this.sha = script.sha
     this.driver = driverFor((created ?? client) as RedisClient, {
@@ -739,6 +746,7 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
     deadline: number | undefined,
     at: number,
     charges: boolean,
+    script: ScriptDefinition = this.script,
   ): Promise<unknown> {
     try {
       const gate = this.driver.ready()
@@ -746,7 +754,7 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
       // Without a deadline, no slot: `at` -1.
       if (deadline === undefined) at = -1
       else if (Date.now() >= deadline) throw expired(what)
-      return await this.driver.script(this.script, args, at, deadline ?? 0, charges, what)
+      return await this.driver.script(script, args, at, deadline ?? 0, charges, what)
     } catch (err) {
       throw this.wrap(err, what)
     }
@@ -848,6 +856,37 @@ export class RedisBackend<C extends RedisClient = Redis | Cluster> implements Ba
       return Promise.reject(err)
     }
     return this.one(key, bucket, 0, deadline, 'peek')
+  }
+
+  /**
+   * {@inheritDoc Backend.acquire} One EVALSHA of a script of its own, atomic on the server: the key's
+   * leases are a sorted set (token, expiry) next to its hash, with the same hash tag (see the README:
+   * Concurrency leases). `options.deadline` as for checkAndIncrement. `waitReplicas` does not apply.
+   */
+  async acquire(
+    key: string,
+    slots: SlotConfig,
+    token: string,
+    options?: CallOptions,
+  ): Promise<AcquireResult> {
+    checkLeaseArguments('redis', slots, token)
+    const deadline = deadlineOf(options)
+    if (this.closed) throw this.closedError()
+    checkKey(key)
+    const script = acquireScript(this.marginMs)
+    const conf = `${slots.limit}:${slots.leaseMs}`
+    const args = [script.sha, '1', leaseKey(this.prefix, key), token, conf, '', this.now('acquire')]
+    return readAcquire(await this.send(args, 'acquire', deadline, 5, false, script), slots.limit)
+  }
+
+  /** {@inheritDoc Backend.release} One EVALSHA (ZSCORE, ZREM), atomic on the server. */
+  async release(key: string, token: string, options?: CallOptions): Promise<boolean> {
+    checkLeaseArguments('redis', undefined, token)
+    const deadline = deadlineOf(options)
+    if (this.closed) throw this.closedError()
+    checkKey(key)
+    const args = [RELEASE_SCRIPT.sha, '1', leaseKey(this.prefix, key), token, '', '', this.now('release')]
+    return readRelease(await this.send(args, 'release', deadline, 5, false, RELEASE_SCRIPT))
   }
 
   /** {@inheritDoc Backend.reset} UNLINK of the key's one Redis hash. */

@@ -3,6 +3,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import {
+  type AcquireResult,
   type Backend,
   type BackendResult,
   type BucketConfig,
@@ -10,7 +11,9 @@ import {
   type Charge,
   ConfigError,
   checkAdjustArguments,
+  checkLeaseArguments,
   FastlimitError,
+  type SlotConfig,
   type SyncBackend,
 } from '@fastlimit/core'
 import Database from 'better-sqlite3'
@@ -461,6 +464,66 @@ export class SQLiteBackend implements Backend, SyncBackend {
       if (isBusyError(err)) return undefined
       throw backendError(err)
     }
+  }
+
+  /**
+   * {@link Backend.acquire}, synchronously: one `BEGIN IMMEDIATE` transaction on `<tableName>_leases`
+   * (one row per live lease; expired rows of the key are deleted first).
+   * @returns the result, or `undefined` when the write lock is held elsewhere (see {@link checkAndIncrementSync}).
+   */
+  acquireSync(key: string, slots: SlotConfig, token: string): AcquireResult | undefined {
+    this.usable()
+    checkLeaseArguments('sqlite', slots, token)
+    if (this.lock.waiting) return undefined
+    try {
+      return this.conn.leases.acquire(key, slots, token, undefined)
+    } catch (err) {
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
+    }
+  }
+
+  /**
+   * {@link Backend.release}, synchronously: one `BEGIN IMMEDIATE` transaction.
+   * @returns whether the lease was live, or `undefined` when the write lock is held elsewhere.
+   */
+  releaseSync(key: string, token: string): boolean | undefined {
+    this.usable()
+    checkLeaseArguments('sqlite', undefined, token)
+    if (this.lock.waiting) return undefined
+    try {
+      return this.conn.leases.release(key, token, undefined)
+    } catch (err) {
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
+    }
+  }
+
+  /**
+   * {@inheritDoc Backend.acquire} One `BEGIN IMMEDIATE` transaction; waits for the lock as
+   * {@link checkAndIncrement} does, and is never applied after its deadline. Leases live in the table
+   * `<tableName>_leases` (one row per live lease); expired ones are deleted by the next acquire on the
+   * key and by {@link sweep}.
+   */
+  acquire(key: string, slots: SlotConfig, token: string, options?: CallOptions): Promise<AcquireResult> {
+    try {
+      this.usable()
+      checkLeaseArguments('sqlite', slots, token)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.waitFor((deadline) => this.conn.leases.acquire(key, slots, token, deadline), options)
+  }
+
+  /** {@inheritDoc Backend.release} One `BEGIN IMMEDIATE` transaction. */
+  release(key: string, token: string, options?: CallOptions): Promise<boolean> {
+    try {
+      this.usable()
+      checkLeaseArguments('sqlite', undefined, token)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    return this.waitFor((deadline) => this.conn.leases.release(key, token, deadline), options)
   }
 
   /**

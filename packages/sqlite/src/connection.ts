@@ -13,6 +13,7 @@ import {
 } from '@fastlimit/core'
 import type Database from 'better-sqlite3'
 import { expired } from './errors'
+import { type LeaseStatements, leaseStatements } from './leases'
 import { MAX_SLACK_MS, statements } from './schema'
 
 /**
@@ -54,6 +55,8 @@ export interface Connection {
   clear(): void
   /** Deletes up to `SWEEP_BATCH` expired rows; returns how many. */
   sweepBatch(): number
+  /** Concurrency leases, in `<table>_leases`. */
+  readonly leases: LeaseStatements
   /** Runs `run` with the connection's busy timeout at 0 (a retry off the event loop must never block it). */
   noWait<T>(run: () => T): T
 }
@@ -72,6 +75,7 @@ export function connect(db: Database.Database, table: string, now: () => number)
   const reset = db.prepare(sql.reset)
   const clear = db.prepare(sql.clear)
   const sweep = db.prepare(sql.sweep)
+  const leases = leaseStatements(db, table, now)
 
   /** Writes one bucket's new state; moves the row's expiry (and its index entry) only when it must grow. */
   const write = (
@@ -193,8 +197,10 @@ export function connect(db: Database.Database, table: string, now: () => number)
     reset: resetTx,
     clear: () => {
       clear.run()
+      leases.clear()
     },
-    sweepBatch: () => sweep.run(now()).changes,
+    sweepBatch: () => sweep.run(now()).changes + leases.sweepBatch(),
+    leases,
     noWait<T>(run: () => T): T {
       // A PRAGMA takes effect when it is prepared, so each change prepares it anew (a few µs, only on retries).
       db.pragma('busy_timeout = 0')

@@ -2,6 +2,7 @@
 
 import { ConfigError } from '@fastlimit/core'
 import type Database from 'better-sqlite3'
+import { leaseSchema } from './leases'
 
 /**
  * The version of the table layout this release reads and writes, stored in `<table>_meta`.
@@ -86,7 +87,8 @@ export function ensureSchema(db: Database.Database, table: string, where: string
         PRIMARY KEY (key, bucket)
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS "${table}_expires_at" ON ${t} (expires_at);
-      CREATE TABLE IF NOT EXISTS ${meta} (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;`,
+      CREATE TABLE IF NOT EXISTS ${meta} (name TEXT PRIMARY KEY NOT NULL, value INTEGER NOT NULL) WITHOUT ROWID;
+      ${leaseSchema(table)}`,
     )
     const stored = hadMeta
       ? db

@@ -1,8 +1,17 @@
 // The framework-neutral HTTP limiter: options checked once, then one lean path per request.
 
+import { canLease, type Lease } from '../concurrency'
 import { ConfigError, FastlimitError, show } from '../errors'
 import { type CheckOptions, type Decision, FastLimit } from '../limiter'
-import type { RuleSet } from '../rules'
+import type { Rule, RuleSet } from '../rules'
+import {
+  acquireSlot,
+  compileConcurrency,
+  concurrencyDecision,
+  concurrencyProblem,
+  type HttpConcurrency,
+  releaseWhenDone,
+} from './concurrency'
 import { delaySettings, HttpDelay } from './delay'
 import {
   applyCombined,
@@ -81,6 +90,12 @@ export interface HttpAdapter<Req, Res> {
    */
   expose?(req: Req, res: Res, decision: Decision): void
   /**
+   * Calls `done` once, when the response has been sent or the client went away (Node:
+   * `res.once('close')`), so that the `concurrency` option releases the request's slot then. Without
+   * it, `rateLimit()` refuses the `concurrency` option with a `ConfigError`.
+   */
+  onFinished?(req: Req, res: Res, done: () => void): void
+  /**
    * An `AbortSignal` that aborts when the client of `req` goes away (closes the connection), for
    * `mode: 'delay'`: a request held while it waits leaves its queue at once and fails with a
    * `RequestAbortedError`. Asked for only when a request must wait. On Node's `http` server:
@@ -110,16 +125,22 @@ function headerName(name: ProxyHeader): string {
  * application's own `handler` gets both.
  */
 export interface HttpDenial {
-  /** `'limit'`: over the limit (or a cost the limit can never admit); `'outage'`: the store could not decide. */
-  readonly kind: 'limit' | 'outage'
+  /**
+   * `'limit'`: over the limit (or a cost the limit can never admit); `'concurrency'`: too many of the
+   * client's requests in flight (the `concurrency` option; `lease` says how many); `'outage'`: the store
+   * could not decide.
+   */
+  readonly kind: 'limit' | 'concurrency' | 'outage'
   /** The status to send: `statusCode` (429 by default) or, for an outage, `outageStatusCode` (503 by default). */
   readonly status: number
   /** The `Content-Type` of `body`. */
   readonly contentType: string
   /** The body, serialized. */
   readonly body: string
-  /** The decision that refused the request. */
+  /** The decision that refused the request (`reason: 'concurrency-limited'` for kind `'concurrency'`). */
   readonly decision: Decision
+  /** For a refusal of the `concurrency` option: the refused lease. */
+  readonly lease?: Lease
 }
 
 /**
@@ -196,6 +217,7 @@ const OPTION_NAMES = [
   'normalize',
   'invalidCost',
   'outageStatusCode',
+  'concurrency',
   'maxDelayMs',
   'maxQueue',
   'countWhen',
@@ -326,6 +348,8 @@ export class HttpLimiter<Req, Res> {
   readonly #scope: string | undefined
   /** `{ scope }` for every check without a cost function, built once; `undefined` when unscoped. */
   readonly #scoped: CheckOptions | undefined
+  readonly #concurrency: HttpConcurrency | undefined
+  readonly #onFinished: ((req: Req, res: Res, done: () => void) => void) | undefined
   readonly #clock: () => number
   readonly #writeHeaders: boolean
   readonly #messageFn: ((req: Req, decision: Decision) => MessageBody | Promise<MessageBody>) | undefined
@@ -386,6 +410,20 @@ export class HttpLimiter<Req, Res> {
     this.limiter = o.limiter ?? new FastLimit()
     const rulesFn = typeof o.rules === 'function' ? o.rules : undefined
     this.rules = rulesFn === undefined ? this.limiter.rules((o.rules ?? '100/min') as RuleSet) : undefined
+    this.#concurrency = compileConcurrency(o.concurrency, where)
+    if (this.#concurrency !== undefined && !canLease(this.limiter.backend)) {
+      fail(
+        'concurrency needs a limiter whose backend has acquire() and release() (MemoryBackend, SQLiteBackend, ' +
+          'RedisBackend): implement them on yours, or remove concurrency.',
+      )
+    }
+    this.#onFinished = typeof adapter.onFinished === 'function' ? adapter.onFinished : undefined
+    if (this.#concurrency !== undefined && this.#onFinished === undefined) {
+      fail(
+        `concurrency needs to know when a response ends, which this adapter (${where}) does not tell ` +
+          '(HttpAdapter.onFinished): remove concurrency, or use limiter.acquire() in your handler.',
+      )
+    }
 
     this.#key = fn('key', o.key)
     this.#normalize = fn('normalize', o.normalize)
@@ -807,6 +845,9 @@ export class HttpLimiter<Req, Res> {
     let unusable = false
     /** The reservation to decide when the response ends (`countWhen`, `settle`). */
     let reserved: (Decision & Settleable) | undefined
+    // The concurrency option: the request's slot, and how to release it once the response is done.
+    let lease: Lease | undefined
+    let finish: ((settled: unknown) => void) | undefined
     try {
       let proceed = true
       const skipMethods = this.#skipMethods
@@ -853,10 +894,12 @@ export class HttpLimiter<Req, Res> {
         const delay = this.#delay
         let join = false
         if (costFn === undefined && this.#outcome === undefined) {
+          if (this.#concurrency !== undefined) lease = await this.#slot(identity)
           join = delay?.holding(identity) === true
-          decision = join
-            ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined, rules)
-            : await this.limiter.check(identity, rules, this.#scoped)
+          if (lease === undefined || lease.allowed)
+            decision = join
+              ? await (delay as HttpDelay<Req, Res>).wait(identity, 1, req, res, undefined, rules)
+              : await this.limiter.check(identity, rules, this.#scoped)
         } else {
           let given: unknown = 1
           let cost: number | undefined = 1
@@ -875,13 +918,16 @@ export class HttpLimiter<Req, Res> {
               unusable = true
             }
           } else if (cost !== 0) {
+            if (this.#concurrency !== undefined) lease = await this.#slot(identity)
             join = delay?.holding(identity) === true
             const checkOptions = {
               cost,
               scope: this.#scope,
               mode: this.mode === 'shadow' ? ('shadow' as const) : ('enforce' as const),
             }
-            if (join) {
+            if (lease !== undefined && !lease.allowed) {
+              // Refused for concurrency: the rate rules charge nothing.
+            } else if (join) {
               decision = await (delay as HttpDelay<Req, Res>).wait(identity, cost, req, res, undefined, rules)
             } else if (this.#outcome === undefined) {
               decision = await this.limiter.check(identity, rules, checkOptions)
@@ -918,15 +964,65 @@ export class HttpLimiter<Req, Res> {
             }
           }
         }
+        if (lease !== undefined) {
+          if (!lease.allowed) denial = await this.#denyConcurrency(req, res, lease, rules)
+          else if (denial !== undefined) await lease.release()
+          else finish = releaseWhenDone(lease, req, res, this.#onFinished)
+        }
       }
     } catch (err) {
+      // The rate check (or a message function) failed after the slot was taken: give it back.
+      if (lease?.allowed === true && finish === undefined) void lease.release().catch(() => undefined)
       if (fail === undefined) throw err
       return fail(err)
     }
     if (unusable) return (invalid as NonNullable<typeof invalid>)(req, res, INVALID_COST, next)
     if (denial !== undefined) return deny(req, res, denial, next)
-    if (reserved !== undefined) return (this.#outcome as Outcome<Req, Res>).follow(req, res, reserved, next)
-    return next()
+    const outcome = this.#outcome
+    if (finish === undefined) {
+      if (reserved !== undefined) return (outcome as Outcome<Req, Res>).follow(req, res, reserved, next)
+      return next()
+    }
+    let settled: T | Promise<T>
+    try {
+      settled =
+        reserved !== undefined ? (outcome as Outcome<Req, Res>).follow(req, res, reserved, next) : next()
+    } catch (err) {
+      finish(undefined)
+      throw err
+    }
+    finish(settled)
+    return settled
+  }
+
+  /** Takes the request's slot (the `concurrency` option). */
+  #slot(identity: string): Promise<Lease> {
+    const mode = this.mode === 'shadow' ? 'shadow' : 'enforce'
+    return acquireSlot(this.limiter, this.#concurrency as HttpConcurrency, identity, this.#scope, mode)
+  }
+
+  /**
+   * A request refused for concurrency (or for an outage of the store under `'fail-closed'`): `onLimit`,
+   * `Retry-After`, and the refusal to send (none in shadow mode). No RateLimit headers: no rate rule
+   * was checked.
+   */
+  async #denyConcurrency(req: Req, res: Res, lease: Lease, rules: RuleSet): Promise<HttpDenial | undefined> {
+    const decision = concurrencyDecision(lease, rules.rules[0] as Rule, this.#clock())
+    if (this.#onLimit !== undefined) this.#onLimit(req, decision)
+    if (this.mode === 'shadow') return undefined
+    const retry = retryAfterValue(lease.retryAfterMs)
+    if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
+    if (decision.reason === 'fail-closed') return this.#deny(req, decision)
+    const status = this.statusCode
+    const base = { kind: 'concurrency', status, decision, lease } as const
+    if (this.#messageBody !== undefined)
+      return { ...base, contentType: this.#messageType, body: this.#messageBody }
+    const messageFn = this.#messageFn
+    if (messageFn === undefined)
+      return { ...base, contentType: PROBLEM_JSON, body: concurrencyProblem(status, lease) }
+    const m = await messageFn(req, decision)
+    if (typeof m === 'string') return { ...base, contentType: TEXT, body: m }
+    return { ...base, contentType: JSON_TYPE, body: JSON.stringify(m) }
   }
 
   /**

@@ -1,4 +1,5 @@
 import { describe, expectTypeOf, it } from 'vitest'
+import type { Lease } from '../concurrency'
 import type { Decision } from '../limiter'
 import type { RuleSet, RulesInput } from '../rules'
 import { createHttpLimiter, type HttpAdapter, type HttpDenial, type HttpLimiter } from './http-limiter'
@@ -87,7 +88,11 @@ describe('HTTP layer types', () => {
     expectTypeOf<RateLimitInfo['reset']>().toEqualTypeOf<() => Promise<void>>()
     expectTypeOf<RateLimitInfo['peek']>().toEqualTypeOf<() => Promise<RateLimitInfo>>()
     const denial = {} as HttpDenial
-    expectTypeOf(denial.kind).toEqualTypeOf<'limit' | 'outage'>()
+    expectTypeOf(denial.kind).toEqualTypeOf<'limit' | 'concurrency' | 'outage'>()
+    expectTypeOf(denial.lease).toEqualTypeOf<Lease | undefined>()
+    expectTypeOf<RateLimitCommonOptions<Req>['concurrency']>().toEqualTypeOf<
+      number | { limit: number; leaseMs?: number } | undefined
+    >()
     expectTypeOf(denial.decision).toEqualTypeOf<Decision>()
     const options: RateLimitCommonOptions<Req> = { invalidCost: 'reject', outageStatusCode: 503 }
     expectTypeOf(options.invalidCost).toEqualTypeOf<'reject' | number | undefined>()

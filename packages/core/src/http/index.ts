@@ -1,5 +1,6 @@
 // The HTTP layer every adapter shares: client IP, RateLimit headers, the 429 response, skip and allow lists.
 
+export type { ConcurrencyOptions, ConcurrencySetting } from './concurrency'
 export type { ClosableResponse } from './delay'
 export { closeSignal, isRequestAborted, RequestAbortedError } from './delay'
 export type { HeaderEntry, HeaderFormat, SetHeader } from './headers'

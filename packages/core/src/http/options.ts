@@ -2,6 +2,7 @@
 
 import type { Decision, FastLimit } from '../limiter'
 import type { RuleSet, RulesInput } from '../rules'
+import type { ConcurrencySetting } from './concurrency'
 import type { HeaderFormat } from './headers'
 import type { ProxyHeader, TrustProxySetting } from './ip'
 import type { OutcomeOptions } from './outcome'
@@ -234,6 +235,28 @@ export interface RateLimitCommonOptions<Req, Res = never> extends OutcomeOptions
    * @default undefined: the limiter's unscoped key space
    */
   scope?: string
+  /**
+   * A concurrency (in-flight) limit besides the rate rules: at most `limit` requests of one client (its
+   * `key`, in this middleware's `scope`) in progress at once, each holding a slot from the moment it is
+   * admitted until its response ends or the client disconnects (a request that never ends loses its
+   * slot after `leaseMs`, default 60 s). A number `n` is `{ limit: n }`. Needs a limiter whose backend
+   * has `acquire` and `release` (MemoryBackend, SQLiteBackend, RedisBackend).
+   *
+   * Order: skipped, allow-listed and cost-0 requests take no slot. Then the slot is taken, then the
+   * rate rules are checked: a request refused for concurrency is not charged by the rate rules, and a
+   * request the rate rules refuse gives its slot back before its refusal is sent. A refusal for
+   * concurrency gets `statusCode` (429), `Retry-After` (when the earliest slot expires at the latest),
+   * no RateLimit headers, and a problem details body saying so; `handler`, `message` and `onLimit`
+   * receive a decision with `reason: 'concurrency-limited'`. Under `onBackendError: 'fail-closed'` an
+   * outage is refused as for the rate rules (`outageStatusCode`); `'fail-open'` lets the request in
+   * holding nothing. In shadow mode nothing is refused, and `onLimit` still hears it.
+   * @default undefined: no concurrency limit
+   * @example
+   * ```ts
+   * rateLimit({ rules: '100/min', concurrency: { limit: 5, leaseMs: 30_000 } })
+   * ```
+   */
+  concurrency?: ConcurrencySetting
   /**
    * The clock, in epoch milliseconds, against which `RateLimit` reset values are computed. Give the
    * backend's clock when it has its own (tests with a fake clock).

@@ -14,6 +14,7 @@ import {
   stepAll,
 } from '@fastlimit/core'
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest'
+import { leaseCases } from './leases'
 
 export {
   type AdapterAppOptions,
@@ -24,6 +25,12 @@ export {
   type SuiteRequest,
   type SuiteResponse,
 } from './adapter'
+export {
+  type ConcurrencyConformanceOptions,
+  concurrencyConformance,
+  type ListeningApp,
+} from './concurrency-adapter'
+export { type LeaseCrowdOptions, type LeaseCrowdResult, leaseCases, leaseCrowd } from './leases'
 export { type ReservationPropertyOptions, reservationProperties } from './reservations'
 
 /** A settable clock for tests. */
@@ -620,6 +627,15 @@ export function backendConformance<B extends Backend>(options: ConformanceOption
         )
       })
     }
+
+    leaseCases({
+      backend: () => backend,
+      clock,
+      k,
+      timeout,
+      concurrency,
+      deadlines: options.deadlines === true,
+    })
 
     if (options.deadlines) {
       it(
