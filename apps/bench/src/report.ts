@@ -10,6 +10,17 @@ export interface Headline {
   detail: string
   /** Set when the measured difference is within the noise (an overhead at or below zero): no ratio is claimed. */
   unresolved?: boolean
+  /**
+   * What the ratio is measured in: `'instructions'` (callgrind, where the wall clock is noisier than the
+   * effect) or the section's own time measure (wall clock, CPU time).
+   * @default 'wall clock'
+   */
+  basis?: string
+}
+
+/** Whether two samples' (min–max) ranges overlap: the wall clock cannot tell them apart in this run. */
+export function overlaps(a: { min: number; max: number }, b: { min: number; max: number }): boolean {
+  return a.min <= b.max && b.min <= a.max
 }
 
 export interface Section {
@@ -51,10 +62,11 @@ export function markdown(
     '## Headline ratios',
     '',
     table(
-      ['what', 'ratio', 'target', 'met', 'from'],
+      ['what', 'ratio', 'measured in', 'target', 'met', 'from'],
       heads.map((h) => [
         h.label,
         h.unresolved ? 'unresolved' : `${h.ratio.toFixed(2)}x`,
+        h.basis ?? 'wall clock',
         h.target === undefined ? '—' : `≥ ${h.target}x`,
         h.unresolved
           ? 'not shown (noise)'
