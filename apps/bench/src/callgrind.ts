@@ -108,20 +108,32 @@ export function bundleChild(entry: string): Promise<string> {
   return out
 }
 
-/** Instructions callgrind counts for one run of `node --single-threaded <script> ...args`. */
+let toggle: boolean | undefined
+
+/**
+ * Instructions callgrind counts for one run of `node --single-threaded <script> ...args`. When
+ * callgrind_control is on the PATH, the run starts with instrumentation off and the script switches it on
+ * after loading (see callgrind-child.ts): start-up, which both runs of a pair share, then costs a third.
+ */
 export function instructions(script: string, args: string[]): Promise<number> {
+  toggle ??= onPath('callgrind_control')
   return new Promise((resolve, reject) => {
     const child = spawn(
       'valgrind',
       [
         '--tool=callgrind',
         '--callgrind-out-file=/dev/null',
+        ...(toggle ? ['--instr-atstart=no'] : []),
         process.execPath,
         '--single-threaded',
         script,
         ...args,
       ],
-      { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
+      {
+        cwd: root,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, FASTLIMIT_CALLGRIND_TOGGLE: toggle ? '1' : '0' },
+      },
     )
     let stderr = ''
     let stdout = ''

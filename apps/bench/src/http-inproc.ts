@@ -4,14 +4,15 @@
 // server's JavaScript) without the loopback TCP stack, whose cost is the same for every variant and
 // dominates the noise on a shared machine.
 //   node --import tsx src/http-inproc.ts <express|hono|koa|fastify|nestjs> <rounds> <requests per slice>
-//   node http-inproc.mjs <framework> count <bare|noop|fastlimit|peer> <warm-up requests> <n>   (bundled, under
-//     callgrind: one variant per process, the same warm-up, then n requests; the caller subtracts n = 0)
+//   node http-inproc.mjs <framework> count <bare|noop|fastlimit|peer> <n> [warm-up requests, 2000]   (bundled,
+//     under callgrind: one variant per process, the same warm-up, then n requests; the caller subtracts n = 0)
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
+import { instrumentationOn } from './callgrind-child'
 import { rotate } from './harness'
 import { fastifyListener, nestListener } from './http-apps'
 
-const [framework = 'koa', roundsText = '7', nText = '20000', warmText = '3000', countText = '0'] =
+const [framework = 'koa', roundsText = '7', nText = '20000', countText = '0', warmText = '2000'] =
   process.argv.slice(2)
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
@@ -138,6 +139,7 @@ if (roundsText === 'count') {
   const mode = nText as Mode
   if (!MODES.includes(mode)) throw new Error(`unknown variant ${mode}`)
   const handler = await listener(mode)
+  instrumentationOn()
   await serve(handler, Number(warmText), mode)
   await serve(handler, Number(countText), mode)
 } else {

@@ -43,7 +43,7 @@ async function countRequests(
       label: `${f} ${mode}`,
       entry: path.join(here, 'http-inproc.ts'),
       n,
-      args: (count: number) => [f, 'count', mode, String(warm), String(count)],
+      args: (count: number) => [f, 'count', mode, String(count), String(warm)],
     })),
   )
   const ins = await countInstructions(cases, {

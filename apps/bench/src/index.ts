@@ -1,7 +1,7 @@
-// `pnpm bench [--quick] [--instructions] [--jobs=2] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle]`:
+// `pnpm bench [--quick] [--instructions] [--jobs=2] [--reps=3] [--only=memory,heap,redis,sqlite,postgres,http,outbound,otel,bundle]`:
 // measures fastlimit beside the libraries users would otherwise pick, in one run, and writes RESULTS.md and
 // chart.svg. `--instructions` adds callgrind's instructions per operation to the in-process cases (memory,
-// HTTP in process), `--jobs` callgrind processes at a time.
+// HTTP in process), `--jobs` callgrind processes at a time, `--reps` pairs of runs per case (median).
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -24,6 +24,7 @@ const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const counting = args.includes('--instructions')
 const jobs = Number(args.find((a) => a.startsWith('--jobs='))?.slice('--jobs='.length) ?? 2)
+const repsArg = args.find((a) => a.startsWith('--reps='))?.slice('--reps='.length)
 const only = args
   .find((a) => a.startsWith('--only='))
   ?.slice('--only='.length)
@@ -38,7 +39,7 @@ function find<T extends Measured>(results: T[], group: string, name: string): T 
 }
 
 /** Instruction-count settings of a run: pairs of runs per case, and the warm-up and N of each kind. */
-const REPS = quick ? 1 : 3
+const REPS = repsArg === undefined ? (quick ? 1 : 3) : Math.max(1, Number(repsArg))
 const MEMORY_WARM = 20_000
 const MEMORY_N = quick ? 20_000 : 40_000
 

@@ -1,6 +1,7 @@
 // Runs one in-process case in a process of its own:
 //   node --import tsx src/memory-child.ts <case id> <warmup ms> <slice ms>   -> {"opsPerSec": n}
 //   node memory-child.mjs <case id> count <warm-up ops> <n>                  (bundled, under callgrind)
+import { instrumentationOn } from './callgrind-child'
 import { memoryCases } from './memory'
 
 const [id = '', warmText = '300', sliceText = '200', countText = '0'] = process.argv.slice(2)
@@ -27,6 +28,7 @@ async function timed(ms: number): Promise<number> {
 
 if (warmText === 'count') {
   // Under callgrind: the same warm-up, then n operations; the caller subtracts the run with n = 0.
+  instrumentationOn()
   await run(Number(sliceText))
   await run(Number(countText))
 } else {

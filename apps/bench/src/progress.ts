@@ -92,7 +92,7 @@ class Progress {
       const elapsed = (Date.now() - this.sectionStart) / 1000
       const s = this.step
       const share = s && s.total > 0 ? Math.min(1, s.done / s.total) : 0
-      left += share > 0.02 ? (elapsed * (1 - share)) / share : Math.max(0, current.estimateS - elapsed)
+      left += share >= 0.1 ? (elapsed * (1 - share)) / share : Math.max(0, current.estimateS - elapsed)
     }
     for (const p of this.plan.slice(this.index + 1)) left += p.estimateS
     return left
