@@ -6,6 +6,7 @@
 // several such pairs.
 import { spawn, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { build, type Plugin } from 'esbuild'
@@ -13,7 +14,8 @@ import { type Stat, stat } from './harness'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const root = path.resolve(here, '..')
-const outDir = path.join(root, '.callgrind')
+// One directory per run (runs may overlap); imports of packages are absolute paths, so any place works.
+const outDir = path.join(os.tmpdir(), `fastlimit-bench-callgrind-${process.pid}`)
 
 function onPath(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0
@@ -81,7 +83,7 @@ const bundles = new Map<string, Promise<string>>()
 /**
  * Bundles a child script of the bench (TypeScript, the workspace's sources through their
  * `@fastlimit/source` condition) into one `.mjs` that plain Node runs, so callgrind counts neither tsx
- * nor its transforms. Bundled once per run into `apps/bench/.callgrind/<name>/` (not committed).
+ * nor its transforms. Bundled once per run into a temporary directory of the run's own.
  */
 export function bundleChild(entry: string): Promise<string> {
   let out = bundles.get(entry)
