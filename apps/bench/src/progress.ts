@@ -40,16 +40,21 @@ class Progress {
   private shown = ''
   private lastPlain = 0
   private lastPlainRound: string | undefined
+  private restore: (() => void) | undefined
 
   /** Sets the sections the run will go through, in order; on a terminal, console.log clears the status first. */
   begin(plan: PlannedSection[]): void {
     this.plan = plan
     if (!this.live) return
-    const log = console.log.bind(console)
+    const original = console.log
+    const log = original.bind(console)
     console.log = (...args: unknown[]) => {
       this.clear()
       log(...args)
       this.draw()
+    }
+    this.restore = () => {
+      console.log = original
     }
   }
 
@@ -81,7 +86,10 @@ class Progress {
 
   /** Ends the run's progress display (the status line is cleared). */
   end(): void {
-    if (this.live) this.clear()
+    if (!this.live) return
+    this.clear()
+    this.restore?.()
+    this.index = -1
   }
 
   /** Seconds left in the whole run, from the current section's pace and the estimates of the rest. */
