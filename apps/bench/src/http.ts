@@ -57,7 +57,7 @@ async function start(variant: string): Promise<Server> {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${variant} did not start within 30 s`)), 30_000)
+    const timer = setTimeout(() => reject(new Error(`${variant} did not start within 120 s`)), 120_000)
     child.once('message', (m: { port: number }) => {
       clearTimeout(timer)
       resolve(m.port)
