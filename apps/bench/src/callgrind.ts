@@ -210,6 +210,10 @@ export async function countInstructions(
       const long = counts.get(`${c.id}|${rep}|${c.n}`) as number
       const empty = counts.get(`${c.id}|${rep}|0`) as number
       perOp.push((long - empty) / c.n)
+      // More instructions with 0 operations than with N: one run did extra work the other did not (a GC or
+      // a compilation at another moment); the median of several pairs outvotes it, one pair cannot.
+      if (long <= empty)
+        console.log(`[bench] callgrind: ${c.label}, pair ${rep + 1}: N ops counted fewer instructions than 0`)
     }
     out.set(c.id, stat(perOp))
   }
