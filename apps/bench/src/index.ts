@@ -53,7 +53,9 @@ function pickHeadline(
   ins: { ours: Stat | undefined; other: Stat | undefined; unit: string },
 ): Headline {
   const wallRatio = wall.ours.median / wall.other.median
-  if (ins.ours && ins.other && overlaps(wall.ours, wall.other)) {
+  // A median at or below zero is a failed count (see countInstructions): it decides nothing.
+  const counted = ins.ours && ins.other && ins.ours.median > 0 && ins.other.median > 0
+  if (counted && ins.ours && ins.other && overlaps(wall.ours, wall.other)) {
     return {
       ...h,
       ratio: ins.other.median / ins.ours.median,
@@ -62,7 +64,9 @@ function pickHeadline(
     }
   }
   const insNote =
-    ins.ours && ins.other ? `; ${(ins.other.median / ins.ours.median).toFixed(2)}x in instructions` : ''
+    counted && ins.ours && ins.other
+      ? `; ${(ins.other.median / ins.ours.median).toFixed(2)}x in instructions`
+      : ''
   return { ...h, ratio: wallRatio, basis: 'wall clock', detail: `${wall.detail}${insNote}` }
 }
 
