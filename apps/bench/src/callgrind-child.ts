@@ -1,7 +1,8 @@
-// For a child script under callgrind: switches instrumentation on once start-up and loading are done.
-// The bench starts valgrind with `--instr-atstart=no` (Node's start-up and module loading then run several
-// times faster, uncounted) and sets FASTLIMIT_CALLGRIND_TOGGLE; callgrind_control (through vgdb) turns
-// counting on just before the warm-up, which both runs of a pair share, so the difference is unchanged.
+// For a child script under callgrind: switches instrumentation on once start-up, loading and the warm-up
+// are done. The bench starts valgrind with `--instr-atstart=no` (Node's start-up, module loading and the
+// warm-up then run several times faster, uncounted) and sets FASTLIMIT_CALLGRIND_TOGGLE; callgrind_control
+// (through vgdb) turns counting on just before the measured operations. Both runs of a pair do the same
+// until then, so their difference is unchanged, and a long warm-up costs little.
 import { spawnSync } from 'node:child_process'
 
 /** Turns callgrind's instrumentation on for this process, if the bench started it switched off. */

@@ -139,8 +139,8 @@ if (roundsText === 'count') {
   const mode = nText as Mode
   if (!MODES.includes(mode)) throw new Error(`unknown variant ${mode}`)
   const handler = await listener(mode)
-  instrumentationOn()
   await serve(handler, Number(warmText), mode)
+  instrumentationOn()
   await serve(handler, Number(countText), mode)
 } else {
   const handlers = new Map<Mode, Listener>()

@@ -27,9 +27,9 @@ async function timed(ms: number): Promise<number> {
 }
 
 if (warmText === 'count') {
-  // Under callgrind: the same warm-up, then n operations; the caller subtracts the run with n = 0.
-  instrumentationOn()
+  // Under callgrind: the same warm-up (not counted), then n operations; the caller subtracts the run with n = 0.
   await run(Number(sliceText))
+  instrumentationOn()
   await run(Number(countText))
 } else {
   await timed(Number(warmText))

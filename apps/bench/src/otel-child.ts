@@ -53,8 +53,8 @@ async function timed(ms: number): Promise<number> {
 
 if (how === 'count') {
   // Under callgrind: a fixed warm-up, then n checks; the caller subtracts the run with n = 0.
-  instrumentationOn()
   await run(50_000)
+  instrumentationOn()
   await run(Number(a))
 } else {
   await timed(Number(a))
