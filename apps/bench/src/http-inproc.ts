@@ -4,14 +4,16 @@
 // server's JavaScript) without the loopback TCP stack, whose cost is the same for every variant and
 // dominates the noise on a shared machine.
 //   node --import tsx src/http-inproc.ts <express|hono|koa|fastify|nestjs> <rounds> <requests per slice>
-//   node --import tsx src/http-inproc.ts <framework> count <mode> <n>     (under callgrind: 2,000 warm-up
-//   requests of one mode, then n; the caller subtracts two runs of different n)
+//   node http-inproc.mjs <framework> count <bare|noop|fastlimit|peer> <n> [warm-up requests, 2000]   (bundled,
+//     under callgrind: one variant per process, the same warm-up, then n requests; the caller subtracts n = 0)
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
+import { instrumentationOn } from './callgrind-child'
 import { rotate } from './harness'
 import { fastifyListener, nestListener } from './http-apps'
 
-const [framework = 'koa', roundsText = '7', nText = '20000'] = process.argv.slice(2)
+const [framework = 'koa', roundsText = '7', nText = '20000', countText = '0', warmText = '2000'] =
+  process.argv.slice(2)
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
 // countWhen: fastlimit deciding after the response, as for "skip successful requests" (each 200 refunded).
@@ -148,34 +150,34 @@ function request(handler: Listener): Promise<number> {
   })
 }
 
-if (roundsText === 'count') {
-  const mode = nText as Mode
-  const handler = await listener(mode)
-  const n = Number(process.argv[5] ?? '1000')
-  for (let i = 0; i < 2000 + n; i++) {
+async function serve(handler: Listener, requests: number, mode: Mode): Promise<void> {
+  for (let i = 0; i < requests; i++) {
     const status = await request(handler)
     if (status !== 200) throw new Error(`${framework} ${mode}: status ${status}`)
   }
-  // Let what was decided after the last responses finish inside the count.
-  await new Promise((r) => setTimeout(r, 10))
-  process.exit(0)
 }
 
-const handlers = new Map<Mode, Listener>()
-for (const mode of MODES) handlers.set(mode, await listener(mode))
-const n = Number(nText)
-const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [], countWhen: [] }
-for (const mode of MODES) for (let i = 0; i < 3000; i++) await request(handlers.get(mode) as Listener)
-for (let round = 0; round < Number(roundsText); round++) {
-  for (const mode of rotate(MODES, round)) {
-    const handler = handlers.get(mode) as Listener
-    const before = process.cpuUsage()
-    for (let i = 0; i < n; i++) {
-      const status = await request(handler)
-      if (status !== 200) throw new Error(`${framework} ${mode}: status ${status}`)
+if (roundsText === 'count') {
+  const mode = nText as Mode
+  if (!MODES.includes(mode)) throw new Error(`unknown variant ${mode}`)
+  const handler = await listener(mode)
+  await serve(handler, Number(warmText), mode)
+  instrumentationOn()
+  await serve(handler, Number(countText), mode)
+} else {
+  const handlers = new Map<Mode, Listener>()
+  for (const mode of MODES) handlers.set(mode, await listener(mode))
+  const n = Number(nText)
+  const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [], countWhen: [] }
+  for (const mode of MODES) await serve(handlers.get(mode) as Listener, 3000, mode)
+  for (let round = 0; round < Number(roundsText); round++) {
+    for (const mode of rotate(MODES, round)) {
+      const handler = handlers.get(mode) as Listener
+      const before = process.cpuUsage()
+      await serve(handler, n, mode)
+      const used = process.cpuUsage(before)
+      samples[mode].push((used.user + used.system) / n)
     }
-    const used = process.cpuUsage(before)
-    samples[mode].push((used.user + used.system) / n)
   }
+  console.log(JSON.stringify({ framework, samples }))
 }
-console.log(JSON.stringify({ framework, samples }))

@@ -57,7 +57,7 @@ async function start(variant: string): Promise<Server> {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${variant} did not start within 30 s`)), 30_000)
+    const timer = setTimeout(() => reject(new Error(`${variant} did not start within 120 s`)), 120_000)
     child.once('message', (m: { port: number }) => {
       clearTimeout(timer)
       resolve(m.port)
@@ -89,12 +89,15 @@ export async function httpBench({
   seconds,
   connections = 10,
   warmup = 'long',
+  onRound,
 }: {
   rounds: number
   seconds: number
   connections?: number
   /** `'long'`: 1 s of load per server before measuring; `'short'`: 1,000 requests (the quick run). */
   warmup?: 'long' | 'short'
+  /** Told before each measured slice: the 1-based round, the variant, slices done and their total. */
+  onRound?: (round: number, variant: string, done: number, total: number) => void
 }): Promise<HttpResult[]> {
   const servers: Server[] = []
   pin(process.pid, 1)
@@ -115,10 +118,12 @@ export async function httpBench({
         connections,
         ...(warmup === 'long' ? { duration: 1 } : { amount: 1000 }),
       })
+    let slices = 0
     for (let r = 0; r < rounds; r++) {
       for (const f of FRAMEWORKS) {
         const group = servers.filter((s) => s.variant.startsWith(`${f}-`))
         for (const s of rotate(group, r)) {
+          onRound?.(r + 1, s.variant, slices++, rounds * servers.length)
           const before = await cpuUsage(s.child)
           const result = await autocannon({
             url: `http://127.0.0.1:${s.port}/`,
@@ -135,9 +140,7 @@ export async function httpBench({
           entry.non2xx += result.non2xx
         }
       }
-      process.stdout.write(`  round ${r + 1}/${rounds}\r`)
     }
-    process.stdout.write('\n')
     const out: HttpResult[] = []
     for (const f of FRAMEWORKS) {
       const bare = samples.get(`${f}-bare`)

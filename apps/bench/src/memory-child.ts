@@ -1,11 +1,13 @@
-// Runs one in-process case for one slice and prints its operations per second:
-//   node --import tsx src/memory-child.ts <case id> <warmup ms> <slice ms>
+// Runs one in-process case in a process of its own:
+//   node --import tsx src/memory-child.ts <case id> <warmup ms> <slice ms>   -> {"opsPerSec": n}
+//   node memory-child.mjs <case id> count <warm-up ops> <n>                  (bundled, under callgrind)
+import { instrumentationOn } from './callgrind-child'
 import { memoryCases } from './memory'
 
-const [id = '', warmText = '300', sliceText = '200'] = process.argv.slice(2)
+const [id = '', warmText = '300', sliceText = '200', countText = '0'] = process.argv.slice(2)
 const c = memoryCases().find((x) => x.id === id)
 if (!c) throw new Error(`unknown case ${id}`)
-const run = c.make()
+const run = await c.make()
 
 async function timed(ms: number): Promise<number> {
   // Batches of a size that takes about 5 ms, until `ms` has passed.
@@ -24,5 +26,12 @@ async function timed(ms: number): Promise<number> {
   }
 }
 
-await timed(Number(warmText))
-console.log(JSON.stringify({ id, opsPerSec: await timed(Number(sliceText)) }))
+if (warmText === 'count') {
+  // Under callgrind: the same warm-up (not counted), then n operations; the caller subtracts the run with n = 0.
+  await run(Number(sliceText))
+  instrumentationOn()
+  await run(Number(countText))
+} else {
+  await timed(Number(warmText))
+  console.log(JSON.stringify({ id, opsPerSec: await timed(Number(sliceText)) }))
+}

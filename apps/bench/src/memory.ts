@@ -4,9 +4,10 @@
 // Each case runs in a process of its own (memory-child.ts), one slice per round, round-robin: a real
 // app uses one limiter, and measuring six algorithms and three libraries in one process would let
 // each one's code make the JIT's shared call sites slower for the others.
-import { ALGORITHMS, FastLimit } from '@fastlimit/core'
-import { MemoryStore } from 'express-rate-limit'
-import { RateLimiterMemory } from 'rate-limiter-flexible'
+//
+// Each case imports only its own library, when it is made: under callgrind a process then loads what its
+// case runs, and nothing else.
+import { ALGORITHMS } from '@fastlimit/core'
 
 const KEYS = 10_000
 export const ROTATING = 'rotating keys (10,000), allowed'
@@ -19,7 +20,7 @@ export interface MemoryCase {
   name: string
   group: string
   kind: 'fastlimit' | 'peer' | 'floor'
-  make: () => (n: number) => Promise<void>
+  make: () => Promise<(n: number) => Promise<void>>
 }
 
 /** A plain Map fixed-window counter in an async function: the least any limiter can do. */
@@ -59,7 +60,8 @@ export function memoryCases(): MemoryCase[] {
         name: `fastlimit ${algorithm}`,
         group,
         kind: 'fastlimit',
-        make: () => {
+        make: async () => {
+          const { FastLimit } = await import('@fastlimit/core')
           const limiter = new FastLimit({ algorithm })
           const allow = algorithm === 'sliding-log' ? { limit: 100_000, window: '1s' } : ALLOW
           const rules = limiter.rules(group === DENIED ? DENY : allow)
@@ -72,7 +74,8 @@ export function memoryCases(): MemoryCase[] {
       name: 'rate-limiter-flexible consume',
       group,
       kind: 'peer',
-      make: () => {
+      make: async () => {
+        const { RateLimiterMemory } = await import('rate-limiter-flexible')
         if (group === DENIED) {
           const rlf = new RateLimiterMemory({ points: 1, duration: 3600 })
           // Its denied path rejects the promise with a RateLimiterRes (not an Error).
@@ -88,7 +91,8 @@ export function memoryCases(): MemoryCase[] {
         name: 'express-rate-limit MemoryStore.increment',
         group,
         kind: 'peer',
-        make: () => {
+        make: async () => {
+          const { MemoryStore } = await import('express-rate-limit')
           const store = new MemoryStore()
           store.init({ windowMs: 60_000 } as never)
           return loop((k) => store.increment(k), group)
@@ -100,7 +104,8 @@ export function memoryCases(): MemoryCase[] {
       name: 'Map fixed-window floor',
       group,
       kind: 'floor',
-      make: () => loop(group === DENIED ? mapFloor(0, 3_600_000) : mapFloor(1_000_000_000, 60_000), group),
+      make: async () =>
+        loop(group === DENIED ? mapFloor(0, 3_600_000) : mapFloor(1_000_000_000, 60_000), group),
     })
   }
   return cases

@@ -11,6 +11,7 @@ import {
   MeterProvider,
   PeriodicExportingMetricReader,
 } from '@opentelemetry/sdk-metrics'
+import { instrumentationOn } from './callgrind-child'
 
 const [name = 'plain', how = 'time', a = '300', b = '200'] = process.argv.slice(2)
 const limiter = new FastLimit({ algorithm: 'gcra' })
@@ -51,8 +52,9 @@ async function timed(ms: number): Promise<number> {
 }
 
 if (how === 'count') {
-  // Under callgrind: a fixed warm-up, then n checks; the caller subtracts two runs of different n.
+  // Under callgrind: a fixed warm-up, then n checks; the caller subtracts the run with n = 0.
   await run(50_000)
+  instrumentationOn()
   await run(Number(a))
 } else {
   await timed(Number(a))

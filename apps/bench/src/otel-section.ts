@@ -1,11 +1,13 @@
 // The OTel section: what instrument() from @fastlimit/otel costs a FastLimit.check on MemoryBackend at
 // full speed, measured two ways: operations per second (each case a process of its own per round,
 // round-robin), and instructions per check under callgrind when valgrind is installed (independent of
-// the machine's load; two runs of different length are subtracted, so start-up and warm-up cancel out).
-import { spawnSync } from 'node:child_process'
+// the machine's load; a run of N checks and one of 0 after the same warm-up are subtracted, so start-up
+// and warm-up cancel out).
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { countInstructions, hasValgrind } from './callgrind'
 import { fmtOps, fmtStat, runJsonChild, type Stat, stat } from './harness'
+import { progress } from './progress'
 import { type Headline, type Section, table } from './report'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -19,45 +21,25 @@ const CASES = [
   { id: 'decision-listener', name: "one empty limiter.on('decision') listener (core's delivery alone)" },
 ] as const
 
-function hasValgrind(): boolean {
-  return spawnSync('sh', ['-c', 'command -v valgrind'], { stdio: 'ignore' }).status === 0
-}
-
-/** Instructions callgrind counts for `n` checks of a case (plus the fixed start-up and warm-up). */
-function instructions(id: string, n: number): number {
-  const run = spawnSync(
-    'valgrind',
-    [
-      '--tool=callgrind',
-      '--callgrind-out-file=/dev/null',
-      process.execPath,
-      '--single-threaded',
-      '--import',
-      'tsx',
-      child,
-      id,
-      'count',
-      String(n),
-    ],
-    { cwd: root, encoding: 'utf8', timeout: 600_000 },
-  )
-  const m = /Collected\s*:\s*(\d+)/.exec(run.stderr)
-  if (run.status !== 0 || !m) throw new Error(`callgrind of ${id} failed: ${run.stderr.slice(-2000)}`)
-  return Number(m[1])
-}
-
 /** The time per check a case adds, from operations per second. */
 function overhead(plain: number, other: number): string {
   const pct = (plain / other - 1) * 100
   return `${pct >= 0 ? '+' : ''}${pct.toFixed(1)}%`
 }
 
-export async function otelSection({ quick }: { quick: boolean }): Promise<Section> {
+export async function otelSection({ quick, jobs = 2 }: { quick: boolean; jobs?: number }): Promise<Section> {
   const rounds = quick ? 3 : 9
   console.log(`[bench] otel: ${rounds} rounds per case, one process per case and round`)
   const samples = new Map<string, number[]>(CASES.map((c) => [c.id, []]))
   for (let r = 0; r < rounds; r++) {
-    for (const c of CASES) {
+    for (const [i, c] of CASES.entries()) {
+      progress.update({
+        case: c.name,
+        round: r + 1,
+        rounds,
+        done: r * CASES.length + i,
+        total: rounds * CASES.length,
+      })
       const { opsPerSec } = runJsonChild<{ opsPerSec: number }>(
         child,
         [c.id, 'time', quick ? '150' : '400', quick ? '100' : '300'],
@@ -66,27 +48,35 @@ export async function otelSection({ quick }: { quick: boolean }): Promise<Sectio
       )
       samples.get(c.id)?.push(opsPerSec)
     }
-    process.stdout.write(`  round ${r + 1}/${rounds}\r`)
   }
-  process.stdout.write('\n')
   const ops = new Map<string, Stat>(CASES.map((c) => [c.id, stat(samples.get(c.id) as number[])]))
   const plainOps = (ops.get('plain') as Stat).median
 
-  // Instructions per check: (I(2n) - I(n)) / n, which removes start-up, tsx and the warm-up.
+  // Instructions per check: (I(n) - I(0)) / n after the same warm-up, which removes start-up and loading.
   const perCheck = new Map<string, number>()
   const valgrind = hasValgrind()
   if (valgrind) {
-    // One difference varies by up to ~15% with V8's compilation and GC decisions: the median of three.
+    // One difference varies by a few percent with V8's compilation and GC decisions: the median of three.
     const n = quick ? 50_000 : 100_000
     const reps = quick ? 1 : 3
     console.log(
-      `[bench] otel: instructions per check under callgrind (${n.toLocaleString()} and twice that, ${reps}x)`,
+      `[bench] otel: instructions per check under callgrind (${n.toLocaleString()} and 0 after 50,000, ${reps}x)`,
     )
-    for (const c of CASES) {
-      const diffs: number[] = []
-      for (let r = 0; r < reps; r++) diffs.push((instructions(c.id, 2 * n) - instructions(c.id, n)) / n)
-      perCheck.set(c.id, stat(diffs).median)
-    }
+    const counted = await countInstructions(
+      CASES.map((c) => ({
+        id: c.id,
+        label: c.name,
+        entry: child,
+        n,
+        args: (count: number) => [c.id, 'count', String(count)],
+      })),
+      {
+        reps,
+        jobs,
+        onRun: (done, total, label) => progress.update({ case: `callgrind: ${label}`, done, total }),
+      },
+    )
+    for (const [id, s] of counted) perCheck.set(id, s.median)
   }
   const plainIns = perCheck.get('plain')
 

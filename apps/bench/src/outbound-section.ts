@@ -11,6 +11,7 @@ import type { RuleObject } from '@fastlimit/core'
 import { Redis } from 'ioredis'
 import { startStandalone } from '../../../packages/redis/test/servers'
 import type { OutboundConfig, OutboundLib, OutboundResult } from './outbound-child'
+import { progress } from './progress'
 import { processCpuSeconds } from './redis-measure'
 import { type Headline, type Section, table } from './report'
 
@@ -157,6 +158,7 @@ export async function outboundSection({ quick }: { quick: boolean }): Promise<Se
   try {
     let run = 0
     for (const c of CASES) {
+      progress.update({ case: `${c.name}, ${c.processes} process(es)`, done: run, total: CASES.length })
       const id = `outbound-${run++}`
       const scripts = async () => {
         let n = 0
@@ -200,9 +202,7 @@ export async function outboundSection({ quick }: { quick: boolean }): Promise<Se
         redisUs: usesRedis ? ((cpu1 - cpu0) * 1e6) / n : undefined,
         scripts: usesRedis ? scriptsRun / n : undefined,
       })
-      process.stdout.write(`  ${rows.length}/${CASES.length}\r`)
     }
-    process.stdout.write('\n')
   } finally {
     admin.disconnect()
     await server.stop()

@@ -7,6 +7,7 @@ import pg from 'pg'
 import { RateLimiterPostgres } from 'rate-limiter-flexible'
 import { createDatabase } from '../../../packages/postgres/test/databases'
 import { fmtOps, fmtStat, rotate, type Stat, stat } from './harness'
+import { progress } from './progress'
 import { burst, type Call } from './redis-measure'
 import { type Headline, ratio, type Section, table } from './report'
 
@@ -150,7 +151,7 @@ export async function postgresSection({ quick }: { quick: boolean }): Promise<Se
     }
 
     // Warm up: every key once per case (the first call inserts its row; the slices measure updates).
-    process.stdout.write('  warming up\r')
+    progress.update({ case: 'warming up', done: 0, total: rounds + 1 })
     for (const c of cases) await burst(c.call, { inFlight: 64, maxOps: KEYS, maxMs: quick ? 8000 : 20_000 })
 
     const samples = new Map<string, { ops: number[]; unexpected: number }>()
@@ -161,6 +162,7 @@ export async function postgresSection({ quick }: { quick: boolean }): Promise<Se
       return m
     }
     for (let r = 0; r < rounds; r++) {
+      progress.update({ round: r + 1, rounds, done: r + 1, total: rounds + 1 })
       for (const inFlight of IN_FLIGHT) {
         for (const c of rotate(cases, r)) {
           const b = await burst(c.call, { inFlight, maxOps: 5_000_000, maxMs: sliceMs })
@@ -169,9 +171,7 @@ export async function postgresSection({ quick }: { quick: boolean }): Promise<Se
           m.unexpected += b.unexpected
         }
       }
-      process.stdout.write(`  round ${r + 1}/${rounds}\r`)
     }
-    process.stdout.write('\n')
     const results = new Map<string, { opsPerSec: Stat; unexpected: number }>(
       [...samples].map(([id, m]) => [id, { opsPerSec: stat(m.ops), unexpected: m.unexpected }]),
     )

@@ -12,6 +12,7 @@ import { createClient } from 'redis'
 import { SCRIPT } from '../../../packages/redis/src/scripts'
 import { startStandalone } from '../../../packages/redis/test/servers'
 import { fmtOps, fmtStat, rotate, type Stat, stat } from './harness'
+import { progress } from './progress'
 import { burst, type Call, percentile, processCpuSeconds, sequential } from './redis-measure'
 import { type Headline, ratio, type Section, table } from './report'
 
@@ -321,7 +322,7 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
     }
 
     // Warm up: loads the scripts, touches every key (the denied paths' first call per key is allowed).
-    process.stdout.write('  warming up\r')
+    progress.update({ case: 'warming up', done: 0, total: 2 * rounds + 1 })
     for (const c of cases) {
       await burst(c.call, {
         inFlight: IN_FLIGHT,
@@ -346,6 +347,7 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
       ]),
     )
     for (let r = 0; r < rounds; r++) {
+      progress.update({ case: 'throughput', round: r + 1, rounds, done: r + 1, total: 2 * rounds + 1 })
       for (const c of rotate(cases, r)) {
         const m = raw.get(c) as NonNullable<ReturnType<typeof raw.get>>
         await admin.config('RESETSTAT')
@@ -361,9 +363,7 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
         m.script.push(s.calls > 0 ? s.usec / s.calls : Number.NaN)
         m.unexpected += b.unexpected
       }
-      process.stdout.write(`  throughput round ${r + 1}/${rounds}\r`)
     }
-    process.stdout.write('\n')
     const throughput = new Map<RedisCase, Throughput>(
       [...raw].map(([c, m]) => [
         c,
@@ -383,6 +383,7 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
       latencyCases.map((c) => [c, { p50: [] as number[], p99: [] as number[], unexpected: 0 }]),
     )
     for (let r = 0; r < rounds; r++) {
+      progress.update({ case: 'latency', round: r + 1, rounds, done: rounds + r + 1, total: 2 * rounds + 1 })
       for (const c of rotate(latencyCases, r)) {
         const m = lat.get(c) as NonNullable<ReturnType<typeof lat.get>>
         const s = await sequential(c.call, { calls: latencyCalls, maxMs: latencyMaxMs })
@@ -390,9 +391,7 @@ export async function redisSection({ quick }: { quick: boolean }): Promise<Secti
         m.p99.push(percentile(s.sortedUs, 99))
         m.unexpected += s.unexpected
       }
-      process.stdout.write(`  latency round ${r + 1}/${rounds}\r`)
     }
-    process.stdout.write('\n')
     const latency = new Map<RedisCase, Latency>(
       [...lat].map(([c, m]) => [c, { p50: stat(m.p50), p99: stat(m.p99), unexpected: m.unexpected }]),
     )

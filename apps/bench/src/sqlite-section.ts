@@ -9,6 +9,7 @@ import { type Algorithm, type BucketConfig, FastLimit } from '@fastlimit/core'
 import { SQLiteBackend } from '@fastlimit/sqlite'
 import { RateLimiterSQLite } from 'rate-limiter-flexible'
 import { fmtOps, fmtStat, rotate, type Stat, stat } from './harness'
+import { progress } from './progress'
 import { type Headline, ratio, type Section, table } from './report'
 
 /** better-sqlite3's Database, typed through @fastlimit/sqlite (this app has no @types/better-sqlite3 of its own). */
@@ -162,12 +163,13 @@ export async function sqliteSection({ quick }: { quick: boolean }): Promise<Sect
     }
 
     // Warm up: every key once (the first call inserts its row; the slices measure updates), bounded by time.
-    process.stdout.write('  warming up\r')
+    progress.update({ case: 'warming up', done: 0, total: rounds + 1 })
     const cursors = new Map(cases.map((c) => [c, { i: 0 }]))
     for (const c of cases) await slice(c, cursors.get(c) as { i: number }, KEYS, quick ? 4000 : 8000)
 
     const samples = new Map(cases.map((c) => [c, { ops: [] as number[], unexpected: 0 }]))
     for (let r = 0; r < rounds; r++) {
+      progress.update({ round: r + 1, rounds, done: r + 1, total: rounds + 1 })
       // Round-robin, the order rotating each round.
       for (const c of rotate(cases, r)) {
         const s = await slice(c, cursors.get(c) as { i: number }, 5_000_000, sliceMs)
@@ -175,9 +177,7 @@ export async function sqliteSection({ quick }: { quick: boolean }): Promise<Sect
         m.ops.push(s.ops / s.seconds)
         m.unexpected += s.unexpected
       }
-      process.stdout.write(`  round ${r + 1}/${rounds}\r`)
     }
-    process.stdout.write('\n')
     const results = new Map<SqliteCase, { opsPerSec: Stat; unexpected: number }>(
       [...samples].map(([c, m]) => [c, { opsPerSec: stat(m.ops), unexpected: m.unexpected }]),
     )
