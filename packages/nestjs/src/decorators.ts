@@ -21,6 +21,8 @@ const noAdapter = {
   header: () => undefined,
   method: () => 'GET',
   setHeader: () => {},
+  // The guard tells when a response ends (the concurrency option): the check must not refuse it.
+  onFinished: () => {},
 }
 
 /**

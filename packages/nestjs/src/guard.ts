@@ -213,6 +213,25 @@ export class FastLimitGuard implements CanActivate {
         const raw = res?.raw ?? res
         if (typeof raw?.on === 'function') onResponseClose(raw, end)
       },
+      // concurrency: the slot goes back when Node's response is done (sent, or the client gone). A
+      // context without one (no HTTP response to watch) throws: the HTTP layer then releases the
+      // slot when the guard has decided, as it does for adapters that cannot tell.
+      onFinished: (_req: RateLimitRequest, res: RateLimitResponse, done: () => void): void => {
+        const raw = res?.raw ?? res
+        if (typeof raw?.once !== 'function') throw new TypeError('no Node response to watch')
+        if (raw.closed === true) {
+          done()
+          return
+        }
+        let pending = true
+        const once = (): void => {
+          if (!pending) return
+          pending = false
+          done()
+        }
+        raw.once('finish', once)
+        raw.once('close', once)
+      },
       expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
         req.rateLimit = decision
         req.rateLimitHandle = handles.handleOf(decision)

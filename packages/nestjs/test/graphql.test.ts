@@ -89,3 +89,68 @@ for (const platform of ['express', 'fastify'] as Platform[]) {
     })
   })
 }
+
+/** An app whose `slow` query waits until `open()`, limited to one operation in progress at once. */
+function concurrencyModule(platform: Platform) {
+  let open: () => void = () => undefined
+  const opened = new Promise<void>((r) => {
+    open = r
+  })
+  let entered = 0
+  @Resolver()
+  class SlowResolver {
+    @Query('slow')
+    @RateLimit('100/min', { key: () => 'k', concurrency: 1 })
+    async slow() {
+      entered++
+      await opened
+      return 'done'
+    }
+  }
+  const graphql =
+    platform === 'express'
+      ? GraphQLModule.forRoot<ApolloDriverConfig>({
+          driver: ApolloDriver,
+          typeDefs: 'type Query { slow: String }',
+        })
+      : GraphQLModule.forRoot<MercuriusDriverConfig>({
+          driver: MercuriusDriver,
+          typeDefs: 'type Query { slow: String }',
+        })
+  @Module({ imports: [FastLimitModule.forRoot({}), graphql], providers: [SlowResolver] })
+  class SlowApp {}
+  return { module: SlowApp, open: () => open(), entered: () => entered }
+}
+
+for (const platform of ['express', 'fastify'] as Platform[]) {
+  const driver = platform === 'express' ? 'Apollo on Express' : 'Mercurius on Fastify'
+  it(`an operation holds one concurrency slot until its HTTP response ends (${driver})`, async () => {
+    const slow = concurrencyModule(platform)
+    const app = await start(platform, slow.module)
+    const port = (app.getHttpServer().address() as { port: number }).port
+    const query = async (q: string) => {
+      const res = await fetch(`http://127.0.0.1:${port}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ query: `{ ${q} }` }),
+      })
+      return (await res.json()) as {
+        data?: Record<string, unknown>
+        errors?: { extensions?: Record<string, unknown> }[]
+      }
+    }
+    // Two fields of one operation: one request, one slot.
+    const held = query('a: slow b: slow')
+    for (let i = 0; slow.entered() < 2; i++) {
+      if (i > 2000) throw new Error('the held operation never reached its resolvers')
+      await new Promise((r) => setTimeout(r, 5))
+    }
+    const refused = await query('slow')
+    expect(refused.data?.slow ?? null).toBeNull()
+    expect(refused.errors?.[0]?.extensions).toMatchObject({ status: 429 })
+    slow.open()
+    expect((await held).data).toEqual({ a: 'done', b: 'done' })
+    // The slot came back with the response.
+    expect((await query('slow')).data).toEqual({ slow: 'done' })
+  })
+}

@@ -1,0 +1,3 @@
+import { nestConcurrency } from './concurrency'
+
+nestConcurrency('Nest 11')
