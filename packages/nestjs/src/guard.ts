@@ -4,19 +4,19 @@ import {
   type ClosableResponse,
   closeSignal,
   createHttpLimiter,
-  type Decision,
   type FastLimit,
   type HttpDenial,
   type HttpLimiter,
   isRequestAborted,
   onResponseClose,
   type RateLimitCommonOptions,
+  type RateLimitInfo,
 } from '@fastlimit/core'
 import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
 import { requestOf, responseOf, setHeader } from './context'
 import { RateLimitException } from './exception'
-import { HandleRecorder } from './handle'
+import { handleOf } from './handle'
 import {
   FASTLIMIT_LIMITER,
   FASTLIMIT_OPTIONS,
@@ -36,7 +36,6 @@ const MODULE_ONLY = ['backend', 'globalGuard', 'exceptionFilter'] as const
 
 /** What the guards of one module (one options object) have compiled. */
 interface Compiled {
-  readonly recorders: Map<FastLimit, HandleRecorder>
   readonly declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
   readonly default: HttpLimiter<RateLimitRequest, unknown>
 }
@@ -75,7 +74,6 @@ type Target = Function
 export class FastLimitGuard implements CanActivate {
   readonly #reflector: Reflector
   readonly #base: RateLimitOptions
-  readonly #recorders: Map<FastLimit, HandleRecorder>
   readonly #default: HttpLimiter<RateLimitRequest, unknown>
   readonly #declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
   readonly #limits = new Map<Target, Map<Target, readonly HttpLimiter<RateLimitRequest, unknown>[] | null>>()
@@ -89,13 +87,11 @@ export class FastLimitGuard implements CanActivate {
     // request they both check is recognized as counted.
     let shared = compiledBy.get(options)
     if (shared === undefined) {
-      this.#recorders = new Map()
       this.#declared = new WeakMap()
       this.#default = this.#build(this.#base)
-      shared = { recorders: this.#recorders, declared: this.#declared, default: this.#default }
+      shared = { declared: this.#declared, default: this.#default }
       compiledBy.set(options, shared)
     } else {
-      this.#recorders = shared.recorders
       this.#declared = shared.declared
       this.#default = shared.default
     }
@@ -191,12 +187,6 @@ export class FastLimitGuard implements CanActivate {
         setHeader,
       })
     }
-    let recorder = this.#recorders.get(real)
-    if (recorder === undefined) {
-      recorder = new HandleRecorder(real)
-      this.#recorders.set(real, recorder)
-    }
-    const handles = recorder
     const adapter = {
       name: 'nestjs',
       extraOptions: MODULE_ONLY,
@@ -213,10 +203,13 @@ export class FastLimitGuard implements CanActivate {
         const raw = res?.raw ?? res
         if (typeof raw?.on === 'function') onResponseClose(raw, end)
       },
-      expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
-        req.rateLimit = decision
-        req.rateLimitHandle = handles.handleOf(decision)
+      // req.rateLimit: the RateLimitInfo of the last limit that counted the request (with all of them
+      // in `all`); req.rateLimitHandle: its deprecated view.
+      attach: (req: RateLimitRequest, _res: unknown, info: RateLimitInfo): void => {
+        req.rateLimit = info
+        req.rateLimitHandle = handleOf(info)
       },
+      attached: (req: RateLimitRequest): RateLimitInfo | undefined => req.rateLimit,
       // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
       signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
         const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
@@ -225,10 +218,7 @@ export class FastLimitGuard implements CanActivate {
           : undefined
       },
     }
-    const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = {
-      ...options,
-      limiter: recorder.limiter,
-    }
+    const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = options
     return createHttpLimiter(common, adapter)
   }
 }

@@ -1,6 +1,6 @@
 // @fastlimit/nestjs: FastLimitModule, its guard and decorators, for NestJS 10, 11 and 12.
 
-export { RateLimit, RateLimitDecision, RateLimitHandle, SkipRateLimit } from './decorators'
+export { RateLimit, RateLimitDecision, RateLimitHandle, RateLimitInfo, SkipRateLimit } from './decorators'
 export { RateLimitException, RateLimitExceptionFilter } from './exception'
 export { FastLimitGuard } from './guard'
 export { FastLimitModule } from './module'
