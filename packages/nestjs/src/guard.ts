@@ -4,8 +4,9 @@ import {
   type ClosableResponse,
   closeSignal,
   createHttpLimiter,
-  type FastLimit,
+  FastLimit,
   type HttpDenial,
+  type HttpInvalidCost,
   type HttpLimiter,
   isRequestAborted,
   onResponseClose,
@@ -15,7 +16,7 @@ import {
 import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
 import { requestOf, responseOf, setHeader } from './context'
-import { RateLimitException } from './exception'
+import { InvalidCostException, RateLimitException } from './exception'
 import { handleOf } from './handle'
 import {
   FASTLIMIT_LIMITER,
@@ -61,6 +62,78 @@ function deny(_req: unknown, _res: unknown, denial: HttpDenial): never {
   throw new RateLimitException(denial)
 }
 
+/** A request whose cost is unusable: 400, as an exception the module's filter sends. */
+function invalid(_req: unknown, _res: unknown, refusal: HttpInvalidCost): never {
+  throw new InvalidCostException(refusal)
+}
+
+/** Compiles one limit's options into the HTTP layer's limiter, with the Nest adapter. */
+function buildLimit(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
+  const real = options.limiter as FastLimit
+  // Anything that is not a limiter is left for core to refuse with its own message.
+  if (typeof (real as Partial<FastLimit> | undefined)?.check !== 'function') {
+    return createHttpLimiter(options, {
+      name: 'nestjs',
+      remoteAddress: () => undefined,
+      header: () => undefined,
+      method: () => 'GET',
+      setHeader,
+    })
+  }
+  const adapter = {
+    name: 'nestjs',
+    extraOptions: MODULE_ONLY,
+    remoteAddress: (req: RateLimitRequest): string | undefined => req.socket?.remoteAddress,
+    header: (req: RateLimitRequest, name: string): string | undefined => {
+      const value = req.headers?.[name]
+      return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
+    },
+    method: (req: RateLimitRequest): string => req.method,
+    setHeader,
+    // countWhen and settle: decided when Node's response closes (Express res, or a Fastify reply's raw).
+    // Without an HTTP response (not over HTTP), the reservation stays as charged.
+    responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
+      const raw = res?.raw ?? res
+      if (typeof raw?.on === 'function') onResponseClose(raw, end)
+    },
+    // req.rateLimit: the RateLimitInfo of the last limit that counted the request (with all of them
+    // in `all`); req.rateLimitHandle: its deprecated view.
+    attach: (req: RateLimitRequest, _res: unknown, info: RateLimitInfo): void => {
+      req.rateLimit = info
+      req.rateLimitHandle = handleOf(info)
+    },
+    attached: (req: RateLimitRequest): RateLimitInfo | undefined => req.rateLimit,
+    // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
+    signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
+      const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
+      return typeof (raw as ClosableResponse | undefined)?.once === 'function'
+        ? closeSignal(raw as ClosableResponse)
+        : undefined
+    },
+  }
+  const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = options
+  return createHttpLimiter(common, adapter)
+}
+
+/**
+ * Counts `req` against `http`, once per limit: the guard run again for it (global and @UseGuards
+ * both, several resolvers of one GraphQL operation) answers as the first run did.
+ */
+function count(
+  req: RateLimitRequest,
+  context: ExecutionContext,
+  http: HttpLimiter<RateLimitRequest, unknown>,
+): boolean | Promise<boolean> {
+  const memo: unknown[] | undefined = req[COUNTED]
+  if (memo !== undefined) {
+    for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
+  }
+  const result = http.run<boolean>(req, responseOf(context), allow, deny, fail, invalid)
+  if (memo === undefined) req[COUNTED] = [http, result]
+  else memo.push(http, result)
+  return result
+}
+
 type Target = Function
 
 /**
@@ -103,8 +176,7 @@ export class FastLimitGuard implements CanActivate {
     if (req === undefined || req === null) return true
     const limits = this.#limitOf(context.getHandler(), context.getClass())
     if (limits === null) return true
-    if (limits.length === 1)
-      return this.#count(req, context, limits[0] as HttpLimiter<RateLimitRequest, unknown>)
+    if (limits.length === 1) return count(req, context, limits[0] as HttpLimiter<RateLimitRequest, unknown>)
     return this.#countAll(req, context, limits)
   }
 
@@ -114,25 +186,8 @@ export class FastLimitGuard implements CanActivate {
     context: ExecutionContext,
     limits: readonly HttpLimiter<RateLimitRequest, unknown>[],
   ): Promise<boolean> {
-    for (const http of limits) if (!(await this.#count(req, context, http))) return false
+    for (const http of limits) if (!(await count(req, context, http))) return false
     return true
-  }
-
-  #count(
-    req: RateLimitRequest,
-    context: ExecutionContext,
-    http: HttpLimiter<RateLimitRequest, unknown>,
-  ): boolean | Promise<boolean> {
-    // A request is counted once per limit: the guard run again for it (global and @UseGuards both,
-    // several resolvers of one GraphQL operation) answers as the first run did.
-    const memo: unknown[] | undefined = req[COUNTED]
-    if (memo !== undefined) {
-      for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
-    }
-    const result = http.run<boolean>(req, responseOf(context), allow, deny, fail)
-    if (memo === undefined) req[COUNTED] = [http, result]
-    else memo.push(http, result)
-    return result
   }
 
   #limitOf(handler: Target, controller: Target): readonly HttpLimiter<RateLimitRequest, unknown>[] | null {
@@ -176,51 +231,73 @@ export class FastLimitGuard implements CanActivate {
   }
 
   #build(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
-    const real = options.limiter as FastLimit
-    // Anything that is not a limiter is left for core to refuse with its own message.
-    if (typeof (real as Partial<FastLimit> | undefined)?.check !== 'function') {
-      return createHttpLimiter(options, {
-        name: 'nestjs',
-        remoteAddress: () => undefined,
-        header: () => undefined,
-        method: () => 'GET',
-        setHeader,
-      })
-    }
-    const adapter = {
-      name: 'nestjs',
-      extraOptions: MODULE_ONLY,
-      remoteAddress: (req: RateLimitRequest): string | undefined => req.socket?.remoteAddress,
-      header: (req: RateLimitRequest, name: string): string | undefined => {
-        const value = req.headers?.[name]
-        return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
-      },
-      method: (req: RateLimitRequest): string => req.method,
-      setHeader,
-      // countWhen and settle: decided when Node's response closes (Express res, or a Fastify reply's raw).
-      // Without an HTTP response (not over HTTP), the reservation stays as charged.
-      responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
-        const raw = res?.raw ?? res
-        if (typeof raw?.on === 'function') onResponseClose(raw, end)
-      },
-      // req.rateLimit: the RateLimitInfo of the last limit that counted the request (with all of them
-      // in `all`); req.rateLimitHandle: its deprecated view.
-      attach: (req: RateLimitRequest, _res: unknown, info: RateLimitInfo): void => {
-        req.rateLimit = info
-        req.rateLimitHandle = handleOf(info)
-      },
-      attached: (req: RateLimitRequest): RateLimitInfo | undefined => req.rateLimit,
-      // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
-      signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
-        const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
-        return typeof (raw as ClosableResponse | undefined)?.once === 'function'
-          ? closeSignal(raw as ClosableResponse)
-          : undefined
-      },
-    }
-    const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = options
-    return createHttpLimiter(common, adapter)
+    return buildLimit(options)
   }
+}
+
+/**
+ * A limit of its own, as a guard instance: `@UseGuards(loginLimit)` on a controller or handler counts
+ * its requests on top of the module's guard (which, global, runs first), and `reset(req)` /
+ * `peek(req)` reach the bucket a request is counted in by it. Built by {@link rateLimitGuard}.
+ */
+export class RateLimitGuard implements CanActivate {
+  readonly #http: HttpLimiter<RateLimitRequest, unknown>
+
+  /** Prefer {@link rateLimitGuard}. Options are checked now: a bad one throws a `ConfigError`. */
+  constructor(options: RateLimitOptions = {}) {
+    this.#http = buildLimit({ ...options, limiter: options.limiter ?? new FastLimit() })
+  }
+
+  /** Decides one request; rejects with a {@link RateLimitException} when it is refused. */
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    const req = requestOf(context)
+    if (req === undefined || req === null) return true
+    return count(req, context, this.#http)
+  }
+
+  /**
+   * Forgets the bucket `req` was counted in by this limit (after a successful login, say): the
+   * identity it counted the request under, or would (its client address, or what `key` returns),
+   * under every rule of the limiter in the limit's scope. Resolves without doing anything for an
+   * allow-listed client; rejects when the store fails or `key` throws.
+   */
+  reset(req: RateLimitRequest): Promise<void> {
+    return this.#http.reset(req)
+  }
+
+  /**
+   * Reads the bucket `req` is counted in by this limit, without charging anything (`cost` 0;
+   * `allowed`: would a request of cost 1 pass). `undefined` for an allow-listed client.
+   */
+  peek(req: RateLimitRequest): Promise<RateLimitInfo | undefined> {
+    return this.#http.peek(req)
+  }
+}
+
+/**
+ * Builds a {@link RateLimitGuard}: a limit with options of its own (not the module's; without a
+ * `limiter`, an in-memory one), to apply with `@UseGuards` on top of the module's guard, with
+ * `reset(req)` and `peek(req)`. Options are checked now: a bad one throws a `ConfigError`.
+ *
+ * @example
+ * ```ts
+ * const loginLimit = rateLimitGuard({ limiter, rules: '5/15m', scope: 'login' })
+ *
+ * @Controller()
+ * class AuthController {
+ *   @Post('login')
+ *   @UseGuards(loginLimit)
+ *   async login(@Body() body: Credentials, @Req() req: Request) {
+ *     const user = await this.auth.check(body)
+ *     if (!user) throw new UnauthorizedException()
+ *     await loginLimit.reset(req) // or, with @RateLimitInfo() limit: limit?.reset()
+ *     return user
+ *   }
+ * }
+ * ```
+ */
+export function rateLimitGuard(options: RateLimitOptions = {}): RateLimitGuard {
+  return new RateLimitGuard(options)
 }
 
 // Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest),
