@@ -2,6 +2,7 @@
 
 import {
   type ClosableResponse,
+  ConfigError,
   closeSignal,
   createHttpLimiter,
   FastLimit,
@@ -245,6 +246,13 @@ export class RateLimitGuard implements CanActivate {
 
   /** Prefer {@link rateLimitGuard}. Options are checked now: a bad one throws a `ConfigError`. */
   constructor(options: RateLimitOptions = {}) {
+    for (const name of MODULE_ONLY) {
+      if (typeof options === 'object' && options !== null && Object.hasOwn(options, name)) {
+        throw new ConfigError(
+          `[fastlimit] [nestjs] rateLimitGuard() takes a limit's options, not the module's: ${name} belongs in FastLimitModule.forRoot (give a limiter instead of a backend).`,
+        )
+      }
+    }
     this.#http = buildLimit({ ...options, limiter: options.limiter ?? new FastLimit() })
   }
 
