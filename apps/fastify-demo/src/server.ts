@@ -14,19 +14,17 @@ const app = Fastify()
 // Every route: 100 requests a minute per client IP, unless the route says otherwise.
 await app.register(rateLimit, { limiter, scope: 'app', rules: '100/min' })
 
-// Logins: 5 failed attempts per 15 minutes per IP; a successful login clears them.
-app.post(
-  '/login',
-  { config: { rateLimit: { scope: 'login', rules: { limit: 5, window: '15m', name: 'login' } } } },
-  async (request, reply) => {
-    const { user, password } = (request.body ?? {}) as { user?: string; password?: string }
-    if (user === 'demo' && password === 'demo') {
-      await request.rateLimitHandle?.reset()
-      return { ok: true, user }
-    }
-    return reply.code(401).send({ ok: false, error: 'wrong user or password (try demo / demo)' })
-  },
-)
+// Logins: 5 failed attempts per 15 minutes per IP, on top of the app-wide limit; a successful login
+// clears them. A second limit runs as a preHandler, after the app-wide one (at onRequest).
+const loginLimit = app.rateLimit({ scope: 'login', rules: { limit: 5, window: '15m', name: 'login' } })
+app.post('/login', { preHandler: loginLimit }, async (request, reply) => {
+  const { user, password } = (request.body ?? {}) as { user?: string; password?: string }
+  if (user === 'demo' && password === 'demo') {
+    await loginLimit.reset(request) // or request.rateLimit?.reset()
+    return { ok: true, user }
+  }
+  return reply.code(401).send({ ok: false, error: 'wrong user or password (try demo / demo)' })
+})
 
 // Search: 30 units a minute; a search costs one unit per 10 results asked for (?limit=50 costs 5).
 const searchCost = (request: FastifyRequest) => {
@@ -36,9 +34,11 @@ const searchCost = (request: FastifyRequest) => {
 app.get(
   '/search',
   {
-    config: {
-      rateLimit: { scope: 'search', rules: { limit: 30, window: '1m', name: 'search' }, cost: searchCost },
-    },
+    preHandler: app.rateLimit({
+      scope: 'search',
+      rules: { limit: 30, window: '1m', name: 'search' },
+      cost: searchCost,
+    }),
   },
   (request) => ({
     q: String((request.query as { q?: string }).q ?? ''),

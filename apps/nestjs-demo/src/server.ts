@@ -5,13 +5,13 @@ import 'reflect-metadata'
 import { announce, limiterFromEnv } from '@fastlimit/demo-kit'
 import {
   FastLimitModule,
-  RateLimitHandle as Handle,
-  RateLimit,
-  type RateLimitHandle,
+  RateLimitInfo as Info,
+  type RateLimitInfo,
   type RateLimitRequest,
+  rateLimitGuard,
   SkipRateLimit,
 } from '@fastlimit/nestjs'
-import { Body, Controller, Get, HttpCode, Module, Post, Query, Res } from '@nestjs/common'
+import { Body, Controller, Get, HttpCode, Module, Post, Query, Res, UseGuards } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
@@ -24,6 +24,20 @@ const { limiter, label, close } = await limiterFromEnv()
 /** A search costs one unit per 10 results asked for (?limit=50 costs 5), from 1 to 10. */
 const searchCost = (req: RateLimitRequest) =>
   Math.min(10, Math.max(1, Math.ceil(Number(req.query?.limit ?? 10) / 10) || 1))
+
+// Limits of their own, on top of the module's app-wide one (its global guard runs first), each
+// counted in its own scope; the response carries one set of RateLimit headers for both.
+const loginLimit = rateLimitGuard({
+  limiter,
+  scope: 'login',
+  rules: { limit: 5, window: '15m', name: 'login' },
+})
+const searchLimit = rateLimitGuard({
+  limiter,
+  scope: 'search',
+  rules: { limit: 30, window: '1m', name: 'search' },
+  cost: searchCost,
+})
 
 @Controller()
 class DemoController {
@@ -41,18 +55,18 @@ class DemoController {
     }
   }
 
-  // Logins: 5 failed attempts per 15 minutes per IP; a successful login clears them.
+  // Logins: 5 failed attempts per 15 minutes per IP (and the app-wide limit); a successful login clears them.
   @Post('login')
   @HttpCode(200)
-  @RateLimit({ limit: 5, window: '15m', name: 'login' }, { scope: 'login' })
+  @UseGuards(loginLimit)
   async login(
     @Body() body: { user?: string; password?: string } | undefined,
     // Express's response or Fastify's reply: both have status().
     @Res({ passthrough: true }) res: { status(code: number): unknown },
-    @Handle() handle?: RateLimitHandle,
+    @Info() limit?: RateLimitInfo,
   ) {
     if (body?.user === 'demo' && body.password === 'demo') {
-      await handle?.reset()
+      await limit?.reset() // the login limit's bucket: the last limit that counted the request
       return { ok: true, user: body.user }
     }
     res.status(401)
@@ -61,7 +75,7 @@ class DemoController {
 
   // Search: 30 units a minute, charged by size.
   @Get('search')
-  @RateLimit({ limit: 30, window: '1m', name: 'search' }, { scope: 'search', cost: searchCost })
+  @UseGuards(searchLimit)
   search(@Query('q') q?: string, @Query('limit') limit?: string) {
     return { q: q ?? '', cost: searchCost({ query: { limit } }), results: [] }
   }
@@ -74,7 +88,8 @@ class DemoController {
 }
 
 @Module({
-  // Every route: 100 requests a minute per client IP, unless it has its own @RateLimit or @SkipRateLimit.
+  // Every route: 100 requests a minute per client IP, unless it has its own @RateLimit or @SkipRateLimit
+  // (a guard from rateLimitGuard() adds its limit to this one).
   imports: [FastLimitModule.forRoot({ limiter, scope: 'app', rules: '100/min' })],
   controllers: [DemoController],
 })

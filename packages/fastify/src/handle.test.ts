@@ -1,35 +1,32 @@
 import { FastLimit, MemoryBackend } from '@fastlimit/core'
-import { describe, expect, it } from 'vitest'
-import { HandleRecorder } from './handle'
+import Fastify from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { rateLimit } from './index'
 
-describe('HandleRecorder', () => {
-  const limiter = () =>
-    new FastLimit({ backend: new MemoryBackend({ clock: () => 1_700_000_040_000, cleanupIntervalMs: 0 }) })
+const T0 = 1_700_000_040_000
+const apps: ReturnType<typeof Fastify>[] = []
+afterEach(async () => {
+  for (const app of apps.splice(0)) await app.close()
+})
 
-  it('hands out the handle of a decision once, with what was checked', async () => {
-    const recorder = new HandleRecorder(limiter())
-    const decision = await recorder.limiter.check('ann', '5/min', { scope: 'login', cost: 2 })
-    const handle = recorder.handleOf(decision)
-    expect(handle).toMatchObject({ identity: 'ann', scope: 'login' })
-    expect(recorder.handleOf(decision)).toBeUndefined()
-    expect((await handle?.peek())?.remaining).toBe(3)
-    await handle?.reset()
-    expect((await handle?.peek())?.remaining).toBe(5)
-  })
-
-  it('forgets decisions never handed out once 10,000 wait, and keeps working', async () => {
-    const recorder = new HandleRecorder(limiter())
-    const first = await recorder.limiter.check('x0', '1/min')
-    for (let i = 1; i <= 10_000; i++) await recorder.limiter.check(`x${i}`, '1/min')
-    expect(recorder.handleOf(first)).toBeUndefined()
-    const last = await recorder.limiter.check('y', '1/min')
-    expect(recorder.handleOf(last)?.identity).toBe('y')
-  })
-
-  it('is the real limiter for everything but check', async () => {
-    const real = limiter()
-    const recorder = new HandleRecorder(real)
-    expect(recorder.limiter.rules('5/min')).toBe(real.rules('5/min'))
-    expect(recorder.limiter.backend).toBe(real.backend)
+describe('request.rateLimitHandle (deprecated)', () => {
+  it('is a view of request.rateLimit: the same identity and scope, reset and peek of the same bucket', async () => {
+    const limiter = new FastLimit({ backend: new MemoryBackend({ clock: () => T0, cleanupIntervalMs: 0 }) })
+    const app = Fastify({ logger: false })
+    apps.push(app)
+    await app.register(rateLimit, { limiter, rules: '5/min', scope: 'login', cost: () => 2 })
+    app.get('/', async (request) => {
+      const handle = request.rateLimitHandle
+      const before = (await handle?.peek())?.remaining
+      await handle?.reset()
+      const after = (await request.rateLimit?.peek())?.remaining
+      return { identity: handle?.identity, scope: handle?.scope, before, after }
+    })
+    app.get('/free', { config: { rateLimit: false } }, (request) => ({
+      handle: request.rateLimitHandle ?? null,
+    }))
+    const res = await app.inject({ url: '/', remoteAddress: '127.0.0.1' })
+    expect(res.json()).toEqual({ identity: '127.0.0.1', scope: 'login', before: 3, after: 5 })
+    expect((await app.inject({ url: '/free', remoteAddress: '127.0.0.1' })).json()).toEqual({ handle: null })
   })
 })

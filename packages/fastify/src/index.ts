@@ -1,5 +1,5 @@
 // @fastlimit/fastify: the rateLimit plugin for Fastify 4 and 5.
 
 export type { RateLimitHandle } from './handle'
-export type { RateLimitHook, RateLimitOptions, RouteRateLimitOptions } from './plugin'
+export type { RateLimitHook, RateLimitHookHandler, RateLimitOptions, RouteRateLimitOptions } from './plugin'
 export { rateLimit } from './plugin'

@@ -179,6 +179,47 @@ async function routed(lib: Factory, a: AdapterAppOptions, b: AdapterAppOptions):
   return app
 }
 
+/**
+ * The suite's layered app: the plugin app-wide, and `routeLimit = fastify.rateLimit(routeOptions)`
+ * on `/limited`, `/info` and `/login`, as a `preHandler` so that it runs after the app-wide limit
+ * (the plugin adds its `onRequest` hook after a route's own).
+ */
+async function layered(
+  lib: Factory,
+  appOptions: AdapterAppOptions,
+  routeOptions: AdapterAppOptions,
+): Promise<FastifyInstance> {
+  const app = lib({ logger: false }) as unknown as FastifyInstance
+  apps.push(app)
+  app.setErrorHandler((err, _request, reply) => {
+    reply
+      .code(500)
+      .type('text/plain')
+      .send(String((err as { code?: string }).code ?? 'error'))
+  })
+  await app.register(rateLimit, adaptOptions(appOptions, view) as RateLimitOptions)
+  const routeLimit = app.rateLimit(adaptOptions(routeOptions, view) as RouteRateLimitOptions)
+  app.get('/limited', { preHandler: routeLimit }, () => 'ok')
+  app.get('/info', { preHandler: routeLimit }, (request, reply) => {
+    reply.type('application/json').send(JSON.stringify(request.rateLimit ?? null))
+  })
+  app.post('/login', { preHandler: routeLimit }, async (request, reply) => {
+    if (request.headers['x-password'] !== 'right') return reply.code(401).type('text/plain').send('wrong')
+    if (request.headers['x-reset'] === 'middleware') await routeLimit.reset(request)
+    else await request.rateLimit?.reset()
+    return reply.type('text/plain').send('welcome')
+  })
+  app.get('/peek', async (request, reply) => {
+    const now = await routeLimit.peek(request)
+    return reply
+      .type('application/json')
+      .send(JSON.stringify(now === undefined ? null : { remaining: now.remaining }))
+  })
+  app.route({ method: ['GET', 'POST', 'OPTIONS'], url: '/*', handler: () => 'ok' })
+  await app.ready()
+  return app
+}
+
 for (const [version, lib] of [
   ['Fastify 5', Fastify],
   ['Fastify 4', Fastify4 as unknown as Factory],
@@ -187,16 +228,19 @@ for (const [version, lib] of [
   adapterConformance({
     name: `@fastlimit/fastify on ${version} (inject)`,
     makeApp: async (o, mount) => injector(await build(lib, options(o), mount)),
+    makeLayeredApp: async (a, r) => injector(await layered(lib, a, r)),
     makeRoutedApp: async (a, b) => injector(await routed(lib, a, b)),
   })
   adapterConformance({
     name: `@fastlimit/fastify on ${version} (listening on 127.0.0.1)`,
     makeApp: async (o, mount) => listener(await build(lib, options(o), mount)),
+    makeLayeredApp: async (a, r) => listener(await layered(lib, a, r)),
     makeRoutedApp: async (a, b) => listener(await routed(lib, a, b)),
   })
   adapterConformance({
     name: `@fastlimit/fastify on ${version} (every option in config.rateLimit)`,
     makeApp: async (o, mount) => injector(await build(lib, options(o), mount === 'app' ? 'config' : mount)),
+    makeLayeredApp: async (a, r) => injector(await layered(lib, a, r)),
   })
 
   describe(`@fastlimit/fastify on ${version}`, () => {

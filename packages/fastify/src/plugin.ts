@@ -8,8 +8,10 @@ import {
   type Decision,
   FastLimit,
   type HttpDenial,
+  type HttpInvalidCost,
   onResponseClose,
   type RateLimitCommonOptions,
+  type RateLimitInfo,
 } from '@fastlimit/core'
 import type {
   FastifyInstance,
@@ -21,21 +23,23 @@ import type {
   RouteOptions,
 } from 'fastify'
 import { fastifyPlugin } from 'fastify-plugin'
-import { HandleRecorder, type RateLimitHandle } from './handle'
+import { handleOf, type RateLimitHandle } from './handle'
 import { scopeFor } from './scope'
 
 declare module 'fastify' {
   interface FastifyRequest {
     /**
-     * The decision of the fastlimit limit that checked this request: `remaining`, `resetMs`, the
-     * rule... `undefined` when none did (skipped, allow-listed, exempt route).
+     * What the last fastlimit limit that counted this request found: `remaining`, `resetMs`, the
+     * rule, `reset()` and `peek()` of the bucket, and `all` for every limit that counted it.
+     * `undefined` when none did (skipped, allow-listed, exempt route).
      */
-    rateLimit?: Decision
+    rateLimit?: RateLimitInfo
     /**
      * The limit this request was counted against, to reset it (after a successful login) or peek at
      * it later in the request. `undefined` when the request was not counted.
+     * @deprecated use `request.rateLimit`, which has `identity`, `scope`, `reset()` and `peek()`
      */
-    rateLimitHandle?: RateLimitHandle
+    readonly rateLimitHandle?: RateLimitHandle
   }
   interface FastifyContextConfig {
     /**
@@ -53,10 +57,40 @@ declare module 'fastify' {
      * Builds a hook that limits with the plugin's options, overridden by `options`: for routes the
      * plugin does not see (`setNotFoundHandler({ preHandler: fastify.rateLimit() }, ...)`) or a second
      * limit on a route (`{ onRequest: fastify.rateLimit({ scope: 'burst', rules: '5/s' }) }`).
-     * Options are checked now: a bad one throws a `ConfigError`.
+     * Options are checked now: a bad one throws a `ConfigError`. The hook has `reset(request)` and
+     * `peek(request)` for the bucket a request is counted in by it.
      */
-    rateLimit(options?: RouteRateLimitOptions): onRequestHookHandler
+    rateLimit(options?: RouteRateLimitOptions): RateLimitHookHandler
   }
+}
+
+/**
+ * A limit's hook, as `fastify.rateLimit(options)` returns it: add it to a route's hooks, and reset
+ * or peek at the bucket a request is counted in by it.
+ *
+ * @example
+ * ```ts
+ * const loginLimit = app.rateLimit({ scope: 'login', rules: '5/15m' })
+ * app.post('/login', { onRequest: loginLimit }, async (request, reply) => {
+ *   if (!(await checkPassword(request.body))) return reply.code(401).send()
+ *   await loginLimit.reset(request) // or request.rateLimit?.reset()
+ *   return { ok: true }
+ * })
+ * ```
+ */
+export type RateLimitHookHandler = onRequestHookHandler & {
+  /**
+   * Forgets the bucket `request` was counted in by this limit (after a successful login, say): the
+   * identity it counted the request under, or would (its client address, or what `key` returns),
+   * under every rule of the limiter in the limit's scope. Resolves without doing anything for an
+   * allow-listed client; rejects when the store fails or `key` throws.
+   */
+  reset(request: FastifyRequest): Promise<void>
+  /**
+   * Reads the bucket `request` is counted in by this limit, without charging anything (`cost` 0;
+   * `allowed`: would a request of cost 1 pass). `undefined` for an allow-listed client.
+   */
+  peek(request: FastifyRequest): Promise<RateLimitInfo | undefined>
 }
 
 /** The hook stages the limit can run at. */
@@ -111,8 +145,8 @@ const OURS = Symbol.for('fastlimit.fastify.rateLimit')
 
 type Done = (err?: unknown) => void
 
-/** What the adapter reads and writes: built once per limit, so `expose` knows its recorder. */
-function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) {
+/** What the adapter reads and writes. */
+function adapterFor(fromFastify: boolean) {
   return {
     name: 'fastify',
     // `hook` and `global` are taken out before core sees the options; listed for its error message.
@@ -129,10 +163,10 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
     setHeader: (reply: FastifyReply, name: string, value: string): void => {
       reply.header(name, value)
     },
-    expose: (request: FastifyRequest, _reply: FastifyReply, decision: Decision): void => {
-      request.rateLimit = decision
-      request.rateLimitHandle = recorder?.handleOf(decision)
+    attach: (request: FastifyRequest, _reply: FastifyReply, info: RateLimitInfo): void => {
+      request.rateLimit = info
     },
+    attached: (request: FastifyRequest): RateLimitInfo | undefined => request.rateLimit,
     noAddressHint: "trustProxy: 'fastify' to use request.ip",
     // The concurrency option's slot is released once the response is sent or the client went away.
     onFinished: (_request: FastifyRequest, reply: FastifyReply, done: () => void): void => {
@@ -147,7 +181,11 @@ function adapterFor(recorder: HandleRecorder | undefined, fromFastify: boolean) 
   }
 }
 
-function sendDenial(_request: FastifyRequest, reply: FastifyReply, denial: HttpDenial): void {
+function sendDenial(
+  _request: FastifyRequest,
+  reply: FastifyReply,
+  denial: HttpDenial | HttpInvalidCost,
+): void {
   // A Buffer, so Fastify sends the content type as given (it appends a charset to JSON types for strings).
   reply.code(denial.status).header('content-type', denial.contentType).send(Buffer.from(denial.body))
 }
@@ -178,12 +216,12 @@ function show(value: unknown): string {
 
 /** A compiled limit: its hook function and the stage it runs at. */
 interface Compiled {
-  readonly fn: onRequestHookHandler
+  readonly fn: RateLimitHookHandler
   readonly hook: RateLimitHook
 }
 
-/** Compiles options into a hook, sharing one handle recorder per limiter. */
-function compiler(recorders: Map<FastLimit, HandleRecorder>) {
+/** Compiles options into a hook. */
+function compiler() {
   return (options: RouteRateLimitOptions): Compiled => {
     const { hook = 'onRequest', trustProxy, limiter, ...rest } = options
     if (!HOOKS.includes(hook)) {
@@ -193,24 +231,28 @@ function compiler(recorders: Map<FastLimit, HandleRecorder>) {
     }
     const handler = checkHandler(options, 'fastify', '(request, reply, decision) => void')
     // Anything that is not a limiter is left for core to refuse with its own message.
-    const real = limiter ?? new FastLimit()
-    const isLimiter = typeof (real as Partial<FastLimit>).check === 'function'
-    let recorder = isLimiter ? recorders.get(real) : undefined
-    if (isLimiter && recorder === undefined) {
-      recorder = new HandleRecorder(real)
-      recorders.set(real, recorder)
-    }
     const fromFastify = trustProxy === 'fastify'
     const common: RateLimitCommonOptions<FastifyRequest, FastifyReply> = {
       ...rest,
-      limiter: recorder === undefined ? real : recorder.limiter,
+      limiter: limiter ?? new FastLimit(),
     }
     if (!fromFastify && trustProxy !== undefined) common.trustProxy = trustProxy
-    const http = createHttpLimiter(common, adapterFor(recorder, fromFastify))
+    const http = createHttpLimiter(common, adapterFor(fromFastify))
     const deny = handler === undefined ? sendDenial : denyWith(handler)
-    const fn: onRequestHookHandler = function fastlimit(request, reply, done) {
-      void http.run<void>(request, reply, done as () => void, deny, done as HookHandlerDoneFunction as Done)
+    const hookFn: onRequestHookHandler = function fastlimit(request, reply, done) {
+      void http.run<void>(
+        request,
+        reply,
+        done as () => void,
+        deny,
+        done as HookHandlerDoneFunction as Done,
+        sendDenial,
+      )
     }
+    const fn = Object.assign(hookFn, {
+      reset: (request: FastifyRequest) => http.reset(request),
+      peek: (request: FastifyRequest) => http.peek(request),
+    })
     return { fn, hook }
   }
 }
@@ -269,7 +311,7 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
       owned = new FastLimit()
       base.limiter = owned
     }
-    const compileOne = compiler(new Map())
+    const compileOne = compiler()
     compile = (route) => compileOne({ ...(base as RouteRateLimitOptions), ...route })
     app = compile({})
   } catch (err) {
@@ -278,7 +320,15 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
   }
 
   if (!fastify.hasRequestDecorator('rateLimit')) fastify.decorateRequest('rateLimit', undefined)
-  if (!fastify.hasRequestDecorator('rateLimitHandle')) fastify.decorateRequest('rateLimitHandle', undefined)
+  if (!fastify.hasRequestDecorator('rateLimitHandle')) {
+    // Deprecated: a view of request.rateLimit, built only when read.
+    fastify.decorateRequest('rateLimitHandle', {
+      getter(this: FastifyRequest): RateLimitHandle | undefined {
+        const info = this.rateLimit
+        return info === undefined ? undefined : handleOf(info)
+      },
+    } as never)
+  }
   // fastify.rateLimit(): the first registration in a context keeps it; another plugin's is an error.
   const existing = Object.hasOwn(fastify, 'rateLimit')
     ? (fastify as { rateLimit?: unknown }).rateLimit
@@ -361,8 +411,8 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
  * and the contexts below (it is not encapsulated, through `fastify-plugin`), on `onRequest` by
  * default. Options apply app-wide; a route's `config.rateLimit` replaces them for that route, or
  * exempts it with `false`. Options are checked at registration: a bad one fails `register` with a
- * `ConfigError`, and a bad `config.rateLimit` fails the route's registration. Handlers find the
- * decision in `request.rateLimit` and its handle in `request.rateLimitHandle`.
+ * `ConfigError`, and a bad `config.rateLimit` fails the route's registration. Handlers find what
+ * the limit found in `request.rateLimit` (a `RateLimitInfo`, with `reset()` and `peek()`).
  *
  * @example
  * ```ts

@@ -1,6 +1,13 @@
 // @RateLimit, @SkipRateLimit, and the parameter decorators that hand a handler its decision and handle.
 
-import { createHttpLimiter, type Decision, FastLimit, type RuleSet, type RulesInput } from '@fastlimit/core'
+import {
+  createHttpLimiter,
+  type Decision,
+  FastLimit,
+  type RateLimitInfo as Info,
+  type RuleSet,
+  type RulesInput,
+} from '@fastlimit/core'
 import { createParamDecorator, type ExecutionContext, SetMetadata } from '@nestjs/common'
 import { requestOf } from './context'
 import type { RateLimitHandle as Handle } from './handle'
@@ -97,12 +104,39 @@ export function SkipRateLimit(): ClassDecorator & MethodDecorator {
  * ```
  */
 export const RateLimitDecision: () => ParameterDecorator = createParamDecorator(
-  (_data: unknown, context: ExecutionContext): Decision | undefined => requestOf(context)?.rateLimit,
+  (_data: unknown, context: ExecutionContext): Decision | undefined =>
+    (requestOf(context)?.rateLimit as Info | undefined)?.decision,
 )
+
+/**
+ * Parameter decorator: what the last limit that counted this request found (also `req.rateLimit`),
+ * a `RateLimitInfo`: `remaining`, `resetMs`, the rule, `identity` and `scope`, `reset()` and
+ * `peek()` of the bucket, and `all` for every limit that counted it; `undefined` when none did.
+ * Nothing is invented: when the store could not be asked (`source: 'policy'`), `remaining` and
+ * `resetMs` are `undefined`.
+ *
+ * @example
+ * ```ts
+ * @Post('login')
+ * @RateLimit('5/15m', { scope: 'login' })
+ * async login(@Body() body: Credentials, @RateLimitInfo() limit?: RateLimitInfo) {
+ *   const user = await this.auth.check(body)
+ *   await limit?.reset() // a successful login clears the failed attempts
+ *   return user
+ * }
+ * ```
+ */
+export const RateLimitInfo: () => ParameterDecorator = createParamDecorator(
+  (_data: unknown, context: ExecutionContext): Info | undefined => requestOf(context)?.rateLimit,
+)
+
+/** What a limit found for a request: core's `RateLimitInfo`, received with {@link RateLimitInfo}. */
+export type RateLimitInfo = Info
 
 /**
  * Parameter decorator: the {@link RateLimitHandle} of the limit that counted this request (to reset
  * it after a successful login, or peek at it), or `undefined` when none did.
+ * @deprecated use {@link RateLimitInfo}, which has `identity`, `scope`, `reset()` and `peek()`
  */
 export const RateLimitHandle: () => ParameterDecorator = createParamDecorator(
   (_data: unknown, context: ExecutionContext): Handle | undefined => requestOf(context)?.rateLimitHandle,
@@ -111,5 +145,6 @@ export const RateLimitHandle: () => ParameterDecorator = createParamDecorator(
 /**
  * The limit a request was counted against: its `identity` and `scope`, `reset()` and `peek()`.
  * Received with the {@link RateLimitHandle} parameter decorator.
+ * @deprecated use {@link RateLimitInfo}
  */
 export type RateLimitHandle = Handle

@@ -1,10 +1,10 @@
 // The refusal, Nest style: an HttpException subclass, and the filter that sends it as every fastlimit adapter does.
 
-import type { Decision, HttpDenial } from '@fastlimit/core'
+import type { Decision, HttpDenial, HttpInvalidCost } from '@fastlimit/core'
 import { type ArgumentsHost, Catch, type ExceptionFilter, HttpException } from '@nestjs/common'
 
 /** The exception's response: the body parsed when it is JSON, as Nest's own filter expects. */
-function responseOf(denial: HttpDenial): string | Record<string, unknown> {
+function responseOf(denial: HttpDenial | HttpInvalidCost): string | Record<string, unknown> {
   if (!denial.contentType.includes('json')) return denial.body
   return JSON.parse(denial.body) as Record<string, unknown>
 }
@@ -59,13 +59,34 @@ export class RateLimitException extends HttpException {
 }
 
 /**
- * Sends a {@link RateLimitException} with its exact status, `Content-Type` and body (installed by
+ * Thrown by the guard for a request whose `cost` is not a whole number of 0 or more (`NaN` from
+ * `?limit=abc`, a negative or fractional number, a string) under `invalidCost: 'reject'`: 400 with
+ * RFC 9457 problem details, since the request cannot be weighed. Nothing was charged.
+ */
+export class InvalidCostException extends HttpException {
+  /** `application/problem+json`. */
+  readonly contentType: string
+  /** The problem details as every fastlimit adapter sends them. */
+  readonly body: string
+
+  constructor(refusal: HttpInvalidCost) {
+    const response = responseOf(refusal)
+    super(response, refusal.status, { description: 'Bad Request' })
+    this.message =
+      typeof response === 'string' ? response : String(response.detail ?? response.title ?? 'Bad Request')
+    this.contentType = refusal.contentType
+    this.body = refusal.body
+  }
+}
+
+/**
+ * Sends a {@link RateLimitException} (or an {@link InvalidCostException}) with its exact status, `Content-Type` and body (installed by
  * the module unless `exceptionFilter: false`). In a GraphQL operation it hands the exception back
  * to Nest, which reports it as a GraphQL error.
  */
-export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitException> {
+export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitException | InvalidCostException> {
   /** Sends the refusal (HTTP), or returns the exception for Nest to report (GraphQL). */
-  catch(exception: RateLimitException, host: ArgumentsHost): unknown {
+  catch(exception: RateLimitException | InvalidCostException, host: ArgumentsHost): unknown {
     if (host.getType() !== 'http') return exception
     // biome-ignore lint/suspicious/noExplicitAny: an Express response or a Fastify reply.
     const res: any = host.switchToHttp().getResponse()
@@ -83,4 +104,4 @@ export class RateLimitExceptionFilter implements ExceptionFilter<RateLimitExcept
 }
 
 // Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest).
-Catch(RateLimitException)(RateLimitExceptionFilter)
+Catch(RateLimitException, InvalidCostException)(RateLimitExceptionFilter)

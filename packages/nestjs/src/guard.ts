@@ -2,21 +2,23 @@
 
 import {
   type ClosableResponse,
+  ConfigError,
   closeSignal,
   createHttpLimiter,
-  type Decision,
-  type FastLimit,
+  FastLimit,
   type HttpDenial,
+  type HttpInvalidCost,
   type HttpLimiter,
   isRequestAborted,
   onResponseClose,
   type RateLimitCommonOptions,
+  type RateLimitInfo,
 } from '@fastlimit/core'
 import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
 import { requestOf, responseOf, setHeader } from './context'
-import { RateLimitException } from './exception'
-import { HandleRecorder } from './handle'
+import { InvalidCostException, RateLimitException } from './exception'
+import { handleOf } from './handle'
 import {
   FASTLIMIT_LIMITER,
   FASTLIMIT_OPTIONS,
@@ -36,7 +38,6 @@ const MODULE_ONLY = ['backend', 'globalGuard', 'exceptionFilter'] as const
 
 /** What the guards of one module (one options object) have compiled. */
 interface Compiled {
-  readonly recorders: Map<FastLimit, HandleRecorder>
   readonly declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
   readonly default: HttpLimiter<RateLimitRequest, unknown>
 }
@@ -62,6 +63,97 @@ function deny(_req: unknown, _res: unknown, denial: HttpDenial): never {
   throw new RateLimitException(denial)
 }
 
+/** A request whose cost is unusable: 400, as an exception the module's filter sends. */
+function invalid(_req: unknown, _res: unknown, refusal: HttpInvalidCost): never {
+  throw new InvalidCostException(refusal)
+}
+
+/** Compiles one limit's options into the HTTP layer's limiter, with the Nest adapter. */
+function buildLimit(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
+  const real = options.limiter as FastLimit
+  // Anything that is not a limiter is left for core to refuse with its own message.
+  if (typeof (real as Partial<FastLimit> | undefined)?.check !== 'function') {
+    return createHttpLimiter(options, {
+      name: 'nestjs',
+      remoteAddress: () => undefined,
+      header: () => undefined,
+      method: () => 'GET',
+      setHeader,
+    })
+  }
+  const adapter = {
+    name: 'nestjs',
+    extraOptions: MODULE_ONLY,
+    remoteAddress: (req: RateLimitRequest): string | undefined => req.socket?.remoteAddress,
+    header: (req: RateLimitRequest, name: string): string | undefined => {
+      const value = req.headers?.[name]
+      return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
+    },
+    method: (req: RateLimitRequest): string => req.method,
+    setHeader,
+    // countWhen and settle: decided when Node's response closes (Express res, or a Fastify reply's raw).
+    // Without an HTTP response (not over HTTP), the reservation stays as charged.
+    responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
+      const raw = res?.raw ?? res
+      if (typeof raw?.on === 'function') onResponseClose(raw, end)
+    },
+    // concurrency: the slot goes back when Node's response is done (sent, or the client gone). A
+    // context without one (no HTTP response to watch) throws: the HTTP layer then releases the
+    // slot when the guard has decided, as it does for adapters that cannot tell.
+    onFinished: (_req: RateLimitRequest, res: RateLimitResponse, done: () => void): void => {
+      const raw = res?.raw ?? res
+      if (typeof raw?.once !== 'function') throw new TypeError('no Node response to watch')
+      if (raw.closed === true) {
+        done()
+        return
+      }
+      let pending = true
+      const once = (): void => {
+        if (!pending) return
+        pending = false
+        done()
+      }
+      raw.once('finish', once)
+      raw.once('close', once)
+    },
+    // req.rateLimit: the RateLimitInfo of the last limit that counted the request (with all of them
+    // in `all`); req.rateLimitHandle: its deprecated view.
+    attach: (req: RateLimitRequest, _res: unknown, info: RateLimitInfo): void => {
+      req.rateLimit = info
+      req.rateLimitHandle = handleOf(info)
+    },
+    attached: (req: RateLimitRequest): RateLimitInfo | undefined => req.rateLimit,
+    // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
+    signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
+      const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
+      return typeof (raw as ClosableResponse | undefined)?.once === 'function'
+        ? closeSignal(raw as ClosableResponse)
+        : undefined
+    },
+  }
+  const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = options
+  return createHttpLimiter(common, adapter)
+}
+
+/**
+ * Counts `req` against `http`, once per limit: the guard run again for it (global and @UseGuards
+ * both, several resolvers of one GraphQL operation) answers as the first run did.
+ */
+function count(
+  req: RateLimitRequest,
+  context: ExecutionContext,
+  http: HttpLimiter<RateLimitRequest, unknown>,
+): boolean | Promise<boolean> {
+  const memo: unknown[] | undefined = req[COUNTED]
+  if (memo !== undefined) {
+    for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
+  }
+  const result = http.run<boolean>(req, responseOf(context), allow, deny, fail, invalid)
+  if (memo === undefined) req[COUNTED] = [http, result]
+  else memo.push(http, result)
+  return result
+}
+
 type Target = Function
 
 /**
@@ -75,7 +167,6 @@ type Target = Function
 export class FastLimitGuard implements CanActivate {
   readonly #reflector: Reflector
   readonly #base: RateLimitOptions
-  readonly #recorders: Map<FastLimit, HandleRecorder>
   readonly #default: HttpLimiter<RateLimitRequest, unknown>
   readonly #declared: WeakMap<RateLimitMetadata, HttpLimiter<RateLimitRequest, unknown>>
   readonly #limits = new Map<Target, Map<Target, readonly HttpLimiter<RateLimitRequest, unknown>[] | null>>()
@@ -89,13 +180,11 @@ export class FastLimitGuard implements CanActivate {
     // request they both check is recognized as counted.
     let shared = compiledBy.get(options)
     if (shared === undefined) {
-      this.#recorders = new Map()
       this.#declared = new WeakMap()
       this.#default = this.#build(this.#base)
-      shared = { recorders: this.#recorders, declared: this.#declared, default: this.#default }
+      shared = { declared: this.#declared, default: this.#default }
       compiledBy.set(options, shared)
     } else {
-      this.#recorders = shared.recorders
       this.#declared = shared.declared
       this.#default = shared.default
     }
@@ -107,8 +196,7 @@ export class FastLimitGuard implements CanActivate {
     if (req === undefined || req === null) return true
     const limits = this.#limitOf(context.getHandler(), context.getClass())
     if (limits === null) return true
-    if (limits.length === 1)
-      return this.#count(req, context, limits[0] as HttpLimiter<RateLimitRequest, unknown>)
+    if (limits.length === 1) return count(req, context, limits[0] as HttpLimiter<RateLimitRequest, unknown>)
     return this.#countAll(req, context, limits)
   }
 
@@ -118,25 +206,8 @@ export class FastLimitGuard implements CanActivate {
     context: ExecutionContext,
     limits: readonly HttpLimiter<RateLimitRequest, unknown>[],
   ): Promise<boolean> {
-    for (const http of limits) if (!(await this.#count(req, context, http))) return false
+    for (const http of limits) if (!(await count(req, context, http))) return false
     return true
-  }
-
-  #count(
-    req: RateLimitRequest,
-    context: ExecutionContext,
-    http: HttpLimiter<RateLimitRequest, unknown>,
-  ): boolean | Promise<boolean> {
-    // A request is counted once per limit: the guard run again for it (global and @UseGuards both,
-    // several resolvers of one GraphQL operation) answers as the first run did.
-    const memo: unknown[] | undefined = req[COUNTED]
-    if (memo !== undefined) {
-      for (let i = 0; i < memo.length; i += 2) if (memo[i] === http) return memo[i + 1] as Promise<boolean>
-    }
-    const result = http.run<boolean>(req, responseOf(context), allow, deny, fail)
-    if (memo === undefined) req[COUNTED] = [http, result]
-    else memo.push(http, result)
-    return result
   }
 
   #limitOf(handler: Target, controller: Target): readonly HttpLimiter<RateLimitRequest, unknown>[] | null {
@@ -180,76 +251,80 @@ export class FastLimitGuard implements CanActivate {
   }
 
   #build(options: RateLimitOptions): HttpLimiter<RateLimitRequest, unknown> {
-    const real = options.limiter as FastLimit
-    // Anything that is not a limiter is left for core to refuse with its own message.
-    if (typeof (real as Partial<FastLimit> | undefined)?.check !== 'function') {
-      return createHttpLimiter(options, {
-        name: 'nestjs',
-        remoteAddress: () => undefined,
-        header: () => undefined,
-        method: () => 'GET',
-        setHeader,
-      })
-    }
-    let recorder = this.#recorders.get(real)
-    if (recorder === undefined) {
-      recorder = new HandleRecorder(real)
-      this.#recorders.set(real, recorder)
-    }
-    const handles = recorder
-    const adapter = {
-      name: 'nestjs',
-      extraOptions: MODULE_ONLY,
-      remoteAddress: (req: RateLimitRequest): string | undefined => req.socket?.remoteAddress,
-      header: (req: RateLimitRequest, name: string): string | undefined => {
-        const value = req.headers?.[name]
-        return typeof value === 'string' ? value : Array.isArray(value) ? value.join(', ') : undefined
-      },
-      method: (req: RateLimitRequest): string => req.method,
-      setHeader,
-      // countWhen and settle: decided when Node's response closes (Express res, or a Fastify reply's raw).
-      // Without an HTTP response (not over HTTP), the reservation stays as charged.
-      responseEnd: (_req: RateLimitRequest, res: RateLimitResponse, end: () => void): void => {
-        const raw = res?.raw ?? res
-        if (typeof raw?.on === 'function') onResponseClose(raw, end)
-      },
-      // concurrency: the slot goes back when Node's response is done (sent, or the client gone). A
-      // context without one (no HTTP response to watch) throws: the HTTP layer then releases the
-      // slot when the guard has decided, as it does for adapters that cannot tell.
-      onFinished: (_req: RateLimitRequest, res: RateLimitResponse, done: () => void): void => {
-        const raw = res?.raw ?? res
-        if (typeof raw?.once !== 'function') throw new TypeError('no Node response to watch')
-        if (raw.closed === true) {
-          done()
-          return
-        }
-        let pending = true
-        const once = (): void => {
-          if (!pending) return
-          pending = false
-          done()
-        }
-        raw.once('finish', once)
-        raw.once('close', once)
-      },
-      expose: (req: RateLimitRequest, _res: unknown, decision: Decision): void => {
-        req.rateLimit = decision
-        req.rateLimitHandle = handles.handleOf(decision)
-      },
-      // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).
-      signal: (_req: RateLimitRequest, res: unknown): AbortSignal | undefined => {
-        const raw = (res as { raw?: unknown } | undefined)?.raw ?? res
-        return typeof (raw as ClosableResponse | undefined)?.once === 'function'
-          ? closeSignal(raw as ClosableResponse)
-          : undefined
-      },
-    }
-    const common: RateLimitCommonOptions<RateLimitRequest, RateLimitResponse> = {
-      ...options,
-      limiter: recorder.limiter,
-    }
-    return createHttpLimiter(common, adapter)
+    return buildLimit(options)
   }
+}
+
+/**
+ * A limit of its own, as a guard instance: `@UseGuards(loginLimit)` on a controller or handler counts
+ * its requests on top of the module's guard (which, global, runs first), and `reset(req)` /
+ * `peek(req)` reach the bucket a request is counted in by it. Built by {@link rateLimitGuard}.
+ */
+export class RateLimitGuard implements CanActivate {
+  readonly #http: HttpLimiter<RateLimitRequest, unknown>
+
+  /** Prefer {@link rateLimitGuard}. Options are checked now: a bad one throws a `ConfigError`. */
+  constructor(options: RateLimitOptions = {}) {
+    for (const name of MODULE_ONLY) {
+      if (typeof options === 'object' && options !== null && Object.hasOwn(options, name)) {
+        throw new ConfigError(
+          `[fastlimit] [nestjs] rateLimitGuard() takes a limit's options, not the module's: ${name} belongs in FastLimitModule.forRoot (give a limiter instead of a backend).`,
+        )
+      }
+    }
+    this.#http = buildLimit({ ...options, limiter: options.limiter ?? new FastLimit() })
+  }
+
+  /** Decides one request; rejects with a {@link RateLimitException} when it is refused. */
+  canActivate(context: ExecutionContext): boolean | Promise<boolean> {
+    const req = requestOf(context)
+    if (req === undefined || req === null) return true
+    return count(req, context, this.#http)
+  }
+
+  /**
+   * Forgets the bucket `req` was counted in by this limit (after a successful login, say): the
+   * identity it counted the request under, or would (its client address, or what `key` returns),
+   * under every rule of the limiter in the limit's scope. Resolves without doing anything for an
+   * allow-listed client; rejects when the store fails or `key` throws.
+   */
+  reset(req: RateLimitRequest): Promise<void> {
+    return this.#http.reset(req)
+  }
+
+  /**
+   * Reads the bucket `req` is counted in by this limit, without charging anything (`cost` 0;
+   * `allowed`: would a request of cost 1 pass). `undefined` for an allow-listed client.
+   */
+  peek(req: RateLimitRequest): Promise<RateLimitInfo | undefined> {
+    return this.#http.peek(req)
+  }
+}
+
+/**
+ * Builds a {@link RateLimitGuard}: a limit with options of its own (not the module's; without a
+ * `limiter`, an in-memory one), to apply with `@UseGuards` on top of the module's guard, with
+ * `reset(req)` and `peek(req)`. Options are checked now: a bad one throws a `ConfigError`.
+ *
+ * @example
+ * ```ts
+ * const loginLimit = rateLimitGuard({ limiter, rules: '5/15m', scope: 'login' })
+ *
+ * @Controller()
+ * class AuthController {
+ *   @Post('login')
+ *   @UseGuards(loginLimit)
+ *   async login(@Body() body: Credentials, @Req() req: Request) {
+ *     const user = await this.auth.check(body)
+ *     if (!user) throw new UnauthorizedException()
+ *     await loginLimit.reset(req) // or, with @RateLimitInfo() limit: limit?.reset()
+ *     return user
+ *   }
+ * }
+ * ```
+ */
+export function rateLimitGuard(options: RateLimitOptions = {}): RateLimitGuard {
+  return new RateLimitGuard(options)
 }
 
 // Decorators applied as calls: the source then compiles without experimentalDecorators (tsx, vitest),

@@ -1,8 +1,8 @@
 // @fastlimit/nestjs: FastLimitModule, its guard and decorators, for NestJS 10, 11 and 12.
 
-export { RateLimit, RateLimitDecision, RateLimitHandle, SkipRateLimit } from './decorators'
-export { RateLimitException, RateLimitExceptionFilter } from './exception'
-export { FastLimitGuard } from './guard'
+export { RateLimit, RateLimitDecision, RateLimitHandle, RateLimitInfo, SkipRateLimit } from './decorators'
+export { InvalidCostException, RateLimitException, RateLimitExceptionFilter } from './exception'
+export { FastLimitGuard, RateLimitGuard, rateLimitGuard } from './guard'
 export { FastLimitModule } from './module'
 export type {
   FastLimitModuleAsyncOptions,

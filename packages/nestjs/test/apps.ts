@@ -15,7 +15,12 @@ import { NestFactory, Reflector } from '@nestjs/core'
 import nestCore from '@nestjs/core/package.json' with { type: 'json' }
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
-import { FastLimitGuard, RateLimitException, RateLimitExceptionFilter } from '../src/index'
+import {
+  FastLimitGuard,
+  InvalidCostException,
+  RateLimitException,
+  RateLimitExceptionFilter,
+} from '../src/index'
 
 export type Platform = 'express' | 'fastify'
 
@@ -32,7 +37,7 @@ class CodeFilter implements ExceptionFilter {
   readonly #refusals = new RateLimitExceptionFilter()
 
   catch(exception: unknown, host: ArgumentsHost): void {
-    if (exception instanceof RateLimitException) {
+    if (exception instanceof RateLimitException || exception instanceof InvalidCostException) {
       this.#refusals.catch(exception, host)
       return
     }

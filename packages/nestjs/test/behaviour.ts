@@ -26,6 +26,7 @@ import {
   RateLimitDecision,
   RateLimitException,
   RateLimitHandle,
+  rateLimitGuard,
   SkipRateLimit,
 } from '../src/index'
 import { client, closeAll, type Platform, start } from './apps'
@@ -328,6 +329,11 @@ export function nestBehaviour(version: string): void {
         /globalGuard must be true or false/,
       )
       expect(() => FastLimitModule.forRootAsync({} as never)).toThrow(/forRootAsync\(\) needs useFactory/)
+      // A guard of its own takes a limit's options only: the module's are refused, not ignored.
+      expect(() => rateLimitGuard({ rules: '5/fortnight' })).toThrow(ConfigError)
+      expect(() => rateLimitGuard({ globalGuard: false } as never)).toThrow(
+        /^\[fastlimit\] \[nestjs\] rateLimitGuard\(\) takes a limit's options, not the module's: globalGuard/,
+      )
     })
   })
 }

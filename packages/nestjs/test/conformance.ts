@@ -3,7 +3,7 @@
 
 import { PassThrough } from 'node:stream'
 import { type AdapterAppOptions, adapterConformance, adaptOptions } from '@fastlimit/core/testing'
-import { All, Controller, Get, Module, Req, Res, UseGuards } from '@nestjs/common'
+import { All, Controller, Get, HttpCode, Module, Post, Req, Res, UseGuards } from '@nestjs/common'
 import { afterEach, expect, it } from 'vitest'
 import {
   FastLimitGuard,
@@ -12,6 +12,7 @@ import {
   type RateLimitDecoratorOptions,
   type RateLimitRequest,
   type RateLimitResponse,
+  rateLimitGuard,
 } from '../src/index'
 import { client, closeAll, nestVersion, type Platform, sameNest, start } from './apps'
 
@@ -45,6 +46,66 @@ function suiteModule(options: AdapterAppOptions, mount: 'app' | 'route') {
   })
   class SuiteModule {}
   return SuiteModule
+}
+
+/** Sends `body` with `status` on an Express response or a Fastify reply. */
+function send(res: RateLimitResponse, status: number, type: string, body: string): void {
+  if (typeof res.code === 'function' && res.raw !== undefined) res.code(status).type(type).send(body)
+  else res.status(status).type(type).send(body)
+}
+
+/**
+ * The suite's layered app: the module's global guard with the app options, and
+ * `routeLimit = rateLimitGuard(routeOptions)` with `@UseGuards` on `/limited`, `/info` and `/login`.
+ */
+function layeredModule(appOptions: AdapterAppOptions, routeOptions: AdapterAppOptions) {
+  const routeLimit = rateLimitGuard(adaptOptions(routeOptions, view))
+  @Controller()
+  class LayeredController {
+    @All(['', 'search', 'health', 'free'])
+    ok() {
+      return 'ok'
+    }
+
+    @Get('limited')
+    @UseGuards(routeLimit)
+    limited() {
+      return 'ok'
+    }
+
+    @Get('info')
+    @UseGuards(routeLimit)
+    info(@Req() req: RateLimitRequest, @Res() res: RateLimitResponse) {
+      send(res, 200, 'application/json', JSON.stringify(req.rateLimit ?? null))
+    }
+
+    @Post('login')
+    @HttpCode(200)
+    @UseGuards(routeLimit)
+    async login(@Req() req: RateLimitRequest, @Res() res: RateLimitResponse) {
+      if (req.headers['x-password'] !== 'right') return send(res, 401, 'text/plain', 'wrong')
+      if (req.headers['x-reset'] === 'middleware') await routeLimit.reset(req)
+      else await req.rateLimit?.reset()
+      send(res, 200, 'text/plain', 'welcome')
+    }
+
+    @Get('peek')
+    async peek(@Req() req: RateLimitRequest, @Res() res: RateLimitResponse) {
+      const now = await routeLimit.peek(req)
+      send(
+        res,
+        200,
+        'application/json',
+        JSON.stringify(now === undefined ? null : { remaining: now.remaining }),
+      )
+    }
+  }
+  @Module({
+    imports: [FastLimitModule.forRoot(adaptOptions(appOptions, view))],
+    controllers: [LayeredController],
+  })
+  class LayeredModule {}
+  return LayeredModule
 }
 
 /** The ended response as the suite's countWhen and settle see it (an Express response or a Fastify reply). */
@@ -150,6 +211,7 @@ export function nestConformance(major: number): void {
     adapterConformance({
       name: `@fastlimit/nestjs on ${version} with the ${platform} platform`,
       makeApp: async (options, mount) => client(await start(platform, suiteModule(options, mount))),
+      makeLayeredApp: async (a, r) => client(await start(platform, layeredModule(a, r))),
       makeRoutedApp: async (a, b) => client(await start(platform, routedModule(a, b))),
     })
   }
