@@ -220,13 +220,16 @@ describe('options', () => {
         if (r.ok) {
           built++
           // A backend needs only checkAndIncrement now: one answering garbage fails each call, which the
-          // policy answers (fail-open, a fallback), or which rejects with ERR_FASTLIMIT_BACKEND under 'throw'.
+          // policy answers (fail-open admits, fail-closed refuses, a fallback decides), or which rejects
+          // with ERR_FASTLIMIT_BACKEND under 'throw'.
           const decided = await r.value.check('id', '2/s').then(
             (d) => ({ d }),
             (err: unknown) => ({ err }),
           )
-          if ('d' in decided) expect(decided.d.allowed).toBe(true)
-          else {
+          if ('d' in decided) {
+            const refusedByPolicy = decided.d.source === 'policy' && onBackendError === 'fail-closed'
+            expect(decided.d.allowed).toBe(!refusedByPolicy)
+          } else {
             expect(r.value.backend.checkAndIncrement).toBeTypeOf('function')
             expect(decided.err).toMatchObject({ code: 'ERR_FASTLIMIT_BACKEND' })
             expect(onBackendError).toBe('throw')

@@ -49,8 +49,21 @@ export async function createDatabase(
   return {
     name,
     url: withDatabase(adminUrl, name),
+    // A pool's end() resolves before its connections have closed on the server: wait (up to 5 s) for the
+    // database's sessions to go, so that FORCE does not terminate a client still ending (whose 'error'
+    // no one listens to any more), then drop whatever is left.
     drop: () =>
-      admin(adminUrl, (c) => c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)).then(() => undefined),
+      admin(adminUrl, async (c) => {
+        for (let i = 0; i < 100; i++) {
+          const { rows } = await c.query(
+            'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1',
+            [name],
+          )
+          if ((rows[0] as { n: number }).n === 0) break
+          await new Promise((r) => setTimeout(r, 50))
+        }
+        await c.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)
+      }).then(() => undefined),
   }
 }
 

@@ -350,6 +350,15 @@ describe('failover behind a virtual IP (REPLICAOF)', () => {
     const vip = await startProxy(a.port)
     const backend = RedisBackend.fromUrl(`redis://127.0.0.1:${vip.port}`, { keyPrefix: 'vip:' })
     try {
+      // The replica's first full sync can outlast WAIT's 5 s on a loaded machine: wait for its link first.
+      await vi.waitFor(
+        async () => {
+          const info = await command(b.port, 'INFO', 'replication')
+          if (infoField(info, 'master_link_status') !== 'up')
+            throw new Error('the replica is not in sync yet')
+        },
+        { timeout: 30_000, interval: 50 },
+      )
       expect((await backend.checkAndIncrement('user', bucket, 2)).remaining).toBe(LIMIT - 2)
       // The replica has the write before the failover.
       expect(await command(a.port, 'WAIT', 1, 5000)).toBe(1)
