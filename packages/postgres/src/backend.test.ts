@@ -307,11 +307,12 @@ describe('reconnect', () => {
       await backend.checkAndIncrement('stuck', HOUR, 1)
       await holder.query(`BEGIN; SELECT 1 FROM reconnect WHERE key = ${hex('stuck')} FOR UPDATE`)
       // No deadline: without reconnect this call would wait for the lock as long as the holder keeps it.
-      const inFlight = backend.checkAndIncrement('stuck', HOUR, 1)
+      // The rejection is taken at once, so it is handled whenever it comes.
+      const inFlight = rejection(backend.checkAndIncrement('stuck', HOUR, 1))
       await new Promise((r) => setTimeout(r, 200))
       const started = performance.now()
       backend.reconnect(new Error('breaker opened'))
-      const err = await rejection(inFlight)
+      const err = await inFlight
       expect(performance.now() - started).toBeLessThan(1000)
       expect(err.code).toBe('ERR_FASTLIMIT_BACKEND')
       await holder.query('COMMIT')
@@ -332,7 +333,10 @@ describe('reconnect', () => {
     try {
       await backend.checkAndIncrement('victim', HOUR, 1)
       await holder.query(`BEGIN; SELECT 1 FROM terminated WHERE key = ${hex('victim')} FOR UPDATE`)
-      const inFlight = backend.checkAndIncrement('victim', HOUR, 1, { deadline: Date.now() + 20_000 })
+      // The rejection is taken at once: it may come while the holder's query below is still answering.
+      const inFlight = rejection(
+        backend.checkAndIncrement('victim', HOUR, 1, { deadline: Date.now() + 20_000 }),
+      )
       // The decision's connection, waiting for the row lock inside its transaction.
       let pid: number | undefined
       for (let i = 0; i < 100 && pid === undefined; i++) {
@@ -344,7 +348,7 @@ describe('reconnect', () => {
       }
       expect(pid).toBeDefined()
       await holder.query(`SELECT pg_terminate_backend(${pid})`)
-      const err = await rejection(inFlight)
+      const err = await inFlight
       expect(err.code).toBe('ERR_FASTLIMIT_BACKEND')
       expect((err.cause as { code?: string }).code).toBe('57P01')
       await holder.query('COMMIT')
