@@ -110,6 +110,31 @@ export function bundleChild(entry: string): Promise<string> {
   return out
 }
 
+/**
+ * Instructions callgrind counts for one run of `node --single-threaded --import tsx <script> ...args`,
+ * synchronously and without bundling (start-up included: subtract two runs of different length).
+ */
+export function tsxInstructions(script: string, args: string[], timeoutMs: number): number {
+  const run = spawnSync(
+    'valgrind',
+    [
+      '--tool=callgrind',
+      '--callgrind-out-file=/dev/null',
+      process.execPath,
+      '--single-threaded',
+      '--import',
+      'tsx',
+      script,
+      ...args,
+    ],
+    { cwd: root, encoding: 'utf8', timeout: timeoutMs },
+  )
+  const m = /Collected\s*:\s*(\d+)/.exec(run.stderr)
+  if (run.status !== 0 || !m)
+    throw new Error(`callgrind of ${args.join(' ')} failed: ${run.stderr.slice(-2000)}`)
+  return Number(m[1])
+}
+
 let toggle: boolean | undefined
 
 /**

@@ -3,9 +3,10 @@
 // (each case a process of its own per round, round-robin) and instructions per request under callgrind when
 // valgrind is installed (independent of the machine's load; two runs of different length are subtracted,
 // so start-up and warm-up cancel out).
-import { spawnSync } from 'node:child_process'
+
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { hasValgrind, tsxInstructions } from './callgrind'
 import { fmtStat, runJsonChild, type Stat, stat } from './harness'
 import { type Headline, type Section, table } from './report'
 
@@ -18,31 +19,9 @@ const CASES = [
   { id: 'delay', name: "rateLimit({ mode: 'delay', maxDelayMs: 5000 }), not holding" },
 ] as const
 
-function hasValgrind(): boolean {
-  return spawnSync('sh', ['-c', 'command -v valgrind'], { stdio: 'ignore' }).status === 0
-}
-
 /** Instructions callgrind counts for `n` requests of a case (plus the fixed start-up and warm-up). */
 function instructions(id: string, n: number): number {
-  const run = spawnSync(
-    'valgrind',
-    [
-      '--tool=callgrind',
-      '--callgrind-out-file=/dev/null',
-      process.execPath,
-      '--single-threaded',
-      '--import',
-      'tsx',
-      child,
-      id,
-      'count',
-      String(n),
-    ],
-    { cwd: root, encoding: 'utf8', timeout: 600_000 },
-  )
-  const m = /Collected\s*:\s*(\d+)/.exec(run.stderr)
-  if (run.status !== 0 || !m) throw new Error(`callgrind of ${id} failed: ${run.stderr.slice(-2000)}`)
-  return Number(m[1])
+  return tsxInstructions(child, [id, 'count', String(n)], 600_000)
 }
 
 function overhead(base: number, other: number): string {

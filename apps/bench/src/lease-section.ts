@@ -2,10 +2,11 @@
 // limiter.check, on MemoryBackend and on RedisBackend (a redis-server this section starts on a free
 // loopback port). Each case runs in a process of its own per round, round-robin; on memory also as
 // instructions per operation under callgrind (two runs of different length subtracted).
-import { spawnSync } from 'node:child_process'
+
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { startStandalone } from '../../../packages/redis/test/servers'
+import { hasValgrind, tsxInstructions } from './callgrind'
 import { fmtOps, fmtStat, rotate, runJsonChild, type Stat, stat } from './harness'
 import { type Headline, type Section, table } from './report'
 
@@ -19,32 +20,9 @@ const CASES = [
 ] as const
 const BACKENDS = ['memory', 'redis'] as const
 
-function hasValgrind(): boolean {
-  return spawnSync('sh', ['-c', 'command -v valgrind'], { stdio: 'ignore' }).status === 0
-}
-
 /** Instructions callgrind counts for `n` operations of a memory case (plus start-up and warm-up). */
 function instructions(id: string, n: number): number {
-  const run = spawnSync(
-    'valgrind',
-    [
-      '--tool=callgrind',
-      '--callgrind-out-file=/dev/null',
-      process.execPath,
-      '--single-threaded',
-      '--import',
-      'tsx',
-      child,
-      'memory',
-      id,
-      'count',
-      String(n),
-    ],
-    { cwd: root, encoding: 'utf8', timeout: 900_000 },
-  )
-  const m = /Collected\s*:\s*(\d+)/.exec(run.stderr)
-  if (run.status !== 0 || !m) throw new Error(`callgrind of ${id} failed: ${run.stderr.slice(-2000)}`)
-  return Number(m[1])
+  return tsxInstructions(child, ['memory', id, 'count', String(n)], 900_000)
 }
 
 export async function leaseSection({ quick }: { quick: boolean }): Promise<Section> {

@@ -2,12 +2,13 @@
 // limiter.check, on MemoryBackend, SQLiteBackend and PostgresBackend. The cases alternate in batches in one
 // process per backend and round; on memory also as instructions per operation under callgrind (two runs
 // of different length subtracted, so start-up and warm-up cancel out).
-import { spawnSync } from 'node:child_process'
+
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createDatabase } from '../../../packages/postgres/test/databases'
+import { hasValgrind, tsxInstructions } from './callgrind'
 import { fmtOps, fmtStat, rotate, runJsonChild, type Stat, stat } from './harness'
 import { type Headline, type Section, table } from './report'
 
@@ -23,32 +24,9 @@ const CASES = [
 const BACKENDS = ['memory', 'sqlite', 'postgres'] as const
 type BackendName = (typeof BACKENDS)[number]
 
-function hasValgrind(): boolean {
-  return spawnSync('sh', ['-c', 'command -v valgrind'], { stdio: 'ignore' }).status === 0
-}
-
 /** Instructions callgrind counts for `n` operations of a memory case (plus start-up and warm-up). */
 function instructions(id: string, n: number): number {
-  const run = spawnSync(
-    'valgrind',
-    [
-      '--tool=callgrind',
-      '--callgrind-out-file=/dev/null',
-      process.execPath,
-      '--single-threaded',
-      '--import',
-      'tsx',
-      child,
-      'memory',
-      id,
-      'count',
-      String(n),
-    ],
-    { cwd: root, encoding: 'utf8', timeout: 900_000 },
-  )
-  const m = /Collected\s*:\s*(\d+)/.exec(run.stderr)
-  if (run.status !== 0 || !m) throw new Error(`callgrind of ${id} failed: ${run.stderr.slice(-2000)}`)
-  return Number(m[1])
+  return tsxInstructions(child, ['memory', id, 'count', String(n)], 900_000)
 }
 
 export async function reservationSection({ quick }: { quick: boolean }): Promise<Section> {
