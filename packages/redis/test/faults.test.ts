@@ -350,7 +350,7 @@ describe('failover behind a virtual IP (REPLICAOF)', () => {
     const vip = await startProxy(a.port)
     const backend = RedisBackend.fromUrl(`redis://127.0.0.1:${vip.port}`, { keyPrefix: 'vip:' })
     try {
-      // The replica's first full sync can outlast WAIT's 5 s on a loaded machine: wait for its link first.
+      // The replica's first full sync can take seconds on a loaded machine: wait for its link first.
       await vi.waitFor(
         async () => {
           const info = await command(b.port, 'INFO', 'replication')
@@ -360,8 +360,23 @@ describe('failover behind a virtual IP (REPLICAOF)', () => {
         { timeout: 30_000, interval: 50 },
       )
       expect((await backend.checkAndIncrement('user', bucket, 2)).remaining).toBe(LIMIT - 2)
-      // The replica has the write before the failover.
-      expect(await command(a.port, 'WAIT', 1, 5000)).toBe(1)
+      // The replica has the write before the failover: its applied offset reaches the master's. (Not `WAIT`
+      // from another connection: it counts the replicas that have that connection's writes, none, so it
+      // answers 1 at once even while the replica has not applied the write yet, and B could be promoted
+      // without it: a fresh state, `expected 4 to be 2`.)
+      const written = Number(infoField(await command(a.port, 'INFO', 'replication'), 'master_repl_offset'))
+      expect(written).toBeGreaterThan(0)
+      await vi.waitFor(
+        async () => {
+          const info = await command(b.port, 'INFO', 'replication')
+          if (!(Number(infoField(info, 'slave_repl_offset')) >= written))
+            throw new Error(`the replica has not applied offset ${written} yet`)
+        },
+        { timeout: 10_000, interval: 20 },
+      )
+      expect(await command(b.port, 'HGETALL', 'vip::user')).toEqual(
+        await command(a.port, 'HGETALL', 'vip::user'),
+      )
       // The failover: B is promoted, A follows it, and the VIP moves to B. The backend's open connection
       // still reaches A, now a replica.
       expect(await command(b.port, 'REPLICAOF', 'NO', 'ONE')).toBe('OK')
