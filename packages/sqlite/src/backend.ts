@@ -689,7 +689,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     this.flush()
     if (!member.failed) return member.outcome as T
     if (member.outcome === BUSY) return undefined
-    throw backendError(member.outcome)
+    throw member.outcome
   }
 
   /** `'turn'`: marks this turn as having written synchronously, until the next microtask. */
@@ -709,31 +709,45 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * Runs `members` in one transaction and settles each. When another connection holds the lock, they wait
-   * for it in the lock queue, in order, each in a transaction of its own (a synchronous one answers
-   * `undefined`), exactly as calls made one by one would.
+   * Runs `members` in one transaction and settles each. When the transaction fails as a whole (a full disk
+   * rolls it back, a commit fails), each member runs again alone, so that each ends exactly as it would have
+   * without group commit: one that fails does not take the others with it. When another connection holds
+   * the lock, they wait for it in the lock queue, in order, each in a transaction of its own (a synchronous
+   * one answers `undefined`), as calls made one by one would.
    */
   private commitGroup(members: Member[]): void {
-    let busy: unknown
     try {
       this.usable()
-      if (!this.lock.waiting) {
+    } catch (err) {
+      for (const m of members) m.settle(true, err)
+      return
+    }
+    let busy: unknown
+    if (!this.lock.waiting) {
+      try {
         this.conn.group(members)
         for (const m of members) m.settle(m.failed, m.failed ? backendError(m.outcome) : m.outcome)
         return
+      } catch (err) {
+        // Busy: nothing was tried, all of them wait. Otherwise each is tried again alone, below.
+        if (isBusyError(err)) busy = err
       }
-    } catch (err) {
-      if (!isBusyError(err)) {
-        // Nothing of the group was applied: each call fails with the reason (a full disk, a closed backend).
-        const error = backendError(err)
-        for (const m of members) m.settle(true, error)
-        return
-      }
-      busy = err
     }
     for (const m of members) {
       if (m.resolve === undefined) {
-        m.settle(true, BUSY)
+        // Synchronous: alone now, or undefined when the lock is taken (the caller makes the async call).
+        if (busy !== undefined || this.lock.waiting) {
+          m.settle(true, BUSY)
+          continue
+        }
+        try {
+          m.settle(
+            false,
+            this.conn.one((b) => m.run(b)),
+          )
+        } catch (err) {
+          m.settle(true, isBusyError(err) ? BUSY : backendError(err))
+        }
         continue
       }
       const own = m.started + this.busyTimeoutMs
