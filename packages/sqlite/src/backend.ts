@@ -1,4 +1,4 @@
-// SQLiteBackend: the core algorithms applied in one BEGIN IMMEDIATE transaction per decision, on one file shared by
+// SQLiteBackend: the core algorithms applied in BEGIN IMMEDIATE transactions (decisions made together share one), on one file shared by
 // every process; waits for a lock held elsewhere happen off the event loop, and a file deleted or replaced is reopened.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -266,8 +266,10 @@ function pause(ms: number): Promise<void> {
  * A rate-limit backend on SQLite (better-sqlite3): limits shared by every process on one host through
  * one file, surviving restarts, with no server to run.
  *
- * - Exact across processes: each decision is one `BEGIN IMMEDIATE` transaction that reads the state,
- *   applies the core algorithm `step`, and writes it back, so processes serialize on the write lock.
+ * - Exact across processes: each decision reads the state, applies the core algorithm `step`, and writes
+ *   it back inside a `BEGIN IMMEDIATE` transaction, so processes serialize on the write lock.
+ * - Group commit: writes made together (in one turn of the event loop) share one transaction, in the order
+ *   they were made, each settling after the commit (see {@link SQLiteBackendOptions.groupCommit}).
  * - Fast: WAL, `synchronous=NORMAL`, statements prepared once, and the synchronous fast path of
  *   {@link SyncBackend}, so `FastLimit` decides without a promise per backend call.
  * - Never stalls the event loop on a lock held elsewhere: the synchronous methods wait at most 2 ms and then
@@ -483,10 +485,12 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction.
+   * {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction, committed before it
+   * returns (with the asynchronous calls of this turn still waiting for theirs, which run first).
    * @returns the result, or `undefined` when another connection holds the write lock (after waiting at
    *   most 2 ms, or at once while other calls wait for it): nothing was charged; make the asynchronous call,
-   *   which waits without blocking the event loop.
+   *   which waits without blocking the event loop. With `groupCommit: 'turn'`, also `undefined` for every
+   *   call after the first of a turn: the asynchronous call then shares a transaction with the others.
    */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult | undefined {
     this.usable()
@@ -767,7 +771,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * Admits `cost` or denies, in one `BEGIN IMMEDIATE` transaction. If another connection holds the write
+   * Admits `cost` or denies, in one `BEGIN IMMEDIATE` transaction, shared with the other writes of this turn
+   * (group commit; resolved after it committed). If another connection holds the write
    * lock, waits (off the event loop) until `options.deadline` or `busyTimeoutMs`, whichever is first, then
    * rejects with `ERR_FASTLIMIT_TIMEOUT`, nothing charged; a call is never applied after its deadline.
    */
