@@ -63,8 +63,9 @@ export interface SQLiteBackendOptions {
    *   the order they were made, in one `BEGIN IMMEDIATE` transaction (at most 256 per transaction): each
    *   sees the writes of those before it, exactly as one after the other, and each promise settles only once
    *   that transaction has committed. A call that fails (a bad argument, a deadline passed) fails alone;
-   *   a failed commit (a full disk) fails them all, nothing charged. The synchronous methods still decide
-   *   and commit before they return (a group still waiting commits first, with them).
+   *   when the transaction fails as a whole (a full disk), each call runs again alone, so that each ends as
+   *   it would have without group commit. The synchronous methods still decide and commit before they
+   *   return (a group still waiting commits first, with them).
    * - `'turn'`: the same, and the synchronous fast path takes part: after the first synchronous write of a
    *   turn, the synchronous methods answer `undefined` until the next microtask, so that `FastLimit` makes
    *   those calls asynchronously and they share one transaction. For `FastLimit` under concurrent load; a
@@ -96,7 +97,7 @@ const GROUP_COMMIT = ['async', 'turn', 'off']
  * The most calls one group transaction runs: a bound on how long it holds the write lock (a few
  * milliseconds) that other processes wait for. A larger group commits in several transactions, in order.
  */
-export const MAX_GROUP = 256
+const MAX_GROUP = 256
 
 /** What a synchronous call in a group that found the lock taken ends with: it answers `undefined`. */
 const BUSY = Symbol('busy')
