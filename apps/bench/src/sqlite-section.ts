@@ -1,6 +1,7 @@
 // The SQLite section: FastLimit.check on SQLiteBackend beside rate-limiter-flexible's RateLimiterSQLite
 // (better-sqlite3) and a bare better-sqlite3 UPSERT in a transaction (the floor), each on its own file in a
-// fresh temp directory that is removed at the end.
+// fresh temp directory that is removed at the end; then 256 decisions in flight with each groupCommit mode,
+// in decisions/s and WAL frames per decision.
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
 import os from 'node:os'
@@ -76,6 +77,63 @@ function open(file: string, synchronous: 'NORMAL' | 'FULL'): Db {
   db.pragma('journal_mode = WAL')
   db.pragma(`synchronous = ${synchronous}`)
   return db
+}
+
+/** Decisions in flight in the concurrent part: 256 callers, each awaiting one decision after another. */
+const IN_FLIGHT = 256
+
+type GroupCommit = NonNullable<ConstructorParameters<typeof SQLiteBackend>[1]>['groupCommit']
+
+interface FlightCase {
+  name: string
+  groupCommit: GroupCommit
+  via: 'FastLimit.check' | 'SQLiteBackend.checkAndIncrement'
+  /** How many callers: 256, or 1 for the sequential reference. */
+  inFlight: number
+  backend: SQLiteBackend
+  call: (key: string) => Promise<boolean>
+}
+
+/**
+ * `inFlight` callers, each awaiting `c.call` on the rotating keys, until `maxOps` calls in all or `maxMs`
+ * passed (each caller reads the clock before each call).
+ */
+async function flight(c: FlightCase, cursor: { i: number }, maxOps: number, maxMs: number): Promise<Slice> {
+  let ops = 0
+  let unexpected = 0
+  const t0 = performance.now()
+  const deadline = t0 + maxMs
+  const caller = async () => {
+    while (ops < maxOps && performance.now() < deadline) {
+      ops++
+      let ok = false
+      try {
+        ok = await c.call(keys[cursor.i++ % KEYS] as string)
+      } catch {
+        ok = false
+      }
+      if (!ok) unexpected++
+    }
+  }
+  await Promise.all(Array.from({ length: c.inFlight }, caller))
+  return { ops, seconds: (performance.now() - t0) / 1000, unexpected }
+}
+
+/**
+ * WAL frames per decision: the log is emptied (`wal_checkpoint(TRUNCATE)`) and automatic checkpoints are off
+ * while `n` decisions run, then `wal_checkpoint(PASSIVE)` counts the frames in the log.
+ */
+async function framesPerDecision(c: FlightCase, cursor: { i: number }, n: number): Promise<number> {
+  const db = c.backend.database
+  db.pragma('wal_autocheckpoint = 0')
+  try {
+    db.pragma('wal_checkpoint(TRUNCATE)')
+    const s = await flight(c, cursor, n, 60_000)
+    const [row] = db.pragma('wal_checkpoint(PASSIVE)') as Array<{ log: number }>
+    return (row as { log: number }).log / s.ops
+  } finally {
+    db.pragma('wal_autocheckpoint = 1000')
+  }
 }
 
 export async function sqliteSection({ quick }: { quick: boolean }): Promise<Section> {
@@ -181,7 +239,8 @@ export async function sqliteSection({ quick }: { quick: boolean }): Promise<Sect
     const results = new Map<SqliteCase, { opsPerSec: Stat; unexpected: number }>(
       [...samples].map(([c, m]) => [c, { opsPerSec: stat(m.ops), unexpected: m.unexpected }]),
     )
-    return report(cases, results, rounds, sliceMs)
+    const flights = await inFlight(file, closers, rounds, sliceMs * 2, quick)
+    return report(cases, results, rounds, sliceMs, flights, sliceMs * 2)
   } finally {
     for (const close of closers.reverse()) {
       try {
@@ -194,11 +253,68 @@ export async function sqliteSection({ quick }: { quick: boolean }): Promise<Sect
   }
 }
 
+interface FlightResult {
+  opsPerSec: Stat
+  unexpected: number
+  frames: number
+}
+
+/** The concurrent part: each groupCommit mode at 256 in flight, through FastLimit and the backend alone. */
+async function inFlight(
+  file: (name: string) => string,
+  closers: Array<() => unknown>,
+  rounds: number,
+  sliceMs: number,
+  quick: boolean,
+): Promise<Map<FlightCase, FlightResult>> {
+  console.log(`[bench] sqlite: ${IN_FLIGHT} in flight, ${rounds} rounds of ${sliceMs} ms per case`)
+  const cases: FlightCase[] = []
+  const add = (via: FlightCase['via'], groupCommit: GroupCommit, inFlight = IN_FLIGHT) => {
+    const backend = new SQLiteBackend(file(`flight-${cases.length}.db`), { groupCommit })
+    closers.push(() => backend.close())
+    const limiter = new FastLimit({ backend, algorithm: 'gcra' })
+    const rules = limiter.rules({ limit: LIMIT, window: '1m' })
+    const rule = rules.rules[0] as BucketConfig
+    const call =
+      via === 'FastLimit.check'
+        ? async (k: string) => (await limiter.check(k, rules)).reason === 'ok'
+        : async (k: string) => (await backend.checkAndIncrement(`fl:{${k}}`, rule, 1)).allowed
+    const name = `${via}, groupCommit '${groupCommit}'${inFlight === 1 ? ', 1 in flight' : ''}`
+    cases.push({ name, groupCommit, via, inFlight, backend, call })
+  }
+  add('FastLimit.check', 'async', 1)
+  for (const mode of ['off', 'async', 'turn'] as const) add('FastLimit.check', mode)
+  for (const mode of ['off', 'async'] as const) add('SQLiteBackend.checkAndIncrement', mode)
+
+  const cursors = new Map(cases.map((c) => [c, { i: 0 }]))
+  // Warm up: every key once, so the rounds measure updates of existing rows.
+  for (const c of cases) await flight(c, cursors.get(c) as { i: number }, KEYS, quick ? 4000 : 8000)
+  const samples = new Map(cases.map((c) => [c, { ops: [] as number[], unexpected: 0 }]))
+  for (let r = 0; r < rounds; r++) {
+    progress.update({ case: `${IN_FLIGHT} in flight`, round: r + 1, rounds, done: r + 1, total: rounds })
+    for (const c of rotate(cases, r)) {
+      const s = await flight(c, cursors.get(c) as { i: number }, 50_000_000, sliceMs)
+      const m = samples.get(c) as { ops: number[]; unexpected: number }
+      m.ops.push(s.ops / s.seconds)
+      m.unexpected += s.unexpected
+    }
+  }
+  const out = new Map<FlightCase, FlightResult>()
+  for (const c of cases) {
+    const frames = await framesPerDecision(c, cursors.get(c) as { i: number }, 20 * IN_FLIGHT)
+    const m = samples.get(c) as { ops: number[]; unexpected: number }
+    out.set(c, { opsPerSec: stat(m.ops), unexpected: m.unexpected, frames })
+  }
+  return out
+}
+
 function report(
   cases: SqliteCase[],
   results: Map<SqliteCase, { opsPerSec: Stat; unexpected: number }>,
   rounds: number,
   sliceMs: number,
+  flights: Map<FlightCase, FlightResult>,
+  flightMs: number,
 ): Section {
   const ops = (c: SqliteCase) => (results.get(c) as { opsPerSec: Stat }).opsPerSec
   const find = (name: string) => cases.find((c) => c.name === name)
@@ -241,7 +357,50 @@ function report(
       ]),
     ),
   ]
+  const flightCases = [...flights.keys()]
+  const fl = (c: FlightCase) => flights.get(c) as FlightResult
+  const off = flightCases.find((c) => c.via === 'FastLimit.check' && c.groupCommit === 'off')
+  body.push(
+    '',
+    `### ${IN_FLIGHT} decisions in flight: group commit`,
+    '',
+    `${IN_FLIGHT} callers, each awaiting one decision after another over the same 10,000 rotating identities (gcra,`,
+    `never full), each case on its own file; ${rounds} rounds of ${flightMs} ms per case, round-robin. \`groupCommit\`:`,
+    "`'off'` is one `BEGIN IMMEDIATE` transaction per decision (the behaviour before group commit); `'async'` (the",
+    "default) groups the backend's asynchronous calls of a turn in one transaction, while `FastLimit` keeps deciding",
+    "on the synchronous fast path, one transaction each; `'turn'` also sends the fast path's second and later",
+    'decisions of a turn to the asynchronous calls, so that they share a transaction. WAL frames per decision:',
+    `${(20 * IN_FLIGHT).toLocaleString()} decisions after the rounds with the log emptied first and automatic checkpoints`,
+    'off, then `wal_checkpoint(PASSIVE)` counts the frames in the log. The 1-in-flight row is the sequential reference.',
+    '',
+    table(
+      [
+        'case',
+        'decisions/s, median (min–max)',
+        "vs FastLimit, 'off'",
+        'WAL frames per decision',
+        'unexpected',
+      ],
+      flightCases.map((c) => [
+        c.name,
+        fmtStat(fl(c).opsPerSec),
+        off ? ratio(fl(c).opsPerSec.median, fl(off).opsPerSec.median) : '—',
+        fl(c).frames.toFixed(3),
+        String(fl(c).unexpected),
+      ]),
+    ),
+  )
   const headlines: Headline[] = []
+  const turn = flightCases.find((c) => c.via === 'FastLimit.check' && c.groupCommit === 'turn')
+  if (off && turn) {
+    headlines.push({
+      label: `sqlite ${IN_FLIGHT} in flight: groupCommit 'turn' vs one transaction per decision`,
+      ratio: fl(turn).opsPerSec.median / fl(off).opsPerSec.median,
+      detail:
+        `${fmtOps(fl(turn).opsPerSec.median)} vs ${fmtOps(fl(off).opsPerSec.median)} decisions/s; ` +
+        `${fl(turn).frames.toFixed(3)} vs ${fl(off).frames.toFixed(3)} WAL frames per decision`,
+    })
+  }
   for (const algorithm of ['gcra', 'fixed-window']) {
     const o = find(`fastlimit ${algorithm}`)
     if (!o || !rlf) continue

@@ -1,4 +1,4 @@
-// SQLiteBackend: the core algorithms applied in one BEGIN IMMEDIATE transaction per decision, on one file shared by
+// SQLiteBackend: the core algorithms applied in BEGIN IMMEDIATE transactions (decisions made together share one), on one file shared by
 // every process; waits for a lock held elsewhere happen off the event loop, and a file deleted or replaced is reopened.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -17,7 +17,7 @@ import {
   type SyncBackend,
 } from '@fastlimit/core'
 import Database from 'better-sqlite3'
-import { type Connection, connect, LOCK_SPIN_MS } from './connection'
+import { type Bodies, type Connection, connect, type GroupMember, LOCK_SPIN_MS } from './connection'
 import { backendError, isBusy, isFull, lockTimeout, openError, sqliteCode } from './errors'
 import { isBusyError, LockQueue } from './lock'
 import { ensureSchema, isTableName, SWEEP_BATCH } from './schema'
@@ -57,6 +57,25 @@ export interface SQLiteBackendOptions {
    */
   fileCheckIntervalMs?: number
   /**
+   * Group commit: how calls made together share one transaction (one write of the log instead of one each).
+   * - `'async'`: the asynchronous writes (`checkAndIncrement`, `checkAndIncrementAll`, `adjust`, `acquire`,
+   *   `release`, `reset`) made in one turn of the event loop wait for the next microtask and run there, in
+   *   the order they were made, in one `BEGIN IMMEDIATE` transaction (at most 256 per transaction): each
+   *   sees the writes of those before it, exactly as one after the other, and each promise settles only once
+   *   that transaction has committed. A call that fails (a bad argument, a deadline passed) fails alone;
+   *   when the transaction fails as a whole (a full disk), each call runs again alone, so that each ends as
+   *   it would have without group commit. The synchronous methods still decide and commit before they
+   *   return (a group still waiting commits first, with them).
+   * - `'turn'`: the same, and the synchronous fast path takes part: after the first synchronous write of a
+   *   turn, the synchronous methods answer `undefined` until the next microtask, so that `FastLimit` makes
+   *   those calls asynchronously and they share one transaction. For `FastLimit` under concurrent load; a
+   *   caller of the synchronous methods must then make the asynchronous call when one answers `undefined`
+   *   (as it must anyway when another process holds the lock).
+   * - `'off'`: one transaction per call.
+   * @default 'async'
+   */
+  groupCommit?: 'async' | 'turn' | 'off'
+  /**
    * The clock, in epoch milliseconds. Every process sharing a file must use the same time source:
    * the default is right for processes on one host. Inject one in tests.
    * @default Date.now
@@ -64,7 +83,53 @@ export interface SQLiteBackendOptions {
   clock?: () => number
 }
 
-const OPTIONS = ['tableName', 'busyTimeoutMs', 'cleanupIntervalMs', 'fileCheckIntervalMs', 'clock']
+const OPTIONS = [
+  'tableName',
+  'busyTimeoutMs',
+  'cleanupIntervalMs',
+  'fileCheckIntervalMs',
+  'groupCommit',
+  'clock',
+]
+const GROUP_COMMIT = ['async', 'turn', 'off']
+
+/**
+ * The most calls one group transaction runs: a bound on how long it holds the write lock (a few
+ * milliseconds) that other processes wait for. A larger group commits in several transactions, in order.
+ */
+const MAX_GROUP = 256
+
+/** What a synchronous call in a group that found the lock taken ends with: it answers `undefined`. */
+const BUSY = Symbol('busy')
+
+/** A write call waiting for its group's transaction (or, synchronous, running in it now). */
+class Member implements GroupMember {
+  failed = false
+  outcome: unknown = undefined
+  constructor(
+    private readonly body: (bodies: Bodies, deadline: number | undefined) => unknown,
+    readonly multi: boolean,
+    /** The caller's deadline, checked inside the transaction. */
+    readonly deadline: number | undefined,
+    /** `Date.now()` when the call was made: busyTimeoutMs counts from there. */
+    readonly started: number,
+    /** Undefined for a synchronous call, which reads `failed` and `outcome` itself. */
+    readonly resolve: ((value: never) => void) | undefined,
+    readonly reject: ((err: unknown) => void) | undefined,
+  ) {}
+
+  run(bodies: Bodies): unknown {
+    return this.body(bodies, this.deadline)
+  }
+
+  settle(failed: boolean, outcome: unknown): void {
+    if (this.resolve === undefined) {
+      this.failed = failed
+      this.outcome = outcome
+    } else if (failed) (this.reject as (err: unknown) => void)(outcome)
+    else this.resolve(outcome as never)
+  }
+}
 const MAX_TIMER_MS = 2 ** 31 - 1
 
 function isDatabase(value: unknown): value is Database.Database {
@@ -202,8 +267,10 @@ function pause(ms: number): Promise<void> {
  * A rate-limit backend on SQLite (better-sqlite3): limits shared by every process on one host through
  * one file, surviving restarts, with no server to run.
  *
- * - Exact across processes: each decision is one `BEGIN IMMEDIATE` transaction that reads the state,
- *   applies the core algorithm `step`, and writes it back, so processes serialize on the write lock.
+ * - Exact across processes: each decision reads the state, applies the core algorithm `step`, and writes
+ *   it back inside a `BEGIN IMMEDIATE` transaction, so processes serialize on the write lock.
+ * - Group commit: writes made together (in one turn of the event loop) share one transaction, in the order
+ *   they were made, each settling after the commit (see {@link SQLiteBackendOptions.groupCommit}).
  * - Fast: WAL, `synchronous=NORMAL`, statements prepared once, and the synchronous fast path of
  *   {@link SyncBackend}, so `FastLimit` decides without a promise per backend call.
  * - Never stalls the event loop on a lock held elsewhere: the synchronous methods wait at most 2 ms and then
@@ -249,6 +316,15 @@ export class SQLiteBackend implements Backend, SyncBackend {
   private fileTimer: ReturnType<typeof setInterval> | undefined
   private sweeping: Promise<number> | undefined
   private closed = false
+  private readonly groupCommit: 'async' | 'turn' | 'off'
+  /** The asynchronous writes of this turn, waiting for the microtask that commits them together. */
+  private pending: Member[] = []
+  /** `'turn'`: a synchronous write ran in this turn (cleared at the next microtask). */
+  private marked = false
+  private readonly flushTask = (): void => this.flush()
+  private readonly unmarkTask = (): void => {
+    this.marked = false
+  }
 
   /**
    * Opens (creating if needed) the database and its table.
@@ -279,6 +355,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
       busyTimeoutMs = 1000,
       cleanupIntervalMs = 60_000,
       fileCheckIntervalMs = 1000,
+      groupCommit = 'async',
       clock = Date.now,
     } = options
     if (!isTableName(tableName)) {
@@ -290,6 +367,12 @@ export class SQLiteBackend implements Backend, SyncBackend {
     checkMs('busyTimeoutMs', busyTimeoutMs, 0, '1000')
     checkMs('cleanupIntervalMs', cleanupIntervalMs, 0, '60000')
     checkMs('fileCheckIntervalMs', fileCheckIntervalMs, 0, '1000')
+    if (!GROUP_COMMIT.includes(groupCommit)) {
+      throw new ConfigError(
+        `[fastlimit] [sqlite] groupCommit must be 'async', 'turn' or 'off', got ${show(groupCommit)}.`,
+      )
+    }
+    this.groupCommit = groupCommit
     if (typeof clock !== 'function') {
       throw new ConfigError(
         '[fastlimit] [sqlite] clock must be a function returning epoch milliseconds, e.g. Date.now.',
@@ -403,17 +486,23 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction.
+   * {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction, committed before it
+   * returns (with the asynchronous calls of this turn still waiting for theirs, which run first).
    * @returns the result, or `undefined` when another connection holds the write lock (after waiting at
    *   most 2 ms, or at once while other calls wait for it): nothing was charged; make the asynchronous call,
-   *   which waits without blocking the event loop.
+   *   which waits without blocking the event loop. With `groupCommit: 'turn'`, also `undefined` for every
+   *   call after the first of a turn: the asynchronous call then shares a transaction with the others.
    */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult | undefined {
     this.usable()
     checkCost(cost)
-    if (this.lock.waiting) return undefined
+    if (this.lock.waiting || this.marked || this.pending.length > 0) {
+      return this.syncInGroup((b) => b.check(key, bucket, cost, undefined), false)
+    }
     try {
-      return this.conn.check(key, bucket, cost, undefined)
+      const result = this.conn.check(key, bucket, cost, undefined)
+      if (this.groupCommit === 'turn') this.mark()
+      return result
     } catch (err) {
       if (isBusyError(err)) return undefined
       throw backendError(err)
@@ -435,9 +524,13 @@ export class SQLiteBackend implements Backend, SyncBackend {
     }
     this.usable()
     checkCost(cost)
-    if (this.lock.waiting) return undefined
+    if (this.lock.waiting || this.marked || this.pending.length > 0) {
+      return this.syncInGroup((b) => b.checkAll(key, buckets, cost, undefined), true)
+    }
     try {
-      return this.conn.checkAll(key, buckets, cost, undefined)
+      const results = this.conn.checkAll(key, buckets, cost, undefined)
+      if (this.groupCommit === 'turn') this.mark()
+      return results
     } catch (err) {
       if (isBusyError(err)) return undefined
       throw backendError(err)
@@ -457,13 +550,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   ): BackendResult[] | undefined {
     this.usable()
     checkAdjustArguments('sqlite', buckets, delta, charges)
-    if (this.lock.waiting) return undefined
-    try {
-      return this.conn.adjust(key, buckets, delta, charges, undefined)
-    } catch (err) {
-      if (isBusyError(err)) return undefined
-      throw backendError(err)
-    }
+    return this.syncWrite((b) => b.adjust(key, buckets, delta, charges, undefined), buckets.length > 1)
   }
 
   /**
@@ -474,13 +561,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   acquireSync(key: string, slots: SlotConfig, token: string): AcquireResult | undefined {
     this.usable()
     checkLeaseArguments('sqlite', slots, token)
-    if (this.lock.waiting) return undefined
-    try {
-      return this.conn.leases.acquire(key, slots, token, undefined)
-    } catch (err) {
-      if (isBusyError(err)) return undefined
-      throw backendError(err)
-    }
+    return this.syncWrite((b) => b.acquire(key, slots, token, undefined), true)
   }
 
   /**
@@ -490,13 +571,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
   releaseSync(key: string, token: string): boolean | undefined {
     this.usable()
     checkLeaseArguments('sqlite', undefined, token)
-    if (this.lock.waiting) return undefined
-    try {
-      return this.conn.leases.release(key, token, undefined)
-    } catch (err) {
-      if (isBusyError(err)) return undefined
-      throw backendError(err)
-    }
+    return this.syncWrite((b) => b.release(key, token, undefined), false)
   }
 
   /**
@@ -512,7 +587,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.waitFor((deadline) => this.conn.leases.acquire(key, slots, token, deadline), options)
+    return this.write((b, deadline) => b.acquire(key, slots, token, deadline), true, options)
   }
 
   /** {@inheritDoc Backend.release} One `BEGIN IMMEDIATE` transaction. */
@@ -523,7 +598,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.waitFor((deadline) => this.conn.leases.release(key, token, deadline), options)
+    return this.write((b, deadline) => b.release(key, token, deadline), false, options)
   }
 
   /**
@@ -533,6 +608,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
    */
   peekSync(key: string, bucket: BucketConfig): BackendResult | undefined {
     this.usable()
+    // A read made after writes of this turn sees them.
+    if (this.pending.length > 0) this.flush()
     try {
       return this.conn.peek(key, bucket)
     } catch (err) {
@@ -550,6 +627,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
     attempt: (deadline: number | undefined) => T,
     options: CallOptions | undefined,
   ): Promise<T> {
+    // The writes of this turn made before this call go first.
+    if (this.pending.length > 0) this.flush()
     const given = options?.deadline
     const deadline = typeof given === 'number' && !Number.isNaN(given) ? given : undefined
     const own = Date.now() + this.busyTimeoutMs
@@ -565,7 +644,136 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
-   * Admits `cost` or denies, in one `BEGIN IMMEDIATE` transaction. If another connection holds the write
+   * An asynchronous write: joins this turn's group (committed at the next microtask), or, with
+   * `groupCommit: 'off'` or while calls wait for a lock held elsewhere, runs in a transaction of its own
+   * through {@link waitFor}.
+   */
+  private write<T>(
+    body: (bodies: Bodies, deadline: number | undefined) => T,
+    multi: boolean,
+    options: CallOptions | undefined,
+  ): Promise<T> {
+    if (this.groupCommit === 'off' || this.lock.waiting) {
+      return this.waitFor((deadline) => this.conn.one((b) => body(b, deadline)), options)
+    }
+    const given = options?.deadline
+    const deadline = typeof given === 'number' && !Number.isNaN(given) ? given : undefined
+    return new Promise<T>((resolve, reject) => {
+      if (this.pending.push(new Member(body, multi, deadline, Date.now(), resolve, reject)) === 1) {
+        queueMicrotask(this.flushTask)
+      }
+    })
+  }
+
+  /**
+   * A synchronous write: in a transaction of its own, unless this turn already groups writes (see
+   * {@link syncInGroup}).
+   */
+  private syncWrite<T>(body: (bodies: Bodies) => T, multi: boolean): T | undefined {
+    if (this.lock.waiting || this.marked || this.pending.length > 0) return this.syncInGroup(body, multi)
+    try {
+      const value = this.conn.one(body)
+      if (this.groupCommit === 'turn') this.mark()
+      return value
+    } catch (err) {
+      if (isBusyError(err)) return undefined
+      throw backendError(err)
+    }
+  }
+
+  /**
+   * A synchronous write while calls wait for the lock (it waits its turn: `undefined`), or with `'turn'`
+   * after a synchronous write of this turn or beside a group (`undefined`: the caller makes it asynchronously
+   * and it joins the group), or with `'async'` beside a group: it runs last in the group's transaction, now,
+   * and returns once that committed.
+   */
+  private syncInGroup<T>(body: (bodies: Bodies) => T, multi: boolean): T | undefined {
+    if (this.lock.waiting || this.groupCommit === 'turn') return undefined
+    const member = new Member(body, multi, undefined, Date.now(), undefined, undefined)
+    this.pending.push(member)
+    this.flush()
+    if (!member.failed) return member.outcome as T
+    if (member.outcome === BUSY) return undefined
+    throw member.outcome
+  }
+
+  /** `'turn'`: marks this turn as having written synchronously, until the next microtask. */
+  private mark(): void {
+    if (this.marked) return
+    this.marked = true
+    queueMicrotask(this.unmarkTask)
+  }
+
+  /** Commits the writes waiting for this turn's microtask, in groups of at most {@link MAX_GROUP}. */
+  private flush(): void {
+    const members = this.pending
+    if (members.length === 0) return
+    this.pending = []
+    if (members.length <= MAX_GROUP) this.commitGroup(members)
+    else for (let i = 0; i < members.length; i += MAX_GROUP) this.commitGroup(members.slice(i, i + MAX_GROUP))
+  }
+
+  /**
+   * Runs `members` in one transaction and settles each. When the transaction fails as a whole (a full disk
+   * rolls it back, a commit fails), each member runs again alone, so that each ends exactly as it would have
+   * without group commit: one that fails does not take the others with it. When another connection holds
+   * the lock, they wait for it in the lock queue, in order, each in a transaction of its own (a synchronous
+   * one answers `undefined`), as calls made one by one would.
+   */
+  private commitGroup(members: Member[]): void {
+    try {
+      this.usable()
+    } catch (err) {
+      for (const m of members) m.settle(true, err)
+      return
+    }
+    let busy: unknown
+    if (!this.lock.waiting) {
+      try {
+        this.conn.group(members)
+        for (const m of members) m.settle(m.failed, m.failed ? backendError(m.outcome) : m.outcome)
+        return
+      } catch (err) {
+        // Busy: nothing was tried, all of them wait. Otherwise each is tried again alone, below.
+        if (isBusyError(err)) busy = err
+      }
+    }
+    for (const m of members) {
+      if (m.resolve === undefined) {
+        // Synchronous: alone now, or undefined when the lock is taken (the caller makes the async call).
+        if (busy !== undefined || this.lock.waiting) {
+          m.settle(true, BUSY)
+          continue
+        }
+        try {
+          m.settle(
+            false,
+            this.conn.one((b) => m.run(b)),
+          )
+        } catch (err) {
+          m.settle(true, isBusyError(err) ? BUSY : backendError(err))
+        }
+        continue
+      }
+      const own = m.started + this.busyTimeoutMs
+      const byDeadline = m.deadline !== undefined && m.deadline <= own
+      this.lock
+        .run(
+          () => {
+            this.usable()
+            return this.conn.one((b) => m.run(b))
+          },
+          byDeadline ? (m.deadline as number) : own,
+          byDeadline,
+          busy,
+        )
+        .then(m.resolve as (value: unknown) => void, m.reject)
+    }
+  }
+
+  /**
+   * Admits `cost` or denies, in one `BEGIN IMMEDIATE` transaction, shared with the other writes of this turn
+   * (group commit; resolved after it committed). If another connection holds the write
    * lock, waits (off the event loop) until `options.deadline` or `busyTimeoutMs`, whichever is first, then
    * rejects with `ERR_FASTLIMIT_TIMEOUT`, nothing charged; a call is never applied after its deadline.
    */
@@ -581,7 +789,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.waitFor((deadline) => this.conn.check(key, bucket, cost, deadline), options)
+    return this.write((b, deadline) => b.check(key, bucket, cost, deadline), false, options)
   }
 
   /** {@link checkAndIncrement} for several buckets of one key, all-or-nothing. */
@@ -597,7 +805,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.waitFor((deadline) => this.conn.checkAll(key, buckets, cost, deadline), options)
+    return this.write((b, deadline) => b.checkAll(key, buckets, cost, deadline), buckets.length > 1, options)
   }
 
   /**
@@ -618,7 +826,11 @@ export class SQLiteBackend implements Backend, SyncBackend {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.waitFor((deadline) => this.conn.adjust(key, buckets, delta, charges, deadline), options)
+    return this.write(
+      (b, deadline) => b.adjust(key, buckets, delta, charges, deadline),
+      buckets.length > 1,
+      options,
+    )
   }
 
   /** Reads a bucket without charging it. */
@@ -638,7 +850,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     } catch (err) {
       return Promise.reject(err)
     }
-    return this.waitFor((deadline) => this.conn.reset(key, deadline), options)
+    return this.write((b, deadline) => b.reset(key, deadline), false, options)
   }
 
   /**
@@ -661,6 +873,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
    */
   async close(): Promise<void> {
     if (this.closed) return
+    // The writes of this turn were accepted: they commit first.
+    this.flush()
     this.closed = true
     if (this.sweepTimer) clearInterval(this.sweepTimer)
     if (this.fileTimer) clearInterval(this.fileTimer)
@@ -676,6 +890,8 @@ export class SQLiteBackend implements Backend, SyncBackend {
    */
   reconnect(reason: Error): void {
     if (this.closed) return
+    // The writes of this turn try the lock first, as each call did at once when made one by one.
+    this.flush()
     this.lock.drop(
       new FastlimitError(
         'ERR_FASTLIMIT_TIMEOUT',

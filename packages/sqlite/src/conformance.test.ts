@@ -39,3 +39,19 @@ backendConformance({
     await backend.sweep()
   },
 })
+
+// The same contract with the synchronous fast path in group commit, and with group commit off.
+for (const groupCommit of ['turn', 'off'] as const) {
+  backendConformance({
+    name: `SQLiteBackend (file, WAL, groupCommit '${groupCommit}')`,
+    make: (clock) =>
+      new SQLiteBackend(path.join(dir, `conformance-${groupCommit}.db`), {
+        clock,
+        cleanupIntervalMs: 0,
+        groupCommit,
+      }),
+    sweep: async (backend) => {
+      await backend.sweep()
+    },
+  })
+}

@@ -22,6 +22,10 @@ export interface LeaseStatements {
   acquire(key: string, slots: SlotConfig, token: string, deadline: number | undefined): AcquireResult
   /** Deletes a lease; whether it was live. */
   release(key: string, token: string, deadline: number | undefined): boolean
+  /** {@link acquire} without its transaction (for a group). */
+  acquireBody(key: string, slots: SlotConfig, token: string, deadline: number | undefined): AcquireResult
+  /** {@link release} without its transaction (for a group). */
+  releaseBody(key: string, token: string, deadline: number | undefined): boolean
   /** Deletes every lease. */
   clear(): void
   /** Deletes up to `SWEEP_BATCH` expired leases; returns how many. */
@@ -46,30 +50,35 @@ export function leaseStatements(db: Database.Database, table: string, now: () =>
   const sweep = db.prepare(
     `DELETE FROM ${t} WHERE (key, token) IN (SELECT key, token FROM ${t} WHERE expires_at <= ? LIMIT ${SWEEP_BATCH})`,
   )
-  const acquire = db.transaction(
-    (key: string, slots: SlotConfig, token: string, deadline: number | undefined): AcquireResult => {
-      if (deadline !== undefined && Date.now() >= deadline) throw expired()
-      const at = now()
-      purge.run(key, at)
-      const [n, first] = count.get(key) as [number, number | null]
-      const limit = slots.limit
-      if (n >= limit) {
-        return { acquired: false, limit, holders: n, expiresMs: 0, retryAfterMs: (first as number) - at }
-      }
-      const expiresMs = at + slots.leaseMs
-      insert.run(key, token, expiresMs)
-      return { acquired: true, limit, holders: n + 1, expiresMs, retryAfterMs: 0 }
-    },
-  ).immediate
-  const release = db.transaction((key: string, token: string, deadline: number | undefined): boolean => {
+  const acquireBody = (
+    key: string,
+    slots: SlotConfig,
+    token: string,
+    deadline: number | undefined,
+  ): AcquireResult => {
+    if (deadline !== undefined && Date.now() >= deadline) throw expired()
+    const at = now()
+    purge.run(key, at)
+    const [n, first] = count.get(key) as [number, number | null]
+    const limit = slots.limit
+    if (n >= limit) {
+      return { acquired: false, limit, holders: n, expiresMs: 0, retryAfterMs: (first as number) - at }
+    }
+    const expiresMs = at + slots.leaseMs
+    insert.run(key, token, expiresMs)
+    return { acquired: true, limit, holders: n + 1, expiresMs, retryAfterMs: 0 }
+  }
+  const releaseBody = (key: string, token: string, deadline: number | undefined): boolean => {
     if (deadline !== undefined && Date.now() >= deadline) throw expired()
     const at = now()
     const expiresAt = remove.get(key, token) as number | undefined
     return expiresAt !== undefined && expiresAt > at
-  }).immediate
+  }
   return {
-    acquire,
-    release,
+    acquire: db.transaction(acquireBody).immediate,
+    release: db.transaction(releaseBody).immediate,
+    acquireBody,
+    releaseBody,
     clear: () => {
       clear.run()
     },

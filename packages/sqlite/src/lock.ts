@@ -60,10 +60,12 @@ export class LockQueue {
    * or `deadline` passes.
    * @param attempt one try: throws a busy error when the lock is taken; checks the deadline itself once it
    *   holds the lock, so that nothing is applied late.
+   * @param found the busy error of a try just made (a group that found the lock taken): the call is queued
+   *   without trying again now.
    */
-  run<T>(attempt: () => T, deadline: number, byDeadline: boolean): Promise<T> {
-    let busy: unknown
-    if (this.waiters.length === 0) {
+  run<T>(attempt: () => T, deadline: number, byDeadline: boolean, found?: unknown): Promise<T> {
+    let busy: unknown = found
+    if (found === undefined && this.waiters.length === 0) {
       try {
         return Promise.resolve(attempt())
       } catch (err) {
