@@ -1,6 +1,6 @@
 // Rules: '100/min', '5 per minute' and { limit, window } turned into validated BucketConfigs.
 
-import { ALGORITHMS } from './algorithms'
+import { ALGORITHMS } from './algorithms/names'
 import { type Algorithm, type BucketConfig, bucketId } from './backend'
 import { ConfigError, show } from './errors'
 
