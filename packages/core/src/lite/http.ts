@@ -15,7 +15,7 @@ import {
 import type { MessageBody } from '../http/options'
 import type { Decision } from '../limiter'
 import { parseRules, type RuleSet, type RulesInput } from '../rules'
-import { createLiteLimiter, type LiteLimiterOptions } from './limiter'
+import { canCheck, createLiteLimiter, type LiteLimiterOptions } from './limiter'
 import type { LiteProxyTrust } from './trust'
 
 /**
@@ -179,75 +179,100 @@ export function createLiteHttp<Req>(
   options: LiteRateLimitOptions<Req> | undefined,
   adapter: LiteAdapter<Req>,
 ): LiteHttp<Req> {
-  const where = adapter.name
   const fail = (message: string): never => {
-    throw new ConfigError(`[fastlimit] [${where}] ${message}`)
+    throw new ConfigError(`[fastlimit] [${adapter.name}] ${message}`)
+  }
+  /** Fails unless `ok`, saying what `name` must be. */
+  const need = (ok: boolean, name: string, want: string, value: unknown): void => {
+    if (!ok) fail(`${name} must be ${want}, got ${show(value)}.`)
   }
   const o = options ?? {}
-  if (typeof o !== 'object' || Array.isArray(o))
-    fail(`rateLimit() takes an options object, got ${show(o)}: e.g. rateLimit({ rules: '100/min' }).`)
   const known = [...OPTIONS, ...(adapter.extraOptions ?? [])]
   for (const name of Object.keys(o))
-    if (!known.includes(name))
-      fail(`Unknown option ${show(name)}: the lite rateLimit() takes ${known.join(', ')}.`)
+    need(known.includes(name), 'Each option', `one of ${known.join(', ')}`, name)
   const fn = <F>(name: keyof LiteRateLimitOptions<Req>): F | undefined => {
     const value = o[name]
-    if (value !== undefined && typeof value !== 'function')
-      fail(`${name} must be a function, got ${show(value)}.`)
+    need(value === undefined || typeof value === 'function', name, 'a function', value)
     return value as F | undefined
   }
   const status = (name: 'statusCode' | 'outageStatusCode', value: number): number => {
-    if (!Number.isInteger(value) || value < 400 || value > 599)
-      fail(`${name} must be a whole number from 400 to 599, got ${show(value)}.`)
+    need(
+      Number.isInteger(value) && value >= 400 && value <= 599,
+      name,
+      'a whole number from 400 to 599',
+      value,
+    )
     return value
   }
-  const { backend, prefix, timeoutMs, onBackendError, scope } = o
+  const { backend, scope } = o
   const rules = parseRules(o.rules ?? '100/min')
-  if (backend === undefined)
-    for (const r of rules.rules)
-      if (r.algorithm !== 'gcra')
-        fail(
-          `The lite entry's default store applies gcra only, not '${r.algorithm}': pass backend: ` +
-            `liteMemoryBackend({ steps: { ... } }) with its step, another backend, or use the full entry.`,
-        )
-  const limiter = createLiteLimiter({ backend, prefix, timeoutMs, onBackendError })
-  if (rules.rules.length > 1 && typeof limiter.backend.checkAndIncrementAll !== 'function')
-    fail('Several rules need a backend with checkAndIncrementAll(): implement it, or give one rule.')
-  if (scope !== undefined && (typeof scope !== 'string' || !/^[A-Za-z0-9_.:-]{1,64}$/.test(scope)))
-    fail(`scope must be 1 to 64 of A-Z a-z 0-9 _ . : -, got ${show(scope)}: e.g. 'login'.`)
+  for (const r of rules.rules)
+    need(
+      backend !== undefined || r.algorithm === 'gcra',
+      "Without a backend, the lite entry's rules",
+      "gcra (its default store's only step): pass backend: liteMemoryBackend({ steps }) with the algorithm's step",
+      r.algorithm,
+    )
+  const limiter = createLiteLimiter({
+    backend,
+    prefix: o.prefix,
+    timeoutMs: o.timeoutMs,
+    onBackendError: o.onBackendError,
+  })
+  canCheck(limiter.backend, rules)
+  need(
+    scope === undefined || (typeof scope === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(scope)),
+    'scope',
+    "1 to 64 of A-Z a-z 0-9 _ . : - (e.g. 'login')",
+    scope,
+  )
   const keyFn = fn<(req: Req) => string | Promise<string>>('key')
   const costFn = fn<(req: Req) => number | Promise<number>>('cost')
   const skip = fn<(req: Req) => boolean | Promise<boolean>>('skip')
   const onLimit = fn<(req: Req, decision: Decision) => void>('onLimit')
   const clock = fn<() => number>('clock') ?? Date.now
   const skipMethods = o.skipMethods ?? ['OPTIONS']
-  if (!Array.isArray(skipMethods) || !skipMethods.every((m) => typeof m === 'string'))
-    fail(`skipMethods must be a list of HTTP methods, got ${show(skipMethods)}: e.g. ['OPTIONS'].`)
+  need(
+    Array.isArray(skipMethods) && skipMethods.every((m) => typeof m === 'string'),
+    'skipMethods',
+    "a list of HTTP methods (e.g. ['OPTIONS'])",
+    skipMethods,
+  )
   const skipped = skipMethods.map((m) => m.toUpperCase())
   const headers = o.headers ?? true
-  if (headers !== true && headers !== false && headers !== 'draft-7')
-    fail(
-      `headers must be 'draft-7', true or false in the lite entry, got ${show(headers)}: use the full entry for other formats.`,
-    )
+  need(
+    headers === true || headers === false || headers === 'draft-7',
+    'headers',
+    "'draft-7', true or false in the lite entry (the full entry has the other formats)",
+    headers,
+  )
   const policy = headers === false ? undefined : quotaPolicies(rules.rules)
   const statusCode = status('statusCode', o.statusCode ?? 429)
   const outageStatusCode = status('outageStatusCode', o.outageStatusCode ?? 503)
   const message = o.message
-  if (
-    message !== undefined &&
-    typeof message !== 'function' &&
-    typeof message !== 'string' &&
-    (typeof message !== 'object' || message === null)
+  need(
+    message === undefined ||
+      typeof message === 'function' ||
+      typeof message === 'string' ||
+      (typeof message === 'object' && message !== null),
+    'message',
+    'a string, a plain object or a function',
+    message,
   )
-    fail(`message must be a string, a plain object or a function, got ${show(message)}.`)
   const trust = o.trustProxy ?? false
-  if (trust !== false && typeof trust?.walk !== 'function')
-    fail(
-      `trustProxy must be false or proxyTrust(setting) in the lite entry, got ${show(trust)}: e.g. trustProxy: proxyTrust({ hops: 1, from: ['10.0.0.0/8'] }).`,
-    )
+  need(
+    trust === false || typeof trust?.walk === 'function',
+    'trustProxy',
+    "false or proxyTrust(setting) in the lite entry (e.g. proxyTrust({ hops: 1, from: ['10.0.0.0/8'] }))",
+    trust,
+  )
   const subnet = o.ipv6Subnet ?? 56
-  if (subnet !== false && (!Number.isInteger(subnet) || subnet < 1 || subnet > 128))
-    fail(`ipv6Subnet must be a prefix length from 1 to 128, or false, got ${show(subnet)}: e.g. 56 or 64.`)
+  need(
+    subnet === false || (Number.isInteger(subnet) && subnet >= 1 && subnet <= 128),
+    'ipv6Subnet',
+    'a prefix length from 1 to 128, or false',
+    subnet,
+  )
 
   const noAddress = (): never =>
     fail(

@@ -111,23 +111,17 @@ export function createLiteLimiter(options: LiteLimiterOptions = {}): LiteLimiter
     prefix = 'fl',
     timeoutMs = 1000,
     onBackendError = 'fail-open',
-    ...rest
   } = options
-  const fail = (what: string): never => {
-    throw new ConfigError(`[fastlimit] [core] ${what}`)
-  }
-  for (const name of Object.keys(rest))
-    fail(
-      `Unknown option ${show(name)}: the lite limiter takes backend, prefix, timeoutMs and onBackendError.`,
-    )
   if (typeof backend?.checkAndIncrement !== 'function')
-    fail(
-      `backend ${show(backend)} does not implement Backend: it needs at least checkAndIncrement(key, bucket, cost).`,
+    throw new ConfigError(
+      `[fastlimit] [core] backend ${show(backend)} does not implement Backend: it needs at least checkAndIncrement(key, bucket, cost).`,
     )
   validatePrefix(prefix)
   checkTimerMs('core', 'timeoutMs', timeoutMs, false, '500')
   if (onBackendError !== 'fail-open' && onBackendError !== 'fail-closed')
-    fail(`onBackendError must be 'fail-open' or 'fail-closed', got ${show(onBackendError)}.`)
+    throw new ConfigError(
+      `[fastlimit] [core] onBackendError must be 'fail-open' or 'fail-closed' in the lite entry, got ${show(onBackendError)}.`,
+    )
   const open = onBackendError === 'fail-open'
   const sync = isSyncBackend(backend) ? backend : undefined
 
@@ -207,13 +201,20 @@ export function createLiteLimiter(options: LiteLimiterOptions = {}): LiteLimiter
   return {
     backend,
     check(identity, set, cost, scope) {
-      const rules = set.rules
-      if (rules.length > 1 && typeof backend.checkAndIncrementAll !== 'function')
-        fail(
-          'The backend has no checkAndIncrementAll(), which checking several rules at once needs. Implement it, or give one rule.',
-        )
+      canCheck(backend, set)
       const key = storageKey(prefix, identity, scope)
-      return typeof key === 'string' ? call(key, rules, cost) : key.then((k) => call(k, rules, cost))
+      return typeof key === 'string' ? call(key, set.rules, cost) : key.then((k) => call(k, set.rules, cost))
     },
   }
+}
+
+/**
+ * Checks that `backend` can check every rule of `rules` at once: several rules need `checkAndIncrementAll`.
+ * @throws ConfigError naming the missing method
+ */
+export function canCheck(backend: Backend, rules: RuleSet): void {
+  if (rules.rules.length > 1 && typeof backend.checkAndIncrementAll !== 'function')
+    throw new ConfigError(
+      '[fastlimit] [core] The backend has no checkAndIncrementAll(), which checking several rules at once needs: implement it, or give one rule.',
+    )
 }

@@ -36,8 +36,6 @@ export interface LiteMemoryBackendOptions {
 export interface LiteMemoryBackend extends SyncBackend {
   /** How many keys are held now (expired ones not yet dropped included). */
   readonly size: number
-  /** The algorithms this store applies (the names of its `steps`). */
-  readonly algorithms: readonly Algorithm[]
 }
 
 /** One key's buckets: per bucket id, its state and the epoch ms at which it means the same as none. */
@@ -56,21 +54,17 @@ type Slot = Map<string, { state: State; exp: number }>
  * ```
  */
 export function liteMemoryBackend(options: LiteMemoryBackendOptions = {}): LiteMemoryBackend {
-  const fail = (what: string): never => {
-    throw new ConfigError(`[fastlimit] [memory] ${what}`)
-  }
-  if (typeof options !== 'object' || options === null)
-    fail(`Options must be an object, got ${show(options)}.`)
-  const { maxKeys = 10_000, steps = { gcra }, clock = Date.now, ...rest } = options
-  for (const name of Object.keys(rest))
-    fail(`Unknown option ${show(name)}: liteMemoryBackend takes maxKeys, steps and clock.`)
-  if (!Number.isSafeInteger(maxKeys) || maxKeys < 1 || maxKeys > 2 ** 30)
-    fail(`maxKeys must be a whole number from 1 to 1073741824, got ${show(maxKeys)}. For example 10000.`)
-  if (typeof clock !== 'function')
-    fail('clock must be a function returning epoch milliseconds, e.g. Date.now.')
-  const algorithms = Object.keys(steps) as Algorithm[]
-  if (algorithms.length === 0 || algorithms.some((a) => typeof steps[a] !== 'function'))
-    fail(`steps must map algorithm names to step functions, got ${show(steps)}: e.g. { gcra }.`)
+  const { maxKeys = 10_000, steps = { gcra }, clock = Date.now } = options
+  const names = Object.keys(steps) as Algorithm[]
+  if (
+    !(Number.isSafeInteger(maxKeys) && maxKeys > 0 && maxKeys <= 2 ** 30) ||
+    typeof clock !== 'function' ||
+    names.length === 0 ||
+    names.some((a) => typeof steps[a] !== 'function')
+  )
+    throw new ConfigError(
+      `[fastlimit] [memory] liteMemoryBackend takes maxKeys (1 to 2^30), steps ({ gcra, ... }) and clock (() => epoch ms), got ${show(options)}.`,
+    )
   const slots = new Map<string, Slot>()
 
   /** The states of `buckets` under `key` at `now` (expired ones as none), and the key's slot. */
@@ -79,9 +73,8 @@ export function liteMemoryBackend(options: LiteMemoryBackendOptions = {}): LiteM
     const states: (State | undefined)[] = []
     for (const b of buckets) {
       if (steps[b.algorithm] === undefined)
-        fail(
-          `This store has no '${b.algorithm}' step (it has ${algorithms.join(', ')}): pass it in steps, ` +
-            `e.g. liteMemoryBackend({ steps: { gcra, ... } }), or use the full entry's MemoryBackend.`,
+        throw new ConfigError(
+          `[fastlimit] [memory] This store has no '${b.algorithm}' step: add it to liteMemoryBackend's steps, or use MemoryBackend.`,
         )
       const e = slot?.get(bucketId(b))
       states.push(e !== undefined && e.exp > now ? e.state : undefined)
@@ -121,7 +114,6 @@ export function liteMemoryBackend(options: LiteMemoryBackendOptions = {}): LiteM
 
   return {
     kind: 'memory',
-    algorithms,
     get size() {
       return slots.size
     },
