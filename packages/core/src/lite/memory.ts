@@ -36,6 +36,10 @@ export interface LiteMemoryBackendOptions {
 export interface LiteMemoryBackend extends SyncBackend {
   /** How many keys are held now (expired ones not yet dropped included). */
   readonly size: number
+  /** Decides at once: never `undefined`. */
+  checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult
+  /** Decides at once: never `undefined`. */
+  checkAndIncrementAllSync(key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[]
 }
 
 /** One key's buckets: per bucket id, its state and the epoch ms at which it means the same as none. */
