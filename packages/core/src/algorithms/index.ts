@@ -36,7 +36,7 @@ export {
 }
 
 /** Every algorithm's step function, by name. */
-export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.freeze({
+export const algorithms: Readonly<Record<Algorithm, StepFunction>> = /* @__PURE__ */ Object.freeze({
   'fixed-window': fixedWindow,
   'sliding-window': slidingWindow,
   'sliding-log': slidingLog,
@@ -46,7 +46,7 @@ export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.free
 })
 
 /** Every algorithm's adjustment (refund or extra charge, see {@link AdjustFunction}), by name. */
-export const adjustments: Readonly<Record<Algorithm, AdjustFunction>> = Object.freeze({
+export const adjustments: Readonly<Record<Algorithm, AdjustFunction>> = /* @__PURE__ */ Object.freeze({
   'fixed-window': fixedWindowAdjust,
   'sliding-window': slidingWindowAdjust,
   'sliding-log': slidingLogAdjust,

@@ -2,7 +2,7 @@
 import type { Algorithm } from '../backend'
 
 /** The names of all algorithms, in a stable order (the order of `algorithms`). */
-export const ALGORITHMS: readonly Algorithm[] = Object.freeze([
+export const ALGORITHMS: readonly Algorithm[] = /* @__PURE__ */ Object.freeze([
   'fixed-window',
   'sliding-window',
   'sliding-log',
