@@ -242,6 +242,27 @@ describe('@fastlimit/hono/lite options', () => {
     })
   }
 
+  it('proxyTrust checks the setting and the header as the full entry does, and reads Forwarded', async () => {
+    expect(() => proxyTrust({ hops: 0, from: ['10.0.0.0/8'] })).toThrow(ConfigError)
+    expect(() => proxyTrust({ hops: 1, from: ['not an address'] })).toThrow(/not an IP address/)
+    expect(() => proxyTrust({ hops: 1, from: 'any' }, 'via' as never)).toThrow(/proxyHeader must be/)
+    const lite = app(
+      rateLimit({
+        rules: '1/min',
+        getConnInfo,
+        trustProxy: proxyTrust({ hops: 1, from: ['loopback'] }, 'forwarded'),
+      }),
+    )
+    const from = (peer: string, forwarded: string) =>
+      lite.request('/', { headers: { 'x-peer': peer, forwarded, 'x-forwarded-for': '192.0.2.99' } })
+    expect((await from('127.0.0.1', 'for=192.0.2.1')).status).toBe(200)
+    expect((await from('127.0.0.1', 'for="192.0.2.1:4711"')).status).toBe(429)
+    expect((await from('127.0.0.1', 'for=192.0.2.2')).status).toBe(200)
+    // A client that reaches the app directly is its own address, whatever it claims.
+    expect((await from('198.51.100.1', 'for=192.0.2.3')).status).toBe(200)
+    expect((await from('198.51.100.1', 'for=192.0.2.4')).status).toBe(429)
+  })
+
   it('refuses several rules on a backend without checkAndIncrementAll', () => {
     const backend: Backend = { checkAndIncrement: () => Promise.reject(new Error('unused')) }
     expect(() => rateLimit({ backend, rules: ['1/s', '10/min'] })).toThrow(/checkAndIncrementAll/)
@@ -388,7 +409,11 @@ describe('@fastlimit/hono/lite in real Hono apps (app.request)', () => {
   })
 
   it('a message, a handler, and a custom status', async () => {
-    const text = app(rateLimit({ rules: '1/min', key: () => 'k', message: 'slow down', statusCode: 503 }))
+    // A clock that does not move: the wait reported is exact.
+    const frozen = () => liteMemoryBackend({ clock: () => T0 })
+    const text = app(
+      rateLimit({ rules: '1/min', key: () => 'k', backend: frozen(), message: 'slow down', statusCode: 503 }),
+    )
     await text.request('/')
     const t = await text.request('/')
     expect([t.status, await t.text(), t.headers.get('content-type')]).toEqual([
@@ -397,12 +422,22 @@ describe('@fastlimit/hono/lite in real Hono apps (app.request)', () => {
       'text/plain; charset=utf-8',
     ])
     const json = app(
-      rateLimit({ rules: '1/min', key: () => 'k', message: async (_c, d) => ({ wait: d.retryAfterMs }) }),
+      rateLimit({
+        rules: '1/min',
+        key: () => 'k',
+        backend: frozen(),
+        message: async (_c, d) => ({ wait: d.retryAfterMs }),
+      }),
     )
     await json.request('/')
     expect(await (await json.request('/')).json()).toEqual({ wait: 60_000 })
     const own = app(
-      rateLimit({ rules: '1/min', key: () => 'k', handler: (c, d) => c.text(`no: ${d.reason}`, 418) }),
+      rateLimit({
+        rules: '1/min',
+        key: () => 'k',
+        backend: frozen(),
+        handler: (c, d) => c.text(`no: ${d.reason}`, 418),
+      }),
     )
     await own.request('/')
     const h = await own.request('/')
