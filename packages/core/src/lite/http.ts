@@ -4,14 +4,7 @@
 import { ConfigError, show } from '../errors'
 import { delaySeconds, draft7Value, quotaPolicies, resetDelayMs, retryAfterValue } from '../http/headers'
 import { INVALID_COST, problemDetails } from '../http/http-limiter'
-import {
-  compileTrust,
-  ipKey,
-  type ProxyHeader,
-  parseIp,
-  type TrustProxySetting,
-  walkProxies,
-} from '../http/ip'
+import { ipKey, parseIp } from '../http/ip'
 import type { MessageBody } from '../http/options'
 import type { Decision } from '../limiter'
 import { parseRules, type RuleSet, type RulesInput } from '../rules'
