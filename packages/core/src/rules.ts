@@ -89,22 +89,20 @@ export interface RuleSet {
 const RULESET: unique symbol = Symbol.for('fastlimit.ruleset')
 const RULE: unique symbol = Symbol.for('fastlimit.rule')
 
-const UNITS: ReadonlyMap<string, number> = (() => {
-  const map = new Map<string, number>()
-  const add = (ms: number, ...names: string[]) => {
-    for (const name of names) map.set(name, ms)
-  }
-  add(1, 'ms', 'msec', 'msecs', 'millisecond', 'milliseconds')
-  add(1000, 's', 'sec', 'secs', 'second', 'seconds')
-  add(60_000, 'm', 'min', 'mins', 'minute', 'minutes')
-  add(3_600_000, 'h', 'hr', 'hrs', 'hour', 'hours')
-  add(86_400_000, 'd', 'day', 'days')
-  add(604_800_000, 'w', 'wk', 'wks', 'week', 'weeks')
-  return map
-})()
+/** The units of a window and their aliases, one capture group per unit, in the order of {@link UNIT_MS}. */
+const UNIT =
+  /^(?:(ms|msecs?|milliseconds?)|(s|secs?|seconds?)|(m|mins?|minutes?)|(h|hrs?|hours?)|(d|days?)|(w|wks?|weeks?))$/i
+const UNIT_MS = [1, 1000, 60_000, 3_600_000, 86_400_000, 604_800_000]
+
+/** The milliseconds of a unit (`'min'`, `'Hours'`), or `undefined` for an unknown one. */
+function unitMs(unit: string): number | undefined {
+  const m = UNIT.exec(unit)
+  return m === null ? undefined : UNIT_MS[m.findIndex((g, i) => i > 0 && g !== undefined) - 1]
+}
 
 const UNIT_HELP = 'ms, s, m (or min), h, d or w'
 const RULE_EXAMPLES = '"100/min", "10/s", "100/15m" or "5 per minute"'
+const WINDOW_EXAMPLES = '"1m" or "15 minutes"'
 /** The longest rule or window string: real ones are short, and a bound keeps parsing linear. */
 const MAX_RULE_TEXT = 100
 const RULE_KEYS = new Set(['limit', 'window', 'windowMs', 'algorithm', 'burst', 'name'])
@@ -124,22 +122,18 @@ export function parseWindow(window: string | number, subject = `Window ${show(wi
     ms = window
   } else if (typeof window === 'string') {
     if (window.length > MAX_RULE_TEXT) {
-      fail(
-        subject,
-        `longer than ${MAX_RULE_TEXT} characters`,
-        'Write a duration such as "1m" or "15 minutes".',
-      )
+      fail(subject, `longer than ${MAX_RULE_TEXT} characters`, `Write a duration such as ${WINDOW_EXAMPLES}.`)
     }
     const m = /^\s*(\d+)?\s*([a-zA-Z]+)\s*$/.exec(window)
     if (!m)
       fail(
         subject,
         'not a duration',
-        `Write a whole number and a unit of ${UNIT_HELP}, e.g. "1m" or "15 minutes".`,
+        `Write a whole number and a unit of ${UNIT_HELP}, e.g. ${WINDOW_EXAMPLES}.`,
       )
-    const unit = UNITS.get((m[2] as string).toLowerCase())
+    const unit = unitMs(m[2] as string)
     if (unit === undefined) {
-      fail(subject, `unknown unit ${show(m[2])}`, `Use a unit of ${UNIT_HELP}, e.g. "1m" or "15 minutes".`)
+      fail(subject, `unknown unit ${show(m[2])}`, `Use a unit of ${UNIT_HELP}, e.g. ${WINDOW_EXAMPLES}.`)
     }
     ms = (m[1] === undefined ? 1 : Number(m[1])) * unit
   } else {
@@ -274,7 +268,7 @@ export function parseRule(input: RuleInput, defaultAlgorithm: Algorithm = 'gcra'
         `For example ${RULE_EXAMPLES}.`,
       )
     }
-    const unit = UNITS.get((m[3] as string).toLowerCase())
+    const unit = unitMs(m[3] as string)
     if (unit === undefined) {
       fail(subject, `unknown unit ${show(m[3])}`, `Use a unit of ${UNIT_HELP}, e.g. ${RULE_EXAMPLES}.`)
     }

@@ -202,8 +202,8 @@ export function createLiteHttp<Req>(
   for (const r of rules.rules)
     need(
       backend !== undefined || r.algorithm === 'gcra',
-      "Without a backend, the lite entry's rules",
-      "gcra (its default store's only step): pass backend: liteMemoryBackend({ steps }) with the algorithm's step",
+      'rules without a backend',
+      'gcra, or pass backend: liteMemoryBackend({ steps }) with their steps',
       r.algorithm,
     )
   const limiter = createLiteLimiter({
@@ -216,7 +216,7 @@ export function createLiteHttp<Req>(
   need(
     scope === undefined || (typeof scope === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(scope)),
     'scope',
-    "1 to 64 of A-Z a-z 0-9 _ . : - (e.g. 'login')",
+    "1 to 64 of A-Z a-z 0-9 _ . : -, e.g. 'login'",
     scope,
   )
   const keyFn = fn<(req: Req) => string | Promise<string>>('key')
@@ -228,7 +228,7 @@ export function createLiteHttp<Req>(
   need(
     Array.isArray(skipMethods) && skipMethods.every((m) => typeof m === 'string'),
     'skipMethods',
-    "a list of HTTP methods (e.g. ['OPTIONS'])",
+    "a list of methods, e.g. ['OPTIONS']",
     skipMethods,
   )
   const skipped = skipMethods.map((m) => m.toUpperCase())
@@ -236,7 +236,7 @@ export function createLiteHttp<Req>(
   need(
     headers === true || headers === false || headers === 'draft-7',
     'headers',
-    "'draft-7', true or false in the lite entry (the full entry has the other formats)",
+    "'draft-7', true or false (other formats: the full entry)",
     headers,
   )
   const policy = headers === false ? undefined : quotaPolicies(rules.rules)
@@ -256,7 +256,7 @@ export function createLiteHttp<Req>(
   need(
     trust === false || typeof trust?.walk === 'function',
     'trustProxy',
-    "false or proxyTrust(setting) in the lite entry (e.g. proxyTrust({ hops: 1, from: ['10.0.0.0/8'] }))",
+    'false or proxyTrust(setting), e.g. proxyTrust({ hops: 1 })',
     trust,
   )
   const subnet = o.ipv6Subnet ?? 56
