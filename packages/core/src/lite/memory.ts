@@ -71,9 +71,13 @@ export function liteMemoryBackend(options: LiteMemoryBackendOptions = {}): LiteM
     )
   const slots = new Map<string, Slot>()
 
-  /** The states of `buckets` under `key` at `now` (expired ones as none), and the key's slot. */
-  const read = (key: string, buckets: readonly BucketConfig[], now: number) => {
-    const slot = slots.get(key)
+  /**
+   * Steps every bucket of `key` at once (expired states read as none), writes the outputs that must be
+   * kept, marks the key most recently used and evicts the least recently used one past `maxKeys`.
+   */
+  const all = (key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] => {
+    const now = Math.floor(clock())
+    let slot = slots.get(key)
     const states: (State | undefined)[] = []
     for (const b of buckets) {
       if (steps[b.algorithm] === undefined)
@@ -83,35 +87,19 @@ export function liteMemoryBackend(options: LiteMemoryBackendOptions = {}): LiteM
       const e = slot?.get(bucketId(b))
       states.push(e !== undefined && e.exp > now ? e.state : undefined)
     }
-    return states
-  }
-
-  /** Writes the outputs that must be kept and marks the key most recently used; evicts the oldest. */
-  const write = (
-    key: string,
-    buckets: readonly BucketConfig[],
-    outs: readonly StepOutput[],
-    charged: boolean,
-    now: number,
-  ) => {
-    let slot = slots.get(key)
+    const { allowed, outputs, results } = stepAllWith(steps, states, now, buckets, cost)
     for (let i = 0; i < buckets.length; i++) {
-      const out = outs[i] as StepOutput
-      if (!charged && !out.rebased) continue
+      const out = outputs[i] as StepOutput
+      if (!allowed && !out.rebased) continue
       if (slot === undefined) slot = new Map()
       slot.set(bucketId(buckets[i] as BucketConfig), { state: out.state, exp: now + out.ttlMs })
     }
-    if (slot === undefined) return
-    slots.delete(key)
-    slots.set(key, slot)
-    if (slots.size > maxKeys) slots.delete(slots.keys().next().value as string)
-  }
-
-  const all = (key: string, buckets: readonly BucketConfig[], cost: number): BackendResult[] => {
-    const now = Math.floor(clock())
-    const out = stepAllWith(steps, read(key, buckets, now), now, buckets, cost)
-    write(key, buckets, out.outputs, out.allowed, now)
-    return out.results
+    if (slot !== undefined) {
+      slots.delete(key)
+      slots.set(key, slot)
+      if (slots.size > maxKeys) slots.delete(slots.keys().next().value as string)
+    }
+    return results
   }
   const one = (key: string, bucket: BucketConfig, cost: number): BackendResult =>
     all(key, [bucket], cost)[0] as BackendResult
