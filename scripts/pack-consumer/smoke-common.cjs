@@ -44,6 +44,22 @@ async function run(mods, { label, native }) {
   const h2 = await happ.request('/')
   assert.deepEqual([h1.status, h2.status], [200, 429], 'hono')
 
+  // The lite entries: the lean Hono middleware, and core's pieces sharing the full entry's classes.
+  const { coreLite, honoLite } = mods
+  assert.equal(
+    coreLite.ConfigError,
+    core.ConfigError,
+    '@fastlimit/core/lite shares the classes of @fastlimit/core',
+  )
+  assert.throws(() => honoLite.rateLimit({ rules: '1/mn' }), core.ConfigError)
+  const lapp = new honoLib.Hono()
+  lapp.use(honoLite.rateLimit({ rules: '1/min', key: () => 'client' }))
+  lapp.get('/', (c) => c.text('ok'))
+  const l1 = await lapp.request('/')
+  const l2 = await lapp.request('/')
+  assert.deepEqual([l1.status, l2.status], [200, 429], 'hono/lite')
+  assert.match(String(l2.headers.get('ratelimit')), /remaining=0/)
+
   const kapp = new koaLib()
   kapp.use(koa.rateLimit({ rules: '1/min' }))
   kapp.use((ctx) => {

@@ -6,8 +6,10 @@ const { run } = require('./smoke-common.cjs')
 const native = process.env.FASTLIMIT_CONSUMER_NODE18 !== '1'
 const mods = {
   core: require('@fastlimit/core'),
+  coreLite: require('@fastlimit/core/lite'),
   express: require('@fastlimit/express'),
   hono: require('@fastlimit/hono'),
+  honoLite: require('@fastlimit/hono/lite'),
   koa: require('@fastlimit/koa'),
   expressLib: require('express'),
   honoLib: require('hono'),

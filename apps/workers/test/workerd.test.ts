@@ -107,7 +107,7 @@ async function stop(): Promise<void> {
 }
 
 /** One request from a client; Cloudflare's edge sets `cf-connecting-ip`, the test does it here. */
-const get = (ip: string) => fetch(`${base}/`, { headers: { 'cf-connecting-ip': ip } })
+const get = (ip: string, path = '/') => fetch(`${base}${path}`, { headers: { 'cf-connecting-ip': ip } })
 
 describe('@fastlimit/hono in workerd (wrangler dev, no nodejs_compat)', () => {
   beforeAll(async () => {
@@ -149,5 +149,26 @@ describe('@fastlimit/hono in workerd (wrangler dev, no nodejs_compat)', () => {
     expect(other.status).toBe(200)
     expect(other.headers.get('ratelimit')).toMatch(/^limit=3, remaining=2, /)
     expect((await get('198.51.100.7')).status).toBe(429)
+  })
+
+  it('runs the lite entry (@fastlimit/hono/lite) built at module scope: 3 a minute per client, then 429', async () => {
+    started()
+    const ip = '198.51.100.77'
+    for (const remaining of [2, 1, 0]) {
+      const res = await get(ip, '/lite')
+      expect(res.status).toBe(200)
+      expect(await res.text()).toBe('hello from the lite entry')
+      expect(res.headers.get('ratelimit')).toMatch(
+        new RegExp(`^limit=3, remaining=${remaining}, reset=\\d+$`),
+      )
+      expect(res.headers.get('ratelimit-policy')).toBe('3;w=60')
+    }
+    const refused = await get(ip, '/lite')
+    expect(refused.status).toBe(429)
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0)
+    expect(await refused.json()).toMatchObject({ title: 'Too Many Requests', status: 429 })
+    // Its own store: the full entry's app still admits this client, and another client is apart.
+    expect((await get(ip)).status).toBe(200)
+    expect((await get('203.0.113.99', '/lite')).status).toBe(200)
   })
 })

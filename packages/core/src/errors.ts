@@ -66,11 +66,9 @@ export class ConfigError extends FastlimitError {
 export function show(value: unknown): string {
   let text: string
   if (typeof value === 'string') text = JSON.stringify(value)
-  else if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean')
-    text = String(value)
-  else if (value === undefined) text = 'undefined'
-  else if (value === null) text = 'null'
   else if (typeof value === 'function') text = 'a function'
+  // Numbers, bigints, booleans, symbols, undefined and null as String() writes them.
+  else if (typeof value !== 'object' || value === null) text = String(value)
   else {
     try {
       text = JSON.stringify(value) ?? String(value)

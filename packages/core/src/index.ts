@@ -33,6 +33,7 @@ export {
   tokenBucket,
   tokenBucketAdjust,
 } from './algorithms'
+export { stepAllWith } from './algorithms/step-all'
 export type {
   AcquireResult,
   Algorithm,
@@ -88,6 +89,7 @@ export {
   createHttpLimiter,
   createIpMatcher,
   delaySeconds,
+  draft7Value,
   embeddedIPv4,
   formatIp,
   HEADER_FORMATS,
@@ -104,8 +106,10 @@ export {
   parseHop,
   parseIp,
   problemDetails,
+  quotaPolicies,
   RateLimitHeaders,
   RequestAbortedError,
+  resetDelayMs,
   resolveClientIp,
   retryAfterValue,
 } from './http'

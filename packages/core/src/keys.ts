@@ -10,7 +10,7 @@ const UNSAFE =
   /[%{}\u0000-\u001f\u007f-\u009f]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
 
 /** 1 for every UTF-16 code unit that may need escaping (surrogates go to the exact check). */
-const UNSAFE_CODE = (() => {
+const UNSAFE_CODE = /* @__PURE__ */ (() => {
   const t = new Uint8Array(0x10000)
   for (let c = 0; c < 0x20; c++) t[c] = 1
   for (let c = 0x7f; c <= 0x9f; c++) t[c] = 1

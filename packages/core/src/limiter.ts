@@ -26,6 +26,7 @@ import { ConfigError, checkPositiveCost, checkTimerMs, FastlimitError, show } fr
 import { identityName, storageKey, validatePrefix } from './keys'
 import { MemoryBackend } from './memory'
 import { isRuleSet, parseRules, type Rule, type RuleSet, type RulesInput } from './rules'
+import { FAIL_CLOSED_RETRY_MS, mostRestrictive, reasonOf } from './verdict'
 import { type WaitOptions, Waits } from './wait'
 
 /**
@@ -395,7 +396,6 @@ export type Reservation = Decision & ReservationActions
 const POLICIES = new Set(['fail-open', 'fail-closed', 'throw'])
 /** One settled promise for every release that had nothing to wait for. */
 const RESOLVED: Promise<void> = Promise.resolve()
-const FAIL_CLOSED_RETRY_MS = 1000
 const MAX_CACHED_RULE_STRINGS = 1000
 /** Recent identities whose storage key is kept, so a hot identity builds and hashes its key once. */
 const MAX_CACHED_KEYS = 16_384
@@ -1969,14 +1969,6 @@ class MultiDecision extends DecisionImpl {
   }
 }
 
-function reasonOf(r: BackendResult): DecisionReason {
-  return r.allowed
-    ? 'ok'
-    : r.retryAfterMs === Number.POSITIVE_INFINITY
-      ? 'cost-exceeds-limit'
-      : 'rate-limited'
-}
-
 /** The decision of a single rule: the common case, with no array and no search. */
 function decideOne(
   rules: readonly Rule[],
@@ -2004,24 +1996,10 @@ function decide(
   source: 'backend' | 'fallback',
   error: FastlimitError | undefined,
 ): Decision {
-  let pick = 0
-  let allowed = (results[0] as BackendResult).allowed
-  for (let i = 1; i < rules.length; i++) {
-    const r = results[i] as BackendResult
-    const p = results[pick] as BackendResult
-    if (!r.allowed) {
-      if (allowed || r.retryAfterMs > p.retryAfterMs) pick = i
-      allowed = false
-    } else if (
-      allowed &&
-      (r.remaining < p.remaining || (r.remaining === p.remaining && r.resetMs > p.resetMs))
-    ) {
-      pick = i
-    }
-  }
+  const pick = mostRestrictive(results)
   const p = results[pick] as BackendResult
   return new MultiDecision(
-    allowed,
+    p.allowed,
     reasonOf(p),
     source,
     p,

@@ -1,6 +1,6 @@
 // Rules: '100/min', '5 per minute' and { limit, window } turned into validated BucketConfigs.
 
-import { ALGORITHMS } from './algorithms'
+import { ALGORITHMS } from './algorithms/names'
 import { type Algorithm, type BucketConfig, bucketId } from './backend'
 import { ConfigError, show } from './errors'
 
@@ -89,22 +89,14 @@ export interface RuleSet {
 const RULESET: unique symbol = Symbol.for('fastlimit.ruleset')
 const RULE: unique symbol = Symbol.for('fastlimit.rule')
 
-const UNITS: ReadonlyMap<string, number> = (() => {
-  const map = new Map<string, number>()
-  const add = (ms: number, ...names: string[]) => {
-    for (const name of names) map.set(name, ms)
-  }
-  add(1, 'ms', 'msec', 'msecs', 'millisecond', 'milliseconds')
-  add(1000, 's', 'sec', 'secs', 'second', 'seconds')
-  add(60_000, 'm', 'min', 'mins', 'minute', 'minutes')
-  add(3_600_000, 'h', 'hr', 'hrs', 'hour', 'hours')
-  add(86_400_000, 'd', 'day', 'days')
-  add(604_800_000, 'w', 'wk', 'wks', 'week', 'weeks')
-  return map
-})()
+/** The units of a window and their aliases, one capture group per unit, in the order of {@link UNIT_MS}. */
+const UNIT =
+  /^(?:(ms|msecs?|milliseconds?)|(s|secs?|seconds?)|(m|mins?|minutes?)|(h|hrs?|hours?)|(d|days?)|(w|wks?|weeks?))$/i
+const UNIT_MS = [1, 1000, 60_000, 3_600_000, 86_400_000, 604_800_000]
 
 const UNIT_HELP = 'ms, s, m (or min), h, d or w'
 const RULE_EXAMPLES = '"100/min", "10/s", "100/15m" or "5 per minute"'
+const WINDOW_EXAMPLES = '"1m" or "15 minutes"'
 /** The longest rule or window string: real ones are short, and a bound keeps parsing linear. */
 const MAX_RULE_TEXT = 100
 const RULE_KEYS = new Set(['limit', 'window', 'windowMs', 'algorithm', 'burst', 'name'])
@@ -115,40 +107,43 @@ function fail(subject: string, problem: string, fix: string): never {
 }
 
 /**
+ * The window of `count` (default 1) times `unit`, checked as {@link parseWindow} checks milliseconds;
+ * an unknown unit fails with the examples `eg` (of windows or of rules, as `subject` is).
+ */
+function unitWindow(count: string | undefined, unit: string, subject: string, eg: string): number {
+  const m = UNIT.exec(unit)
+  if (m === null)
+    return fail(subject, `unknown unit ${show(unit)}`, `Use a unit of ${UNIT_HELP}, e.g. ${eg}.`)
+  const ms = UNIT_MS[m.findIndex((g, i) => i > 0 && g !== undefined) - 1] as number
+  return parseWindow((count === undefined ? 1 : Number(count)) * ms, subject)
+}
+
+/**
  * Parses a duration: `'1m'`, `'15 minutes'`, `'500ms'`, `'day'` (one day), or milliseconds as a number.
  * @throws ConfigError for anything else, or outside 1 ms to 365 days
  */
 export function parseWindow(window: string | number, subject = `Window ${show(window)}`): number {
-  let ms: number
-  if (typeof window === 'number') {
-    ms = window
-  } else if (typeof window === 'string') {
+  if (typeof window === 'string') {
     if (window.length > MAX_RULE_TEXT) {
-      fail(
-        subject,
-        `longer than ${MAX_RULE_TEXT} characters`,
-        'Write a duration such as "1m" or "15 minutes".',
-      )
+      fail(subject, `longer than ${MAX_RULE_TEXT} characters`, `Write a duration such as ${WINDOW_EXAMPLES}.`)
     }
     const m = /^\s*(\d+)?\s*([a-zA-Z]+)\s*$/.exec(window)
     if (!m)
       fail(
         subject,
         'not a duration',
-        `Write a whole number and a unit of ${UNIT_HELP}, e.g. "1m" or "15 minutes".`,
+        `Write a whole number and a unit of ${UNIT_HELP}, e.g. ${WINDOW_EXAMPLES}.`,
       )
-    const unit = UNITS.get((m[2] as string).toLowerCase())
-    if (unit === undefined) {
-      fail(subject, `unknown unit ${show(m[2])}`, `Use a unit of ${UNIT_HELP}, e.g. "1m" or "15 minutes".`)
-    }
-    ms = (m[1] === undefined ? 1 : Number(m[1])) * unit
-  } else {
+    return unitWindow(m[1], m[2] as string, subject, WINDOW_EXAMPLES)
+  }
+  if (typeof window !== 'number') {
     return fail(
       subject,
       'not a duration',
       'Pass a string such as "1m" or a number of milliseconds such as 60000.',
     )
   }
+  const ms = window
   if (!Number.isSafeInteger(ms) || ms < 1) {
     fail(
       subject,
@@ -274,12 +269,7 @@ export function parseRule(input: RuleInput, defaultAlgorithm: Algorithm = 'gcra'
         `For example ${RULE_EXAMPLES}.`,
       )
     }
-    const unit = UNITS.get((m[3] as string).toLowerCase())
-    if (unit === undefined) {
-      fail(subject, `unknown unit ${show(m[3])}`, `Use a unit of ${UNIT_HELP}, e.g. ${RULE_EXAMPLES}.`)
-    }
-    const count = m[2] === undefined ? 1 : Number(m[2])
-    const windowMs = parseWindow(count * unit, subject)
+    const windowMs = unitWindow(m[2], m[3] as string, subject, RULE_EXAMPLES)
     return build(subject, limit, windowMs, defaultAlgorithm, undefined, undefined)
   }
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {

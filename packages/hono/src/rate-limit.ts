@@ -1,7 +1,6 @@
 // rateLimit() for Hono 4: translates Hono's context; core's HTTP layer does the rest. No node: imports.
 
 import {
-  ConfigError,
   checkHandler,
   createHttpLimiter,
   type Decision,
@@ -15,6 +14,7 @@ import {
 } from '@fastlimit/core'
 import type { Context, MiddlewareHandler, Next } from 'hono'
 import type { ConnInfo } from 'hono/conninfo'
+import { copyHeaders, honoRequest, nodeBindings, reapplyHeaders } from './context'
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -68,14 +68,6 @@ export interface RateLimitOptions extends RateLimitCommonOptions<Context> {
   handler?: (c: Context, decision: Decision) => Response | Promise<Response>
 }
 
-interface NodeBindings {
-  incoming?: { socket?: { remoteAddress?: string } }
-  outgoing?: {
-    setHeader?: (name: string, value: string) => unknown
-    once?: (event: string, listener: () => void) => unknown
-  }
-}
-
 /** Off @hono/node-server: the release of a request's concurrency slot, called once its handlers are done. */
 const finishers = new WeakMap<Context, () => void>()
 
@@ -89,25 +81,6 @@ function onFinished(c: Context, _sink: unknown, done: () => void): void {
     outgoing.once('finish', done)
     outgoing.once('close', done)
   } else finishers.set(c, done)
-}
-
-function nodeBindings(c: Context): NodeBindings | undefined {
-  const env = c.env as (NodeBindings & { server?: NodeBindings }) | undefined
-  if (typeof env !== 'object' || env === null) return undefined
-  return env.incoming !== undefined ? env : env.server
-}
-
-/** The peer address on @hono/node-server, which passes Node's request as `env.incoming`. */
-function nodeRemoteAddress(c: Context): string | undefined {
-  return nodeBindings(c)?.incoming?.socket?.remoteAddress
-}
-
-function header(c: Context, name: string): string | undefined {
-  return c.req.header(name)
-}
-
-function method(c: Context): string {
-  return c.req.method
 }
 
 /**
@@ -128,10 +101,6 @@ function attach(c: Context, _sink: HeaderSink, info: RateLimitInfo): void {
 
 function attached(c: Context): RateLimitInfo | undefined {
   return c.get('rateLimit')
-}
-
-function copyHeaders(c: Context, sink: string[]): void {
-  for (let i = 0; i < sink.length; i += 2) c.header(sink[i] as string, sink[i + 1] as string)
 }
 
 /**
@@ -159,23 +128,8 @@ function copyHeaders(c: Context, sink: string[]): void {
  */
 export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const handler = checkHandler(options, 'hono', '(c, decision) => Response', 'builds')
-  const getConnInfo = options?.getConnInfo
-  if (getConnInfo !== undefined && typeof getConnInfo !== 'function') {
-    throw new ConfigError(
-      "[fastlimit] [hono] getConnInfo must be Hono's getConnInfo helper of your runtime, e.g. import { getConnInfo } from 'hono/bun'.",
-    )
-  }
   const adapter: HttpAdapter<Context, HeaderSink> = {
-    name: 'hono',
-    extraOptions: ['handler', 'getConnInfo'],
-    requestName: 'c',
-    noAddressHint: 'getConnInfo from your runtime (hono/bun, hono/deno, ...)',
-    remoteAddress:
-      getConnInfo === undefined
-        ? nodeRemoteAddress
-        : (c) => getConnInfo(c).remote.address ?? nodeRemoteAddress(c),
-    header,
-    method,
+    ...honoRequest(options),
     setHeader,
     attach,
     attached,
@@ -260,11 +214,6 @@ async function proceed(c: Context, sink: string[], next: Next): Promise<undefine
   } finally {
     finishers.get(c)?.()
   }
-  // A handler that returns a Response of its own drops headers set before it: set them again.
-  if (sink.length > 0 && c.res.headers.get(sink[0] as string) === null) {
-    const res = new Response(c.res.body, c.res)
-    for (let i = 0; i < sink.length; i += 2) res.headers.set(sink[i] as string, sink[i + 1] as string)
-    c.res = res
-  }
+  reapplyHeaders(c, sink)
   return undefined
 }

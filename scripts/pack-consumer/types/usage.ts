@@ -4,6 +4,7 @@ import { type Backend, type Decision, FastLimit, MemoryBackend } from '@fastlimi
 import { rateLimit as expressLimit } from '@fastlimit/express'
 import { rateLimit as fastifyLimit } from '@fastlimit/fastify'
 import { rateLimit as honoLimit } from '@fastlimit/hono'
+import { rateLimit as honoLite, liteMemoryBackend, proxyTrust } from '@fastlimit/hono/lite'
 import { rateLimit as koaLimit } from '@fastlimit/koa'
 import { FastLimitModule } from '@fastlimit/nestjs'
 import { PostgresBackend } from '@fastlimit/postgres'
@@ -23,6 +24,14 @@ eapp.post('/login', expressLimit({ limiter, rules: { limit: 5, window: '15m', na
 
 const happ = new Hono()
 happ.use(honoLimit({ rules: '100/min', key: (c) => c.req.header('cf-connecting-ip') ?? 'unknown' }))
+happ.use(
+  honoLite({
+    rules: ['10/s', '1000/day'],
+    backend: liteMemoryBackend({ maxKeys: 1000 }),
+    trustProxy: proxyTrust({ hops: 1, from: ['10.0.0.0/8'] }),
+    handler: (c, d: Decision) => c.text(`retry in ${d.retryAfterMs} ms`, 429),
+  }),
+)
 
 const kapp = new Koa()
 kapp.use(koaLimit({ rules: '100/min' }))

@@ -1,8 +1,9 @@
 // The algorithms by name, and the one dispatching step every JavaScript backend calls.
-import type { Algorithm, BackendResult, BucketConfig, Charge } from '../backend'
+import type { Algorithm, BucketConfig, Charge } from '../backend'
 import { fixedWindow, fixedWindowAdjust } from './fixed-window'
 import { gcra, gcraAdjust } from './gcra'
 import { leakyBucket, leakyBucketAdjust } from './leaky-bucket'
+import { ALGORITHMS } from './names'
 import {
   SLIDING_LOG_SLOTS,
   slidingLog,
@@ -11,10 +12,11 @@ import {
   slidingLogSlotMs,
 } from './sliding-log'
 import { slidingWindow, slidingWindowAdjust } from './sliding-window'
+import { type StepAllOutput, stepAllWith } from './step-all'
 import { tokenBucket, tokenBucketAdjust } from './token-bucket'
 import type { AdjustFunction, AdjustOutput, State, StepFunction, StepOutput } from './types'
 
-export type { AdjustFunction, AdjustOutput, State, StepFunction, StepOutput }
+export type { AdjustFunction, AdjustOutput, State, StepAllOutput, StepFunction, StepOutput }
 export {
   fixedWindow,
   fixedWindowAdjust,
@@ -34,7 +36,7 @@ export {
 }
 
 /** Every algorithm's step function, by name. */
-export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.freeze({
+export const algorithms: Readonly<Record<Algorithm, StepFunction>> = /* @__PURE__ */ Object.freeze({
   'fixed-window': fixedWindow,
   'sliding-window': slidingWindow,
   'sliding-log': slidingLog,
@@ -44,7 +46,7 @@ export const algorithms: Readonly<Record<Algorithm, StepFunction>> = Object.free
 })
 
 /** Every algorithm's adjustment (refund or extra charge, see {@link AdjustFunction}), by name. */
-export const adjustments: Readonly<Record<Algorithm, AdjustFunction>> = Object.freeze({
+export const adjustments: Readonly<Record<Algorithm, AdjustFunction>> = /* @__PURE__ */ Object.freeze({
   'fixed-window': fixedWindowAdjust,
   'sliding-window': slidingWindowAdjust,
   'sliding-log': slidingLogAdjust,
@@ -53,8 +55,7 @@ export const adjustments: Readonly<Record<Algorithm, AdjustFunction>> = Object.f
   gcra: gcraAdjust,
 })
 
-/** The names of all algorithms, in a stable order. */
-export const ALGORITHMS: readonly Algorithm[] = Object.freeze(Object.keys(algorithms) as Algorithm[])
+export { ALGORITHMS }
 
 /**
  * Applies `bucket.algorithm` to a state: the whole of rate limiting, as one pure function.
@@ -97,22 +98,6 @@ export function decodeState(text: string | null | undefined): number[] | undefin
   return out
 }
 
-/** What {@link stepAll} returns. */
-export interface StepAllOutput {
-  /** Whether every bucket admitted the cost; only then is anything charged. */
-  readonly allowed: boolean
-  /**
-   * One output per bucket. Write `outputs[i].state` back (with its `ttlMs`) when `allowed`, or when
-   * `outputs[i].rebased`. When `allowed` is false, every output holds its bucket's uncharged state.
-   */
-  readonly outputs: readonly StepOutput[]
-  /**
-   * One result per bucket. When `allowed` is false nothing is charged, so a bucket that would have
-   * admitted reports its uncharged state (`allowed: true`, `retryAfterMs: 0`).
-   */
-  readonly results: BackendResult[]
-}
-
 /**
  * The all-or-nothing step behind `checkAndIncrementAll`: applies `cost` to every bucket of one key
  * and admits only if every bucket admits. Pure, like {@link step} (`skewMs` as there).
@@ -124,34 +109,7 @@ export function stepAll(
   cost: number,
   skewMs = 0,
 ): StepAllOutput {
-  const outputs: StepOutput[] = new Array(buckets.length)
-  let allowed = true
-  for (let i = 0; i < buckets.length; i++) {
-    const bucket = buckets[i] as BucketConfig
-    const out = algorithms[bucket.algorithm](states[i], nowMs, bucket, cost, skewMs)
-    outputs[i] = out
-    if (!out.result.allowed) allowed = false
-  }
-  const results: BackendResult[] = new Array(buckets.length)
-  for (let i = 0; i < buckets.length; i++) {
-    const out = outputs[i] as StepOutput
-    if (allowed || !out.result.allowed) results[i] = out.result
-    else {
-      // This bucket would have admitted, but nothing is charged: report (and keep) its uncharged state.
-      const bucket = buckets[i] as BucketConfig
-      const peek = algorithms[bucket.algorithm](states[i], nowMs, bucket, 0, skewMs)
-      outputs[i] = peek
-      const r = peek.result
-      results[i] = {
-        allowed: true,
-        limit: r.limit,
-        remaining: r.remaining,
-        resetMs: r.resetMs,
-        retryAfterMs: 0,
-      }
-    }
-  }
-  return { allowed, outputs, results }
+  return stepAllWith(algorithms, states, nowMs, buckets, cost, skewMs)
 }
 
 /**

@@ -3,6 +3,7 @@
 import { ConfigError, show } from '../errors'
 import type { Decision, StoreDecision } from '../limiter'
 import type { Rule, RuleSet } from '../rules'
+import { mostRestrictive } from '../verdict'
 
 /**
  * Which RateLimit header fields to send:
@@ -97,14 +98,7 @@ export class RateLimitHeaders {
     this.legacy = legacy || format === 'legacy'
     const list = rules.rules
     this.#rules = list.map(ruleStrings)
-    // Quota policies: draft-06 §2.1 and draft-07 §2.1 (`100;w=60`), a List (draft-07 §3.5);
-    // burst as the extension parameter of the draft-07 §2.3 example.
-    this.quotaPolicy = list
-      .map((r) => {
-        const burst = r.burst !== undefined && r.burst !== r.limit ? `;burst=${r.burst}` : ''
-        return `${r.limit};w=${windowSeconds(r)}${burst}`
-      })
-      .join(', ')
+    this.quotaPolicy = quotaPolicies(list)
     if (format === 'draft-6' || format === 'draft-7') {
       this.policy = this.quotaPolicy
     } else if (format === 'draft-8') {
@@ -186,8 +180,28 @@ export class RateLimitHeaders {
   }
 }
 
+/**
+ * The quota policies of rules in the draft-06 and draft-07 syntax (`100;w=60, 1000;w=86400`): the
+ * `RateLimit-Policy` value of those formats.
+ */
+export function quotaPolicies(rules: readonly Rule[]): string {
+  // Quota policies: draft-06 §2.1 and draft-07 §2.1 (`100;w=60`), a List (draft-07 §3.5);
+  // burst as the extension parameter of the draft-07 §2.3 example.
+  return rules
+    .map((r) => {
+      const burst = r.burst !== undefined && r.burst !== r.limit ? `;burst=${r.burst}` : ''
+      return `${r.limit};w=${windowSeconds(r)}${burst}`
+    })
+    .join(', ')
+}
+
+/** The draft-07 `RateLimit` value (§3.1, a Dictionary): `limit=100, remaining=99, reset=60`. */
+export function draft7Value(limit: number | string, remaining: number, resetSeconds: number): string {
+  return `limit=${limit}, remaining=${remaining}, reset=${resetSeconds}`
+}
+
 /** Milliseconds until the reset the headers report: the retry-after delay when denied (draft-07 §4, draft-08 §5). */
-function resetDelayMs(decision: StoreDecision, nowMs: number): number {
+export function resetDelayMs(decision: StoreDecision, nowMs: number): number {
   const retry = decision.retryAfterMs
   return !decision.allowed && retry !== Number.POSITIVE_INFINITY ? retry : decision.resetMs - nowMs
 }
@@ -247,7 +261,6 @@ export function applyCombined<T>(target: T, set: SetHeader<T>, entries: readonly
     e.headers.apply(target, set, e.decision, e.nowMs)
     return
   }
-  let pick = 0
   let legacy = false
   // The formats asked for, in the order of the middleware that last asked for each; built only when they differ.
   let format: HeaderFormat | undefined
@@ -265,19 +278,8 @@ export function applyCombined<T>(target: T, set: SetHeader<T>, entries: readonly
       }
       format = f
     }
-    if (i === 0) continue
-    const d = e.decision
-    const p = (entries[pick] as HeaderEntry).decision
-    if (!d.allowed) {
-      if (p.allowed || d.retryAfterMs > p.retryAfterMs) pick = i
-    } else if (
-      p.allowed &&
-      (d.remaining < p.remaining || (d.remaining === p.remaining && d.resetMs > p.resetMs))
-    ) {
-      pick = i
-    }
   }
-  const p = entries[pick] as HeaderEntry
+  const p = entries[mostRestrictive(entries.map((e) => e.decision))] as HeaderEntry
   const limit = RateLimitHeaders.limitOf(p.headers, p.decision.rule)
   const resetMs = resetDelayMs(p.decision, p.nowMs)
   const reset = delaySeconds(resetMs)
@@ -290,7 +292,7 @@ export function applyCombined<T>(target: T, set: SetHeader<T>, entries: readonly
     } else {
       set(target, 'ratelimit-policy', RateLimitHeaders.quotaOf(entries))
       if (f === 'draft-7') {
-        set(target, 'ratelimit', `limit=${limit}, remaining=${remaining}, reset=${reset}`)
+        set(target, 'ratelimit', draft7Value(limit, remaining, reset))
       } else {
         set(target, 'ratelimit-limit', limit)
         set(target, 'ratelimit-remaining', String(remaining))

@@ -268,7 +268,7 @@ export function problemDetails(status: number, decision: Decision): string {
 }
 
 /** The refusal of a request whose cost is unusable. */
-const INVALID_COST: HttpInvalidCost = Object.freeze({
+export const INVALID_COST: HttpInvalidCost = /* @__PURE__ */ Object.freeze({
   kind: 'invalid-cost',
   status: 400,
   contentType: PROBLEM_JSON,

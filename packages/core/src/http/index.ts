@@ -4,7 +4,16 @@ export type { ConcurrencyOptions, ConcurrencySetting } from './concurrency'
 export type { ClosableResponse } from './delay'
 export { closeSignal, isRequestAborted, RequestAbortedError } from './delay'
 export type { HeaderEntry, HeaderFormat, SetHeader } from './headers'
-export { applyCombined, delaySeconds, HEADER_FORMATS, RateLimitHeaders, retryAfterValue } from './headers'
+export {
+  applyCombined,
+  delaySeconds,
+  draft7Value,
+  HEADER_FORMATS,
+  quotaPolicies,
+  RateLimitHeaders,
+  resetDelayMs,
+  retryAfterValue,
+} from './headers'
 export type { HttpAdapter, HttpDenial, HttpInvalidCost } from './http-limiter'
 export {
   checkHandler,

@@ -388,11 +388,15 @@ function isPort(text: string, at: number, end: number): boolean {
 }
 
 // RFC 9110 tchar, plus ':', '[' and ']' which some proxies leave unquoted in `for=`.
-const TOKEN = new Uint8Array(128)
-for (const ch of "!#$%&'*+-.^_`|~:[]") TOKEN[ch.charCodeAt(0)] = 1
-for (let c = 48; c <= 57; c++) TOKEN[c] = 1
-for (let c = 65; c <= 90; c++) TOKEN[c] = 1
-for (let c = 97; c <= 122; c++) TOKEN[c] = 1
+// Built in a pure call, so that a bundle that never reads a header drops it.
+const TOKEN = /* @__PURE__ */ (() => {
+  const t = new Uint8Array(128)
+  for (const ch of "!#$%&'*+-.^_`|~:[]") t[ch.charCodeAt(0)] = 1
+  for (let c = 48; c <= 57; c++) t[c] = 1
+  for (let c = 65; c <= 90; c++) t[c] = 1
+  for (let c = 97; c <= 122; c++) t[c] = 1
+  return t
+})()
 
 function isToken(c: number): boolean {
   return c < 128 && TOKEN[c] === 1
@@ -559,7 +563,11 @@ export interface ProxyTrust {
 }
 
 /** Trusts no proxy: the client is the connection's peer. */
-export const TRUST_NONE: ProxyTrust = Object.freeze({ hops: 0, match: undefined, anyPeer: false })
+export const TRUST_NONE: ProxyTrust = /* @__PURE__ */ Object.freeze({
+  hops: 0,
+  match: undefined,
+  anyPeer: false,
+})
 
 /** The `trustProxy` setting every HTTP adapter takes; see `RateLimitCommonOptions.trustProxy`. */
 export type TrustProxySetting =
