@@ -123,7 +123,8 @@ const METER_CHARGE = `
     if level <= cap then rem = floor((cap - level) / W) end
   end
   -- resetMs = t + ceilDiv(after, L); ttl = drainMs(after, L)
-  local q = floor(after / L)
+  local whole = floor(after / L)
+  local q = whole
   if q * L < after then q = q + 1 end
   reset = t + q
   ttl = q
@@ -131,7 +132,6 @@ const METER_CHARGE = `
   if (ok and c > 0) or rebased then
     local e
     if alg == 'gcra' then
-      local whole = floor(after / L)
       e = fmt('%d,%d', now + whole, after - whole * L)
     elseif alg == 'token-bucket' then
       e = fmt('%d,%d', cap - after, t)
