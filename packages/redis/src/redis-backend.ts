@@ -255,7 +255,8 @@ function read(text: string, at: number): number {
 /**
  * The result in `values`; `limit` is the bucket's (`burst` for the bucket algorithms), known here.
  * `charged`: the result of a check that charged, whose fourth integer is not its retryAfterMs (0) but the
- * time the script stepped with, its `atMs` (for a reservation's Charge).
+ * time the script stepped with, its `atMs` (for a reservation's Charge), and whose third is its resetMs
+ * less that time (fewer digits for the script to print).
  */
 function result(reply: string, limit: number, charged: boolean, what: string): BackendResult {
   const allowed = values[0] as number
@@ -266,7 +267,7 @@ function result(reply: string, limit: number, charged: boolean, what: string): B
       allowed: true,
       limit,
       remaining: values[1] as number,
-      resetMs: values[2] as number,
+      resetMs: (values[2] as number) + retry,
       retryAfterMs: 0,
       atMs: retry,
     }

@@ -22,6 +22,14 @@
 // `PTTL`, with `PEXPIRE` only when the expiry must grow (then to twice the margin, so that it rarely
 // must). `PEXPIRE ... GT` (Redis 7) would replace the `PTTL`, but costs more than it even when it
 // changes nothing. The deadline check compares with the `TIME` already read, before any other call.
+// With the server's TIME, a window charged again in the window its state was written in skips the
+// `PTTL` (`kept`: that write kept the key past the window's end, which has not moved). Every number
+// printed costs ~1-1.5k instructions (`sprintf`; 13-digit epoch ms the most), every number read ~1k
+// (`strtod`), each `redis.call` 3-7k (`TIME` the most: a table of two strings): so a charge's reply
+// gives its resetMs less its time, and the flag is part of the format string. (A binary state, with
+// `struct.pack`, would read and write a meter's state ~4.5k cheaper and could carry the key's expiry to
+// skip the `PTTL` of meters too, but servers of the release before would read it as no state during a
+// rolling upgrade; the state stays core's text.)
 
 import { createHash } from 'node:crypto'
 import { SLIDING_LOG_SLOTS } from '@fastlimit/core'
@@ -123,7 +131,8 @@ const METER_CHARGE = `
     if level <= cap then rem = floor((cap - level) / W) end
   end
   -- resetMs = t + ceilDiv(after, L); ttl = drainMs(after, L)
-  local q = floor(after / L)
+  local whole = floor(after / L)
+  local q = whole
   if q * L < after then q = q + 1 end
   reset = t + q
   ttl = q
@@ -131,7 +140,6 @@ const METER_CHARGE = `
   if (ok and c > 0) or rebased then
     local e
     if alg == 'gcra' then
-      local whole = floor(after / L)
       e = fmt('%d,%d', now + whole, after - whole * L)
     elseif alg == 'token-bucket' then
       e = fmt('%d,%d', cap - after, t)
@@ -153,6 +161,8 @@ const FW_READ = `
       -- count moves to this window).
       if s1 <= MAX and s1 >= -MAX and s2 <= MAX and s2 >= -MAX and s1 >= start then
         count = s2
+        -- Written in this window: its write kept the key until the window's end + MARGIN (see EXPIRE).
+        kept = s1 == start
         if s1 > start then
           if s1 - now > SKEW then norm = fmt('%d,%d', start, count) else start = s1 end
         end
@@ -193,6 +203,8 @@ const SW_READ = `
         -- The same window; or a later one: another clock's (counted in), or this clock stepped back (the
         -- counts move to this window).
         prev, curr = s2, s3
+        -- Written in this window with a count: its write kept the key until start + 2W + MARGIN.
+        kept = s1 == start and s3 > 0
         if s1 > start then
           if s1 - now > SKEW then norm = fmt('%d,%d,%d', start, prev, curr) else start = s1 end
         end
@@ -259,6 +271,7 @@ const SW_CHARGE = `
 const SL_READ = `
   -- Core: algorithms/sliding-log.ts. At most SLOTS entries; a 65th merges the oldest two of one slot.
   local SLOTS = ${SLIDING_LOG_SLOTS}
+  local find, byte = string.find, string.byte
   -- decodeState: integers joined by commas, each safe; anything malformed reads as no state.
   local s, n = {}, 0
   if text and text ~= '' then
@@ -581,14 +594,15 @@ if call('PTTL', key) < need then call('PEXPIRE', key, need + MARGIN) end
  *
  * Returns a string of 4 integers per bucket, joined by commas: allowed (1/0), remaining, resetMs,
  * retryAfterMs (-1 for never); a check that charged puts the time it stepped with (core's `atMs`) in
- * place of its retryAfterMs, which is 0 (no argument more to format). Several buckets are all or nothing,
- * as core's stepAll. An adjustment returns each bucket's peek after it.
+ * place of its retryAfterMs, which is 0 (no argument more to format), and its resetMs less that time in
+ * place of its resetMs (fewer digits to print: each costs the server time). Several buckets are all or
+ * nothing, as core's stepAll. An adjustment returns each bucket's peek after it.
  */
 const lua = (
   margin: number,
   skew: number,
 ) => `-- fastlimit: one atomic step of a rate limit (see @fastlimit/redis)
-local call, floor, fmt, match, find, byte = redis.call, math.floor, string.format, string.match, string.find, string.byte
+local call, floor, fmt, match = redis.call, math.floor, string.format, string.match
 local MAX = 9007199254740991
 local MARGIN = ${margin}
 -- How far ahead of now a state may lie and be another clock's (core's skewMs); 0 with the server's TIME.
@@ -596,11 +610,14 @@ local SKEW = ${skew}
 local key = KEYS[1]
 local argc = #ARGV
 local cost, deadline, now
+-- Whether now is the server's TIME (then a window's key kept by an earlier write needs no PTTL).
+local server = false
 if argc <= 5 then deadline, cost, now = ARGV[2], ARGV[3], ARGV[4] else deadline, cost, now = ARGV[1], ARGV[2], ARGV[3] end
 if cost == nil or cost == '1' then cost = 1 else cost = cost + 0 end
 if now == nil or now == '' then
   local time = call('TIME')
   now = time[1] * 1000 + floor(time[2] / 1000)
+  server = true
   -- Past its deadline the caller has given up on this call: nothing is read or written.
   if deadline and deadline ~= '' and now >= deadline + 0 then return fmt('late:%d:%d', now, deadline) end
 else
@@ -619,22 +636,22 @@ if argc <= 5 then
   if conf == nil or conf == '' then conf = field end
   local text = call('HGET', key, field)
   local c = cost
-  local ok, rem, reset, retry, ttl, enc, norm
+  local ok, rem, reset, retry, ttl, enc, norm, kept
   ${STEP}
   -- Charged; or, when checking (not peeking), moved back to now after the clock stepped back.
   if not enc and c > 0 then enc = norm end
   if enc then
     call('HSET', key, field, enc)
-    ${EXPIRE('ttl')}
+    -- A window's state written in the same window already keeps the key long enough (no PTTL).
+    if not (kept and server) then${EXPIRE('ttl')}    end
   end
-  -- A charge answers with its time (core's atMs) where its retryAfterMs, 0, would be.
+  -- A charge answers with its time (core's atMs) where its retryAfterMs, 0, would be, and its resetMs as
+  -- the time from then (fewer digits to print).
   if ok then
-    ok = 1
-    if c > 0 then retry = now end
-  else
-    ok = 0
+    if c > 0 then return fmt('1,%d,%d,%d', rem, reset - now, now) end
+    return fmt('1,%d,%d,0', rem, reset)
   end
-  return fmt('%d,%d,%d,%d', ok, rem, reset, retry)
+  return fmt('0,%d,%d,%d', rem, reset, retry)
 end
 if argc % 2 == 0 then
   -- An adjustment of one or more buckets (core's adjustAll): never denied, every bucket applied at once.
@@ -664,12 +681,12 @@ if argc % 2 == 0 then
     end
     local newt
     do
-      local norm
+      local norm, kept
       ${ADJUST}
     end
     if newt then text = newt end
     local c = 0
-    local ok, rem, reset, retry, ttl, enc, norm
+    local ok, rem, reset, retry, ttl, enc, norm, kept
     ${STEP}
     -- The adjusted state; or, unchanged, moved back to now after the clock stepped back.
     local w = newt or norm
@@ -678,8 +695,7 @@ if argc % 2 == 0 then
       writes[#writes + 1] = w
       if ttl > longest then longest = ttl end
     end
-    if ok then ok = 1 else ok = 0 end
-    out[i] = fmt('%d,%d,%d,%d', ok, rem, reset, retry)
+    if ok then out[i] = fmt('1,%d,%d,%d', rem, reset, retry) else out[i] = fmt('0,%d,%d,%d', rem, reset, retry) end
   end
   if #writes > 0 then
     call('HSET', key, unpack(writes))
@@ -689,63 +705,64 @@ if argc % 2 == 0 then
 end
 -- Several buckets, all or nothing (core's stepAll).
 local n = (argc - 3) / 2
-local fields, confs = {}, {}
-for i = 1, n do
-  local field = ARGV[2 + 2 * i]
-  fields[i] = field
-  local conf = ARGV[3 + 2 * i]
-  if conf == '' then conf = field end
-  confs[i] = conf
-end
+local fields = {}
+for i = 1, n do fields[i] = ARGV[2 + 2 * i] end
 local texts = call('HMGET', key, unpack(fields))
-local out, oks, encs, norms, ttls = {}, {}, {}, {}, {}
-local all, longest = true, 0
+-- writes: field, state, ... of the charges; norms[i] and norms[n + i]: a state moved back and its ttl.
+local out, writes, norms = {}, {}, nil
+local all, longest, keptAll = true, 0, server
 for i = 1, n do
-  local conf, text, c = confs[i], texts[i], cost
-  local ok, rem, reset, retry, ttl, enc, norm
+  local field, conf, text, c = fields[i], ARGV[3 + 2 * i], texts[i], cost
+  if conf == '' then conf = field end
+  local ok, rem, reset, retry, ttl, enc, norm, kept
   ${STEP}
-  oks[i] = ok
-  encs[i] = enc
-  norms[i] = norm
-  ttls[i] = ttl
-  if not ok then all = false end
-  if ttl > longest then longest = ttl end
   -- Admitted: the time where retryAfterMs (0) would be, as for one bucket (replaced below if denied).
-  local k = 0
-  if ok then k, retry = 1, now end
-  out[i] = fmt('%d,%d,%d,%d', k, rem, reset, retry)
+  if ok then
+    out[i] = fmt('1,%d,%d,%d', rem, reset - now, now)
+    writes[2 * i - 1] = field
+    writes[2 * i] = enc
+  else
+    out[i] = fmt('0,%d,%d,%d', rem, reset, retry)
+    all = false
+  end
+  if norm then
+    if not norms then norms = {} end
+    norms[i] = norm
+    norms[n + i] = ttl
+  end
+  if not kept then keptAll = false end
+  if ttl > longest then longest = ttl end
 end
 if all then
   if cost > 0 then
-    local pairs_ = {}
-    for i = 1, n do
-      pairs_[2 * i - 1] = fields[i]
-      pairs_[2 * i] = encs[i]
-    end
-    call('HSET', key, unpack(pairs_))
-    ${EXPIRE('longest')}
+    call('HSET', key, unpack(writes))
+    if not keptAll then${EXPIRE('longest')}    end
   end
   return table.concat(out, ',')
 end
 -- Nothing is charged: a bucket that would have admitted reports its uncharged state. A state that lay
 -- ahead of now (the clock stepped back) is still moved back to now, as core's stepAll says.
-local moved, movedLongest = {}, 0
+local moved, movedLongest = nil, 0
 for i = 1, n do
-  if oks[i] then
-    local conf, text, c = confs[i], texts[i], 0
-    local ok, rem, reset, retry, ttl, enc, norm
+  local mn, mt
+  if writes[2 * i - 1] then
+    local field, conf, text, c = fields[i], ARGV[3 + 2 * i], texts[i], 0
+    if conf == '' then conf = field end
+    local ok, rem, reset, retry, ttl, enc, norm, kept
     ${STEP}
     out[i] = fmt('1,%d,%d,0', rem, reset)
-    norms[i] = norm
-    ttls[i] = ttl
+    mn, mt = norm, ttl
+  elseif norms then
+    mn, mt = norms[i], norms[n + i]
   end
-  if norms[i] then
+  if mn then
+    if not moved then moved = {} end
     moved[#moved + 1] = fields[i]
-    moved[#moved + 1] = norms[i]
-    if ttls[i] > movedLongest then movedLongest = ttls[i] end
+    moved[#moved + 1] = mn
+    if mt > movedLongest then movedLongest = mt end
   end
 end
-if #moved > 0 then
+if moved then
   call('HSET', key, unpack(moved))
   ${EXPIRE('movedLongest')}
 end

@@ -30,7 +30,17 @@ interface Case {
   readonly args: string[]
   /** An adjustment: measured only on a version that has them (this tree), on the keys of case 0. */
   readonly adjust?: boolean
+  /** A script of its own instead of fastlimit's (the floors), measured once per round. */
+  readonly lua?: string
+  /** The reply's check (a number for the floors); fastlimit's start with `1,` or `0,` (allowed, denied). */
+  readonly reply?: RegExp
 }
+
+const G = 'gcra:1000000:60000:1000000'
+const FW = 'fixed-window:1000000:60000:1000000'
+/** Limits of 1 per hour: the warm-up's call charges each key, every measured call is denied. */
+const G1 = 'gcra:1:3600000:1'
+const FW1 = 'fixed-window:1:3600000:1'
 
 const FAR = String(Date.now() + 86_400_000)
 const CASES: Case[] = [
@@ -43,6 +53,26 @@ const CASES: Case[] = [
   {
     name: 'gcra + fixed-window, all',
     args: ['', '1', '', 'gcra:1000000:60000:1000000', '', 'fixed-window:1000000:60000:1000000', ''],
+  },
+  { name: 'gcra denied', args: [G1], reply: /^0,/ },
+  { name: 'fixed-window denied', args: [FW1], reply: /^0,/ },
+  { name: 'gcra x2 rules', args: ['', '1', '', G, '', 'gcra:2000000:3600000:2000000', ''] },
+  { name: 'gcra x2 rules denied', args: ['', '1', '', G, '', G1, ''], reply: /^[01],/ },
+  { name: 'fixed-window x2 rules', args: ['', '1', '', FW, '', 'fixed-window:2000000:3600000:2000000', ''] },
+  { name: 'fixed-window x2 denied', args: ['', '1', '', FW, '', FW1, ''], reply: /^[01],/ },
+  // The floors: the bench's (INCR, PEXPIRE on the first hit), and the calls our check makes with no Lua
+  // work around them (TIME, HGET, HSET, PTTL), as issue 20 measured them.
+  {
+    name: 'floor: INCR+PEXPIRE',
+    args: ['60000'],
+    lua: "local n = redis.call('INCR', KEYS[1])\nif n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end\nreturn n",
+    reply: /^\d+$/,
+  },
+  {
+    name: 'floor: TIME+HGET+HSET+PTTL',
+    args: ['f'],
+    lua: "local t = redis.call('TIME')\nlocal v = redis.call('HGET', KEYS[1], ARGV[1])\nredis.call('HSET', KEYS[1], ARGV[1], t[1])\nif redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], 60000) end\nreturn 1",
+    reply: /^\d+$/,
   },
   // RedisBackend.adjust of one gcra bucket: a refund of 1 with no charge given, and with one.
   { name: 'gcra refund', args: ['', '-1', '', '', 'gcra:1000000:60000:1000000', ''], adjust: true },
@@ -139,20 +169,25 @@ async function main(): Promise<void> {
       for (const c of CASES) {
         if (c.adjust === true && scriptFor !== current) continue
         if (only !== undefined && !only.includes(c.name)) continue
+        // The floors once per round (on the first version's turn).
+        if (c.lua !== undefined && scriptFor !== versions[0]?.[1]) continue
+        const sha = c.lua === undefined ? script.sha : ((await client.script('LOAD', c.lua)) as string)
+        const expect = c.reply ?? /^1,/
         // Keys of one length for every version and round (the key's hash costs by its length); an
         // adjustment refunds what the gcra checks charged.
         const prefix = `r${round}:${c.adjust === true ? 0 : CASES.indexOf(c)}:`
-        const run = async (calls: number) => {
+        const run = async (calls: number, expected = expect) => {
           for (let i = 0; i < calls; i += 50) {
             const p = client.pipeline()
-            for (let j = i; j < i + 50; j++) p.evalsha(script.sha, 1, `${prefix}${j % KEYS}`, ...c.args)
+            for (let j = i; j < i + 50; j++) p.evalsha(sha, 1, `${prefix}${j % KEYS}`, ...c.args)
             for (const [err, reply] of (await p.exec()) ?? []) {
               if (err) throw err
-              if (typeof reply !== 'string' || !/^[01],/.test(reply)) throw new Error(`reply ${reply}`)
+              if (!expected.test(String(reply))) throw new Error(`${c.name}: reply ${reply}`)
             }
           }
         }
-        await run(KEYS)
+        // The warm-up touches every key (a denied case's first call per key is allowed: it charges the one unit).
+        await run(KEYS, c.lua === undefined ? /^[01],/ : expect)
         execFileSync('callgrind_control', ['-z', String(pid)], { cwd: dir, stdio: 'ignore' })
         await run(CALLS)
         const per = dump(pid, dir) / CALLS
