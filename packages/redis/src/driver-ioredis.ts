@@ -26,6 +26,17 @@ function drop(node: Redis): boolean {
   const stream = node.stream as
     | { destroyed?: boolean; connecting?: boolean; destroy(): void; resetAndDestroy?: () => void }
     | undefined
+  const flush = (node as unknown as { flushQueue?: (err: Error, o: { commandQueue: boolean }) => void })
+    .flushQueue
+  const err = () => new Error('Connection dropped (RedisBackend.reconnect, or a reply from a replica).')
+  if (status === 'connecting' && (stream === undefined || stream.destroyed === true)) {
+    // An attempt with no socket yet: a Sentinel client asking the sentinels for the master (which may take
+    // a while after a failover), or a socket about to be opened. disconnect() would abort the attempt, and
+    // ioredis ends a client whose attempt was aborted ('end': it never connects again, every call fails
+    // with "Connection is closed."). The attempt goes on; only the calls queued offline fail now.
+    if (typeof flush === 'function') flush.call(node, err(), { commandQueue: false })
+    return false
+  }
   // The next attempt comes after the first delay of the retry strategy, not after a backoff grown by
   // earlier attempts: the breaker already paces these (one per breaker.openMs at most).
   ;(node as unknown as { retryAttempts?: number }).retryAttempts = 0
@@ -41,13 +52,7 @@ function drop(node: Redis): boolean {
     stream.destroy()
   }
   // Before 'ready' the command queue holds ioredis's handshake, which its own close handling ends.
-  const flush = (node as unknown as { flushQueue?: (err: Error, o: { commandQueue: boolean }) => void })
-    .flushQueue
-  if (typeof flush === 'function') {
-    flush.call(node, new Error('Connection dropped (RedisBackend.reconnect, or a reply from a replica).'), {
-      commandQueue: status === 'ready',
-    })
-  }
+  if (typeof flush === 'function') flush.call(node, err(), { commandQueue: status === 'ready' })
   return true
 }
 

@@ -9,7 +9,7 @@ import { RedisBackend } from '../src'
 import { sample, serverDeadline } from '../src/clock'
 import { backendOn, closeClient, urlOf } from './helpers'
 import { startProxy } from './proxy'
-import { command, infoField, type StandaloneSetup, startStandalone } from './servers'
+import { command, infoField, type StandaloneSetup, startSentinel, startStandalone } from './servers'
 
 const LIMIT = 5
 const bucket: BucketConfig = Object.freeze({ algorithm: 'gcra', limit: LIMIT, windowMs: 3_600_000 })
@@ -395,6 +395,40 @@ describe('failover behind a virtual IP (REPLICAOF)', () => {
       await vip.close()
       await b.stop()
       await a.stop()
+    }
+  })
+})
+
+describe('reconnect() on a Sentinel client', () => {
+  it('while it asks the sentinels for the master, leaves the attempt alone (aborting it ended the client for good)', async () => {
+    const s = await startSentinel({ replicas: 0, sentinels: 3 })
+    const backend = RedisBackend.fromUrl(s.url, { keyPrefix: 'sentinel-reconnect:' })
+    const client = backend.client as Redis
+    const stopped: number[] = []
+    try {
+      expect((await backend.checkAndIncrement('a', bucket, 1)).remaining).toBe(LIMIT - 1)
+      // Stopped sentinels accept connections and answer nothing: the next attempt waits on them.
+      for (const sentinel of s.sentinels) {
+        process.kill(sentinel.pid, 'SIGSTOP')
+        stopped.push(sentinel.pid)
+      }
+      backend.reconnect(new Error('test'))
+      await vi.waitFor(
+        () => {
+          if (client.status !== 'connecting') throw new Error(`status ${client.status}`)
+        },
+        { timeout: 5000, interval: 5 },
+      )
+      // The breaker opens again meanwhile: the attempt has no socket yet to drop.
+      backend.reconnect(new Error('test'))
+      for (const pid of stopped.splice(0)) process.kill(pid, 'SIGCONT')
+      const { value } = await eventually(() => backend.checkAndIncrement('a', bucket, 1))
+      expect(value.remaining).toBe(LIMIT - 2)
+      expect(client.status).toBe('ready')
+    } finally {
+      for (const pid of stopped) process.kill(pid, 'SIGCONT')
+      await backend.close()
+      await s.stop()
     }
   })
 })
