@@ -41,6 +41,7 @@ export type {
   BucketConfig,
   CallOptions,
   Charge,
+  ResultSink,
   SlotConfig,
   SyncBackend,
 } from './backend'

@@ -6,6 +6,10 @@
 // refreshed lazily (an expiry only grows, so a stale heap key is a lower bound that the eviction fixes).
 
 import { adjustAll, algorithms, stepAll } from './algorithms'
+import { fixedWindowTo } from './algorithms/fixed-window'
+import { gcraTo } from './algorithms/gcra'
+import { result as makeResult } from './algorithms/math'
+import { sink } from './algorithms/sink'
 import { slidingLog, slidingLogInPlace } from './algorithms/sliding-log'
 import type { StepOutput } from './algorithms/types'
 import {
@@ -15,6 +19,7 @@ import {
   bucketId,
   type CallOptions,
   type Charge,
+  type ResultSink,
   type SlotConfig,
   type SyncBackend,
 } from './backend'
@@ -381,10 +386,10 @@ export class MemoryBackend implements SyncBackend {
   }
 
   /**
-   * Stores a step's state in slot `s` and moves the slot's expiry forward. `known` is the bucket's lane
-   * in the slot when the caller has looked it up (NONE: look it up, or add one).
+   * The lane of bucket `id` in slot `s`, added when missing; an expired slot is cleared first (every
+   * state in it is stale). `known` is the bucket's lane when the caller has looked it up (NONE: look it up).
    */
-  private write(s: number, id: string, long: boolean, out: StepOutput, now: number, known = NONE): void {
+  private place(s: number, id: string, now: number, known: number): number {
     let lane = known
     if ((this.exp[s] as number) <= now) {
       // Every state of an expired slot is stale: start it afresh.
@@ -409,6 +414,28 @@ export class MemoryBackend implements SyncBackend {
         lane = -2 - e
       }
     }
+    return lane
+  }
+
+  /** Moves slot `s`'s expiry forward to `expires` (never back). */
+  private extend(s: number, expires: number): void {
+    if (expires > (this.exp[s] as number)) {
+      this.exp[s] = expires
+      // Once full (evictions look at the top of the heap), heap keys near the top are kept current;
+      // deeper ones, and all while there is room, lag behind and are refreshed when they surface.
+      if (this.count >= this.maxKeys) {
+        const p = this.pos[s] as number
+        if (p < FRESH_TOP) this.siftDown(p, s, expires)
+      }
+    }
+  }
+
+  /**
+   * Stores a step's state in slot `s` and moves the slot's expiry forward. `known` is the bucket's lane
+   * in the slot when the caller has looked it up (NONE: look it up, or add one).
+   */
+  private write(s: number, id: string, long: boolean, out: StepOutput, now: number, known = NONE): void {
+    const lane = this.place(s, id, now, known)
     const state = out.state
     const n = state.length
     let lens: Uint8Array
@@ -432,16 +459,71 @@ export class MemoryBackend implements SyncBackend {
       const base = at * STRIDE
       for (let i = 0; i < n; i++) data[base + i] = state[i] as number
     }
-    const expires = now + out.ttlMs
-    if (expires > (this.exp[s] as number)) {
-      this.exp[s] = expires
-      // Once full (evictions look at the top of the heap), heap keys near the top are kept current;
-      // deeper ones, and all while there is room, lag behind and are refreshed when they surface.
-      if (this.count >= this.maxKeys) {
-        const p = this.pos[s] as number
-        if (p < FRESH_TOP) this.siftDown(p, s, expires)
+    this.extend(s, now + out.ttlMs)
+  }
+
+  /**
+   * A check of `'gcra'` or `'fixed-window'` (a state of two numbers), allocating nothing: the state is
+   * read from the slot's numbers, the algorithm's kernel writes its answer into the kernels' `sink`, and
+   * the new state goes straight back into the slot. Arguments already checked. Returns the clock.
+   */
+  private checkTwo(key: string, bucket: BucketConfig, cost: number, gcra: boolean): number {
+    const now = this.now()
+    const id = bucketId(bucket)
+    const found = this.keys.get(key)
+    const s = found === undefined ? NONE : found
+    let lane = NONE
+    let has = false
+    let a = 0
+    let b = 0
+    if (s !== NONE) {
+      lane = this.lane(s, id)
+      if (lane !== NONE) {
+        let len: number
+        let base: number
+        let data: Float64Array
+        if (lane >= 0) {
+          len = this.len0[lane] as number
+          data = this.data0
+          base = lane * STRIDE
+        } else {
+          len = this.xLen[-2 - lane] as number
+          data = this.xData
+          base = (-2 - lane) * STRIDE
+        }
+        if (len === 2) {
+          has = true
+          a = data[base] as number
+          b = data[base + 1] as number
+        }
       }
     }
+    if (gcra) gcraTo(has, a, b, now, bucket, cost, 0)
+    else fixedWindowTo(has, a, b, now, bucket, cost, 0)
+    const k = sink
+    if (k.allowed || k.rebased) {
+      const expires = now + k.ttlMs
+      const slot = s === NONE ? this.create(key, expires, now) : s
+      const at = this.place(slot, id, now, lane)
+      let lens: Uint8Array
+      let data: Float64Array
+      let i: number
+      if (at >= 0) {
+        lens = this.len0
+        data = this.data0
+        i = at
+      } else {
+        lens = this.xLen
+        data = this.xData
+        i = -2 - at
+      }
+      if (lens[i] === LONG) this.longs.delete(at)
+      lens[i] = 2
+      data[i * STRIDE] = k.s0
+      data[i * STRIDE + 1] = k.s1
+      this.extend(slot, expires)
+    }
+    return now
   }
 
   private closedError(): FastlimitError {
@@ -451,11 +533,56 @@ export class MemoryBackend implements SyncBackend {
     )
   }
 
+  /**
+   * {@link Backend.checkAndIncrement}, synchronously, into `out` (see
+   * {@link SyncBackend.checkAndIncrementSyncTo}). Always decides (returns true). For `'gcra'` and
+   * `'fixed-window'` it allocates nothing.
+   */
+  checkAndIncrementSyncTo(key: string, bucket: BucketConfig, cost: number, out: ResultSink): boolean {
+    const algorithm = bucket.algorithm
+    if (algorithm === 'gcra' || algorithm === 'fixed-window') {
+      // A cost handed to the backend directly (FastLimit checks its own).
+      if (!Number.isSafeInteger(cost) || cost < 1) checkPositiveCost('memory', cost, '')
+      if (this.closed) throw this.closedError()
+      this.checkTwo(key, bucket, cost, algorithm === 'gcra')
+      const k = sink
+      out.allowed = k.allowed
+      out.limit = k.limit
+      out.remaining = k.remaining
+      out.resetMs = k.resetMs
+      out.retryAfterMs = k.retryAfterMs
+      return true
+    }
+    const r = this.checkAndIncrementSync(key, bucket, cost)
+    out.allowed = r.allowed
+    out.limit = r.limit
+    out.remaining = r.remaining
+    out.resetMs = r.resetMs
+    out.retryAfterMs = r.retryAfterMs
+    return true
+  }
+
   /** {@link Backend.checkAndIncrement}, synchronously. Never returns undefined. */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
     // A cost handed to the backend directly (FastLimit checks its own).
     checkPositiveCost('memory', cost, '')
     if (this.closed) throw this.closedError()
+    const algorithm = bucket.algorithm
+    if (algorithm === 'gcra' || algorithm === 'fixed-window') {
+      const now = this.checkTwo(key, bucket, cost, algorithm === 'gcra')
+      const k = sink
+      // With the clock of the charge, for a reservation's refund (Backend.adjust).
+      return k.allowed
+        ? {
+            allowed: true,
+            limit: k.limit,
+            remaining: k.remaining,
+            resetMs: k.resetMs,
+            retryAfterMs: 0,
+            atMs: now,
+          }
+        : makeResult(false, k.limit, k.remaining, k.resetMs, k.retryAfterMs)
+    }
     const now = this.now()
     const id = bucketId(bucket)
     const found = this.keys.get(key)
