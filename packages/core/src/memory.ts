@@ -59,8 +59,14 @@ export interface MemoryBackendOptions {
 const SWEEP_BATCH = 10_000
 /** Matches the empty start of a string: `key.replace(START, '')` is the key as one flat string. */
 const START = /^/
-/** Numbers of state stored inline per lane; longer states (and every sliding-log) go to `longs`. */
-const STRIDE = 3
+/** Numbers of state stored in a lane's row of `data0`/`xData` (every algorithm but two keeps two). */
+const STRIDE = 2
+/**
+ * Numbers of state stored inline per lane: the third (`'sliding-window'`) in a column made only once a
+ * state of three numbers is stored, so the other algorithms pay 16 bytes per lane, not 24. Longer
+ * states (and every sliding-log) go to `longs`.
+ */
+const INLINE = 3
 /** The length marking a lane whose state is an array in `longs`. */
 const LONG = 255
 const NONE = -1
@@ -108,17 +114,20 @@ export class MemoryBackend implements SyncBackend {
   private id0: Array<string | undefined> = []
   private len0 = new Uint8Array(0)
   private data0 = new Float64Array(0)
+  /** The third number of a slot's first state, by slot (empty until a state of three numbers is stored). */
+  private third0 = new Float64Array(0)
   /** The slot's first further bucket in the `x` arena, or NONE. */
   private next0 = new Int32Array(0)
   /** The arena of further buckets (a key's second rule onwards), chained per slot. */
   private xId: Array<string | undefined> = []
   private xLen = new Uint8Array(0)
   private xData = new Float64Array(0)
+  private xThird = new Float64Array(0)
   private xNext = new Int32Array(0)
   private xFree = NONE
   private xTop = 0
   private xCapacity = 0
-  /** States longer than STRIDE, by lane: a slot's first bucket is its slot, an arena lane `e` is `-2 - e`. */
+  /** States longer than INLINE, by lane: a slot's first bucket is its slot, an arena lane `e` is `-2 - e`. */
   private readonly longs = new Map<number, number[]>()
   /** A min-heap of slots by a lower bound of their expiry (`heapKey`, refreshed lazily). */
   private heap = new Int32Array(0)
@@ -187,6 +196,7 @@ export class MemoryBackend implements SyncBackend {
     len0.set(this.len0)
     this.len0 = len0
     this.data0 = f64(this.data0, STRIDE)
+    if (this.third0.length > 0) this.third0 = f64(this.third0)
     this.next0 = i32(this.next0)
     this.heap = i32(this.heap)
     this.heapKey = f64(this.heapKey)
@@ -205,6 +215,11 @@ export class MemoryBackend implements SyncBackend {
     const xData = new Float64Array(capacity * STRIDE)
     xData.set(this.xData)
     this.xData = xData
+    if (this.xThird.length > 0) {
+      const xThird = new Float64Array(capacity)
+      xThird.set(this.xThird)
+      this.xThird = xThird
+    }
     const xNext = new Int32Array(capacity)
     xNext.set(this.xNext)
     this.xNext = xNext
@@ -360,21 +375,25 @@ export class MemoryBackend implements SyncBackend {
   private read(lane: number): number[] | undefined {
     let len: number
     let data: Float64Array
-    let base: number
+    let third: Float64Array
+    let at: number
     if (lane >= 0) {
       len = this.len0[lane] as number
       data = this.data0
-      base = lane * STRIDE
+      third = this.third0
+      at = lane
     } else {
-      const e = -2 - lane
-      len = this.xLen[e] as number
+      at = -2 - lane
+      len = this.xLen[at] as number
       data = this.xData
-      base = e * STRIDE
+      third = this.xThird
     }
     if (len === 0) return undefined
     if (len === LONG) return this.longs.get(lane)
     const out = this.scratch[len] as number[]
-    for (let i = 0; i < len; i++) out[i] = data[base + i] as number
+    const base = at * STRIDE
+    for (let i = 0; i < len && i < STRIDE; i++) out[i] = data[base + i] as number
+    if (len === 3) out[2] = third[at] as number
     return out
   }
 
@@ -417,6 +436,16 @@ export class MemoryBackend implements SyncBackend {
     return lane
   }
 
+  /** The column of third numbers of first states (`first`) or of the arena, made on first use. */
+  private thirdColumn(first: boolean): Float64Array {
+    if (first) {
+      if (this.third0.length === 0) this.third0 = new Float64Array(this.capacity)
+      return this.third0
+    }
+    if (this.xThird.length === 0) this.xThird = new Float64Array(this.xCapacity)
+    return this.xThird
+  }
+
   /** Moves slot `s`'s expiry forward to `expires` (never back). */
   private extend(s: number, expires: number): void {
     if (expires > (this.exp[s] as number)) {
@@ -450,14 +479,15 @@ export class MemoryBackend implements SyncBackend {
       data = this.xData
       at = -2 - lane
     }
-    if (long || n > STRIDE) {
+    if (long || n > INLINE) {
       lens[at] = LONG
       this.longs.set(lane, state)
     } else {
       if (lens[at] === LONG) this.longs.delete(lane)
       lens[at] = n
       const base = at * STRIDE
-      for (let i = 0; i < n; i++) data[base + i] = state[i] as number
+      for (let i = 0; i < n && i < STRIDE; i++) data[base + i] = state[i] as number
+      if (n === 3) this.thirdColumn(lane >= 0)[at] = state[2] as number
     }
     this.extend(s, now + out.ttlMs)
   }
@@ -798,12 +828,14 @@ export class MemoryBackend implements SyncBackend {
     this.id0 = []
     this.len0 = new Uint8Array(0)
     this.data0 = new Float64Array(0)
+    this.third0 = new Float64Array(0)
     this.next0 = new Int32Array(0)
     this.heap = new Int32Array(0)
     this.heapKey = new Float64Array(0)
     this.xId = []
     this.xLen = new Uint8Array(0)
     this.xData = new Float64Array(0)
+    this.xThird = new Float64Array(0)
     this.xNext = new Int32Array(0)
     this.xFree = NONE
     this.xTop = 0
