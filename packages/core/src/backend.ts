@@ -287,6 +287,14 @@ export interface SyncBackend extends Backend {
     buckets: readonly BucketConfig[],
     cost: number,
   ): BackendResult[] | undefined
+  /**
+   * {@link Backend.checkAndIncrement} without a result object: the answer is written into `out`, an
+   * object the caller owns (every one of its five fields, before returning), and the call returns
+   * `true`; `false` means "cannot decide without waiting now", as `undefined` does for
+   * `checkAndIncrementSync` (`out` is then left alone). Optional: `FastLimit` prefers it for a single
+   * rule when present, so that a check allocates nothing but its `Decision`. Never keep `out`.
+   */
+  checkAndIncrementSyncTo?(key: string, bucket: BucketConfig, cost: number, out: ResultSink): boolean
   peekSync?(key: string, bucket: BucketConfig): BackendResult | undefined
   adjustSync?(
     key: string,
@@ -296,6 +304,15 @@ export interface SyncBackend extends Backend {
   ): BackendResult[] | undefined
   acquireSync?(key: string, slots: SlotConfig, token: string): AcquireResult | undefined
   releaseSync?(key: string, token: string): boolean | undefined
+}
+
+/** A {@link BackendResult} to write into: what {@link SyncBackend.checkAndIncrementSyncTo} fills. */
+export interface ResultSink {
+  allowed: boolean
+  limit: number
+  remaining: number
+  resetMs: number
+  retryAfterMs: number
 }
 
 /** Whether a backend offers the synchronous fast path of {@link SyncBackend}. */

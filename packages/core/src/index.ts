@@ -42,6 +42,7 @@ export type {
   BucketConfig,
   CallOptions,
   Charge,
+  ResultSink,
   SlotConfig,
   SyncBackend,
 } from './backend'

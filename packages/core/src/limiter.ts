@@ -9,6 +9,7 @@ import {
   type CallOptions,
   type Charge,
   isSyncBackend,
+  type ResultSink,
   type SlotConfig,
   type SyncBackend,
 } from './backend'
@@ -467,6 +468,10 @@ export class FastLimit {
   readonly #policy: BackendErrorPolicy
   readonly #onError: ((error: FastlimitError) => void) | undefined
   readonly #sync: SyncBackend | undefined
+  /** Whether the backend has `checkAndIncrementSyncTo`. */
+  readonly #syncTo: boolean
+  /** Where `checkAndIncrementSyncTo` writes (read at once, in the same turn). */
+  readonly #out: ResultSink = { allowed: false, limit: 0.5, remaining: 0.5, resetMs: 0.5, retryAfterMs: 0.5 }
   readonly #ownsBackend: boolean
   readonly #strings = new Map<string, RuleSet>()
   /** Identity -> storage key, for the unscoped keys of recent identities. */
@@ -552,6 +557,7 @@ export class FastLimit {
     this.#ownsBackend = backend === undefined
     this.backend = backend ?? new MemoryBackend()
     this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
+    this.#syncTo = typeof this.#sync?.checkAndIncrementSyncTo === 'function'
     const kind = this.backend.kind
     this.#kind = typeof kind === 'string' && kind !== '' ? kind : 'custom'
   }
@@ -751,11 +757,14 @@ export class FastLimit {
    */
   check(identity: string, rules: RulesInput | RuleSet, options?: CheckOptions): Promise<Decision> {
     let list: readonly Rule[]
+    let single: Rule | undefined
     let key: string | Promise<string>
     let cost = 1
     try {
       if (this.#closed) throw this.#closedError()
-      list = this.#parse(rules).rules
+      const set = this.#parse(rules)
+      list = set.rules
+      single = set.single
       let scope: string | undefined
       if (options !== undefined) {
         if (options.cost !== undefined) cost = checkPositiveCost('core', options.cost, COST_HINT)
@@ -768,7 +777,9 @@ export class FastLimit {
       return Promise.reject(err)
     }
     const decided =
-      typeof key === 'string' ? this.#check(key, list, cost) : key.then((k) => this.#check(k, list, cost))
+      typeof key === 'string'
+        ? this.#check(key, list, cost, single)
+        : key.then((k) => this.#check(k, list, cost, single))
     const mode = options?.mode === 'shadow' ? 'shadow' : 'enforce'
     if (decided instanceof DecisionImpl) {
       // Decided in this turn (the synchronous fast path): observed now, without a promise hop.
@@ -784,13 +795,30 @@ export class FastLimit {
     return this.#observe(later, 'check', identity, options?.scope, mode)
   }
 
-  /** {@link check} once the key is known. */
-  #check(key: string, list: readonly Rule[], cost: number): Decision | Promise<Decision> {
+  /** {@link check} once the key is known (`single`: the rule when there is one, if the caller has it). */
+  #check(key: string, list: readonly Rule[], cost: number, single?: Rule): Decision | Promise<Decision> {
     const sync = this.#sync
     if (sync !== undefined) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
-        if (list.length === 1) {
+        if (single !== undefined && this.#syncTo) {
+          // No result object: the store writes its answer into the limiter's own sink.
+          const out = this.#out
+          out.allowed = undefined as unknown as boolean
+          if (
+            (sync.checkAndIncrementSyncTo as NonNullable<SyncBackend['checkAndIncrementSyncTo']>).call(
+              sync,
+              key,
+              single,
+              cost,
+              out,
+            )
+          ) {
+            if (!isResult(out)) throw malformed()
+            if (start >= 0) this.#called('check', start, true)
+            return decideRule(single, out, cost)
+          }
+        } else if (list.length === 1) {
           const result = sync.checkAndIncrementSync(key, list[0] as Rule, cost)
           if (result !== undefined) {
             if (!isResult(result)) throw malformed()
@@ -1938,6 +1966,15 @@ class DecisionImpl {
   }
 }
 
+// Promise.resolve(decision) and `await` look `then` up on every decision (is it a thenable?): found at once on
+// the prototype, the lookup stops there instead of walking on through Object.prototype (about 200
+// instructions a check). A decision is not a thenable, and says so.
+Object.defineProperty(DecisionImpl.prototype, 'then', {
+  value: undefined,
+  writable: false,
+  enumerable: false,
+})
+
 /** The decision of several rules, keeping every rule's result. */
 class MultiDecision extends DecisionImpl {
   readonly #rules: readonly Rule[]
@@ -1986,6 +2023,11 @@ function decideOne(
     rules[0] as Rule,
     error,
   ) as unknown as Decision
+}
+
+/** The decision of the one rule of a set, from its result. */
+function decideRule(rule: Rule, r: BackendResult, cost: number): Decision {
+  return new DecisionImpl(r.allowed, reasonOf(r), 'backend', r, cost, rule, undefined) as unknown as Decision
 }
 
 /** Combines per-rule results into one decision: the most restrictive rule speaks. */

@@ -213,6 +213,36 @@ describe('MemoryBackend on every runtime, through the public protocol', () => {
     await backend.close()
   })
 
+  it('decides a single rule through checkAndIncrementSyncTo, a Proxy included; false falls back to the asynchronous call', async () => {
+    const target = new MemoryBackend({ cleanupIntervalMs: 0 })
+    const calls = { to: 0 }
+    let decide = true
+    const backend = new Proxy(target, {
+      get(t, name, receiver) {
+        if (name === 'checkAndIncrementSyncTo') {
+          return (...args: Parameters<MemoryBackend['checkAndIncrementSyncTo']>) => {
+            calls.to++
+            return decide ? t.checkAndIncrementSyncTo(...args) : false
+          }
+        }
+        return Reflect.get(t, name, receiver)
+      },
+    })
+    const limiter = new FastLimit({ backend })
+    for (const algorithm of ALGORITHMS) {
+      const rules = limiter.rules({ algorithm, limit: 2, window: '1m' })
+      expect(rules.single).toBe(rules.rules[0])
+      expect((await limiter.check(algorithm, rules)).remaining).toBe(1)
+      decide = false
+      expect((await limiter.check(algorithm, rules)).remaining).toBe(0)
+      decide = true
+      const denied = await limiter.check(algorithm, rules)
+      expect([denied.allowed, denied.reason, denied.remaining]).toEqual([false, 'rate-limited', 0])
+    }
+    expect(calls.to).toBe(3 * ALGORITHMS.length)
+    await target.close()
+  })
+
   it('says what it is', () => {
     expect(new MemoryBackend().kind).toBe('memory')
   })
@@ -226,7 +256,7 @@ describe('MemoryBackend on every runtime, through the public protocol', () => {
       dt: fc.oneof(fc.constant(0), fc.integer({ min: 1, max: 50 }), fc.integer({ min: 0, max: 6000 })),
       key: fc.integer({ min: 0, max: 7 }),
       rules: fc.uniqueArray(fc.constantFrom(...rules), { minLength: 1, maxLength: 3 }),
-      kind: fc.constantFrom('check', 'check', 'check', 'peek', 'reset'),
+      kind: fc.constantFrom('check', 'check', 'check', 'into', 'peek', 'reset'),
       cost: fc.integer({ min: 1, max: 4 }),
     })
     fc.assert(
@@ -248,20 +278,26 @@ describe('MemoryBackend on every runtime, through the public protocol', () => {
             const state = entry.expires > now ? entry.states.get(bucketId(b)) : undefined
             expect(backend.peekSync(key, b)).toEqual(step(state, now, b, 0).result)
           } else {
+            // 'into': one rule through checkAndIncrementSyncTo, the answer written into the caller's object.
+            const rules = o.kind === 'into' ? o.rules.slice(0, 1) : o.rules
             const all = stepAll(
-              o.rules.map((b) => entry.states.get(bucketId(b))),
+              rules.map((b) => entry.states.get(bucketId(b))),
               now,
-              o.rules,
+              rules,
               o.cost,
             )
             // An admitting call reports its clock (atMs), for a reservation's refund.
             const expected = all.allowed ? all.results.map((r) => ({ ...r, atMs: now })) : all.results
-            expect(backend.checkAndIncrementAllSync(key, o.rules, o.cost)).toEqual(expected)
+            if (o.kind === 'into') {
+              const out = { allowed: false, limit: 0, remaining: 0, resetMs: 0, retryAfterMs: 0 }
+              expect(backend.checkAndIncrementSyncTo(key, rules[0] as BucketConfig, o.cost, out)).toBe(true)
+              expect(out).toEqual(all.results[0])
+            } else expect(backend.checkAndIncrementAllSync(key, rules, o.cost)).toEqual(expected)
             for (const [i, out] of all.outputs.entries()) {
               if (!all.allowed && !out.rebased) continue
               // Every state of an expired key is stale: it starts afresh.
               if (entry.expires <= now) entry.states.clear()
-              entry.states.set(bucketId(o.rules[i] as BucketConfig), out.state)
+              entry.states.set(bucketId(rules[i] as BucketConfig), out.state)
               entry.expires = Math.max(entry.expires, now + out.ttlMs)
               model.set(key, entry)
             }

@@ -6,6 +6,10 @@
 // refreshed lazily (an expiry only grows, so a stale heap key is a lower bound that the eviction fixes).
 
 import { adjustAll, algorithms, stepAll } from './algorithms'
+import { fixedWindowTo } from './algorithms/fixed-window'
+import { gcraTo } from './algorithms/gcra'
+import { result as makeResult } from './algorithms/math'
+import { sink } from './algorithms/sink'
 import { slidingLog, slidingLogInPlace } from './algorithms/sliding-log'
 import type { StepOutput } from './algorithms/types'
 import {
@@ -15,6 +19,7 @@ import {
   bucketId,
   type CallOptions,
   type Charge,
+  type ResultSink,
   type SlotConfig,
   type SyncBackend,
 } from './backend'
@@ -54,8 +59,14 @@ export interface MemoryBackendOptions {
 const SWEEP_BATCH = 10_000
 /** Matches the empty start of a string: `key.replace(START, '')` is the key as one flat string. */
 const START = /^/
-/** Numbers of state stored inline per lane; longer states (and every sliding-log) go to `longs`. */
-const STRIDE = 3
+/** Numbers of state stored in a lane's row of `data0`/`xData` (every algorithm but two keeps two). */
+const STRIDE = 2
+/**
+ * Numbers of state stored inline per lane: the third (`'sliding-window'`) in a column made only once a
+ * state of three numbers is stored, so the other algorithms pay 16 bytes per lane, not 24. Longer
+ * states (and every sliding-log) go to `longs`.
+ */
+const INLINE = 3
 /** The length marking a lane whose state is an array in `longs`. */
 const LONG = 255
 const NONE = -1
@@ -103,17 +114,20 @@ export class MemoryBackend implements SyncBackend {
   private id0: Array<string | undefined> = []
   private len0 = new Uint8Array(0)
   private data0 = new Float64Array(0)
+  /** The third number of a slot's first state, by slot (empty until a state of three numbers is stored). */
+  private third0 = new Float64Array(0)
   /** The slot's first further bucket in the `x` arena, or NONE. */
   private next0 = new Int32Array(0)
   /** The arena of further buckets (a key's second rule onwards), chained per slot. */
   private xId: Array<string | undefined> = []
   private xLen = new Uint8Array(0)
   private xData = new Float64Array(0)
+  private xThird = new Float64Array(0)
   private xNext = new Int32Array(0)
   private xFree = NONE
   private xTop = 0
   private xCapacity = 0
-  /** States longer than STRIDE, by lane: a slot's first bucket is its slot, an arena lane `e` is `-2 - e`. */
+  /** States longer than INLINE, by lane: a slot's first bucket is its slot, an arena lane `e` is `-2 - e`. */
   private readonly longs = new Map<number, number[]>()
   /** A min-heap of slots by a lower bound of their expiry (`heapKey`, refreshed lazily). */
   private heap = new Int32Array(0)
@@ -182,6 +196,7 @@ export class MemoryBackend implements SyncBackend {
     len0.set(this.len0)
     this.len0 = len0
     this.data0 = f64(this.data0, STRIDE)
+    if (this.third0.length > 0) this.third0 = f64(this.third0)
     this.next0 = i32(this.next0)
     this.heap = i32(this.heap)
     this.heapKey = f64(this.heapKey)
@@ -200,6 +215,11 @@ export class MemoryBackend implements SyncBackend {
     const xData = new Float64Array(capacity * STRIDE)
     xData.set(this.xData)
     this.xData = xData
+    if (this.xThird.length > 0) {
+      const xThird = new Float64Array(capacity)
+      xThird.set(this.xThird)
+      this.xThird = xThird
+    }
     const xNext = new Int32Array(capacity)
     xNext.set(this.xNext)
     this.xNext = xNext
@@ -355,21 +375,25 @@ export class MemoryBackend implements SyncBackend {
   private read(lane: number): number[] | undefined {
     let len: number
     let data: Float64Array
-    let base: number
+    let third: Float64Array
+    let at: number
     if (lane >= 0) {
       len = this.len0[lane] as number
       data = this.data0
-      base = lane * STRIDE
+      third = this.third0
+      at = lane
     } else {
-      const e = -2 - lane
-      len = this.xLen[e] as number
+      at = -2 - lane
+      len = this.xLen[at] as number
       data = this.xData
-      base = e * STRIDE
+      third = this.xThird
     }
     if (len === 0) return undefined
     if (len === LONG) return this.longs.get(lane)
     const out = this.scratch[len] as number[]
-    for (let i = 0; i < len; i++) out[i] = data[base + i] as number
+    const base = at * STRIDE
+    for (let i = 0; i < len && i < STRIDE; i++) out[i] = data[base + i] as number
+    if (len === 3) out[2] = third[at] as number
     return out
   }
 
@@ -381,10 +405,10 @@ export class MemoryBackend implements SyncBackend {
   }
 
   /**
-   * Stores a step's state in slot `s` and moves the slot's expiry forward. `known` is the bucket's lane
-   * in the slot when the caller has looked it up (NONE: look it up, or add one).
+   * The lane of bucket `id` in slot `s`, added when missing; an expired slot is cleared first (every
+   * state in it is stale). `known` is the bucket's lane when the caller has looked it up (NONE: look it up).
    */
-  private write(s: number, id: string, long: boolean, out: StepOutput, now: number, known = NONE): void {
+  private place(s: number, id: string, now: number, known: number): number {
     let lane = known
     if ((this.exp[s] as number) <= now) {
       // Every state of an expired slot is stale: start it afresh.
@@ -409,6 +433,38 @@ export class MemoryBackend implements SyncBackend {
         lane = -2 - e
       }
     }
+    return lane
+  }
+
+  /** The column of third numbers of first states (`first`) or of the arena, made on first use. */
+  private thirdColumn(first: boolean): Float64Array {
+    if (first) {
+      if (this.third0.length === 0) this.third0 = new Float64Array(this.capacity)
+      return this.third0
+    }
+    if (this.xThird.length === 0) this.xThird = new Float64Array(this.xCapacity)
+    return this.xThird
+  }
+
+  /** Moves slot `s`'s expiry forward to `expires` (never back). */
+  private extend(s: number, expires: number): void {
+    if (expires > (this.exp[s] as number)) {
+      this.exp[s] = expires
+      // Once full (evictions look at the top of the heap), heap keys near the top are kept current;
+      // deeper ones, and all while there is room, lag behind and are refreshed when they surface.
+      if (this.count >= this.maxKeys) {
+        const p = this.pos[s] as number
+        if (p < FRESH_TOP) this.siftDown(p, s, expires)
+      }
+    }
+  }
+
+  /**
+   * Stores a step's state in slot `s` and moves the slot's expiry forward. `known` is the bucket's lane
+   * in the slot when the caller has looked it up (NONE: look it up, or add one).
+   */
+  private write(s: number, id: string, long: boolean, out: StepOutput, now: number, known = NONE): void {
+    const lane = this.place(s, id, now, known)
     const state = out.state
     const n = state.length
     let lens: Uint8Array
@@ -423,25 +479,81 @@ export class MemoryBackend implements SyncBackend {
       data = this.xData
       at = -2 - lane
     }
-    if (long || n > STRIDE) {
+    if (long || n > INLINE) {
       lens[at] = LONG
       this.longs.set(lane, state)
     } else {
       if (lens[at] === LONG) this.longs.delete(lane)
       lens[at] = n
       const base = at * STRIDE
-      for (let i = 0; i < n; i++) data[base + i] = state[i] as number
+      for (let i = 0; i < n && i < STRIDE; i++) data[base + i] = state[i] as number
+      if (n === 3) this.thirdColumn(lane >= 0)[at] = state[2] as number
     }
-    const expires = now + out.ttlMs
-    if (expires > (this.exp[s] as number)) {
-      this.exp[s] = expires
-      // Once full (evictions look at the top of the heap), heap keys near the top are kept current;
-      // deeper ones, and all while there is room, lag behind and are refreshed when they surface.
-      if (this.count >= this.maxKeys) {
-        const p = this.pos[s] as number
-        if (p < FRESH_TOP) this.siftDown(p, s, expires)
+    this.extend(s, now + out.ttlMs)
+  }
+
+  /**
+   * A check of `'gcra'` or `'fixed-window'` (a state of two numbers), allocating nothing: the state is
+   * read from the slot's numbers, the algorithm's kernel writes its answer into the kernels' `sink`, and
+   * the new state goes straight back into the slot. Arguments already checked. Returns the clock.
+   */
+  private checkTwo(key: string, bucket: BucketConfig, cost: number, gcra: boolean): number {
+    const now = this.now()
+    const id = bucketId(bucket)
+    const found = this.keys.get(key)
+    const s = found === undefined ? NONE : found
+    let lane = NONE
+    let has = false
+    let a = 0
+    let b = 0
+    if (s !== NONE) {
+      lane = this.lane(s, id)
+      if (lane !== NONE) {
+        let len: number
+        let base: number
+        let data: Float64Array
+        if (lane >= 0) {
+          len = this.len0[lane] as number
+          data = this.data0
+          base = lane * STRIDE
+        } else {
+          len = this.xLen[-2 - lane] as number
+          data = this.xData
+          base = (-2 - lane) * STRIDE
+        }
+        if (len === 2) {
+          has = true
+          a = data[base] as number
+          b = data[base + 1] as number
+        }
       }
     }
+    if (gcra) gcraTo(has, a, b, now, bucket, cost, 0)
+    else fixedWindowTo(has, a, b, now, bucket, cost, 0)
+    const k = sink
+    if (k.allowed || k.rebased) {
+      const expires = now + k.ttlMs
+      const slot = s === NONE ? this.create(key, expires, now) : s
+      const at = this.place(slot, id, now, lane)
+      let lens: Uint8Array
+      let data: Float64Array
+      let i: number
+      if (at >= 0) {
+        lens = this.len0
+        data = this.data0
+        i = at
+      } else {
+        lens = this.xLen
+        data = this.xData
+        i = -2 - at
+      }
+      if (lens[i] === LONG) this.longs.delete(at)
+      lens[i] = 2
+      data[i * STRIDE] = k.s0
+      data[i * STRIDE + 1] = k.s1
+      this.extend(slot, expires)
+    }
+    return now
   }
 
   private closedError(): FastlimitError {
@@ -451,11 +563,56 @@ export class MemoryBackend implements SyncBackend {
     )
   }
 
+  /**
+   * {@link Backend.checkAndIncrement}, synchronously, into `out` (see
+   * {@link SyncBackend.checkAndIncrementSyncTo}). Always decides (returns true). For `'gcra'` and
+   * `'fixed-window'` it allocates nothing.
+   */
+  checkAndIncrementSyncTo(key: string, bucket: BucketConfig, cost: number, out: ResultSink): boolean {
+    const algorithm = bucket.algorithm
+    if (algorithm === 'gcra' || algorithm === 'fixed-window') {
+      // A cost handed to the backend directly (FastLimit checks its own).
+      if (!Number.isSafeInteger(cost) || cost < 1) checkPositiveCost('memory', cost, '')
+      if (this.closed) throw this.closedError()
+      this.checkTwo(key, bucket, cost, algorithm === 'gcra')
+      const k = sink
+      out.allowed = k.allowed
+      out.limit = k.limit
+      out.remaining = k.remaining
+      out.resetMs = k.resetMs
+      out.retryAfterMs = k.retryAfterMs
+      return true
+    }
+    const r = this.checkAndIncrementSync(key, bucket, cost)
+    out.allowed = r.allowed
+    out.limit = r.limit
+    out.remaining = r.remaining
+    out.resetMs = r.resetMs
+    out.retryAfterMs = r.retryAfterMs
+    return true
+  }
+
   /** {@link Backend.checkAndIncrement}, synchronously. Never returns undefined. */
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult {
     // A cost handed to the backend directly (FastLimit checks its own).
     checkPositiveCost('memory', cost, '')
     if (this.closed) throw this.closedError()
+    const algorithm = bucket.algorithm
+    if (algorithm === 'gcra' || algorithm === 'fixed-window') {
+      const now = this.checkTwo(key, bucket, cost, algorithm === 'gcra')
+      const k = sink
+      // With the clock of the charge, for a reservation's refund (Backend.adjust).
+      return k.allowed
+        ? {
+            allowed: true,
+            limit: k.limit,
+            remaining: k.remaining,
+            resetMs: k.resetMs,
+            retryAfterMs: 0,
+            atMs: now,
+          }
+        : makeResult(false, k.limit, k.remaining, k.resetMs, k.retryAfterMs)
+    }
     const now = this.now()
     const id = bucketId(bucket)
     const found = this.keys.get(key)
@@ -671,12 +828,14 @@ export class MemoryBackend implements SyncBackend {
     this.id0 = []
     this.len0 = new Uint8Array(0)
     this.data0 = new Float64Array(0)
+    this.third0 = new Float64Array(0)
     this.next0 = new Int32Array(0)
     this.heap = new Int32Array(0)
     this.heapKey = new Float64Array(0)
     this.xId = []
     this.xLen = new Uint8Array(0)
     this.xData = new Float64Array(0)
+    this.xThird = new Float64Array(0)
     this.xNext = new Int32Array(0)
     this.xFree = NONE
     this.xTop = 0

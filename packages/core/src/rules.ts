@@ -82,6 +82,8 @@ export interface Rule extends BucketConfig {
 /** A validated, frozen list of rules with distinct ids and names, ready for `FastLimit.check`. */
 export interface RuleSet {
   readonly rules: readonly Rule[]
+  /** The rule when there is exactly one (the common case, read without indexing `rules`), else undefined. */
+  readonly single: Rule | undefined
   /** Marks the object as built by {@link parseRules}. */
   readonly [RULESET]: true
 }
@@ -325,5 +327,9 @@ export function parseRules(input: RulesInput | RuleSet, defaultAlgorithm: Algori
     ids.add(rule.id)
     names.add(rule.name)
   }
-  return Object.freeze({ rules: Object.freeze(rules), [RULESET]: true as const })
+  return Object.freeze({
+    rules: Object.freeze(rules),
+    single: rules.length === 1 ? rules[0] : undefined,
+    [RULESET]: true as const,
+  })
 }

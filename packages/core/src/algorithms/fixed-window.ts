@@ -1,6 +1,6 @@
 // Fixed window: one counter per window aligned to the epoch.
-import { RETRY_NEVER } from '../backend'
-import { result } from './math'
+import { type BucketConfig, RETRY_NEVER } from '../backend'
+import { answer, resultOfSink, sink } from './sink'
 import type { AdjustFunction, State, StepFunction } from './types'
 
 /**
@@ -21,49 +21,70 @@ import type { AdjustFunction, State, StepFunction } from './types'
  *   most `limit * (ceil((d + S) / windowMs) + 1)` is admitted.
  */
 export const fixedWindow: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
+  const has = state !== undefined && state.length === 2
+  fixedWindowTo(
+    has,
+    has ? (state[0] as number) : 0,
+    has ? (state[1] as number) : 0,
+    now,
+    bucket,
+    cost,
+    skewMs,
+  )
+  const k = sink
+  return { state: [k.s0, k.s1], result: resultOfSink(), ttlMs: k.ttlMs, rebased: k.rebased }
+}
+
+/**
+ * The one definition of {@link fixedWindow}, allocating nothing: the state comes in as its two numbers
+ * (`has` false: no state), the answer goes to the kernels' {@link sink} (state in `s0`, `s1`).
+ */
+export function fixedWindowTo(
+  has: boolean,
+  s0: number,
+  s1: number,
+  now: number,
+  bucket: BucketConfig,
+  cost: number,
+  skewMs: number,
+): void {
   const L = bucket.limit
   const W = bucket.windowMs
   // floor(now / W) * W rather than now - now % W: the same integer, without a slow fmod.
   let start = Math.floor(now / W) * W
   let count = 0
   let rebased = false
-  if (state !== undefined && state.length === 2) {
-    const s0 = state[0] as number
-    if (s0 >= start) {
-      // The same window; or a later one: another clock's (counted in), or this clock stepped back (the
-      // count moves to this window).
-      count = state[1] as number
-      if (s0 > start) {
-        if (s0 - now > skewMs) rebased = true
-        else start = s0
-      }
+  if (has && s0 >= start) {
+    // The same window; or a later one: another clock's (counted in), or this clock stepped back (the
+    // count moves to this window).
+    count = s1
+    if (s0 > start) {
+      if (s0 - now > skewMs) rebased = true
+      else start = s0
     }
   }
   const t = now
   const end = start + W
-  const ttl = end - t
+  const k = sink
+  k.n = 2
+  k.s0 = start
+  k.ttlMs = end - t
+  k.rebased = rebased
   if (cost === 0) {
     const allowed = count + 1 <= L
-    return {
-      state: [start, count],
-      result: result(allowed, L, L - count, count > 0 ? end : t, allowed ? 0 : end - t),
-      ttlMs: ttl,
-      rebased,
-    }
-  }
-  if (cost > L) {
-    return {
-      state: [start, count],
-      result: result(false, L, L - count, count > 0 ? end : t, RETRY_NEVER),
-      ttlMs: ttl,
-      rebased,
-    }
-  }
-  if (count + cost <= L) {
+    k.s1 = count
+    answer(allowed, L, L - count, count > 0 ? end : t, allowed ? 0 : end - t)
+  } else if (cost > L) {
+    k.s1 = count
+    answer(false, L, L - count, count > 0 ? end : t, RETRY_NEVER)
+  } else if (count + cost <= L) {
     count += cost
-    return { state: [start, count], result: result(true, L, L - count, end, 0), ttlMs: ttl, rebased }
+    k.s1 = count
+    answer(true, L, L - count, end, 0)
+  } else {
+    k.s1 = count
+    answer(false, L, L - count, end, end - t)
   }
-  return { state: [start, count], result: result(false, L, L - count, end, end - t), ttlMs: ttl, rebased }
 }
 
 /**

@@ -1,5 +1,7 @@
 // GCRA: the generic cell rate algorithm, one theoretical arrival time per key.
-import { adjustMeter, charge, chargedLevel, drainMs, levelAhead } from './meter'
+import type { BucketConfig } from '../backend'
+import { adjustMeter, chargedLevel, chargeTo, drainMs, levelAhead } from './meter'
+import { resultOfSink, sink } from './sink'
 import type { AdjustFunction, StepFunction } from './types'
 
 /**
@@ -20,14 +22,34 @@ import type { AdjustFunction, StepFunction } from './types'
  *   `burst + limit * (d + S) / windowMs` is admitted over any `d` ms.
  */
 export const gcra: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
+  const has = state !== undefined && state.length === 2
+  gcraTo(has, has ? (state[0] as number) : 0, has ? (state[1] as number) : 0, now, bucket, cost, skewMs)
+  const k = sink
+  return { state: [k.s0, k.s1], result: resultOfSink(), ttlMs: k.ttlMs, rebased: k.rebased }
+}
+
+/**
+ * The one definition of {@link gcra}, allocating nothing: the state comes in as its two numbers
+ * (`has` false: no state), the answer goes to the kernels' {@link sink} (state in `s0`, `s1`). For a
+ * backend that keeps states as numbers (MemoryBackend).
+ */
+export function gcraTo(
+  has: boolean,
+  tat: number,
+  fraction: number,
+  now: number,
+  bucket: BucketConfig,
+  cost: number,
+  skewMs: number,
+): void {
   const L = bucket.limit
   const cap = (bucket.burst ?? L) * bucket.windowMs
   let level = 0
   let rebased = false
-  if (state !== undefined && state.length === 2) {
-    const ahead = (state[0] as number) - now
+  if (has) {
+    const ahead = tat - now
     if (ahead >= 0) {
-      level = levelAhead(state[1] as number, ahead, cap, L, skewMs)
+      level = levelAhead(fraction, ahead, cap, L, skewMs)
       if (level < 0) {
         // Only a clock that stepped back puts the TAT this far ahead: the bucket moves back to now, full.
         level = cap
@@ -35,10 +57,15 @@ export const gcra: StepFunction = (state, now, bucket, cost, skewMs = 0) => {
       }
     }
   }
-  const result = charge(level, now, bucket, cost)
+  chargeTo(level, now, bucket, cost)
   const after = chargedLevel
   const whole = Math.floor(after / L)
-  return { state: [now + whole, after - whole * L], result, ttlMs: drainMs(after, L), rebased }
+  const k = sink
+  k.n = 2
+  k.s0 = now + whole
+  k.s1 = after - whole * L
+  k.ttlMs = drainMs(after, L)
+  k.rebased = rebased
 }
 
 /**

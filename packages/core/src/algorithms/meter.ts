@@ -6,7 +6,8 @@
 
 import type { BackendResult, BucketConfig, Charge } from '../backend'
 import { RETRY_NEVER } from '../backend'
-import { ceilDiv, result } from './math'
+import { ceilDiv } from './math'
+import { answer, resultOfSink } from './sink'
 import type { AdjustOutput, State, StepFunction } from './types'
 
 /** The level after draining for `elapsed` ms at `rate` units per ms. */
@@ -38,6 +39,15 @@ export let chargedLevel = 0
 
 /** Applies a cost (or a peek, cost 0) to a meter filled to `level` units; the new level is in {@link chargedLevel}. */
 export function charge(level: number, t: number, bucket: BucketConfig, cost: number): BackendResult {
+  chargeTo(level, t, bucket, cost)
+  return resultOfSink()
+}
+
+/**
+ * {@link charge} without the result object: the decision goes to the kernels' {@link sink}, the new
+ * level to {@link chargedLevel}. The one definition of a meter's charge.
+ */
+export function chargeTo(level: number, t: number, bucket: BucketConfig, cost: number): void {
   const L = bucket.limit
   const W = bucket.windowMs
   const B = bucket.burst ?? L
@@ -45,7 +55,8 @@ export function charge(level: number, t: number, bucket: BucketConfig, cost: num
   if (cost > 0 && cost <= B && level + cost * W <= cap) {
     const after = level + cost * W
     chargedLevel = after
-    return result(true, B, Math.floor((cap - after) / W), t + ceilDiv(after, L), 0)
+    answer(true, B, Math.floor((cap - after) / W), t + ceilDiv(after, L), 0)
+    return
   }
   chargedLevel = level
   const want = cost === 0 ? 1 : cost
@@ -55,7 +66,7 @@ export function charge(level: number, t: number, bucket: BucketConfig, cost: num
   const allowed = cost === 0 ? level + W <= cap : false
   // A level above capacity (a state ahead of this clock) has nothing remaining.
   const remaining = level > cap ? 0 : Math.floor((cap - level) / W)
-  return result(allowed, B, remaining, t + ceilDiv(level, L), retry)
+  answer(allowed, B, remaining, t + ceilDiv(level, L), retry)
 }
 
 /** Milliseconds until a meter at `level` is empty (at least 1). */
