@@ -43,7 +43,7 @@ const ins = await countInstructions(cases, {
   onRun: (done, total, label) => console.log(`[bench] ${done}/${total} ${label}`),
 })
 cleanBundles()
-console.log('| framework | variant | instructions/request | over bare |')
+console.log('| framework | variant | instructions/request, median (each pair) | over bare |')
 console.log('| --- | --- | --- | --- |')
 for (const f of frameworks) {
   const bare = ins.get(`${f}-bare`)?.median
@@ -51,6 +51,7 @@ for (const f of frameworks) {
     const s = ins.get(`${f}-${mode}`)
     if (s === undefined) continue
     const over = bare === undefined || mode === 'bare' ? '—' : fmtIns(s.median - bare)
-    console.log(`| ${f} | ${mode} | ${fmtIns(s.median)} | ${over} |`)
+    const pairs = s.samples.length > 1 ? ` (${s.samples.map(fmtIns).join(', ')})` : ''
+    console.log(`| ${f} | ${mode} | ${fmtIns(s.median)}${pairs} | ${over} |`)
   }
 }
