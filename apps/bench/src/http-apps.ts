@@ -6,11 +6,14 @@ import 'reflect-metadata'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
 /** `countWhen`: fastlimit deciding after the response (skip successful requests: every 200 refunded). */
-export type Flavour = 'bare' | 'noop' | 'fastlimit' | 'peer' | 'countWhen'
+/** `headers`: fastlimit's two draft-7 headers set with fixed text, nothing decided (instruction counts only). */
+export type Flavour = 'bare' | 'noop' | 'headers' | 'fastlimit' | 'peer' | 'countWhen'
 export type Listener = (req: IncomingMessage, res: ServerResponse) => void
 
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
+const POLICY = `${LIMIT};w=${WINDOW_MS / 1000}`
+const RATELIMIT = `limit=${LIMIT}, remaining=${LIMIT - 1}, reset=${WINDOW_MS / 1000}`
 
 /** A Fastify app and its request listener (captured through serverFactory, so no socket is opened). */
 export async function fastifyListener(flavour: Flavour): Promise<Listener> {
@@ -24,6 +27,12 @@ export async function fastifyListener(flavour: Flavour): Promise<Listener> {
     },
   })
   if (flavour === 'noop') app.addHook('onRequest', (_request, _reply, done) => done())
+  if (flavour === 'headers')
+    app.addHook('onRequest', (_request, reply, done) => {
+      reply.header('ratelimit-policy', POLICY)
+      reply.header('ratelimit', RATELIMIT)
+      done()
+    })
   if (flavour === 'fastlimit' || flavour === 'countWhen') {
     const { rateLimit } = await import('@fastlimit/fastify')
     await app.register(rateLimit, {
@@ -62,10 +71,20 @@ export async function nestListener(flavour: Flavour): Promise<Listener> {
     }
   }
   common.Injectable()(NoopGuard)
+  class HeadersGuard {
+    canActivate(context: { switchToHttp(): { getResponse(): ServerResponse } }) {
+      const res = context.switchToHttp().getResponse()
+      res.setHeader('ratelimit-policy', POLICY)
+      res.setHeader('ratelimit', RATELIMIT)
+      return true
+    }
+  }
+  common.Injectable()(HeadersGuard)
 
   const imports: unknown[] = []
   const providers: unknown[] = []
   if (flavour === 'noop') providers.push({ provide: APP_GUARD, useClass: NoopGuard })
+  if (flavour === 'headers') providers.push({ provide: APP_GUARD, useClass: HeadersGuard })
   if (flavour === 'fastlimit' || flavour === 'countWhen') {
     const { FastLimitModule } = await import('@fastlimit/nestjs')
     imports.push(

@@ -17,8 +17,14 @@ const [framework = 'koa', roundsText = '7', nText = '20000', countText = '0', wa
 const LIMIT = 1_000_000_000
 const WINDOW_MS = 60_000
 // countWhen: fastlimit deciding after the response, as for "skip successful requests" (each 200 refunded).
+// headers (counted only, never timed): a middleware that sets fastlimit's two draft-7 headers, fixed text,
+// and decides nothing: the floor of any limiter that sends them, for the instruction counts.
 const MODES = ['bare', 'noop', 'fastlimit', 'peer', 'countWhen'] as const
-type Mode = (typeof MODES)[number]
+const COUNTED_ONLY = ['headers'] as const
+type Counted = (typeof MODES)[number] | (typeof COUNTED_ONLY)[number]
+const POLICY = `${LIMIT};w=${WINDOW_MS / 1000}`
+const RATELIMIT = `limit=${LIMIT}, remaining=${LIMIT - 1}, reset=${WINDOW_MS / 1000}`
+type Mode = Counted
 type Listener = (req: IncomingMessage, res: ServerResponse) => void
 
 class MemorySocket extends Duplex {
@@ -50,6 +56,12 @@ async function listener(mode: Mode): Promise<Listener> {
     app.disable('x-powered-by')
     app.disable('etag')
     if (mode === 'noop') app.use((_req, _res, next) => next())
+    if (mode === 'headers')
+      app.use((_req, res, next) => {
+        res.setHeader('ratelimit-policy', POLICY)
+        res.setHeader('ratelimit', RATELIMIT)
+        next()
+      })
     if (mode === 'fastlimit') {
       const { rateLimit } = await import('@fastlimit/express')
       app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
@@ -78,6 +90,12 @@ async function listener(mode: Mode): Promise<Listener> {
     const { default: Koa } = await import('koa')
     const app = new Koa()
     if (mode === 'noop') app.use((_ctx, next) => next())
+    if (mode === 'headers')
+      app.use((ctx, next) => {
+        ctx.res.setHeader('ratelimit-policy', POLICY)
+        ctx.res.setHeader('ratelimit', RATELIMIT)
+        return next()
+      })
     if (mode === 'fastlimit') {
       const { rateLimit } = await import('@fastlimit/koa')
       app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
@@ -102,6 +120,12 @@ async function listener(mode: Mode): Promise<Listener> {
   type Env = { Bindings: import('@hono/node-server').HttpBindings }
   const app = new Hono<Env>()
   if (mode === 'noop') app.use((_c, next) => next())
+  if (mode === 'headers')
+    app.use((c, next) => {
+      c.env.outgoing.setHeader('ratelimit-policy', POLICY)
+      c.env.outgoing.setHeader('ratelimit', RATELIMIT)
+      return next()
+    })
   if (mode === 'fastlimit') {
     const { rateLimit } = await import('@fastlimit/hono')
     app.use(rateLimit({ rules: { limit: LIMIT, window: WINDOW_MS } }))
@@ -159,16 +183,23 @@ async function serve(handler: Listener, requests: number, mode: Mode): Promise<v
 
 if (roundsText === 'count') {
   const mode = nText as Mode
-  if (!MODES.includes(mode)) throw new Error(`unknown variant ${mode}`)
+  if (!(MODES as readonly string[]).includes(mode) && !(COUNTED_ONLY as readonly string[]).includes(mode))
+    throw new Error(`unknown variant ${mode}`)
   const handler = await listener(mode)
   await serve(handler, Number(warmText), mode)
   instrumentationOn()
   await serve(handler, Number(countText), mode)
 } else {
-  const handlers = new Map<Mode, Listener>()
+  const handlers = new Map<(typeof MODES)[number], Listener>()
   for (const mode of MODES) handlers.set(mode, await listener(mode))
   const n = Number(nText)
-  const samples: Record<Mode, number[]> = { bare: [], noop: [], fastlimit: [], peer: [], countWhen: [] }
+  const samples: Record<(typeof MODES)[number], number[]> = {
+    bare: [],
+    noop: [],
+    fastlimit: [],
+    peer: [],
+    countWhen: [],
+  }
   for (const mode of MODES) await serve(handlers.get(mode) as Listener, 3000, mode)
   for (let round = 0; round < Number(roundsText); round++) {
     for (const mode of rotate(MODES, round)) {

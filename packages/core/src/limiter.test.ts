@@ -294,3 +294,38 @@ describe('the synchronous fast path', () => {
     expect(syncCalls).toBe(2)
   })
 })
+
+describe('checkNow', () => {
+  it('answers with the Decision itself when a SyncBackend decides at once, observed as check is', async () => {
+    const limiter = new FastLimit({ backend: new MemoryBackend({ cleanupIntervalMs: 0 }) })
+    const events: Array<{ operation: string; identity: string; allowed: boolean; mode: string }> = []
+    limiter.on('decision', (e) => {
+      events.push({ operation: e.operation, identity: e.identity, allowed: e.decision.allowed, mode: e.mode })
+    })
+    const first = limiter.checkNow('a', '1/min')
+    expect(first).not.toBeInstanceOf(Promise)
+    // Observed before checkNow returned, as check observes a synchronous decision.
+    expect(events).toEqual([{ operation: 'check', identity: 'a', allowed: true, mode: 'enforce' }])
+    expect((first as { remaining: number }).remaining).toBe(0)
+    const second = limiter.checkNow('a', '1/min', { mode: 'shadow' })
+    expect(second).toMatchObject({ allowed: false, remaining: 0 })
+    expect(events[1]).toEqual({ operation: 'check', identity: 'a', allowed: false, mode: 'shadow' })
+    // check is the same, always as a promise.
+    const checked = limiter.check('a', '1/min')
+    expect(checked).toBeInstanceOf(Promise)
+    expect(await checked).toMatchObject({ allowed: false })
+    expect(events).toHaveLength(3)
+  })
+
+  it('answers with a promise for an asynchronous backend, and rejects bad arguments', async () => {
+    const memory = new MemoryBackend({ cleanupIntervalMs: 0 })
+    const backend: Backend = { checkAndIncrement: (...args) => memory.checkAndIncrement(...args) }
+    const limiter = new FastLimit({ backend })
+    const later = limiter.checkNow('a', '1/min')
+    expect(later).toBeInstanceOf(Promise)
+    expect(await later).toMatchObject({ allowed: true })
+    const bad = new FastLimit().checkNow('a', '100/mn')
+    expect(bad).toBeInstanceOf(Promise)
+    await expect(bad).rejects.toBeInstanceOf(ConfigError)
+  })
+})

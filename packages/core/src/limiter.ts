@@ -756,6 +756,30 @@ export class FastLimit {
    * @returns the decision; rejects only for bad arguments, or for backend failures under `'throw'`
    */
   check(identity: string, rules: RulesInput | RuleSet, options?: CheckOptions): Promise<Decision> {
+    const decided = this.checkNow(identity, rules, options)
+    return decided instanceof Promise ? decided : Promise.resolve(decided)
+  }
+
+  /**
+   * {@link check}, answered in this turn when it can be: returns the {@link Decision} itself when the
+   * backend decided synchronously (the {@link SyncBackend} fast path: `MemoryBackend`, `SQLiteBackend`
+   * without a lock wait), and a promise otherwise (an asynchronous backend, a failure the error
+   * policy answers). The same
+   * checks, charges, `'decision'` and `'call'` events and `onBackendError` handling as `check`, which
+   * is this with the answer always wrapped in a promise; for callers (middleware) that would rather not
+   * wait a turn when nothing needs to wait. Bad arguments give a rejected promise, never a throw.
+   *
+   * @example
+   * ```ts
+   * const d = limiter.checkNow(ip, '100/min')
+   * const decision = d instanceof Promise ? await d : d
+   * ```
+   */
+  checkNow(
+    identity: string,
+    rules: RulesInput | RuleSet,
+    options?: CheckOptions,
+  ): Decision | Promise<Decision> {
     let list: readonly Rule[]
     let single: Rule | undefined
     let key: string | Promise<string>
@@ -788,7 +812,7 @@ export class FastLimit {
         const scope = options?.scope
         this.#emit('decision', { operation: 'check', decision, identity, scope, mode, backend: this.#kind })
       }
-      return Promise.resolve(decided)
+      return decided as unknown as Decision
     }
     const later = decided as Promise<Decision>
     if (!this.#watchDecisions) return later

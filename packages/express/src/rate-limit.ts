@@ -134,13 +134,22 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const handler = checkHandler(options, 'express', '(req, res, next, decision) => void')
   const http = createHttpLimiter(options, adapter)
   const deny = handler === undefined ? sendDenial : denyWith(handler)
-  // Not async: run() sends errors to next(err) itself, so nothing is left for Express 4 to drop.
-  function fastlimit(req: Request, res: Response, next: NextFunction): void {
-    void http.run<void>(req, res, next, deny, (err) => fail(err, next), sendDenial)
-  }
-  fastlimit.reset = (req: Request) => http.reset(req)
-  fastlimit.peek = (req: Request) => http.peek(req)
-  return fastlimit as RateLimitMiddleware
+  // Not async: run() sends errors to next(err) itself, so nothing is left for Express 4 to drop; and
+  // when the store decides at once (memory), next() is called before run() returns.
+  // Only mode 'delay' holds requests, so only there can a client leave while held: elsewhere errors go
+  // straight to next, with no closure per request.
+  const fastlimit =
+    http.mode === 'delay'
+      ? function fastlimit(req: Request, res: Response, next: NextFunction): void {
+          void http.run<void>(req, res, next, deny, (err) => fail(err, next), sendDenial)
+        }
+      : function fastlimit(req: Request, res: Response, next: NextFunction): void {
+          void http.run<void>(req, res, next, deny, next, sendDenial)
+        }
+  return Object.assign(fastlimit, {
+    reset: (req: Request) => http.reset(req),
+    peek: (req: Request) => http.peek(req),
+  }) as RateLimitMiddleware
 }
 
 /** Errors go to Express's error handling, but a request whose client left while held (mode 'delay') just ends. */

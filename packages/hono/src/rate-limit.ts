@@ -145,7 +145,8 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
   const fastlimit: MiddlewareHandler = function fastlimit(c, next) {
     const outgoing = nodeBindings(c)?.outgoing
     if (outgoing !== undefined && typeof outgoing.setHeader === 'function') {
-      return http.run<Response | undefined>(
+      // Allowed at once (memory): next()'s own promise, with no hop of ours before the handler runs.
+      const done = http.run<Response | undefined>(
         c,
         outgoing as NodeOutgoing,
         next as () => Promise<undefined>,
@@ -153,6 +154,7 @@ export function rateLimit(options: RateLimitOptions = {}): RateLimitMiddleware {
         gone,
         sendDenial,
       )
+      return done instanceof Promise ? done : Promise.resolve(done)
     }
     return viaHono(http, c, next, deny)
   }

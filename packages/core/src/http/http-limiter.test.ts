@@ -949,3 +949,126 @@ describe('problemDetails', () => {
     expect(JSON.parse(problemDetails(418, d)).title).toBe('Rate Limit Exceeded')
   })
 })
+
+describe('createHttpLimiter: answered in the same turn when nothing waits', () => {
+  const call = (http: ReturnType<typeof make>['http'], req: Req, res: Res) => {
+    const seen: string[] = []
+    const out = http.run<string>(
+      req,
+      res,
+      () => {
+        seen.push('next')
+        return 'next'
+      },
+      (_req, _res, denial) => {
+        seen.push(`deny ${denial.status}`)
+        return 'deny'
+      },
+    )
+    return { out, seen }
+  }
+
+  it('sets the headers and calls next (or deny) before run returns, and returns what they return', () => {
+    const { http } = make({ rules: '1/min' })
+    const res: Res = {}
+    const first = call(http, { remote: '203.0.113.7' }, res)
+    expect(first.out).toBe('next')
+    expect(first.seen).toEqual(['next'])
+    expect(res.ratelimit).toBe('limit=1, remaining=0, reset=60')
+    const denied: Res = {}
+    const second = call(http, { remote: '203.0.113.7' }, denied)
+    expect(second.out).toBe('deny')
+    expect(second.seen).toEqual(['deny 429'])
+    expect(denied['retry-after']).toBe('60')
+  })
+
+  it('stays in the same turn with synchronous key, skip and rules functions', () => {
+    const { http } = make({ key: (req) => req.user ?? 'anon', skip: () => false, rules: () => '1/min' })
+    const a = call(http, { user: 'a' }, {})
+    expect(a.out).toBe('next')
+    expect(call(http, { user: 'a' }, {}).out).toBe('deny')
+    expect(call(http, { user: 'b' }, {}).out).toBe('next')
+  })
+
+  it('waits, calling each function once, when key, skip or rules answers with a promise', async () => {
+    const calls = { key: 0, skip: 0, rules: 0 }
+    const { http } = make({
+      key: async (req) => {
+        calls.key++
+        return req.user ?? 'anon'
+      },
+      skip: async () => {
+        calls.skip++
+        return false
+      },
+      rules: async () => {
+        calls.rules++
+        return '1/min'
+      },
+    })
+    const a = call(http, { user: 'a' }, {})
+    expect(a.out).toBeInstanceOf(Promise)
+    expect(a.seen).toEqual([])
+    expect(await a.out).toBe('next')
+    expect(await call(http, { user: 'a' }, {}).out).toBe('deny')
+    expect(calls).toEqual({ key: 2, skip: 2, rules: 2 })
+  })
+
+  it('waits for a backend that decides asynchronously', async () => {
+    const memory = new MemoryBackend({ cleanupIntervalMs: 0 })
+    const backend: Backend = { checkAndIncrement: (...args) => memory.checkAndIncrement(...args) }
+    const http = createHttpLimiter<Req, Res>({ limiter: new FastLimit({ backend }), rules: '1/min' }, adapter)
+    const res: Res = {}
+    const a = call(http, { remote: '203.0.113.7' }, res)
+    expect(a.out).toBeInstanceOf(Promise)
+    expect(await a.out).toBe('next')
+    expect(res.ratelimit).toBe('limit=1, remaining=0, reset=60')
+  })
+
+  it('hands a synchronous error to fail, or rejects without one, as before', async () => {
+    const { http } = make({
+      key: () => {
+        throw new Error('no user')
+      },
+    })
+    const failed: unknown[] = []
+    const out = http.run<string>(
+      {},
+      {},
+      () => 'next',
+      () => 'deny',
+      (err) => {
+        failed.push(err)
+        return 'failed'
+      },
+    )
+    expect(out).toBe('failed')
+    expect(failed).toEqual([new Error('no user')])
+    await expect(
+      http.run(
+        {},
+        {},
+        () => 'next',
+        () => 'deny',
+      ),
+    ).rejects.toThrow('no user')
+    // An error of next itself rejects what run returns, as it did when run was always asynchronous.
+    const ok = make()
+    const thrown = ok.http.run(
+      { remote: '203.0.113.7' },
+      {},
+      () => {
+        throw new Error('handler')
+      },
+      () => 'deny',
+    )
+    await expect(thrown).rejects.toThrow('handler')
+  })
+
+  it('calls a limiter whose check was replaced through it', async () => {
+    const { http, limiter } = make({ rules: '5/min' })
+    const check = vi.spyOn(limiter, 'check')
+    await call(http, { remote: '203.0.113.7' }, {}).out
+    expect(check).toHaveBeenCalledTimes(1)
+  })
+})

@@ -195,6 +195,22 @@ function refusal<Req, Res>(_req: Req, _res: Res, denial: HttpDenial): HttpDenial
 /** The `invalid` callback of {@link HttpLimiter.handle}: none, so the request fails with InvalidCostError. */
 const NO_INVALID = undefined
 
+/** Says that a `skip`, `key` or `rules` function was not called yet for the request. */
+const UNCALLED: unique symbol = Symbol('uncalled')
+
+/** `FastLimit`'s own `check`: a limiter that still has it is asked through `checkNow`, which does the same. */
+const CHECK = FastLimit.prototype.check
+
+/** An error while deciding, as the asynchronous path gives it: to `fail`, or a rejection. */
+function failed<T>(err: unknown, fail: ((error: unknown) => T) | undefined): T | Promise<T> {
+  if (fail === undefined) return Promise.reject(err)
+  try {
+    return fail(err)
+  } catch (thrown) {
+    return Promise.reject(thrown)
+  }
+}
+
 const OPTION_NAMES = [
   'limiter',
   'rules',
@@ -365,6 +381,8 @@ export class HttpLimiter<Req, Res> {
   readonly #outcome: Outcome<Req, Res> | undefined
   /** The rules of each request when `rules` is a function, or `undefined`. */
   readonly #perRequest: RulesOfRequest<Req> | undefined
+  /** Whether a request may have to wait for more than its decision (cost, countWhen/settle, concurrency, delay): the full path. */
+  readonly #waits: boolean
   /** Whether to look for a proxy the trust setting does not cover (until this process has warned of one). */
   #sniff = true
   #sniffCount = 0
@@ -602,6 +620,11 @@ export class HttpLimiter<Req, Res> {
         "mode 'delay' cannot be combined with countWhen or settle: a held request is charged when it is admitted. Use two middlewares (a delaying one, then one with countWhen or settle), or mode 'enforce'.",
       )
     }
+    this.#waits =
+      this.#cost !== undefined ||
+      this.#outcome !== undefined ||
+      this.#concurrency !== undefined ||
+      this.#delay !== undefined
     this.#direct = this.#trust.hops === 0 && this.#allow === undefined
     this.#needIp = this.#key === undefined || this.#allow !== undefined
 
@@ -817,7 +840,8 @@ export class HttpLimiter<Req, Res> {
    * adapter hands it to the framework's error handling.
    */
   handle(req: Req, res: Res): Promise<HttpDenial | undefined> {
-    return this.run(req, res, passThrough, refusal, undefined, NO_INVALID)
+    const done = this.run(req, res, passThrough, refusal, undefined, NO_INVALID)
+    return done instanceof Promise ? done : Promise.resolve(done)
   }
 
   /**
@@ -828,18 +852,185 @@ export class HttpLimiter<Req, Res> {
    * `refusal` as it is: 400, problem details), otherwise it fails with an {@link InvalidCostError}.
    * Errors of `next`, `deny` and `invalid` are theirs: they are not caught here.
    *
+   * Answers in the same turn when nothing needs to wait: with a synchronous `skip`, `key` and `rules`
+   * (or none), a limiter whose backend decides synchronously (`MemoryBackend`) and no `cost`,
+   * `countWhen`, `settle`, `concurrency` or `mode: 'delay'`, the headers are set and `next()` (or
+   * `deny`) is called before `run` returns, and `run` returns what they returned. Otherwise it returns
+   * a promise. Await the result (or pass it on, as Koa and Hono middleware return it) either way.
+   *
    * @example
    * ```ts
    * const middleware = (req, res, next) => http.run(req, res, next, sendDenial, next, sendDenial)
    * ```
    */
-  async run<T>(
+  run<T>(
     req: Req,
     res: Res,
     next: () => T | Promise<T>,
     deny: (req: Req, res: Res, denial: HttpDenial, next: () => T | Promise<T>) => T | Promise<T>,
     fail?: (error: unknown) => T,
     invalid?: (req: Req, res: Res, refusal: HttpInvalidCost, next: () => T | Promise<T>) => T | Promise<T>,
+  ): T | Promise<T> {
+    if (this.#waits) return this.#run(req, res, next, deny, fail, invalid, UNCALLED, UNCALLED, UNCALLED)
+    let denial: HttpDenial | Promise<HttpDenial> | undefined
+    let skipped = false
+    try {
+      const skipMethods = this.#skipMethods
+      if (skipMethods !== undefined) {
+        const method = this.#method(req)
+        for (let i = 0; i < skipMethods.length; i++) {
+          if (skipMethods[i] === method) {
+            skipped = true
+            break
+          }
+        }
+      }
+      const skip = this.#skip
+      if (!skipped && skip !== undefined) {
+        const s = skip(req)
+        if (s === true) skipped = true
+        else if (s !== false) return this.#run(req, res, next, deny, fail, invalid, s, UNCALLED, UNCALLED)
+      }
+      if (!skipped) {
+        let identity = ''
+        if (this.#needIp) {
+          const ipIdentity = this.#ipIdentity(req)
+          if (ipIdentity === null) skipped = true
+          else identity = ipIdentity
+        }
+        const keyFn = this.#key
+        if (!skipped && keyFn !== undefined) {
+          const k = keyFn(req)
+          if (typeof k !== 'string') return this.#run(req, res, next, deny, fail, invalid, false, k, UNCALLED)
+          identity = this.#normalize === undefined ? k : this.#normalize(k)
+        }
+        if (!skipped) {
+          let rules = this.rules as RuleSet
+          let owner = this.#owner
+          let headers = this.headers as RateLimitHeaders
+          const perRequest = this.#perRequest
+          if (perRequest !== undefined) {
+            const e = perRequest.of(req)
+            if (e instanceof Promise)
+              return this.#run(req, res, next, deny, fail, invalid, false, identity, e)
+            rules = e.rules
+            owner = e.owner
+            headers = e.headers as RateLimitHeaders
+          }
+          const limiter = this.limiter
+          // A limiter whose check was replaced (a subclass, a spy) is called through it.
+          const decided =
+            limiter.check === CHECK
+              ? limiter.checkNow(identity, rules, this.#scoped)
+              : limiter.check(identity, rules, this.#scoped)
+          if (decided instanceof Promise)
+            return this.#decideLater(req, res, decided, identity, owner, headers, next, deny, fail)
+          denial = this.#conclude(req, res, decided, identity, owner, headers)
+        }
+      }
+    } catch (err) {
+      return failed(err, fail)
+    }
+    if (denial instanceof Promise) return this.#denyLater(req, res, denial, next, deny, fail)
+    try {
+      return denial === undefined ? next() : deny(req, res, denial, next)
+    } catch (err) {
+      // As from the asynchronous path: the error of next or deny rejects what run returns.
+      return Promise.reject(err)
+    }
+  }
+
+  /** The rest of {@link run} once a backend's decision arrives. */
+  async #decideLater<T>(
+    req: Req,
+    res: Res,
+    decided: Promise<Decision>,
+    identity: string,
+    owner: InfoOwner,
+    headers: RateLimitHeaders,
+    next: () => T | Promise<T>,
+    deny: (req: Req, res: Res, denial: HttpDenial, next: () => T | Promise<T>) => T | Promise<T>,
+    fail: ((error: unknown) => T) | undefined,
+  ): Promise<T> {
+    let denial: HttpDenial | undefined
+    try {
+      denial = await this.#conclude(req, res, await decided, identity, owner, headers)
+    } catch (err) {
+      if (fail === undefined) throw err
+      return fail(err)
+    }
+    return denial === undefined ? next() : deny(req, res, denial, next)
+  }
+
+  /** The rest of {@link run} once an asynchronous `message` function has built the refusal. */
+  async #denyLater<T>(
+    req: Req,
+    res: Res,
+    denying: Promise<HttpDenial>,
+    next: () => T | Promise<T>,
+    deny: (req: Req, res: Res, denial: HttpDenial, next: () => T | Promise<T>) => T | Promise<T>,
+    fail: ((error: unknown) => T) | undefined,
+  ): Promise<T> {
+    let denial: HttpDenial
+    try {
+      denial = await denying
+    } catch (err) {
+      if (fail === undefined) throw err
+      return fail(err)
+    }
+    return deny(req, res, denial, next)
+  }
+
+  /**
+   * What a decision means for the request: attaches its info, writes the RateLimit headers (and
+   * `Retry-After`), calls `onLimit`, and gives the refusal to send, if any (a promise only from an
+   * asynchronous `message` function).
+   */
+  #conclude(
+    req: Req,
+    res: Res,
+    decision: Decision,
+    identity: string,
+    owner: InfoOwner,
+    headers: RateLimitHeaders,
+  ): HttpDenial | Promise<HttpDenial> | undefined {
+    const last = this.#attached(req)
+    const previous = last instanceof RequestRateLimit ? last : undefined
+    // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
+    const write = this.#writeHeaders && decision.source !== 'policy'
+    const now = write ? this.#clock() : 0
+    const info = new RequestRateLimit(decision, identity, owner, previous, now)
+    this.#attach(req, res, info)
+    if (write) {
+      if (previous === undefined) headers.apply(res, this.#setHeader, decision, now)
+      else applyCombined(res, this.#setHeader, RequestRateLimit.headerEntries(info))
+    }
+    if (decision.allowed) return undefined
+    if (this.#onLimit !== undefined) this.#onLimit(req, decision)
+    if (this.mode === 'shadow') return undefined
+    const retry = retryAfterValue(decision.retryAfterMs)
+    if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
+    return this.#deny(req, decision)
+  }
+
+  /**
+   * {@link run} in full, for what may wait (cost, countWhen/settle, concurrency, mode 'delay'), and
+   * where a `skip`, `key` or `rules` function answered with a promise: `skipped`, `keyed` and `entry`
+   * are then what it gave ({@link UNCALLED} for a function not called yet; `keyed` a string is the
+   * identity, normalized).
+   */
+  async #run<T>(
+    req: Req,
+    res: Res,
+    next: () => T | Promise<T>,
+    deny: (req: Req, res: Res, denial: HttpDenial, next: () => T | Promise<T>) => T | Promise<T>,
+    fail: ((error: unknown) => T) | undefined,
+    invalid:
+      | ((req: Req, res: Res, refusal: HttpInvalidCost, next: () => T | Promise<T>) => T | Promise<T>)
+      | undefined,
+    skipped: unknown,
+    keyed: unknown,
+    entry: unknown,
   ): Promise<T> {
     let denial: HttpDenial | undefined
     let unusable = false
@@ -862,7 +1053,7 @@ export class HttpLimiter<Req, Res> {
       }
       const skip = this.#skip
       if (proceed && skip !== undefined) {
-        const s = skip(req)
+        const s = skipped === UNCALLED ? skip(req) : skipped
         if (s === true || (s !== false && (await s) === true)) proceed = false
       }
       let identity = ''
@@ -873,8 +1064,10 @@ export class HttpLimiter<Req, Res> {
       }
       if (proceed) {
         const keyFn = this.#key
-        if (keyFn !== undefined) {
-          const k = keyFn(req)
+        if (keyFn !== undefined && typeof keyed === 'string') {
+          identity = keyed
+        } else if (keyFn !== undefined) {
+          const k = keyed === UNCALLED ? keyFn(req) : (keyed as Promise<string>)
           identity = typeof k === 'string' ? k : await k
           if (this.#normalize !== undefined) identity = this.#normalize(identity)
         }
@@ -884,11 +1077,11 @@ export class HttpLimiter<Req, Res> {
         let owner = this.#owner
         let headers = this.headers as RateLimitHeaders
         if (this.#perRequest !== undefined) {
-          const e = this.#perRequest.of(req)
-          const entry: RulesEntry = e instanceof Promise ? await e : e
-          rules = entry.rules
-          owner = entry.owner
-          headers = entry.headers as RateLimitHeaders
+          const e = entry === UNCALLED ? this.#perRequest.of(req) : (entry as Promise<RulesEntry>)
+          const found: RulesEntry = e instanceof Promise ? await e : e
+          rules = found.rules
+          owner = found.owner
+          headers = found.headers as RateLimitHeaders
         }
         // mode 'delay': a client with requests held here joins them; any other is checked as in 'enforce'.
         const delay = this.#delay
@@ -943,27 +1136,8 @@ export class HttpLimiter<Req, Res> {
         if (delay !== undefined && !join && decision !== undefined && delay.holds(decision)) {
           decision = await delay.wait(identity, decision.cost, req, res, decision, rules)
         }
-        if (decision !== undefined) {
-          const last = this.#attached(req)
-          const previous = last instanceof RequestRateLimit ? last : undefined
-          // A decision made by the error policy knows nothing of the client's standing: no RateLimit headers.
-          const write = this.#writeHeaders && decision.source !== 'policy'
-          const now = write ? this.#clock() : 0
-          const info = new RequestRateLimit(decision, identity, owner, previous, now)
-          this.#attach(req, res, info)
-          if (write) {
-            if (previous === undefined) headers.apply(res, this.#setHeader, decision, now)
-            else applyCombined(res, this.#setHeader, RequestRateLimit.headerEntries(info))
-          }
-          if (!decision.allowed) {
-            if (this.#onLimit !== undefined) this.#onLimit(req, decision)
-            if (this.mode !== 'shadow') {
-              const retry = retryAfterValue(decision.retryAfterMs)
-              if (retry !== undefined) this.#setHeader(res, 'retry-after', retry)
-              denial = await this.#deny(req, decision)
-            }
-          }
-        }
+        if (decision !== undefined)
+          denial = await this.#conclude(req, res, decision, identity, owner, headers)
         if (lease !== undefined) {
           if (!lease.allowed) denial = await this.#denyConcurrency(req, res, lease, rules)
           else if (denial !== undefined) await lease.release()
@@ -1044,7 +1218,7 @@ export class HttpLimiter<Req, Res> {
     return this.#invalidCost === 'reject' ? undefined : this.#invalidCost
   }
 
-  async #deny(req: Req, decision: Decision): Promise<HttpDenial> {
+  #deny(req: Req, decision: Decision): HttpDenial | Promise<HttpDenial> {
     const outage = decision.reason === 'fail-closed'
     const kind = outage ? 'outage' : 'limit'
     const status = outage ? this.outageStatusCode : this.statusCode
@@ -1055,6 +1229,16 @@ export class HttpLimiter<Req, Res> {
     if (messageFn === undefined) {
       return { kind, status, contentType: PROBLEM_JSON, body: problemDetails(status, decision), decision }
     }
+    return this.#denyWith(messageFn, req, decision, kind, status)
+  }
+
+  async #denyWith(
+    messageFn: (req: Req, decision: Decision) => MessageBody | Promise<MessageBody>,
+    req: Req,
+    decision: Decision,
+    kind: 'limit' | 'outage',
+    status: number,
+  ): Promise<HttpDenial> {
     const m = await messageFn(req, decision)
     if (typeof m === 'string') return { kind, status, contentType: TEXT, body: m, decision }
     return { kind, status, contentType: JSON_TYPE, body: JSON.stringify(m), decision }
