@@ -470,6 +470,8 @@ export class FastLimit {
   readonly #sync: SyncBackend | undefined
   /** Whether the backend has `checkAndIncrementSyncTo`. */
   readonly #syncTo: boolean
+  /** The backend has {@link SyncBackend.syncNow}: ask it before a charge on the fast path. */
+  readonly #syncNow: boolean
   /** Where `checkAndIncrementSyncTo` writes (read at once, in the same turn). */
   readonly #out: ResultSink = { allowed: false, limit: 0.5, remaining: 0.5, resetMs: 0.5, retryAfterMs: 0.5 }
   readonly #ownsBackend: boolean
@@ -558,6 +560,7 @@ export class FastLimit {
     this.backend = backend ?? new MemoryBackend()
     this.#sync = isSyncBackend(this.backend) ? this.backend : undefined
     this.#syncTo = typeof this.#sync?.checkAndIncrementSyncTo === 'function'
+    this.#syncNow = typeof this.#sync?.syncNow === 'function'
     const kind = this.backend.kind
     this.#kind = typeof kind === 'string' && kind !== '' ? kind : 'custom'
   }
@@ -819,10 +822,15 @@ export class FastLimit {
     return this.#observe(later, 'check', identity, options?.scope, mode)
   }
 
+  /** Asks a backend with {@link SyncBackend.syncNow} whether to charge on the fast path now. */
+  #trySync(sync: SyncBackend): boolean {
+    return (sync.syncNow as NonNullable<SyncBackend['syncNow']>).call(sync)
+  }
+
   /** {@link check} once the key is known (`single`: the rule when there is one, if the caller has it). */
   #check(key: string, list: readonly Rule[], cost: number, single?: Rule): Decision | Promise<Decision> {
     const sync = this.#sync
-    if (sync !== undefined) {
+    if (sync !== undefined && (!this.#syncNow || this.#trySync(sync))) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         if (single !== undefined && this.#syncTo) {
@@ -1018,7 +1026,7 @@ export class FastLimit {
   /** {@link reserve} once the key is known. */
   #reserve(key: string, list: readonly Rule[], cost: number): Promise<Reservation> {
     const sync = this.#sync
-    if (sync !== undefined) {
+    if (sync !== undefined && (!this.#syncNow || this.#trySync(sync))) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         const results = decideSync(sync, key, list, cost)

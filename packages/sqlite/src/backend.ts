@@ -319,8 +319,10 @@ export class SQLiteBackend implements Backend, SyncBackend {
   private readonly groupCommit: 'async' | 'turn' | 'off'
   /** The asynchronous writes of this turn, waiting for the microtask that commits them together. */
   private pending: Member[] = []
-  /** `'turn'`: a synchronous write ran in this turn (cleared at the next microtask). */
+  /** A synchronous write ran in this turn (cleared at the next microtask); not with `'off'`. */
   private marked = false
+  /** `'turn'`: the synchronous methods answer `undefined` after a synchronous write of this turn. */
+  private readonly holdSync: boolean
   private readonly flushTask = (): void => this.flush()
   private readonly unmarkTask = (): void => {
     this.marked = false
@@ -373,6 +375,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
       )
     }
     this.groupCommit = groupCommit
+    this.holdSync = groupCommit === 'turn'
     if (typeof clock !== 'function') {
       throw new ConfigError(
         '[fastlimit] [sqlite] clock must be a function returning epoch milliseconds, e.g. Date.now.',
@@ -486,6 +489,16 @@ export class SQLiteBackend implements Backend, SyncBackend {
   }
 
   /**
+   * Whether `FastLimit` should take the synchronous fast path now ({@link SyncBackend.syncNow}): `false`
+   * once a synchronous write ran in this turn or asynchronous writes wait for this turn's group, so that
+   * decisions made together (`Promise.all` of checks) go asynchronously and share one transaction. Always
+   * `true` with `groupCommit: 'off'`. A direct caller of the synchronous methods is not affected.
+   */
+  syncNow(): boolean {
+    return !this.marked && this.pending.length === 0
+  }
+
+  /**
    * {@link Backend.checkAndIncrement}, synchronously: one `BEGIN IMMEDIATE` transaction, committed before it
    * returns (with the asynchronous calls of this turn still waiting for theirs, which run first).
    * @returns the result, or `undefined` when another connection holds the write lock (after waiting at
@@ -496,12 +509,12 @@ export class SQLiteBackend implements Backend, SyncBackend {
   checkAndIncrementSync(key: string, bucket: BucketConfig, cost: number): BackendResult | undefined {
     this.usable()
     checkCost(cost)
-    if (this.lock.waiting || this.marked || this.pending.length > 0) {
+    if (this.lock.waiting || this.pending.length > 0 || (this.marked && this.holdSync)) {
       return this.syncInGroup((b) => b.check(key, bucket, cost, undefined), false)
     }
     try {
       const result = this.conn.check(key, bucket, cost, undefined)
-      if (this.groupCommit === 'turn') this.mark()
+      if (this.groupCommit !== 'off') this.mark()
       return result
     } catch (err) {
       if (isBusyError(err)) return undefined
@@ -524,12 +537,12 @@ export class SQLiteBackend implements Backend, SyncBackend {
     }
     this.usable()
     checkCost(cost)
-    if (this.lock.waiting || this.marked || this.pending.length > 0) {
+    if (this.lock.waiting || this.pending.length > 0 || (this.marked && this.holdSync)) {
       return this.syncInGroup((b) => b.checkAll(key, buckets, cost, undefined), true)
     }
     try {
       const results = this.conn.checkAll(key, buckets, cost, undefined)
-      if (this.groupCommit === 'turn') this.mark()
+      if (this.groupCommit !== 'off') this.mark()
       return results
     } catch (err) {
       if (isBusyError(err)) return undefined
@@ -670,10 +683,11 @@ export class SQLiteBackend implements Backend, SyncBackend {
    * {@link syncInGroup}).
    */
   private syncWrite<T>(body: (bodies: Bodies) => T, multi: boolean): T | undefined {
-    if (this.lock.waiting || this.marked || this.pending.length > 0) return this.syncInGroup(body, multi)
+    if (this.lock.waiting || this.pending.length > 0 || (this.marked && this.holdSync))
+      return this.syncInGroup(body, multi)
     try {
       const value = this.conn.one(body)
-      if (this.groupCommit === 'turn') this.mark()
+      if (this.groupCommit !== 'off') this.mark()
       return value
     } catch (err) {
       if (isBusyError(err)) return undefined
@@ -697,7 +711,7 @@ export class SQLiteBackend implements Backend, SyncBackend {
     throw member.outcome
   }
 
-  /** `'turn'`: marks this turn as having written synchronously, until the next microtask. */
+  /** Marks this turn as having written synchronously, until the next microtask (see {@link syncNow}). */
   private mark(): void {
     if (this.marked) return
     this.marked = true

@@ -59,7 +59,7 @@ describe('group commit: WAL frames', () => {
     expect(alone.peekSync('hot', roomy)?.remaining).toBe(900)
   })
 
-  it('100 concurrent decisions on 100 keys, and FastLimit with groupCommit: turn, write far fewer frames', async () => {
+  it('100 concurrent decisions on 100 keys, and FastLimit (default and turn), write far fewer frames', async () => {
     const grouped = open()
     const frames = await framesOf(grouped, () =>
       Promise.all(Array.from({ length: 100 }, (_, i) => grouped.checkAndIncrement(`user-${i}`, minute, 1))),
@@ -67,17 +67,47 @@ describe('group commit: WAL frames', () => {
     // 100 new rows fit in a few pages of the table and of its expiry index.
     expect(frames).toBeLessThanOrEqual(12)
 
-    const turn = open({ groupCommit: 'turn' })
-    const limiter = new FastLimit({ backend: turn })
-    const rules = limiter.rules('50/min')
-    await limiter.check('warm', rules)
-    const framesTurn = await framesOf(turn, () =>
-      Promise.all(Array.from({ length: 100 }, () => limiter.check('hot', rules))),
-    )
-    // The first decision of the turn commits alone (the fast path), the other 99 together.
-    expect(framesTurn).toBeLessThanOrEqual(6)
-    const ds = await Promise.all(Array.from({ length: 10 }, () => limiter.check('hot', rules)))
-    expect(ds.every((d) => !d.allowed && d.source === 'backend')).toBe(true)
+    for (const groupCommit of ['turn', 'async'] as const) {
+      const backend = open({ groupCommit })
+      const limiter = new FastLimit({ backend })
+      const rules = limiter.rules('50/min')
+      await limiter.check('warm', rules)
+      const framesTurn = await framesOf(backend, () =>
+        Promise.all(Array.from({ length: 100 }, () => limiter.check('hot', rules))),
+      )
+      // The first decision of the turn commits alone (the fast path), the other 99 together.
+      expect(framesTurn, groupCommit).toBeLessThanOrEqual(6)
+      const ds = await Promise.all(Array.from({ length: 10 }, () => limiter.check('hot', rules)))
+      expect(ds.every((d) => !d.allowed && d.source === 'backend')).toBe(true)
+    }
+  })
+
+  it('FastLimit with the default groupCommit: the first check of a turn decides synchronously, later ones share a transaction', async () => {
+    const backend = open()
+    const limiter = new FastLimit({ backend })
+    const rules = limiter.rules('5/min')
+    expect(backend.syncNow()).toBe(true)
+    const first = limiter.check('u', rules)
+    // FastLimit is told to go asynchronously for the rest of this turn; the direct synchronous methods
+    // still answer.
+    expect(backend.syncNow()).toBe(false)
+    expect(backend.checkAndIncrementSync('direct', minute, 1)?.allowed).toBe(true)
+    const rest = Promise.all(Array.from({ length: 9 }, () => limiter.check('u', rules)))
+    const ds = [await first, ...(await rest)]
+    expect(ds.map((d) => d.allowed)).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+      false,
+      false,
+      false,
+      false,
+    ])
+    await Promise.resolve()
+    expect(backend.syncNow()).toBe(true)
   })
 })
 
