@@ -65,30 +65,15 @@ export interface GroupMember {
   outcome: unknown
 }
 
-/** The calls SQLiteBackend makes on one connection. */
-export interface Connection {
+/**
+ * The calls SQLiteBackend makes on one connection. `check`, `checkAll`, `adjust` and `reset` are the
+ * {@link Bodies} calls, each in a `BEGIN IMMEDIATE` transaction of its own, refused (nothing charged)
+ * once `deadline` has passed.
+ */
+export interface Connection extends Omit<Bodies, 'acquire' | 'release'> {
   readonly db: Database.Database
-  /** One decision in a `BEGIN IMMEDIATE` transaction; refused (nothing charged) once `deadline` has passed. */
-  check(key: string, bucket: BucketConfig, cost: number, deadline: number | undefined): BackendResult
-  /** Several buckets all-or-nothing in one `BEGIN IMMEDIATE` transaction. */
-  checkAll(
-    key: string,
-    buckets: readonly BucketConfig[],
-    cost: number,
-    deadline: number | undefined,
-  ): BackendResult[]
-  /** Adjusts several buckets of one key (a refund or an extra charge) in one `BEGIN IMMEDIATE` transaction. */
-  adjust(
-    key: string,
-    buckets: readonly BucketConfig[],
-    delta: number,
-    charges: readonly Charge[] | undefined,
-    deadline: number | undefined,
-  ): BackendResult[]
   /** A read, no transaction and no write lock. */
   peek(key: string, bucket: BucketConfig): BackendResult
-  /** Deletes every row of `key`, unless `deadline` has passed. */
-  reset(key: string, deadline: number | undefined): void
   /** Deletes every row of the table, in one statement. */
   clear(): void
   /** Deletes up to `SWEEP_BATCH` expired rows; returns how many. */

@@ -3,7 +3,7 @@
 
 import { ConfigError, show } from '../errors'
 import { delaySeconds, draft7Value, quotaPolicies, resetDelayMs, retryAfterValue } from '../http/headers'
-import { INVALID_COST, problemDetails } from '../http/http-limiter'
+import { type HttpAdapter, INVALID_COST, problemDetails } from '../http/http-limiter'
 import { ipKey, parseIp } from '../http/ip'
 import type { MessageBody } from '../http/options'
 import type { Decision } from '../limiter'
@@ -103,23 +103,14 @@ export interface LiteRateLimitOptions<Req> extends LiteLimiterOptions {
   clock?: () => number
 }
 
-/** How a lite adapter reads its framework's request: plain functions, called without `this`. */
-export interface LiteAdapter<Req> {
-  /** The adapter's name in error messages: `'hono'` gives `[fastlimit] [hono] ...`. */
-  readonly name: string
-  /** Option names the adapter handles itself (`'handler'`, `'getConnInfo'`). */
-  readonly extraOptions?: readonly string[]
-  /** How the request is called in the adapter's option functions, for messages (`'c'`). */
-  readonly requestName?: string
-  /** Another way to identify clients, suggested when a request has no client address. */
-  readonly noAddressHint?: string
-  /** The address of the connection's peer, or `undefined` if unknown. */
-  remoteAddress(req: Req): string | undefined
-  /** A request header by lower-case name, or `undefined`. */
-  header(req: Req, name: string): string | undefined
-  /** The request's method, upper case for the standard ones. */
-  method(req: Req): string
-}
+/**
+ * How a lite adapter reads its framework's request: the request half of the full layer's
+ * {@link HttpAdapter} (plain functions, called without `this`).
+ */
+export type LiteAdapter<Req> = Pick<
+  HttpAdapter<Req, unknown>,
+  'name' | 'extraOptions' | 'requestName' | 'noAddressHint' | 'remoteAddress' | 'header' | 'method'
+>
 
 /** A refusal to send, the headers already set: over the limit, an outage, or (no `decision`) a bad cost. */
 export interface LiteRefusal {
