@@ -152,14 +152,8 @@ export function connect(db: Database.Database, table: string, now: () => number)
     if (result.allowed) (result as { atMs?: number }).atMs = t
     return result
   }
-  const checkAllBody = (
-    key: string,
-    buckets: readonly BucketConfig[],
-    cost: number,
-    deadline: number | undefined,
-  ): BackendResult[] => {
-    if (deadline !== undefined && Date.now() >= deadline) throw expired()
-    const t = now()
+  /** Each bucket's id, row and decoded state of `key`, as read at `t`. */
+  const readAll = (key: string, buckets: readonly BucketConfig[], t: number) => {
     const n = buckets.length
     const ids: string[] = new Array(n)
     const rows: Array<Row | undefined> = new Array(n)
@@ -171,8 +165,19 @@ export function connect(db: Database.Database, table: string, now: () => number)
       rows[i] = row
       states[i] = row === undefined ? undefined : decodeState(row[0])
     }
+    return { ids, rows, states }
+  }
+  const checkAllBody = (
+    key: string,
+    buckets: readonly BucketConfig[],
+    cost: number,
+    deadline: number | undefined,
+  ): BackendResult[] => {
+    if (deadline !== undefined && Date.now() >= deadline) throw expired()
+    const t = now()
+    const { ids, rows, states } = readAll(key, buckets, t)
     const all = stepAll(states, t, buckets, cost)
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < buckets.length; i++) {
       const out = all.outputs[i] as StepOutput
       if (all.allowed || out.rebased) {
         write(key, ids[i] as string, rows[i], t, out, (buckets[i] as BucketConfig).windowMs)
@@ -191,18 +196,9 @@ export function connect(db: Database.Database, table: string, now: () => number)
   ): BackendResult[] => {
     if (deadline !== undefined && Date.now() >= deadline) throw expired()
     const t = now()
-    const n = buckets.length
-    const ids: string[] = new Array(n)
-    const rows: Array<Row | undefined> = new Array(n)
-    const states: Array<number[] | undefined> = new Array(n)
-    for (let i = 0; i < n; i++) {
-      const id = bucketId(buckets[i] as BucketConfig)
-      const row = select.get(key, id, t) as Row | undefined
-      ids[i] = id
-      rows[i] = row
-      states[i] = row === undefined ? undefined : decodeState(row[0])
-    }
+    const { ids, rows, states } = readAll(key, buckets, t)
     const outs = adjustAll(states, t, buckets, delta, charges)
+    const n = buckets.length
     const results: BackendResult[] = new Array(n)
     for (let i = 0; i < n; i++) {
       const out = outs[i] as (typeof outs)[number]
