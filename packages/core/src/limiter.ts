@@ -822,7 +822,10 @@ export class FastLimit {
     return this.#observe(later, 'check', identity, options?.scope, mode)
   }
 
-  /** Asks a backend with {@link SyncBackend.syncNow} whether to charge on the fast path now. */
+  /**
+   * Asks a backend with {@link SyncBackend.syncNow} whether to charge on the fast path now (only while the
+   * breaker is closed: after a fault the fast path decides as it did before, without the breaker's policy).
+   */
   #trySync(sync: SyncBackend): boolean {
     return (sync.syncNow as NonNullable<SyncBackend['syncNow']>).call(sync)
   }
@@ -830,7 +833,7 @@ export class FastLimit {
   /** {@link check} once the key is known (`single`: the rule when there is one, if the caller has it). */
   #check(key: string, list: readonly Rule[], cost: number, single?: Rule): Decision | Promise<Decision> {
     const sync = this.#sync
-    if (sync !== undefined && (!this.#syncNow || this.#trySync(sync))) {
+    if (sync !== undefined && (!this.#syncNow || this.#state !== 'closed' || this.#trySync(sync))) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         if (single !== undefined && this.#syncTo) {
@@ -1026,7 +1029,7 @@ export class FastLimit {
   /** {@link reserve} once the key is known. */
   #reserve(key: string, list: readonly Rule[], cost: number): Promise<Reservation> {
     const sync = this.#sync
-    if (sync !== undefined && (!this.#syncNow || this.#trySync(sync))) {
+    if (sync !== undefined && (!this.#syncNow || this.#state !== 'closed' || this.#trySync(sync))) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         const results = decideSync(sync, key, list, cost)
