@@ -1,5 +1,5 @@
 // @fastlimit/fastify: the rateLimit plugin for Fastify 4 and 5.
 
-export type { RateLimitHandle } from './handle'
+export type { RateLimitHandle } from '@fastlimit/core'
 export type { RateLimitHook, RateLimitHookHandler, RateLimitOptions, RouteRateLimitOptions } from './plugin'
 export { rateLimit } from './plugin'

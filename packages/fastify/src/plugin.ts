@@ -11,7 +11,9 @@ import {
   type HttpInvalidCost,
   onResponseClose,
   type RateLimitCommonOptions,
+  type RateLimitHandle,
   type RateLimitInfo,
+  rateLimitHandleOf,
 } from '@fastlimit/core'
 import type {
   FastifyInstance,
@@ -23,7 +25,6 @@ import type {
   RouteOptions,
 } from 'fastify'
 import { fastifyPlugin } from 'fastify-plugin'
-import { handleOf, type RateLimitHandle } from './handle'
 import { scopeFor } from './scope'
 
 declare module 'fastify' {
@@ -325,7 +326,7 @@ const plugin: FastifyPluginCallback<RateLimitOptions> = (fastify, options, done)
     fastify.decorateRequest('rateLimitHandle', {
       getter(this: FastifyRequest): RateLimitHandle | undefined {
         const info = this.rateLimit
-        return info === undefined ? undefined : handleOf(info)
+        return info === undefined ? undefined : rateLimitHandleOf(info)
       },
     } as never)
   }

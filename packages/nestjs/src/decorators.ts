@@ -4,13 +4,13 @@ import {
   createHttpLimiter,
   type Decision,
   FastLimit,
+  type RateLimitHandle as Handle,
   type RateLimitInfo as Info,
   type RuleSet,
   type RulesInput,
 } from '@fastlimit/core'
 import { createParamDecorator, type ExecutionContext, SetMetadata } from '@nestjs/common'
 import { requestOf } from './context'
-import type { RateLimitHandle as Handle } from './handle'
 import {
   RATE_LIMIT_METADATA,
   RATE_LIMITS_METADATA,

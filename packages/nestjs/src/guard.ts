@@ -13,12 +13,12 @@ import {
   onResponseClose,
   type RateLimitCommonOptions,
   type RateLimitInfo,
+  rateLimitHandleOf,
 } from '@fastlimit/core'
 import { type CanActivate, type ExecutionContext, HttpException, Inject, Injectable } from '@nestjs/common'
 import { Reflector } from '@nestjs/core'
 import { requestOf, responseOf, setHeader } from './context'
 import { InvalidCostException, RateLimitException } from './exception'
-import { handleOf } from './handle'
 import {
   FASTLIMIT_LIMITER,
   FASTLIMIT_OPTIONS,
@@ -120,7 +120,7 @@ function buildLimit(options: RateLimitOptions): HttpLimiter<RateLimitRequest, un
     // in `all`); req.rateLimitHandle: its deprecated view.
     attach: (req: RateLimitRequest, _res: unknown, info: RateLimitInfo): void => {
       req.rateLimit = info
-      req.rateLimitHandle = handleOf(info)
+      req.rateLimitHandle = rateLimitHandleOf(info)
     },
     attached: (req: RateLimitRequest): RateLimitInfo | undefined => req.rateLimit,
     // mode: 'delay' drops a held request whose client has gone (a Node response, or a Fastify reply's).

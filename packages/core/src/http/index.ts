@@ -22,7 +22,8 @@ export {
   InvalidCostError,
   problemDetails,
 } from './http-limiter'
-export type { RateLimitInfo, RateLimitInfoJSON } from './info'
+export type { RateLimitHandle, RateLimitInfo, RateLimitInfoJSON } from './info'
+export { rateLimitHandleOf } from './info'
 export type {
   Cidr,
   IPv4Address,

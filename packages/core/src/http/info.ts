@@ -6,6 +6,56 @@ import type { Rule } from '../rules'
 import type { HeaderEntry, RateLimitHeaders } from './headers'
 
 /**
+ * The reset/peek handle of the limit a request was counted against, kept for the adapters that
+ * offered it before `RateLimitInfo` (Fastify's `request.rateLimitHandle`, NestJS's
+ * `@RateLimitHandle()`). Only requests that were counted have one (not skipped, allow-listed or
+ * exempt ones).
+ *
+ * @deprecated A {@link RateLimitInfo} has `identity`, `scope`, `reset()` and `peek()` of its own (and
+ * `all`, for every limit that counted the request); use it instead.
+ *
+ * @example
+ * ```ts
+ * const handle = request.rateLimitHandle // Fastify; NestJS: `@RateLimitHandle() handle?: RateLimitHandle`
+ * await handle?.reset() // now: await request.rateLimit?.reset()
+ * ```
+ */
+export interface RateLimitHandle {
+  /** The identity that was counted: what `key` returned (normalized), or the client's IP key. */
+  readonly identity: string
+  /** The scope it was counted in, or `undefined`. */
+  readonly scope: string | undefined
+  /**
+   * Forgets the identity's counts in this scope, under every rule (the next request starts afresh).
+   * Needs a backend with `reset`; rejects when the backend fails.
+   */
+  reset(): Promise<void>
+  /**
+   * Where the identity stands now under the limit's rules, without charging anything. Needs a
+   * backend with `peek`; backend failures follow the limiter's `onBackendError`.
+   */
+  peek(): Promise<Decision>
+}
+
+/**
+ * The deprecated {@link RateLimitHandle} view of what a limit attached to a request, for adapters
+ * that still offer it.
+ *
+ * @example
+ * ```ts
+ * const handle = info === undefined ? undefined : rateLimitHandleOf(info)
+ * ```
+ */
+export function rateLimitHandleOf(info: RateLimitInfo): RateLimitHandle {
+  return {
+    identity: info.identity,
+    scope: info.scope,
+    reset: () => info.reset(),
+    peek: () => info.peek().then((peeked) => peeked.decision),
+  }
+}
+
+/**
  * What a fastlimit middleware tells later handlers about a request it counted, found in
  * `req.rateLimit` (Express), `c.var.rateLimit` (Hono) or `ctx.state.rateLimit` (Koa); the last
  * middleware's when several counted the request (`all` lists them all).
