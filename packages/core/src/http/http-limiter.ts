@@ -198,9 +198,6 @@ const NO_INVALID = undefined
 /** Says that a `skip`, `key` or `rules` function was not called yet for the request. */
 const UNCALLED: unique symbol = Symbol('uncalled')
 
-/** `FastLimit`'s own `check`: a limiter that still has it is asked through `checkNow`, which does the same. */
-const CHECK = FastLimit.prototype.check
-
 /** An error while deciding, as the asynchronous path gives it: to `fail`, or a rejection. */
 function failed<T>(err: unknown, fail: ((error: unknown) => T) | undefined): T | Promise<T> {
   if (fail === undefined) return Promise.reject(err)
@@ -918,9 +915,10 @@ export class HttpLimiter<Req, Res> {
             headers = e.headers as RateLimitHeaders
           }
           const limiter = this.limiter
-          // A limiter whose check was replaced (a subclass, a spy) is called through it.
+          // A limiter whose check was replaced (a subclass, a spy) is called through it. (Read here, not
+          // at the top level: a module-level read of FastLimit kept the whole limiter in lite bundles.)
           const decided =
-            limiter.check === CHECK
+            limiter.check === FastLimit.prototype.check
               ? limiter.checkNow(identity, rules, this.#scoped)
               : limiter.check(identity, rules, this.#scoped)
           if (decided instanceof Promise)
