@@ -114,6 +114,7 @@ export async function bundleSection(): Promise<Section> {
     const added = lite.gz - bare.gz
     const headline: Headline = {
       label: 'bundle: 6 KB gz budget / bytes @fastlimit/hono/lite adds (gzipped)',
+      basis: 'bytes',
       ratio: BUNDLE_TARGET_GZ / added,
       target: 1,
       detail:

@@ -79,6 +79,7 @@ export async function delaySection({ quick }: { quick: boolean }): Promise<Secti
   if (delayIns !== undefined && baseIns !== undefined) {
     headlines.push({
       label: "delay mode: admitted-request throughput, mode 'delay' / 'enforce' (instructions)",
+      basis: 'instructions',
       ratio: baseIns / delayIns,
       target: 0.95,
       detail: `${baseIns.toFixed(0)} -> ${delayIns.toFixed(0)} instructions per request`,

@@ -263,6 +263,7 @@ function heapSection(): Section {
     headlines: [
       {
         label: 'heap per key: RLF / fastlimit',
+        basis: 'bytes',
         ratio: rlf / ours,
         detail: `${ours.toFixed(0)} vs ${rlf.toFixed(0)} bytes`,
       },

@@ -90,6 +90,7 @@ export async function leaseSection({ quick }: { quick: boolean }): Promise<Secti
     if (backend === 'memory' && memIns !== undefined && checkIns !== undefined) {
       headlines.push({
         label: 'lease: memory check / (acquire + release), instructions',
+        basis: 'instructions',
         ratio: checkIns / memIns,
         detail: `${checkIns.toFixed(0)} instructions per check, ${memIns.toFixed(0)} per acquire + release`,
       })

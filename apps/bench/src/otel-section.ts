@@ -96,6 +96,7 @@ export async function otelSection({ quick, jobs = 2 }: { quick: boolean; jobs?: 
   if (instrumented !== undefined && plainIns !== undefined) {
     headlines.push({
       label: 'otel: check throughput with instrument() / without (instructions)',
+      basis: 'instructions',
       ratio: plainIns / instrumented,
       target: 0.95,
       detail: `${plainIns.toFixed(0)} -> ${instrumented.toFixed(0)} instructions per check`,

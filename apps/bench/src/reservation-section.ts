@@ -104,6 +104,7 @@ export async function reservationSection({ quick }: { quick: boolean }): Promise
     if (backend === 'memory' && memIns !== undefined && checkIns !== undefined) {
       headlines.push({
         label: 'reservation: memory check / (reserve + settle), instructions',
+        basis: 'instructions',
         ratio: checkIns / memIns,
         detail: `${checkIns.toFixed(0)} instructions per check, ${memIns.toFixed(0)} per reserve + settle`,
       })

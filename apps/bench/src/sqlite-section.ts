@@ -391,7 +391,9 @@ function report(
     ),
   )
   const headlines: Headline[] = []
-  const turn = flightCases.find((c) => c.via === 'FastLimit.check' && c.groupCommit === 'async')
+  const turn = flightCases.find(
+    (c) => c.via === 'FastLimit.check' && c.groupCommit === 'async' && c.inFlight === IN_FLIGHT,
+  )
   if (off && turn) {
     headlines.push({
       label: `sqlite ${IN_FLIGHT} in flight: group commit (the default) vs one transaction per decision`,
