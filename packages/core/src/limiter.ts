@@ -823,17 +823,22 @@ export class FastLimit {
   }
 
   /**
-   * Asks a backend with {@link SyncBackend.syncNow} whether to charge on the fast path now (only while the
-   * breaker is closed: after a fault the fast path decides as it did before, without the breaker's policy).
+   * Whether to charge on `sync`'s fast path now: always, unless it has {@link SyncBackend.syncNow}; then
+   * what it says while the breaker is closed (after a fault the fast path decides as it did before,
+   * without the breaker's policy).
    */
-  #trySync(sync: SyncBackend): boolean {
-    return (sync.syncNow as NonNullable<SyncBackend['syncNow']>).call(sync)
+  #onFastPath(sync: SyncBackend): boolean {
+    return (
+      !this.#syncNow ||
+      this.#state !== 'closed' ||
+      (sync.syncNow as NonNullable<SyncBackend['syncNow']>).call(sync)
+    )
   }
 
   /** {@link check} once the key is known (`single`: the rule when there is one, if the caller has it). */
   #check(key: string, list: readonly Rule[], cost: number, single?: Rule): Decision | Promise<Decision> {
     const sync = this.#sync
-    if (sync !== undefined && (!this.#syncNow || this.#state !== 'closed' || this.#trySync(sync))) {
+    if (sync !== undefined && this.#onFastPath(sync)) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         if (single !== undefined && this.#syncTo) {
@@ -1029,7 +1034,7 @@ export class FastLimit {
   /** {@link reserve} once the key is known. */
   #reserve(key: string, list: readonly Rule[], cost: number): Promise<Reservation> {
     const sync = this.#sync
-    if (sync !== undefined && (!this.#syncNow || this.#state !== 'closed' || this.#trySync(sync))) {
+    if (sync !== undefined && this.#onFastPath(sync)) {
       const start = this.#watchSyncCalls ? performance.now() : -1
       try {
         const results = decideSync(sync, key, list, cost)
